@@ -1,0 +1,397 @@
+//! Bytes to lines: the framing layer of the wire protocol.
+//!
+//! The codec owns one connection's unparsed input. It strips telnet IAC
+//! negotiation, splits on `\n` (dropping a `\r` just before it), skips empty
+//! lines, enforces the line cap and checks UTF-8. It never does IO and never
+//! interprets a line: that is `proto`'s job. See `design/protocol.md`, "Framing".
+
+use thiserror::Error;
+
+/// Telnet "interpret as command" byte; never valid in UTF-8, so stripping it is
+/// safe for every kind of client.
+const IAC: u8 = 255;
+const SB: u8 = 250;
+const SE: u8 = 240;
+const WILL: u8 = 251;
+const DONT: u8 = 254;
+/// A subnegotiation longer than this is treated as garbage and ends, so a
+/// stray `IAC SB` cannot swallow the rest of a session.
+const MAX_SUBNEGOTIATION: usize = 512;
+
+/// Why a line could not be delivered; the session goes on after either.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CodecError {
+    /// The line was longer than the cap; it is discarded up to its newline.
+    #[error("line longer than {max} bytes; it was discarded")]
+    TooLong { max: usize },
+    /// The line was not valid UTF-8; it is discarded.
+    #[error("line is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// Where the telnet stripper is inside an IAC sequence, kept across reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Telnet {
+    Data,
+    /// Just saw IAC.
+    Command,
+    /// Saw IAC WILL/WONT/DO/DONT: the next byte is the option.
+    Option,
+    /// Inside IAC SB … IAC SE; counts bytes to bound it.
+    Sub(usize),
+    /// Saw IAC inside a subnegotiation.
+    SubCommand(usize),
+}
+
+/// One connection's line splitter.
+#[derive(Debug)]
+pub struct LineCodec {
+    /// Bytes received and not yet returned as lines.
+    buf: Vec<u8>,
+    /// Start of the first unreturned byte in `buf`; earlier bytes are dropped
+    /// lazily on the next `push`, so `next_line` can lend a slice.
+    start: usize,
+    /// How far past `start` we already know there is no `\n`, so a line that
+    /// arrives one byte per read is scanned once, not once per byte.
+    scanned: usize,
+    /// Longest accepted line, without its terminator.
+    max_line: usize,
+    /// True after an over-long line until its newline arrives.
+    is_discarding: bool,
+    telnet: Telnet,
+}
+
+impl LineCodec {
+    pub fn new(max_line: usize) -> Self {
+        LineCodec {
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            max_line,
+            is_discarding: false,
+            telnet: Telnet::Data,
+        }
+    }
+
+    /// Changes the cap for lines not yet started (used on config reload).
+    pub fn set_max_line(&mut self, max_line: usize) {
+        self.max_line = max_line;
+    }
+
+    /// Bytes held for lines not yet complete or not yet taken.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// True when no partial line is held, so the buffer's memory can go back.
+    pub fn is_empty(&self) -> bool {
+        self.buffered() == 0
+    }
+
+    /// Gives back the buffer's memory when nothing is pending, so an idle
+    /// connection holds no input allocation.
+    pub fn shrink_if_idle(&mut self) {
+        if self.is_empty() {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.scanned = 0;
+        }
+    }
+
+    /// Appends bytes read from the peer, minus telnet negotiation. Lines
+    /// already taken are dropped first, so the buffer holds at most one
+    /// partial line plus this read.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        if self.telnet == Telnet::Data && !bytes.contains(&IAC) {
+            self.buf.extend_from_slice(bytes);
+        } else {
+            for &byte in bytes {
+                self.push_telnet(byte);
+            }
+        }
+    }
+
+    fn push_telnet(&mut self, byte: u8) {
+        self.telnet = match (self.telnet, byte) {
+            (Telnet::Data, IAC) => Telnet::Command,
+            (Telnet::Data, _) => {
+                self.buf.push(byte);
+                Telnet::Data
+            }
+            // IAC IAC is an escaped 255, which is never valid UTF-8: drop it.
+            (Telnet::Command, IAC) => Telnet::Data,
+            (Telnet::Command, SB) => Telnet::Sub(0),
+            (Telnet::Command, WILL..=DONT) => Telnet::Option,
+            (Telnet::Command, _) => Telnet::Data,
+            (Telnet::Option, _) => Telnet::Data,
+            (Telnet::Sub(_), IAC) | (Telnet::SubCommand(_), IAC) => {
+                Telnet::SubCommand(MAX_SUBNEGOTIATION)
+            }
+            (Telnet::SubCommand(_), SE) => Telnet::Data,
+            (Telnet::Sub(n), _) | (Telnet::SubCommand(n), _) if n >= MAX_SUBNEGOTIATION => {
+                Telnet::Data
+            }
+            (Telnet::Sub(n), _) | (Telnet::SubCommand(n), _) => Telnet::Sub(n + 1),
+        };
+    }
+
+    /// Takes the next complete line, without its terminator. `None` means
+    /// more bytes are needed. Errors are per line; call again afterwards.
+    pub fn next_line(&mut self) -> Option<Result<&str, CodecError>> {
+        loop {
+            let newline = self.buf[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|offset| self.scanned + offset);
+            let Some(newline) = newline else {
+                self.scanned = self.buf.len();
+                // One byte of slack for a `\r` that may precede the newline.
+                if !self.is_discarding && self.buffered() > self.max_line + 1 {
+                    self.is_discarding = true;
+                    self.start = self.buf.len();
+                    self.scanned = self.start;
+                    return Some(Err(CodecError::TooLong { max: self.max_line }));
+                }
+                if self.is_discarding {
+                    self.start = self.buf.len();
+                    self.scanned = self.start;
+                }
+                return None;
+            };
+            let line_start = self.start;
+            self.start = newline + 1;
+            self.scanned = self.start;
+            if self.is_discarding {
+                self.is_discarding = false;
+                continue;
+            }
+            let mut line_end = newline;
+            if line_end > line_start && self.buf[line_end - 1] == b'\r' {
+                line_end -= 1;
+            }
+            if line_end == line_start {
+                continue;
+            }
+            if line_end - line_start > self.max_line {
+                return Some(Err(CodecError::TooLong { max: self.max_line }));
+            }
+            return Some(
+                std::str::from_utf8(&self.buf[line_start..line_end])
+                    .map_err(|_| CodecError::InvalidUtf8),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Drains every line currently available, as owned results.
+    fn drain(codec: &mut LineCodec) -> Vec<Result<String, CodecError>> {
+        let mut lines = Vec::new();
+        while let Some(line) = codec.next_line() {
+            lines.push(line.map(str::to_owned));
+        }
+        lines
+    }
+
+    fn ok(text: &str) -> Result<String, CodecError> {
+        Ok(text.to_owned())
+    }
+
+    #[test]
+    fn many_frames_in_one_read_come_out_in_order() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"one\ntwo\nthree\n");
+        assert_eq!(drain(&mut codec), vec![ok("one"), ok("two"), ok("three")]);
+    }
+
+    #[test]
+    fn a_frame_sent_one_byte_at_a_time_arrives_whole() {
+        let mut codec = LineCodec::new(100);
+        let mut lines = Vec::new();
+        for byte in "{\"code\":108}\r\n".bytes() {
+            codec.push(&[byte]);
+            lines.extend(drain(&mut codec));
+        }
+        assert_eq!(lines, vec![ok("{\"code\":108}")]);
+    }
+
+    #[test]
+    fn multibyte_utf8_split_across_reads_is_kept() {
+        let mut codec = LineCodec::new(100);
+        let text = "héllo ✓\n".as_bytes();
+        codec.push(&text[..2]);
+        assert_eq!(drain(&mut codec), vec![]);
+        codec.push(&text[2..9]);
+        assert_eq!(drain(&mut codec), vec![]);
+        codec.push(&text[9..]);
+        assert_eq!(drain(&mut codec), vec![ok("héllo ✓")]);
+    }
+
+    #[test]
+    fn crlf_and_lf_are_both_terminators() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"a\r\nb\n");
+        assert_eq!(drain(&mut codec), vec![ok("a"), ok("b")]);
+    }
+
+    #[test]
+    fn a_lone_cr_is_data() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"a\rb\n");
+        assert_eq!(drain(&mut codec), vec![ok("a\rb")]);
+    }
+
+    #[test]
+    fn empty_lines_are_ignored() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"\n\r\n\nx\n\n");
+        assert_eq!(drain(&mut codec), vec![ok("x")]);
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_cap_is_accepted_with_either_terminator() {
+        let mut codec = LineCodec::new(8192);
+        let line = "a".repeat(8192);
+        codec.push(format!("{line}\n{line}\r\n").as_bytes());
+        assert_eq!(drain(&mut codec), vec![ok(&line), ok(&line)]);
+    }
+
+    #[test]
+    fn a_line_one_byte_over_the_cap_is_413_and_the_next_line_works() {
+        let mut codec = LineCodec::new(8192);
+        codec.push(format!("{}\nnext\n", "a".repeat(8193)).as_bytes());
+        assert_eq!(
+            drain(&mut codec),
+            vec![Err(CodecError::TooLong { max: 8192 }), ok("next")]
+        );
+    }
+
+    #[test]
+    fn an_endless_line_is_reported_once_and_not_buffered() {
+        let mut codec = LineCodec::new(16);
+        let mut errors = 0;
+        for _ in 0..1000 {
+            codec.push(&[b'x'; 100]);
+            errors += drain(&mut codec).len();
+            assert!(codec.buffered() <= 100, "held {}", codec.buffered());
+        }
+        assert_eq!(errors, 1);
+        codec.push(b"tail of the long line\nshort\n");
+        assert_eq!(drain(&mut codec), vec![ok("short")]);
+    }
+
+    #[test]
+    fn an_over_long_line_split_across_reads_is_discarded_to_its_newline() {
+        let mut codec = LineCodec::new(4);
+        codec.push(b"abcdefg");
+        assert_eq!(drain(&mut codec), vec![Err(CodecError::TooLong { max: 4 })]);
+        codec.push(b"hij\nok\n");
+        assert_eq!(drain(&mut codec), vec![ok("ok")]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_for_that_line_only() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"bad \xC3\x28 line\ngood\n");
+        assert_eq!(
+            drain(&mut codec),
+            vec![Err(CodecError::InvalidUtf8), ok("good")]
+        );
+    }
+
+    #[test]
+    fn telnet_negotiation_is_stripped_even_across_reads() {
+        let mut codec = LineCodec::new(100);
+        // IAC DO ECHO, IAC IP (what Ctrl-C sends), then a split IAC WILL NAWS.
+        codec.push(b"\xff\xfd\x01al\xff\xf4ice");
+        codec.push(b"\xff");
+        codec.push(b"\xfb\x1f\n");
+        assert_eq!(drain(&mut codec), vec![ok("alice")]);
+    }
+
+    #[test]
+    fn telnet_subnegotiation_is_stripped() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0bob\n");
+        assert_eq!(drain(&mut codec), vec![ok("bob")]);
+    }
+
+    #[test]
+    fn an_unterminated_subnegotiation_ends_after_its_cap() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"\xff\xfa");
+        codec.push(&[b'z'; MAX_SUBNEGOTIATION + 1]);
+        codec.push(b"carol\n");
+        assert_eq!(drain(&mut codec), vec![ok("carol")]);
+    }
+
+    #[test]
+    fn shrink_if_idle_keeps_a_partial_line() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"par");
+        codec.shrink_if_idle();
+        codec.push(b"tial\n");
+        assert_eq!(drain(&mut codec), vec![ok("partial")]);
+        codec.shrink_if_idle();
+        assert_eq!(codec.buffered(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// However the input is cut into reads, the lines are the same as
+        /// when it arrives in one read.
+        #[test]
+        fn splitting_never_changes_the_lines(
+            input in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), Just(0xC3u8), Just(0xA9u8), Just(0xFFu8), any::<u8>()],
+                0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..20),
+            max in 1usize..40,
+        ) {
+            let mut whole = LineCodec::new(max);
+            whole.push(&input);
+            let expected = drain(&mut whole);
+
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= input.len()).collect();
+            cuts.sort_unstable();
+            let mut pieces = LineCodec::new(max);
+            let mut got = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain(std::iter::once(input.len())) {
+                pieces.push(&input[from..cut]);
+                got.extend(drain(&mut pieces));
+                from = cut;
+            }
+            // An over-long line may be reported early (before its newline) or
+            // late; either way it is one TooLong, so compare the two views.
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn lines_never_exceed_the_cap_or_hold_newlines(
+            input in proptest::collection::vec(any::<u8>(), 0..2000),
+            max in 1usize..64,
+        ) {
+            let mut codec = LineCodec::new(max);
+            codec.push(&input);
+            while let Some(line) = codec.next_line() {
+                if let Ok(line) = line {
+                    prop_assert!(line.len() <= max);
+                    prop_assert!(!line.contains('\n'));
+                    prop_assert!(!line.is_empty());
+                }
+            }
+            prop_assert!(codec.buffered() <= max + 1);
+        }
+    }
+}

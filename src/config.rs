@@ -1,0 +1,324 @@
+//! The configuration: embedded defaults, an optional TOML file and command
+//! line overrides, validated into one `Config` before anything listens.
+//!
+//! Adding a key is adding one field to `Config` (with its default in
+//! `Default`) and, if it has rules, one check in `validate`. Reading the
+//! config file and the password file is the only IO here.
+
+use crate::auth::Auth;
+use crate::hub::HubConfig;
+use crate::proto::RoomName;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a configuration was refused. Each names the file or the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {kind} {path}: {source}")]
+    Read {
+        kind: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// `auth` in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthSetting {
+    Open,
+    Password,
+}
+
+/// `listen` may be one address or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Every key of the config file, with its default. Unknown keys are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Addresses to listen on (IPv4 or IPv6, `host:port`).
+    #[serde(deserialize_with = "deserialize_listen")]
+    pub listen: Vec<SocketAddr>,
+    pub auth: AuthSetting,
+    /// File holding the shared password (first line), for `auth = "password"`.
+    pub password_file: Option<PathBuf>,
+    /// Longest accepted input line in bytes, without its terminator.
+    pub max_line_bytes: usize,
+    /// Connections held at once; more get 503 and are closed.
+    pub max_connections: usize,
+    /// Output one client may owe before it is dropped as a slow consumer.
+    pub max_output_bytes: usize,
+    /// The room every user joins at login.
+    #[serde(deserialize_with = "deserialize_room")]
+    pub default_room: RoomName,
+    /// How long shutdown waits for clients to take their last bytes.
+    pub shutdown_timeout_secs: u64,
+    /// The shared password, read from `password_file` at load time.
+    #[serde(skip)]
+    password: Option<Vec<u8>>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5050))],
+            auth: AuthSetting::Open,
+            password_file: None,
+            max_line_bytes: 8192,
+            max_connections: 1024,
+            max_output_bytes: 1024 * 1024,
+            default_room: RoomName::parse("lobby").expect("lobby is a valid room name"),
+            shutdown_timeout_secs: 10,
+            password: None,
+        }
+    }
+}
+
+fn deserialize_listen<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SocketAddr>, D::Error> {
+    let addresses = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(address) => vec![address],
+        OneOrMany::Many(addresses) => addresses,
+    };
+    addresses
+        .iter()
+        .map(|address| parse_listen(address).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn deserialize_room<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<RoomName, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    RoomName::parse(&name).map_err(serde::de::Error::custom)
+}
+
+/// Parses a listen address: `127.0.0.1:5050`, `[::1]:5050`.
+pub fn parse_listen(address: &str) -> Result<SocketAddr, String> {
+    address
+        .parse()
+        .map_err(|_| format!("`{address}` is not an address like 127.0.0.1:5050 or [::1]:5050"))
+}
+
+impl Config {
+    /// Reads and validates a config file; keys it omits keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            kind: "config file",
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        // A relative password_file is relative to the config file.
+        if let (Some(file), Some(dir)) = (&config.password_file, path.parent())
+            && file.is_relative()
+        {
+            config.password_file = Some(dir.join(file));
+        }
+        Ok(config)
+    }
+
+    /// Parses TOML text into a config, without validating cross-key rules.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|error| error.to_string().trim_end().to_owned())
+    }
+
+    /// Checks the rules that span keys or need files, and loads secrets.
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        if self.listen.is_empty() {
+            return Err(invalid("listen", "at least one address is needed"));
+        }
+        if !(64..=1024 * 1024).contains(&self.max_line_bytes) {
+            return Err(invalid("max_line_bytes", "must be between 64 and 1048576"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if self.max_output_bytes < 64 * 1024 {
+            return Err(invalid("max_output_bytes", "must be at least 65536"));
+        }
+        self.password = match (self.auth, &self.password_file) {
+            (AuthSetting::Open, _) => None,
+            (AuthSetting::Password, None) => {
+                return Err(invalid(
+                    "password_file",
+                    "auth = \"password\" needs a password_file",
+                ));
+            }
+            (AuthSetting::Password, Some(path)) => Some(read_password(path)?),
+        };
+        Ok(self)
+    }
+
+    pub fn auth(&self) -> Auth {
+        match &self.password {
+            Some(secret) => Auth::Password {
+                secret: secret.clone(),
+            },
+            None => Auth::Open,
+        }
+    }
+
+    pub fn hub_config(&self) -> HubConfig {
+        HubConfig {
+            auth: self.auth(),
+            default_room: self.default_room.clone(),
+            max_output_bytes: self.max_output_bytes,
+        }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+/// The password is the file's first line, without its line ending.
+fn read_password(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        kind: "password_file",
+        path: path.to_owned(),
+        source,
+    })?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() {
+        return Err(invalid(
+            "password_file",
+            format!("{} holds no password on its first line", path.display()),
+        ));
+    }
+    Ok(password.as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn the_embedded_defaults_are_the_documented_ones() {
+        let config = Config::default().validate().unwrap();
+        assert_eq!(config.listen, vec!["127.0.0.1:5050".parse().unwrap()]);
+        assert_eq!(config.auth, AuthSetting::Open);
+        assert_eq!(config.max_line_bytes, 8192);
+        assert_eq!(config.default_room.as_str(), "lobby");
+        assert_eq!(config.auth(), Auth::Open);
+    }
+
+    #[test]
+    fn an_empty_file_means_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.max_line_bytes, 8192);
+    }
+
+    #[test]
+    fn listen_takes_a_string_or_a_list_of_v4_and_v6() {
+        let one = Config::from_toml(r#"listen = "0.0.0.0:6000""#).unwrap();
+        assert_eq!(one.listen, vec!["0.0.0.0:6000".parse().unwrap()]);
+        let many = Config::from_toml(r#"listen = ["127.0.0.1:1", "[::1]:2"]"#).unwrap();
+        assert_eq!(many.listen.len(), 2);
+        assert!(many.listen[1].is_ipv6());
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let error = Config::from_toml("max_lines = 3").unwrap_err();
+        assert!(error.contains("max_lines"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        for (text, key) in [
+            ("listen = \"nowhere\"", "listen"),
+            ("max_line_bytes = \"big\"", "max_line_bytes"),
+            ("auth = \"kerberos\"", "auth"),
+            ("default_room = \"no spaces\"", "default_room"),
+        ] {
+            let error = Config::from_toml(text).unwrap_err();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        let error = Config::from_toml("max_line_bytes = 10")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("max_line_bytes"), "{error}");
+        let error = Config::from_toml("max_connections = 0")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("max_connections"), "{error}");
+    }
+
+    #[test]
+    fn password_auth_needs_a_readable_non_empty_password_file() {
+        let error = Config::from_toml("auth = \"password\"")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("password_file"), "{error}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let mut config = Config::from_toml("auth = \"password\"").unwrap();
+        config.password_file = Some(missing.clone());
+        let error = config.validate().unwrap_err();
+        assert!(error.to_string().contains("missing"), "{error}");
+
+        let path = dir.path().join("pw");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(b"s3cret\nignored\n")
+            .unwrap();
+        let mut config = Config::from_toml("auth = \"password\"").unwrap();
+        config.password_file = Some(path);
+        let config = config.validate().unwrap();
+        assert!(config.auth().verify("s3cret"));
+        assert!(!config.auth().verify("ignored"));
+    }
+
+    #[test]
+    fn a_relative_password_file_is_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "abc\n").unwrap();
+        let config_path = dir.path().join("riftd.toml");
+        std::fs::write(
+            &config_path,
+            "auth = \"password\"\npassword_file = \"pw\"\n",
+        )
+        .unwrap();
+        let config = Config::from_file(&config_path).unwrap().validate().unwrap();
+        assert!(config.auth().verify("abc"));
+    }
+
+    #[test]
+    fn an_unreadable_config_file_names_the_file() {
+        let error = Config::from_file(Path::new("/nonexistent/riftd.toml")).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/riftd.toml"),
+            "{error}"
+        );
+    }
+}

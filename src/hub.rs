@@ -1,0 +1,866 @@
+//! The chat itself: who is connected, which names are taken, who is in which
+//! room, and who receives each frame.
+//!
+//! The hub turns lines into effects on every session and pushes the encoded
+//! frames into per-connection outboxes. It never touches a socket, a file or
+//! the clock: time arrives as `Now`, and the server shell drains the outboxes.
+//! See `design/architecture.md` for the path of one message.
+
+use crate::auth::Auth;
+use crate::codec::CodecError;
+use crate::outbox::{Frame, Outbox};
+use crate::proto::{
+    ChatMessage, Code, ProtoError, Request, RoomName, ServerMsg, Target, TextExpect, Username,
+    parse_json, parse_text,
+};
+use crate::session::{Input, Mode, State};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// Failed passwords one connection may try before it is closed.
+pub const MAX_PASSWORD_FAILURES: u8 = 3;
+/// Rooms one user may be in at once.
+pub const MAX_ROOMS_PER_USER: usize = 20;
+/// Names per 206 frame, so a WHO of a huge room stays within line limits.
+pub const WHO_CHUNK: usize = 200;
+
+/// A connection's identity, shared with the server shell (it is the mio
+/// token). The shell may reuse an id only after `handle_closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub usize);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The moment an input happened, as the shell read it from the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Wall-clock Unix milliseconds, stamped on chat messages.
+    pub unix_ms: u64,
+}
+
+/// What the hub needs from the configuration; replaced whole on reload.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub auth: Auth,
+    /// The room every user joins at login; it exists even when empty.
+    pub default_room: RoomName,
+    /// Output a client may owe before it is cut off as a slow consumer.
+    pub max_output_bytes: usize,
+}
+
+/// Why a connection must be closed at once, without waiting for its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CutOff {
+    /// It owed more than `max_output_bytes`.
+    SlowConsumer { pending: usize },
+}
+
+/// One connection's view from the hub.
+#[derive(Debug)]
+struct Client {
+    peer: SocketAddr,
+    state: State,
+    /// `None` until the first non-empty line; frames sent before then (the
+    /// greeting) are JSON.
+    mode: Option<Mode>,
+    /// Wrong passwords so far on this connection.
+    failures: u8,
+    /// Rooms joined, oldest first; the last one is the current room, where
+    /// a SAY without `room` goes.
+    rooms: Vec<RoomName>,
+    outbox: Outbox,
+    /// Set when the client must go now (slow consumer); its output is void.
+    cut_off: Option<CutOff>,
+}
+
+impl Client {
+    fn tag(&self, conn: ConnId) -> String {
+        format!("conn={conn} peer={}", self.peer)
+    }
+}
+
+/// The connection table plus the lists the shell drains. Kept apart from
+/// the rooms so a fan-out can read a room while writing outboxes.
+#[derive(Debug, Default)]
+struct Clients {
+    slots: Vec<Option<Client>>,
+    /// Connections whose outbox gained bytes (or that quit) since the shell
+    /// last looked; each appears at most once per drain.
+    dirty: Vec<ConnId>,
+    is_dirty: Vec<bool>,
+    max_output_bytes: usize,
+}
+
+impl Clients {
+    fn get(&self, conn: ConnId) -> Option<&Client> {
+        self.slots.get(conn.0).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, conn: ConnId) -> Option<&mut Client> {
+        self.slots.get_mut(conn.0).and_then(Option::as_mut)
+    }
+
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if !self.is_dirty[conn.0] {
+            self.is_dirty[conn.0] = true;
+            self.dirty.push(conn);
+        }
+    }
+
+    /// Queues a frame, encoded in the recipient's mode. `frames` caches
+    /// the two encodings so a fan-out encodes each at most once.
+    fn enqueue(&mut self, conn: ConnId, msg: &ServerMsg, frames: &mut FrameCache) {
+        let max_output_bytes = self.max_output_bytes;
+        let Some(client) = self.get_mut(conn) else {
+            return;
+        };
+        if client.cut_off.is_some() {
+            return;
+        }
+        let frame = frames.get(msg, client.mode.unwrap_or(Mode::Json));
+        client.outbox.push(frame);
+        let pending = client.outbox.pending_bytes();
+        if pending > max_output_bytes {
+            log::warn!(
+                "{} cut off: slow consumer owes {pending} bytes (max_output_bytes {max_output_bytes})",
+                client.tag(conn)
+            );
+            client.outbox.clear();
+            client.cut_off = Some(CutOff::SlowConsumer { pending });
+        }
+        self.mark_dirty(conn);
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMsg) {
+        self.enqueue(conn, msg, &mut FrameCache::default());
+    }
+
+    fn deliver<'a>(&mut self, recipients: impl IntoIterator<Item = &'a ConnId>, msg: &ServerMsg) {
+        let mut frames = FrameCache::default();
+        for &conn in recipients {
+            self.enqueue(conn, msg, &mut frames);
+        }
+    }
+}
+
+/// A frame's JSON and text encodings, each made on first use.
+#[derive(Default)]
+struct FrameCache {
+    json: Option<Frame>,
+    text: Option<Frame>,
+}
+
+impl FrameCache {
+    fn get(&mut self, msg: &ServerMsg, mode: Mode) -> Frame {
+        let slot = match mode {
+            Mode::Json => &mut self.json,
+            Mode::Text => &mut self.text,
+        };
+        Rc::clone(slot.get_or_insert_with(|| {
+            Rc::from(match mode {
+                Mode::Json => msg.to_json_line(),
+                Mode::Text => msg.to_text_lines(),
+            })
+        }))
+    }
+}
+
+/// A room and its members in join order.
+#[derive(Debug, Default)]
+struct Room {
+    members: Vec<ConnId>,
+}
+
+/// The whole chat.
+#[derive(Debug)]
+pub struct Hub {
+    config: HubConfig,
+    clients: Clients,
+    /// Case-folded username → holder, including names reserved in PASS AUTH.
+    names: HashMap<String, ConnId>,
+    rooms: BTreeMap<RoomName, Room>,
+    /// The id of the next chat message; ids only grow.
+    next_message_id: u64,
+}
+
+/// A request refused with an error frame; the session goes on.
+struct Refusal {
+    code: Code,
+    error: String,
+}
+
+impl Refusal {
+    fn new(code: Code, error: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ProtoError> for Refusal {
+    fn from(error: ProtoError) -> Refusal {
+        Refusal::new(error.code(), error.to_string())
+    }
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Hub {
+        let mut rooms = BTreeMap::new();
+        rooms.insert(config.default_room.clone(), Room::default());
+        Hub {
+            clients: Clients {
+                max_output_bytes: config.max_output_bytes,
+                ..Clients::default()
+            },
+            config,
+            names: HashMap::new(),
+            rooms,
+            next_message_id: 1,
+        }
+    }
+
+    /// Applies a reloaded configuration. Sessions keep their state; the new
+    /// auth applies to logins from now on, the default room to new logins.
+    pub fn set_config(&mut self, config: HubConfig) {
+        self.rooms.entry(config.default_room.clone()).or_default();
+        self.clients.max_output_bytes = config.max_output_bytes;
+        self.config = config;
+    }
+
+    /// Message ids start after the highest one already used (history replay).
+    pub fn set_next_message_id(&mut self, id: u64) {
+        self.next_message_id = self.next_message_id.max(id);
+    }
+
+    /// Number of sessions, logged in or not.
+    pub fn connection_count(&self) -> usize {
+        self.clients.slots.iter().flatten().count()
+    }
+
+    /// A new connection: greet it.
+    pub fn handle_connected(&mut self, conn: ConnId, peer: SocketAddr) {
+        let slots = &mut self.clients.slots;
+        if slots.len() <= conn.0 {
+            slots.resize_with(conn.0 + 1, || None);
+            self.clients.is_dirty.resize(conn.0 + 1, false);
+        }
+        slots[conn.0] = Some(Client {
+            peer,
+            state: State::Listen,
+            mode: None,
+            failures: 0,
+            rooms: Vec::new(),
+            outbox: Outbox::default(),
+            cut_off: None,
+        });
+        self.clients.send(
+            conn,
+            &ServerMsg::Hello {
+                auth: self.config.auth.kind(),
+            },
+        );
+    }
+
+    /// One complete line from the codec.
+    pub fn handle_line(&mut self, conn: ConnId, line: &str, now: Now) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.cut_off.is_some() {
+            return;
+        }
+        if client.state == State::Listen {
+            client.mode = Some(if line.starts_with('{') {
+                Mode::Json
+            } else {
+                Mode::Text
+            });
+            client.state = State::UserAuth;
+        }
+        let request = match client.mode {
+            Some(Mode::Text) => {
+                let expect = match client.state {
+                    State::PassAuth { .. } => TextExpect::Password,
+                    State::Broadcast { .. } => TextExpect::Chat,
+                    _ => TextExpect::Username,
+                };
+                parse_text(line, expect)
+            }
+            _ => parse_json(line),
+        };
+        if !matches!(request, Ok(Request::Pass { .. })) {
+            log::debug!("{} line {line:?}", client.tag(conn));
+        }
+        let state = client.state.clone();
+        if state == State::Quit {
+            return;
+        }
+        let request = match request {
+            Ok(request) => request,
+            Err(ProtoError::Http) => {
+                self.clients.send(
+                    conn,
+                    &ServerMsg::error(Code::BadRequest, ProtoError::Http.to_string()),
+                );
+                self.quit(conn, "sent HTTP");
+                return;
+            }
+            Err(error) => {
+                self.refuse(conn, error.into());
+                return;
+            }
+        };
+        if !state.allows(request.code()) {
+            let refusal = Refusal::new(
+                Code::Forbidden,
+                format!(
+                    "code {} is not allowed in state {}",
+                    request.code().number(),
+                    state.name()
+                ),
+            );
+            self.refuse(conn, refusal);
+            return;
+        }
+        if let Err(refusal) = self.dispatch(conn, state, request, now) {
+            self.refuse(conn, refusal);
+        }
+    }
+
+    /// A line the codec could not deliver.
+    pub fn handle_codec_error(&mut self, conn: ConnId, error: CodecError) {
+        let code = match error {
+            CodecError::TooLong { .. } => Code::TooLong,
+            CodecError::InvalidUtf8 => Code::BadRequest,
+        };
+        self.refuse(conn, Refusal::new(code, error.to_string()));
+    }
+
+    /// The socket is gone (EOF, error, or the shell closed it). Frees the
+    /// name, leaves every room and forgets the connection.
+    pub fn handle_closed(&mut self, conn: ConnId) {
+        if self.clients.get(conn).is_none() {
+            return;
+        }
+        self.leave(conn);
+        self.clients.slots[conn.0] = None;
+    }
+
+    /// The peer closed its side: leave as after QUIT, still flushing what
+    /// is owed (a half-closed socket can still be written).
+    pub fn handle_eof(&mut self, conn: ConnId) {
+        if self.clients.get(conn).is_some() && !self.is_quitting(conn) {
+            self.quit(conn, "peer closed");
+        }
+    }
+
+    /// The server is going down: tell everyone (205) and stop reading them.
+    pub fn handle_shutdown(&mut self) {
+        for index in 0..self.clients.slots.len() {
+            let conn = ConnId(index);
+            let Some(client) = self.clients.get_mut(conn) else {
+                continue;
+            };
+            if client.state != State::Quit {
+                client.state = State::Quit;
+                self.clients.send(conn, &ServerMsg::GoingDown);
+                self.clients.mark_dirty(conn);
+            }
+        }
+    }
+
+    /// Connections whose outbox changed, or that are quitting, since the last
+    /// call. The buffer is swapped, not reallocated.
+    pub fn drain_dirty(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.clients.dirty);
+        for conn in into.iter() {
+            self.clients.is_dirty[conn.0] = false;
+        }
+    }
+
+    pub fn outbox_mut(&mut self, conn: ConnId) -> Option<&mut Outbox> {
+        self.clients.get_mut(conn).map(|client| &mut client.outbox)
+    }
+
+    /// True once the session has left (QUIT, too many failures, shutdown):
+    /// the shell flushes what is owed, then closes.
+    pub fn is_quitting(&self, conn: ConnId) -> bool {
+        self.clients
+            .get(conn)
+            .is_some_and(|client| client.state == State::Quit)
+    }
+
+    /// Why the connection must be closed now, without a flush, if it must.
+    pub fn cut_off(&self, conn: ConnId) -> Option<&CutOff> {
+        self.clients
+            .get(conn)
+            .and_then(|client| client.cut_off.as_ref())
+    }
+
+    /// The session's current state (for the shell's logs and for tests).
+    pub fn state(&self, conn: ConnId) -> Option<&State> {
+        self.clients.get(conn).map(|client| &client.state)
+    }
+
+    fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
+        if let Some(client) = self.clients.get(conn) {
+            log::debug!(
+                "{} refused: {} {}",
+                client.tag(conn),
+                refusal.code.number(),
+                refusal.error
+            );
+        }
+        self.clients
+            .send(conn, &ServerMsg::error(refusal.code, refusal.error));
+    }
+
+    fn dispatch(
+        &mut self,
+        conn: ConnId,
+        state: State,
+        request: Request,
+        now: Now,
+    ) -> Result<(), Refusal> {
+        match (state, request) {
+            (_, Request::Ping { token }) => self.clients.send(conn, &ServerMsg::Pong { token }),
+            (_, Request::Quit) => self.quit(conn, "quit"),
+            (_, Request::Help) => self.clients.send(conn, &ServerMsg::Help),
+            (State::UserAuth, Request::User { username }) => self.user(conn, username)?,
+            (State::PassAuth { username }, Request::Pass { password }) => {
+                self.pass(conn, username, &password)
+            }
+            (State::Broadcast { username }, request) => self.chat(conn, username, request, now)?,
+            // `State::allows` has already refused every other combination.
+            (state, request) => {
+                return Err(Refusal::new(
+                    Code::Forbidden,
+                    format!(
+                        "code {} is not allowed in state {}",
+                        request.code().number(),
+                        state.name()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn chat(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        request: Request,
+        now: Now,
+    ) -> Result<(), Refusal> {
+        match request {
+            Request::Say { text, room } => self.say(conn, username, text, room, now),
+            Request::Dm { to, text } => self.dm(conn, username, to, text, now),
+            Request::Rename { username: new } => self.rename(conn, username, new),
+            Request::Who { room } => self.who(conn, room),
+            Request::Join { room } => self.join(conn, username, room),
+            Request::Part { room } => self.part(conn, username, room),
+            Request::Rooms => {
+                let rooms = self
+                    .rooms
+                    .iter()
+                    .map(|(name, room)| (name.clone(), room.members.len()))
+                    .collect();
+                self.clients.send(conn, &ServerMsg::RoomList { rooms });
+                Ok(())
+            }
+            _ => Err(Refusal::new(Code::Forbidden, "not allowed in BROADCAST")),
+        }
+    }
+
+    fn is_name_free_for(&self, conn: ConnId, username: &Username) -> bool {
+        self.names
+            .get(&username.key())
+            .is_none_or(|&holder| holder == conn)
+    }
+
+    fn user(&mut self, conn: ConnId, username: Username) -> Result<(), Refusal> {
+        if !self.is_name_free_for(conn, &username) {
+            return Err(Refusal::new(
+                Code::Conflict,
+                format!("username {username} is taken"),
+            ));
+        }
+        self.names.insert(username.key(), conn);
+        let needs_password = self.config.auth.needs_password();
+        self.transition(
+            conn,
+            Input::UserAccepted {
+                username: username.clone(),
+                needs_password,
+            },
+        );
+        if needs_password {
+            self.clients.send(conn, &ServerMsg::PassNeeded);
+        } else {
+            self.logged_in(conn, username);
+        }
+        Ok(())
+    }
+
+    fn pass(&mut self, conn: ConnId, username: Username, password: &str) {
+        if self.config.auth.verify(password) {
+            self.transition(conn, Input::PasswordAccepted);
+            self.logged_in(conn, username);
+            return;
+        }
+        self.names.remove(&username.key());
+        self.transition(conn, Input::PasswordRejected);
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        client.failures += 1;
+        let failures = client.failures;
+        log::info!(
+            "{} wrong password for {username} ({failures} of {MAX_PASSWORD_FAILURES})",
+            client.tag(conn)
+        );
+        if failures >= MAX_PASSWORD_FAILURES {
+            self.clients.send(
+                conn,
+                &ServerMsg::error(
+                    Code::WrongPassword,
+                    "wrong password; too many failures, closing",
+                ),
+            );
+            self.quit(conn, "too many wrong passwords");
+        } else {
+            self.clients.send(
+                conn,
+                &ServerMsg::error(Code::WrongPassword, "wrong password; send USER again"),
+            );
+        }
+    }
+
+    fn logged_in(&mut self, conn: ConnId, username: Username) {
+        if let Some(client) = self.clients.get(conn) {
+            log::info!("{} login {username}", client.tag(conn));
+        }
+        self.clients.send(
+            conn,
+            &ServerMsg::YourName {
+                username: username.clone(),
+            },
+        );
+        let room = self.config.default_room.clone();
+        self.enter_room(conn, username, room);
+    }
+
+    fn transition(&mut self, conn: ConnId, input: Input) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        match client.state.next(input) {
+            Ok(next) => client.state = next,
+            // The hub only feeds inputs that `allows` screened; reaching
+            // this is a bug, so log it loudly and leave the state alone.
+            Err(error) => log::error!("{} {error}", client.tag(conn)),
+        }
+    }
+
+    fn current_room(&self, conn: ConnId) -> Option<RoomName> {
+        self.clients.get(conn)?.rooms.last().cloned()
+    }
+
+    fn is_member(&self, conn: ConnId, room: &RoomName) -> bool {
+        self.clients
+            .get(conn)
+            .is_some_and(|client| client.rooms.contains(room))
+    }
+
+    fn next_message(
+        &mut self,
+        target: Target,
+        from: Username,
+        text: String,
+        now: Now,
+    ) -> ServerMsg {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        ServerMsg::Message(ChatMessage {
+            id,
+            ts: now.unix_ms,
+            target,
+            from,
+            text,
+        })
+    }
+
+    fn say(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        text: String,
+        room: Option<RoomName>,
+        now: Now,
+    ) -> Result<(), Refusal> {
+        let room = match room {
+            Some(room) => room,
+            None => self.current_room(conn).ok_or_else(|| {
+                Refusal::new(Code::Forbidden, "you are in no room; JOIN one first")
+            })?,
+        };
+        if !self.is_member(conn, &room) {
+            return Err(Refusal::new(
+                Code::Forbidden,
+                format!("you are not in room {room}"),
+            ));
+        }
+        let message = self.next_message(Target::Room(room.clone()), username, text, now);
+        if let Some(members) = self.rooms.get(&room) {
+            self.clients.deliver(&members.members, &message);
+        }
+        Ok(())
+    }
+
+    fn dm(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        to: Username,
+        text: String,
+        now: Now,
+    ) -> Result<(), Refusal> {
+        let target = self
+            .names
+            .get(&to.key())
+            .copied()
+            .filter(|&target| {
+                self.clients
+                    .get(target)
+                    .is_some_and(|client| client.state.username().is_some())
+            })
+            .ok_or_else(|| Refusal::new(Code::NotFound, format!("no such user {to}")))?;
+        // Address the frame with the name as its holder spells it.
+        let to = self
+            .clients
+            .get(target)
+            .and_then(|client| client.state.username().cloned())
+            .unwrap_or(to);
+        let message = self.next_message(Target::User(to), username, text, now);
+        let recipients: &[ConnId] = if target == conn {
+            &[conn]
+        } else {
+            &[target, conn]
+        };
+        self.clients.deliver(recipients, &message);
+        Ok(())
+    }
+
+    fn rename(&mut self, conn: ConnId, old: Username, new: Username) -> Result<(), Refusal> {
+        if !self.is_name_free_for(conn, &new) {
+            return Err(Refusal::new(
+                Code::Conflict,
+                format!("username {new} is taken"),
+            ));
+        }
+        self.names.remove(&old.key());
+        self.names.insert(new.key(), conn);
+        self.transition(
+            conn,
+            Input::Renamed {
+                username: new.clone(),
+            },
+        );
+        if let Some(client) = self.clients.get(conn) {
+            log::info!("{} renamed {old} -> {new}", client.tag(conn));
+        }
+        self.clients.send(
+            conn,
+            &ServerMsg::YourName {
+                username: new.clone(),
+            },
+        );
+        let neighbours = self.neighbours(conn);
+        self.clients
+            .deliver(&neighbours, &ServerMsg::Renamed { old, new });
+        Ok(())
+    }
+
+    /// Everyone sharing at least one room with `conn`, once each, not `conn`.
+    fn neighbours(&self, conn: ConnId) -> Vec<ConnId> {
+        let Some(client) = self.clients.get(conn) else {
+            return Vec::new();
+        };
+        let mut seen = HashSet::new();
+        client
+            .rooms
+            .iter()
+            .filter_map(|room| self.rooms.get(room))
+            .flat_map(|room| room.members.iter().copied())
+            .filter(|&member| member != conn && seen.insert(member))
+            .collect()
+    }
+
+    fn who(&mut self, conn: ConnId, room: Option<RoomName>) -> Result<(), Refusal> {
+        let room = match room {
+            Some(room) => room,
+            None => self
+                .current_room(conn)
+                .ok_or_else(|| Refusal::new(Code::Forbidden, "you are in no room; name one"))?,
+        };
+        let members = &self
+            .rooms
+            .get(&room)
+            .ok_or_else(|| Refusal::new(Code::NotFound, format!("no such room {room}")))?
+            .members;
+        let users: Vec<Username> = members
+            .iter()
+            .filter_map(|&member| self.clients.get(member)?.state.username().cloned())
+            .collect();
+        let chunks: Vec<&[Username]> = if users.is_empty() {
+            vec![&[]]
+        } else {
+            users.chunks(WHO_CHUNK).collect()
+        };
+        let last = chunks.len() - 1;
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            self.clients.send(
+                conn,
+                &ServerMsg::Users {
+                    room: room.clone(),
+                    users: chunk.to_vec(),
+                    more: index < last,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, conn: ConnId, username: Username, room: RoomName) -> Result<(), Refusal> {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return Ok(());
+        };
+        if let Some(position) = client.rooms.iter().position(|joined| *joined == room) {
+            // Already a member: make it current and confirm to this user only.
+            let room = client.rooms.remove(position);
+            client.rooms.push(room.clone());
+            self.clients
+                .send(conn, &ServerMsg::Connected { username, room });
+            return Ok(());
+        }
+        if client.rooms.len() >= MAX_ROOMS_PER_USER {
+            return Err(Refusal::new(
+                Code::Forbidden,
+                format!("you are in {MAX_ROOMS_PER_USER} rooms already; PART one first"),
+            ));
+        }
+        self.enter_room(conn, username, room);
+        Ok(())
+    }
+
+    fn enter_room(&mut self, conn: ConnId, username: Username, room: RoomName) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        client.rooms.push(room.clone());
+        let members = &mut self.rooms.entry(room.clone()).or_default().members;
+        members.push(conn);
+        self.clients
+            .deliver(members.iter(), &ServerMsg::Connected { username, room });
+    }
+
+    fn part(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        room: Option<RoomName>,
+    ) -> Result<(), Refusal> {
+        let room = match room {
+            Some(room) => room,
+            None => self
+                .current_room(conn)
+                .ok_or_else(|| Refusal::new(Code::Forbidden, "you are in no room"))?,
+        };
+        if !self.rooms.contains_key(&room) {
+            return Err(Refusal::new(Code::NotFound, format!("no such room {room}")));
+        }
+        if !self.is_member(conn, &room) {
+            return Err(Refusal::new(
+                Code::Forbidden,
+                format!("you are not in room {room}"),
+            ));
+        }
+        if let Some(members) = self.rooms.get(&room) {
+            self.clients.deliver(
+                &members.members,
+                &ServerMsg::Disconnected {
+                    username,
+                    room: Some(room.clone()),
+                },
+            );
+        }
+        self.remove_from_room(conn, &room);
+        Ok(())
+    }
+
+    fn remove_from_room(&mut self, conn: ConnId, room: &RoomName) {
+        if let Some(client) = self.clients.get_mut(conn) {
+            client.rooms.retain(|joined| joined != room);
+        }
+        if let Some(entry) = self.rooms.get_mut(room) {
+            entry.members.retain(|&member| member != conn);
+            if entry.members.is_empty() && *room != self.config.default_room {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// Leaves the server: 204 to everyone who shared a room, name freed,
+    /// rooms left. Idempotent.
+    fn leave(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get(conn) else {
+            return;
+        };
+        let username = client.state.username().cloned();
+        if let State::PassAuth { username } = &client.state {
+            self.names.remove(&username.key());
+        }
+        if let Some(username) = username {
+            let neighbours = self.neighbours(conn);
+            self.clients.deliver(
+                &neighbours,
+                &ServerMsg::Disconnected {
+                    username: username.clone(),
+                    room: None,
+                },
+            );
+            self.names.remove(&username.key());
+        }
+        let rooms = self
+            .clients
+            .get(conn)
+            .map(|client| client.rooms.clone())
+            .unwrap_or_default();
+        for room in &rooms {
+            self.remove_from_room(conn, room);
+        }
+        if self.state(conn).is_some_and(|state| *state != State::Quit) {
+            self.transition(conn, Input::Leave);
+        }
+    }
+
+    /// Leaves now and asks the shell to close once the output is flushed.
+    fn quit(&mut self, conn: ConnId, reason: &str) {
+        if let Some(client) = self.clients.get(conn) {
+            log::info!("{} leaving: {reason}", client.tag(conn));
+        }
+        self.leave(conn);
+        self.clients.mark_dirty(conn);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,26 @@
+//! riftd: a tiny, fast chat daemon.
+//!
+//! Code map (the pure core first; it does no IO and reads no clock):
+//! - [`codec`]: bytes to lines (cap, `\r\n`, telnet stripping, UTF-8).
+//! - [`proto`]: codes, names, requests and frames; the only JSON user.
+//! - [`session`]: the LISTEN → USER AUTH → PASS AUTH → BROADCAST → QUIT machine.
+//! - [`hub`]: names, rooms, private messages and fan-out into outboxes.
+//! - [`outbox`]: one connection's queue of shared encoded frames.
+//! - [`auth`]: open or shared-password verification.
+//! - [`config`]: defaults + TOML file + flags, validated.
+//!
+//! The shell around it:
+//! - [`server`]: the single-threaded mio event loop, signals and timers.
+//! - [`logging`]: `log` records to stderr (or the journal's format).
+//!
+//! `design/architecture.md` describes how they fit together.
+
+pub mod auth;
+pub mod codec;
+pub mod config;
+pub mod hub;
+pub mod logging;
+pub mod outbox;
+pub mod proto;
+pub mod server;
+pub mod session;

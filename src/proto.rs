@@ -1,0 +1,1100 @@
+//! The wire vocabulary: codes, names, client requests and server frames, and
+//! their two spellings (one JSON object per line, or readable text lines).
+//!
+//! This is the only module that knows JSON. It never does IO and never decides
+//! what a request means for the chat: it only parses and renders. See
+//! `design/protocol.md` for every frame.
+
+use serde::Deserialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
+use std::fmt;
+use thiserror::Error;
+
+/// Longest chat message, in bytes after JSON decoding. A 200 frame carrying it
+/// (id, ts, names, escaping) still fits comfortably in a client's line buffer.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest user or room name, in bytes (all names are ASCII).
+pub const MAX_NAME_BYTES: usize = 32;
+/// Names nobody may take, so that server lines cannot be impersonated.
+const RESERVED_USERNAMES: [&str; 3] = ["server", "riftd", "admin"];
+
+/// Every code on the wire, with its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Code {
+    Say = 100,
+    Rename = 101,
+    Dm = 102,
+    Who = 103,
+    Join = 104,
+    Part = 105,
+    Rooms = 107,
+    Ping = 108,
+    Quit = 109,
+    User = 110,
+    Pass = 111,
+    Message = 200,
+    Connected = 201,
+    YourName = 202,
+    Renamed = 203,
+    Disconnected = 204,
+    GoingDown = 205,
+    Users = 206,
+    Pong = 207,
+    Hello = 210,
+    PassNeeded = 211,
+    RoomList = 212,
+    BadRequest = 400,
+    WrongPassword = 401,
+    Forbidden = 403,
+    NotFound = 404,
+    Timeout = 408,
+    Conflict = 409,
+    TooLong = 413,
+    TooMany = 429,
+    Unavailable = 503,
+}
+
+impl Code {
+    /// The codes a client may send, for parsing.
+    const CLIENT: [Code; 11] = [
+        Code::Say,
+        Code::Rename,
+        Code::Dm,
+        Code::Who,
+        Code::Join,
+        Code::Part,
+        Code::Rooms,
+        Code::Ping,
+        Code::Quit,
+        Code::User,
+        Code::Pass,
+    ];
+
+    pub fn number(self) -> u16 {
+        self as u16
+    }
+
+    fn client_code(number: u64) -> Option<Code> {
+        Code::CLIENT
+            .into_iter()
+            .find(|code| u64::from(code.number()) == number)
+    }
+}
+
+/// Why a name or a frame was refused; every variant is a 400 on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtoError {
+    #[error("not a JSON object: {0}")]
+    BadJson(String),
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("unknown code {0}")]
+    UnknownCode(String),
+    #[error("field `{field}` is not used by code {code}")]
+    UnusedField { field: &'static str, code: u16 },
+    #[error("username must be 1-32 letters, digits, '_' or '-'")]
+    InvalidUsername,
+    #[error("the username `{0}` is reserved")]
+    ReservedUsername(String),
+    #[error("room name must be 1-32 letters, digits, '_' or '-', with an optional leading '#'")]
+    InvalidRoom,
+    #[error("message is empty")]
+    EmptyMessage,
+    #[error("message is longer than {MAX_MESSAGE_BYTES} bytes")]
+    MessageTooLong,
+    #[error("unknown command /{0}; type /help")]
+    UnknownCommand(String),
+    #[error("usage: {0}")]
+    Usage(&'static str),
+    #[error("this is not an HTTP server; riftd speaks line-delimited JSON or plain text")]
+    Http,
+}
+
+impl ProtoError {
+    pub fn code(&self) -> Code {
+        Code::BadRequest
+    }
+}
+
+fn is_name_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.bytes().all(is_name_byte)
+}
+
+/// A valid username, as the user spelled it. Uniqueness is case-insensitive:
+/// compare `key()`s, display the name itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(name: &str) -> Result<Username, ProtoError> {
+        if !is_valid_name(name) {
+            return Err(ProtoError::InvalidUsername);
+        }
+        if RESERVED_USERNAMES
+            .iter()
+            .any(|reserved| reserved.eq_ignore_ascii_case(name))
+        {
+            return Err(ProtoError::ReservedUsername(name.to_owned()));
+        }
+        Ok(Username(name.to_owned()))
+    }
+
+    /// The case-folded form that decides uniqueness.
+    pub fn key(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A valid room name in its canonical form: lower case, without the optional
+/// leading `#`, so `#Lobby` and `lobby` are the same room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub fn parse(name: &str) -> Result<RoomName, ProtoError> {
+        let bare = name.strip_prefix('#').unwrap_or(name);
+        if !is_valid_name(bare) {
+            return Err(ProtoError::InvalidRoom);
+        }
+        Ok(RoomName(bare.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A PING token, echoed byte for byte, whatever JSON it is.
+pub type Token = Box<RawValue>;
+
+/// One parsed client frame.
+#[derive(Debug)]
+pub enum Request {
+    Say {
+        text: String,
+        room: Option<RoomName>,
+    },
+    Rename {
+        username: Username,
+    },
+    Dm {
+        to: Username,
+        text: String,
+    },
+    Who {
+        room: Option<RoomName>,
+    },
+    Join {
+        room: RoomName,
+    },
+    Part {
+        room: Option<RoomName>,
+    },
+    Rooms,
+    Ping {
+        token: Option<Token>,
+    },
+    Quit,
+    User {
+        username: Username,
+    },
+    Pass {
+        password: String,
+    },
+    /// Text mode's `/help`; it has no JSON code.
+    Help,
+}
+
+impl Request {
+    /// The code the state machine checks; `/help` counts as a ROOMS-like query.
+    pub fn code(&self) -> Code {
+        match self {
+            Request::Say { .. } => Code::Say,
+            Request::Rename { .. } => Code::Rename,
+            Request::Dm { .. } => Code::Dm,
+            Request::Who { .. } => Code::Who,
+            Request::Join { .. } => Code::Join,
+            Request::Part { .. } => Code::Part,
+            Request::Rooms | Request::Help => Code::Rooms,
+            Request::Ping { .. } => Code::Ping,
+            Request::Quit => Code::Quit,
+            Request::User { .. } => Code::User,
+            Request::Pass { .. } => Code::Pass,
+        }
+    }
+}
+
+/// Every key a client frame may carry, each kept as raw JSON so a mistyped
+/// one can be reported by name. No `serde_json::Value` is built.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrame<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    code: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    username: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    password: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    room: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    to: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+}
+
+/// Keeps a key that is present with the value `null` (serde would make it
+/// `None`), so a PING token of `null` is echoed and a null room is refused.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+fn string_field(field: &'static str, raw: Option<&RawValue>) -> Result<String, ProtoError> {
+    let raw = raw.ok_or(ProtoError::MissingField(field))?;
+    serde_json::from_str::<String>(raw.get()).map_err(|_| ProtoError::WrongType {
+        field,
+        expected: "a string",
+    })
+}
+
+fn optional_string_field(
+    field: &'static str,
+    raw: Option<&RawValue>,
+) -> Result<Option<String>, ProtoError> {
+    raw.map(|raw| string_field(field, Some(raw))).transpose()
+}
+
+fn message_text(text: String) -> Result<String, ProtoError> {
+    if text.trim().is_empty() {
+        Err(ProtoError::EmptyMessage)
+    } else if text.len() > MAX_MESSAGE_BYTES {
+        Err(ProtoError::MessageTooLong)
+    } else {
+        Ok(text)
+    }
+}
+
+fn optional_room(raw: Option<&RawValue>) -> Result<Option<RoomName>, ProtoError> {
+    optional_string_field("room", raw)?
+        .map(|room| RoomName::parse(&room))
+        .transpose()
+}
+
+/// Parses one JSON-mode line into a request.
+pub fn parse_json(line: &str) -> Result<Request, ProtoError> {
+    // serde accepts an array for a struct; the protocol does not.
+    if !line.trim_start().starts_with('{') {
+        return Err(ProtoError::BadJson("expected `{`".to_owned()));
+    }
+    let frame: RawFrame = serde_json::from_str(line).map_err(|error| {
+        let mut reason = error.to_string();
+        // serde_json appends " at line 1 column N"; keep the message short.
+        if let Some(at) = reason.find(" at line ") {
+            reason.truncate(at);
+        }
+        ProtoError::BadJson(reason)
+    })?;
+    let raw_code = frame.code.ok_or(ProtoError::MissingField("code"))?;
+    let number: u64 = serde_json::from_str(raw_code.get()).map_err(|_| ProtoError::WrongType {
+        field: "code",
+        expected: "an integer",
+    })?;
+    let code =
+        Code::client_code(number).ok_or_else(|| ProtoError::UnknownCode(number.to_string()))?;
+    let present = [
+        ("username", frame.username.is_some()),
+        ("password", frame.password.is_some()),
+        ("message", frame.message.is_some()),
+        ("room", frame.room.is_some()),
+        ("to", frame.to.is_some()),
+        ("token", frame.token.is_some()),
+    ];
+    let allowed: &[&str] = match code {
+        Code::Say => &["message", "room"],
+        Code::Rename | Code::User => &["username"],
+        Code::Dm => &["to", "message"],
+        Code::Who | Code::Join | Code::Part => &["room"],
+        Code::Ping => &["token"],
+        Code::Pass => &["password"],
+        _ => &[],
+    };
+    if let Some((field, _)) = present
+        .iter()
+        .find(|(field, is_present)| *is_present && !allowed.contains(field))
+    {
+        return Err(ProtoError::UnusedField {
+            field,
+            code: code.number(),
+        });
+    }
+    let username = || -> Result<Username, ProtoError> {
+        Username::parse(&string_field("username", frame.username)?)
+    };
+    Ok(match code {
+        Code::Say => Request::Say {
+            text: message_text(string_field("message", frame.message)?)?,
+            room: optional_room(frame.room)?,
+        },
+        Code::Rename => Request::Rename {
+            username: username()?,
+        },
+        Code::User => Request::User {
+            username: username()?,
+        },
+        Code::Dm => Request::Dm {
+            to: Username::parse(&string_field("to", frame.to)?)?,
+            text: message_text(string_field("message", frame.message)?)?,
+        },
+        Code::Who => Request::Who {
+            room: optional_room(frame.room)?,
+        },
+        Code::Join => Request::Join {
+            room: RoomName::parse(&string_field("room", frame.room)?)?,
+        },
+        Code::Part => Request::Part {
+            room: Some(RoomName::parse(&string_field("room", frame.room)?)?),
+        },
+        Code::Rooms => Request::Rooms,
+        Code::Ping => Request::Ping {
+            token: frame.token.map(RawValue::to_owned),
+        },
+        Code::Quit => Request::Quit,
+        Code::Pass => Request::Pass {
+            password: string_field("password", frame.password)?,
+        },
+        _ => return Err(ProtoError::UnknownCode(number.to_string())),
+    })
+}
+
+/// What a text-mode line means depends on where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextExpect {
+    Username,
+    Password,
+    Chat,
+}
+
+/// Parses one text-mode line. Chat lines are messages unless they start with
+/// `/`; `//` sends a message that starts with `/`.
+pub fn parse_text(line: &str, expect: TextExpect) -> Result<Request, ProtoError> {
+    match expect {
+        TextExpect::Username => {
+            if looks_like_http(line) {
+                return Err(ProtoError::Http);
+            }
+            let name = line.trim();
+            // Let a user type "/quit" or "/help" before choosing a name.
+            match name {
+                "/quit" => Ok(Request::Quit),
+                "/help" => Ok(Request::Help),
+                _ => Ok(Request::User {
+                    username: Username::parse(name)?,
+                }),
+            }
+        }
+        TextExpect::Password => Ok(Request::Pass {
+            password: line.to_owned(),
+        }),
+        TextExpect::Chat => parse_chat_line(line),
+    }
+}
+
+/// True for the request line of an HTTP client that dialled the chat port.
+pub fn looks_like_http(line: &str) -> bool {
+    const METHODS: [&str; 9] = [
+        "GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH ", "CONNECT ", "TRACE ",
+    ];
+    METHODS.iter().any(|method| line.starts_with(method)) && line.contains(" HTTP/")
+}
+
+fn parse_chat_line(line: &str) -> Result<Request, ProtoError> {
+    if let Some(escaped) = line.strip_prefix("//") {
+        return Ok(Request::Say {
+            text: message_text(format!("/{escaped}"))?,
+            room: None,
+        });
+    }
+    let Some(command_line) = line.strip_prefix('/') else {
+        return Ok(Request::Say {
+            text: message_text(line.to_owned())?,
+            room: None,
+        });
+    };
+    let (command, rest) = command_line
+        .split_once(char::is_whitespace)
+        .map(|(command, rest)| (command, rest.trim()))
+        .unwrap_or((command_line, ""));
+    let mut words = rest.split_whitespace();
+    let room_arg = |usage| -> Result<RoomName, ProtoError> {
+        RoomName::parse(
+            rest.split_whitespace()
+                .next()
+                .ok_or(ProtoError::Usage(usage))?,
+        )
+    };
+    match command.to_ascii_lowercase().as_str() {
+        "nick" => Ok(Request::Rename {
+            username: Username::parse(words.next().ok_or(ProtoError::Usage("/nick NAME"))?)?,
+        }),
+        "msg" => {
+            let (to, text) = rest
+                .split_once(char::is_whitespace)
+                .ok_or(ProtoError::Usage("/msg NAME TEXT"))?;
+            Ok(Request::Dm {
+                to: Username::parse(to)?,
+                text: message_text(text.trim_start().to_owned())?,
+            })
+        }
+        "join" => Ok(Request::Join {
+            room: room_arg("/join ROOM")?,
+        }),
+        "part" | "leave" => Ok(Request::Part {
+            room: words.next().map(RoomName::parse).transpose()?,
+        }),
+        "who" | "names" => Ok(Request::Who {
+            room: words.next().map(RoomName::parse).transpose()?,
+        }),
+        "rooms" | "list" => Ok(Request::Rooms),
+        "me" => Ok(Request::Say {
+            text: message_text(format!("/me {rest}"))?,
+            room: None,
+        }),
+        "ping" => Ok(Request::Ping { token: None }),
+        "quit" | "exit" => Ok(Request::Quit),
+        "help" => Ok(Request::Help),
+        _ => Err(ProtoError::UnknownCommand(
+            command.chars().take(32).collect(),
+        )),
+    }
+}
+
+/// Where a chat message went: a room, or one user (a private message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Room(RoomName),
+    User(Username),
+}
+
+/// The `message` object of a 200 frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// Server-wide increasing id.
+    pub id: u64,
+    /// Unix milliseconds when the server accepted it.
+    pub ts: u64,
+    pub target: Target,
+    pub from: Username,
+    pub text: String,
+}
+
+/// Authentication the server asks for, as announced in the greeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    Open,
+    Password,
+}
+
+impl AuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::Open => "open",
+            AuthKind::Password => "password",
+        }
+    }
+}
+
+/// One frame the server sends.
+#[derive(Debug)]
+pub enum ServerMsg {
+    Message(ChatMessage),
+    Connected {
+        username: Username,
+        room: RoomName,
+    },
+    YourName {
+        username: Username,
+    },
+    Renamed {
+        old: Username,
+        new: Username,
+    },
+    /// `room` is set for a PART; a user who left the server has none.
+    Disconnected {
+        username: Username,
+        room: Option<RoomName>,
+    },
+    GoingDown,
+    /// One chunk of a WHO answer; `more` is true on every chunk but the last.
+    Users {
+        room: RoomName,
+        users: Vec<Username>,
+        more: bool,
+    },
+    Pong {
+        token: Option<Token>,
+    },
+    Hello {
+        auth: AuthKind,
+    },
+    PassNeeded,
+    RoomList {
+        rooms: Vec<(RoomName, usize)>,
+    },
+    Error {
+        code: Code,
+        error: String,
+    },
+    /// Text mode's `/help` page; JSON clients never receive it.
+    Help,
+}
+
+impl ServerMsg {
+    pub fn error(code: Code, error: impl Into<String>) -> ServerMsg {
+        ServerMsg::Error {
+            code,
+            error: error.into(),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            ServerMsg::Message(_) => Code::Message,
+            ServerMsg::Connected { .. } => Code::Connected,
+            ServerMsg::YourName { .. } => Code::YourName,
+            ServerMsg::Renamed { .. } => Code::Renamed,
+            ServerMsg::Disconnected { .. } => Code::Disconnected,
+            ServerMsg::GoingDown => Code::GoingDown,
+            ServerMsg::Users { .. } => Code::Users,
+            ServerMsg::Pong { .. } => Code::Pong,
+            ServerMsg::Hello { .. } => Code::Hello,
+            ServerMsg::PassNeeded => Code::PassNeeded,
+            ServerMsg::RoomList { .. } => Code::RoomList,
+            ServerMsg::Error { code, .. } => *code,
+            ServerMsg::Help => Code::Rooms,
+        }
+    }
+
+    /// The frame as one JSON line, `\n` included.
+    pub fn to_json_line(&self) -> Vec<u8> {
+        let mut line = Vec::with_capacity(96);
+        // Writing into a Vec cannot fail, and every field serialises.
+        serde_json::to_writer(&mut line, self).expect("server frames always serialise");
+        line.push(b'\n');
+        line
+    }
+
+    /// The frame as readable text for `nc`/`telnet` users, `\n` included.
+    pub fn to_text_lines(&self) -> Vec<u8> {
+        let text = match self {
+            ServerMsg::Message(message) => render_message(message),
+            ServerMsg::Connected { username, room } => format!("* {username} joined #{room}"),
+            ServerMsg::YourName { username } => format!("* you are now {username}"),
+            ServerMsg::Renamed { old, new } => format!("* {old} is now known as {new}"),
+            ServerMsg::Disconnected {
+                username,
+                room: Some(room),
+            } => format!("* {username} left #{room}"),
+            ServerMsg::Disconnected {
+                username,
+                room: None,
+            } => format!("* {username} quit"),
+            ServerMsg::GoingDown => "* server going down".to_owned(),
+            ServerMsg::Users { room, users, .. } => {
+                let names: Vec<&str> = users.iter().map(Username::as_str).collect();
+                format!("* in #{room}: {}", names.join(" "))
+            }
+            ServerMsg::Pong { .. } => "* pong".to_owned(),
+            ServerMsg::Hello { auth } => {
+                format!(
+                    "* riftd {} ({} auth)",
+                    env!("CARGO_PKG_VERSION"),
+                    auth.as_str()
+                )
+            }
+            ServerMsg::PassNeeded => "* password:".to_owned(),
+            ServerMsg::RoomList { rooms } => {
+                let rooms: Vec<String> = rooms
+                    .iter()
+                    .map(|(room, users)| format!("#{room} ({users})"))
+                    .collect();
+                format!("* rooms: {}", rooms.join(" "))
+            }
+            ServerMsg::Error { code, error } => format!("! {error} ({})", code.number()),
+            ServerMsg::Help => HELP_TEXT.to_owned(),
+        };
+        let mut bytes = text.into_bytes();
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+const HELP_TEXT: &str = "\
+* Type a line to say it in your current room. Commands:
+*   /nick NAME        change your name
+*   /msg NAME TEXT    private message
+*   /join ROOM        join (or create) a room and make it current
+*   /part [ROOM]      leave a room (default: the current one)
+*   /who [ROOM]       who is in a room
+*   /rooms            list rooms
+*   /me TEXT          an action (* you TEXT)
+*   //TEXT            say a line that starts with /
+*   /quit             leave";
+
+/// `HH:MM:SS` in UTC for a Unix-milliseconds timestamp.
+fn clock(ts_ms: u64) -> String {
+    let seconds = (ts_ms / 1000) % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        (seconds / 60) % 60,
+        seconds % 60
+    )
+}
+
+/// Replaces control characters with caret notation (`ESC` → `^[`) so that
+/// nobody can drive another user's terminal.
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '\t' => out.push(' '),
+            '\u{0}'..='\u{1f}' => {
+                out.push('^');
+                out.push(char::from(ch as u8 + 0x40));
+            }
+            '\u{7f}' => out.push_str("^?"),
+            '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' => out.push('?'),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+fn render_message(message: &ChatMessage) -> String {
+    let time = clock(message.ts);
+    let from = &message.from;
+    let (is_action, text) = match message.text.strip_prefix("/me ") {
+        Some(action) => (true, escape_controls(action)),
+        None => (false, escape_controls(&message.text)),
+    };
+    match (&message.target, is_action) {
+        (Target::Room(room), false) => format!("[{time}] #{room} <{from}> {text}"),
+        (Target::Room(room), true) => format!("[{time}] #{room} * {from} {text}"),
+        (Target::User(to), false) => format!("[{time}] *{from} -> {to}* {text}"),
+        (Target::User(to), true) => format!("[{time}] *{from} -> {to}* * {from} {text}"),
+    }
+}
+
+struct MessageBody<'a>(&'a ChatMessage);
+
+impl Serialize for MessageBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let message = self.0;
+        let mut map = serializer.serialize_map(Some(5))?;
+        map.serialize_entry("id", &message.id)?;
+        map.serialize_entry("ts", &message.ts)?;
+        match &message.target {
+            Target::Room(room) => map.serialize_entry("room", room.as_str())?,
+            Target::User(to) => map.serialize_entry("to", to.as_str())?,
+        }
+        map.serialize_entry("from", message.from.as_str())?;
+        map.serialize_entry("text", &message.text)?;
+        map.end()
+    }
+}
+
+impl Serialize for ServerMsg {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("code", &self.code().number())?;
+        match self {
+            ServerMsg::Message(message) => map.serialize_entry("message", &MessageBody(message))?,
+            ServerMsg::Connected { username, room } => {
+                map.serialize_entry("new", username.as_str())?;
+                map.serialize_entry("room", room.as_str())?;
+            }
+            ServerMsg::YourName { username } => map.serialize_entry("new", username.as_str())?,
+            ServerMsg::Renamed { old, new } => {
+                map.serialize_entry("old", old.as_str())?;
+                map.serialize_entry("new", new.as_str())?;
+            }
+            ServerMsg::Disconnected { username, room } => {
+                map.serialize_entry("username", username.as_str())?;
+                if let Some(room) = room {
+                    map.serialize_entry("room", room.as_str())?;
+                }
+            }
+            ServerMsg::GoingDown | ServerMsg::PassNeeded | ServerMsg::Help => {}
+            ServerMsg::Users { room, users, more } => {
+                map.serialize_entry("room", room.as_str())?;
+                let names: Vec<&str> = users.iter().map(Username::as_str).collect();
+                map.serialize_entry("users", &names)?;
+                if *more {
+                    map.serialize_entry("more", &true)?;
+                }
+            }
+            ServerMsg::Pong { token } => {
+                if let Some(token) = token {
+                    map.serialize_entry("token", token)?;
+                }
+            }
+            ServerMsg::Hello { auth } => {
+                map.serialize_entry("server", "riftd")?;
+                map.serialize_entry("version", env!("CARGO_PKG_VERSION"))?;
+                map.serialize_entry("auth", auth.as_str())?;
+                map.serialize_entry(
+                    "hint",
+                    "send JSON frames, or type a username to chat in plain text",
+                )?;
+            }
+            ServerMsg::RoomList { rooms } => {
+                let rooms: Vec<RoomEntry> = rooms
+                    .iter()
+                    .map(|(room, users)| RoomEntry {
+                        name: room.as_str(),
+                        users: *users,
+                    })
+                    .collect();
+                map.serialize_entry("rooms", &rooms)?;
+            }
+            ServerMsg::Error { error, .. } => map.serialize_entry("error", error)?,
+        }
+        map.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct RoomEntry<'a> {
+    name: &'a str,
+    users: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(msg: &ServerMsg) -> String {
+        String::from_utf8(msg.to_json_line()).unwrap()
+    }
+
+    fn text(msg: &ServerMsg) -> String {
+        String::from_utf8(msg.to_text_lines()).unwrap()
+    }
+
+    fn user(name: &str) -> Username {
+        Username::parse(name).unwrap()
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn usernames_follow_the_charset_and_length_rules() {
+        assert!(Username::parse("alice_B-9").is_ok());
+        assert!(Username::parse(&"a".repeat(32)).is_ok());
+        assert_eq!(
+            Username::parse(&"a".repeat(33)),
+            Err(ProtoError::InvalidUsername)
+        );
+        for bad in ["", "al ice", "é", "a.b", "#x"] {
+            assert_eq!(
+                Username::parse(bad),
+                Err(ProtoError::InvalidUsername),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Username::parse("Server"),
+            Err(ProtoError::ReservedUsername(_))
+        ));
+        assert_eq!(user("Alice").key(), user("aLICE").key());
+    }
+
+    #[test]
+    fn room_names_are_canonical_without_hash_and_lower_case() {
+        assert_eq!(room("#Lobby"), room("lobby"));
+        assert_eq!(room("#Lobby").as_str(), "lobby");
+        for bad in ["", "#", "##x", "a b", &"r".repeat(33)] {
+            assert_eq!(RoomName::parse(bad), Err(ProtoError::InvalidRoom), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_client_code_parses() {
+        let cases = [
+            (r#"{"code":100,"message":"hi"}"#, Code::Say),
+            (r##"{"code":100,"message":"hi","room":"#r"}"##, Code::Say),
+            (r#"{"code":101,"username":"bob"}"#, Code::Rename),
+            (r#"{"code":102,"to":"bob","message":"psst"}"#, Code::Dm),
+            (r#"{"code":103}"#, Code::Who),
+            (r#"{"code":103,"room":"x"}"#, Code::Who),
+            (r#"{"code":104,"room":"x"}"#, Code::Join),
+            (r#"{"code":105,"room":"x"}"#, Code::Part),
+            (r#"{"code":107}"#, Code::Rooms),
+            (r#"{"code":108}"#, Code::Ping),
+            (r#"{"code":108,"token":[1,{"a":null}]}"#, Code::Ping),
+            (r#"{"code":109}"#, Code::Quit),
+            (r#"{"code":110,"username":"alice"}"#, Code::User),
+            (r#"{"code":111,"password":"pw"}"#, Code::Pass),
+        ];
+        for (line, code) in cases {
+            assert_eq!(parse_json(line).unwrap().code(), code, "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_json_frames_are_400_with_a_reason_naming_the_problem() {
+        let cases = [
+            ("{", "not a JSON object"),
+            ("[1]", "not a JSON object"),
+            (r#"{"username":"x"}"#, "missing field `code`"),
+            (r#"{"code":"110"}"#, "field `code` must be an integer"),
+            (r#"{"code":-1}"#, "field `code` must be an integer"),
+            (r#"{"code":999}"#, "unknown code 999"),
+            (r#"{"code":110}"#, "missing field `username`"),
+            (
+                r#"{"code":110,"username":5}"#,
+                "field `username` must be a string",
+            ),
+            (r#"{"code":110,"username":"a","x":1}"#, "unknown field `x`"),
+            (
+                r#"{"code":110,"code":110,"username":"a"}"#,
+                "duplicate field `code`",
+            ),
+            (
+                r#"{"code":108,"room":"a"}"#,
+                "field `room` is not used by code 108",
+            ),
+            (r#"{"code":100,"message":""}"#, "message is empty"),
+            (r#"{"code":100,"message":"  "}"#, "message is empty"),
+            (r#"{"code":1e400}"#, "field `code` must be an integer"),
+            (
+                r#"{"code":100,"message":"x","room":null}"#,
+                "field `room` must be a string",
+            ),
+        ];
+        for (line, reason) in cases {
+            let error = parse_json(line).unwrap_err();
+            assert_eq!(error.code(), Code::BadRequest);
+            assert!(
+                error.to_string().contains(reason),
+                "{line}: {error} lacks {reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let line = format!(r#"{{"code":108,"token":{}}}"#, "[".repeat(8000));
+        assert!(parse_json(&line).is_err());
+    }
+
+    #[test]
+    fn a_message_over_the_cap_is_refused() {
+        let line = format!(
+            r#"{{"code":100,"message":"{}"}}"#,
+            "x".repeat(MAX_MESSAGE_BYTES + 1)
+        );
+        assert_eq!(parse_json(&line).unwrap_err(), ProtoError::MessageTooLong);
+    }
+
+    #[test]
+    fn ping_token_is_echoed_byte_for_byte() {
+        for token in [
+            r#""""#,
+            "null",
+            r#"{"a": [1, 2.50]}"#,
+            "12345678901234567890",
+        ] {
+            let Request::Ping { token: parsed } =
+                parse_json(&format!(r#"{{"code":108,"token":{token}}}"#)).unwrap()
+            else {
+                panic!("not a ping");
+            };
+            let pong = json(&ServerMsg::Pong { token: parsed });
+            assert_eq!(pong, format!("{{\"code\":207,\"token\":{token}}}\n"));
+        }
+        assert_eq!(json(&ServerMsg::Pong { token: None }), "{\"code\":207}\n");
+    }
+
+    #[test]
+    fn text_lines_parse_by_state() {
+        assert!(matches!(
+            parse_text(" alice ", TextExpect::Username),
+            Ok(Request::User { .. })
+        ));
+        assert!(matches!(
+            parse_text("not valid", TextExpect::Username),
+            Err(ProtoError::InvalidUsername)
+        ));
+        assert!(matches!(
+            parse_text("GET / HTTP/1.1", TextExpect::Username),
+            Err(ProtoError::Http)
+        ));
+        assert!(matches!(
+            parse_text("s3cret ", TextExpect::Password),
+            Ok(Request::Pass { password }) if password == "s3cret "
+        ));
+        let cases: [(&str, Code); 14] = [
+            ("hello", Code::Say),
+            ("//slash", Code::Say),
+            ("/me waves", Code::Say),
+            ("/nick bob", Code::Rename),
+            ("/msg bob hi there", Code::Dm),
+            ("/join #rust", Code::Join),
+            ("/part", Code::Part),
+            ("/part rust", Code::Part),
+            ("/who", Code::Who),
+            ("/rooms", Code::Rooms),
+            ("/ping", Code::Ping),
+            ("/quit", Code::Quit),
+            ("/QUIT", Code::Quit),
+            ("/help", Code::Rooms),
+        ];
+        for (line, code) in cases {
+            assert_eq!(
+                parse_text(line, TextExpect::Chat).unwrap().code(),
+                code,
+                "{line}"
+            );
+        }
+        for bad in ["/msg bob", "/nick", "/join", "/bogus", "/msg bad.name hi"] {
+            assert!(parse_text(bad, TextExpect::Chat).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_frames_have_the_contract_shapes() {
+        let message = ChatMessage {
+            id: 7,
+            ts: 1_700_000_000_123,
+            target: Target::Room(room("lobby")),
+            from: user("alice"),
+            text: "hi \"you\"".to_owned(),
+        };
+        assert_eq!(
+            json(&ServerMsg::Message(message.clone())),
+            "{\"code\":200,\"message\":{\"id\":7,\"ts\":1700000000123,\"room\":\"lobby\",\"from\":\"alice\",\"text\":\"hi \\\"you\\\"\"}}\n"
+        );
+        let dm = ChatMessage {
+            target: Target::User(user("bob")),
+            ..message
+        };
+        assert!(json(&ServerMsg::Message(dm)).contains("\"to\":\"bob\""));
+        assert_eq!(
+            json(&ServerMsg::Connected {
+                username: user("alice"),
+                room: room("lobby")
+            }),
+            "{\"code\":201,\"new\":\"alice\",\"room\":\"lobby\"}\n"
+        );
+        assert_eq!(
+            json(&ServerMsg::YourName {
+                username: user("alice")
+            }),
+            "{\"code\":202,\"new\":\"alice\"}\n"
+        );
+        assert_eq!(
+            json(&ServerMsg::Renamed {
+                old: user("alice"),
+                new: user("bob")
+            }),
+            "{\"code\":203,\"old\":\"alice\",\"new\":\"bob\"}\n"
+        );
+        assert_eq!(
+            json(&ServerMsg::Disconnected {
+                username: user("alice"),
+                room: None
+            }),
+            "{\"code\":204,\"username\":\"alice\"}\n"
+        );
+        assert_eq!(json(&ServerMsg::GoingDown), "{\"code\":205}\n");
+        assert_eq!(json(&ServerMsg::PassNeeded), "{\"code\":211}\n");
+        assert_eq!(
+            json(&ServerMsg::error(Code::Forbidden, "no")),
+            "{\"code\":403,\"error\":\"no\"}\n"
+        );
+        let hello = json(&ServerMsg::Hello {
+            auth: AuthKind::Open,
+        });
+        assert!(hello.starts_with(&format!(
+            "{{\"code\":210,\"server\":\"riftd\",\"version\":\"{}\",\"auth\":\"open\"",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert_eq!(
+            json(&ServerMsg::RoomList {
+                rooms: vec![(room("lobby"), 2)]
+            }),
+            "{\"code\":212,\"rooms\":[{\"name\":\"lobby\",\"users\":2}]}\n"
+        );
+    }
+
+    #[test]
+    fn text_rendering_is_readable_and_escapes_control_characters() {
+        let message = ChatMessage {
+            id: 1,
+            ts: (12 * 3600 + 60 + 7) * 1000,
+            target: Target::Room(room("lobby")),
+            from: user("alice"),
+            text: "hello\u{1b}[2J".to_owned(),
+        };
+        assert_eq!(
+            text(&ServerMsg::Message(message.clone())),
+            "[12:01:07] #lobby <alice> hello^[[2J\n"
+        );
+        let action = ChatMessage {
+            text: "/me waves".to_owned(),
+            ..message.clone()
+        };
+        assert_eq!(
+            text(&ServerMsg::Message(action)),
+            "[12:01:07] #lobby * alice waves\n"
+        );
+        let dm = ChatMessage {
+            target: Target::User(user("bob")),
+            text: "psst".to_owned(),
+            ..message
+        };
+        assert_eq!(
+            text(&ServerMsg::Message(dm)),
+            "[12:01:07] *alice -> bob* psst\n"
+        );
+        assert_eq!(text(&ServerMsg::GoingDown), "* server going down\n");
+        assert_eq!(
+            text(&ServerMsg::error(Code::NotFound, "no such user bob")),
+            "! no such user bob (404)\n"
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! One accepted socket as the event loop sees it: the stream, its line
+//! codec, and which readiness it is registered for. Chat state lives in the
+//! hub; this only moves bytes.
+
+use crate::codec::LineCodec;
+use mio::net::TcpStream;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Why the shell is closing a connection, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed or reset the connection.
+    PeerClosed,
+    /// A read or write failed.
+    IoError,
+    /// The session quit and its output was flushed.
+    Quit,
+    /// The client owed more than `max_output_bytes`.
+    SlowConsumer,
+    /// Its output did not drain before the linger or shutdown deadline.
+    Deadline,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub codec: LineCodec,
+    /// True while WRITABLE is in the registered interest (bytes are owed).
+    pub is_write_registered: bool,
+    /// Set once the connection must be removed at the end of the turn.
+    pub closing: Option<CloseReason>,
+    /// True once the peer sent EOF; no further readiness will say so again.
+    pub has_peer_closed: bool,
+    /// When a quitting connection is closed even if output is still owed.
+    pub linger_until: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, max_line_bytes: usize) -> Conn {
+        Conn {
+            stream,
+            peer,
+            codec: LineCodec::new(max_line_bytes),
+            is_write_registered: false,
+            closing: None,
+            has_peer_closed: false,
+            linger_until: None,
+        }
+    }
+
+    /// Marks the connection for removal; the first reason wins.
+    pub fn close(&mut self, reason: CloseReason) {
+        self.closing.get_or_insert(reason);
+    }
+}

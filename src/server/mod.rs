@@ -1,0 +1,560 @@
+//! The mio shell: one single-threaded event loop that accepts, reads, feeds
+//! the codec and the hub, flushes outboxes, handles signals and timers, and
+//! reaps closed connections at the end of each turn.
+//!
+//! It moves bytes and nothing else: every chat decision is the hub's. See
+//! `design/architecture.md` for one turn of the loop and the life of a byte.
+
+mod conn;
+
+use crate::config::{Config, ConfigError};
+use crate::hub::{ConnId, Hub, Now};
+use crate::outbox::Flushed;
+use crate::proto::{Code, ServerMsg};
+use conn::{CloseReason, Conn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Registry, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// Listener `i` has token `LISTENER_BASE - i`; connection tokens are slab
+/// keys, which stay far below.
+const LISTENER_BASE: usize = usize::MAX - 1;
+/// How long a quitting client may take to accept what it is owed.
+const QUIT_LINGER: Duration = Duration::from_secs(5);
+/// After our FIN, how long we keep reading (and discarding) so that closing
+/// does not reset a connection whose last frames are still in flight.
+const DRAIN_LINGER: Duration = Duration::from_secs(2);
+/// Back-off before accepting again after EMFILE and friends.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// At most one "cannot accept" log line per this interval.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// One read call's buffer, shared by every connection.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    #[error("event loop failed: {0}")]
+    Poll(#[source] io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] io::Error),
+    #[error("second signal during shutdown: exiting at once")]
+    ForcedExit,
+}
+
+/// Binds every configured address. Done before anything else (and, in
+/// daemon mode, before forking) so a busy port is reported at once.
+pub fn bind(addresses: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    addresses
+        .iter()
+        .map(|&address| {
+            let listener = std::net::TcpListener::bind(address)
+                .map_err(|source| ServerError::Bind { address, source })?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|source| ServerError::Bind { address, source })?;
+            Ok(listener)
+        })
+        .collect()
+}
+
+/// Produces a fresh configuration on SIGHUP (file plus command line).
+pub type Reloader = Box<dyn FnMut() -> Result<Config, ConfigError>>;
+
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    signals: Signals,
+    conns: Slab<Conn>,
+    hub: Hub,
+    config: Config,
+    reloader: Option<Reloader>,
+    read_buf: Box<[u8]>,
+    /// Connections whose outbox must be written this turn (reused buffer).
+    to_flush: Vec<ConnId>,
+    /// Connections marked for removal this turn.
+    closing: Vec<usize>,
+    /// Quitting connections with output still owed, checked for deadlines.
+    lingering: Vec<usize>,
+    /// Set after EMFILE and friends: accepting resumes at this instant.
+    accept_paused_until: Option<Instant>,
+    last_accept_log: Option<Instant>,
+    accept_errors_unlogged: u64,
+    /// Set once SIGTERM/SIGINT arrived: the loop ends by this instant.
+    shutdown_deadline: Option<Instant>,
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn listener_token(index: usize) -> Token {
+    Token(LISTENER_BASE - index)
+}
+
+fn is_fd_exhaustion(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc_emfile) if libc_emfile == 24 /* EMFILE */
+            || libc_emfile == 23 /* ENFILE */
+            || libc_emfile == 105 /* ENOBUFS */
+            || libc_emfile == 12 /* ENOMEM */
+    )
+}
+
+impl Server {
+    /// Takes bound listeners and builds the loop. Creates the `Poll` and the
+    /// signal pipe, so call it after any fork.
+    pub fn new(
+        config: Config,
+        listeners: Vec<std::net::TcpListener>,
+        reloader: Option<Reloader>,
+    ) -> Result<Server, ServerError> {
+        let poll = Poll::new().map_err(ServerError::Poll)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(ServerError::Signals)?;
+        poll.registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
+            .map_err(ServerError::Signals)?;
+        let mut mio_listeners = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let mut listener = TcpListener::from_std(listener);
+            poll.registry()
+                .register(&mut listener, listener_token(index), Interest::READABLE)
+                .map_err(ServerError::Poll)?;
+            mio_listeners.push(listener);
+        }
+        Ok(Server {
+            poll,
+            listeners: mio_listeners,
+            signals,
+            conns: Slab::new(),
+            hub: Hub::new(config.hub_config()),
+            config,
+            reloader,
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            to_flush: Vec::new(),
+            closing: Vec::new(),
+            lingering: Vec::new(),
+            accept_paused_until: None,
+            last_accept_log: None,
+            accept_errors_unlogged: 0,
+            shutdown_deadline: None,
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|listener| listener.local_addr().ok())
+            .collect()
+    }
+
+    /// Runs until SIGTERM/SIGINT and a clean goodbye to every client.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        for address in self.local_addrs() {
+            log::info!("listening on {address}");
+        }
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.next_timeout(Instant::now());
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(ServerError::Poll(error));
+            }
+            let now = Instant::now();
+            let wall = Now {
+                unix_ms: now_unix_ms(),
+            };
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL_TOKEN => self.handle_signals(now)?,
+                    Token(token) if token > LISTENER_BASE - self.listeners.len() => {
+                        self.accept(LISTENER_BASE - token, now)
+                    }
+                    Token(id) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(id, wall);
+                        }
+                        if event.is_writable() {
+                            self.to_flush.push(ConnId(id));
+                        }
+                    }
+                }
+            }
+            self.fire_timers(now);
+            self.flush_and_reap(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() {
+                    log::info!("shutdown complete");
+                    return Ok(());
+                }
+                if now >= deadline {
+                    log::warn!(
+                        "shutdown deadline passed; closing {} connection(s) with output still owed",
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_timeout(&self, now: Instant) -> Option<Duration> {
+        let lingering = self
+            .lingering
+            .iter()
+            .filter_map(|&id| self.conns.get(id)?.linger_until);
+        let deadline = lingering
+            .chain(self.accept_paused_until)
+            .chain(self.shutdown_deadline)
+            .min()?;
+        Some(deadline.saturating_duration_since(now))
+    }
+
+    fn handle_signals(&mut self, now: Instant) -> Result<(), ServerError> {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGHUP => self.reload(),
+                _ => {
+                    let name = if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
+                    if self.shutdown_deadline.is_some() {
+                        log::warn!("{name} again during shutdown: exiting now");
+                        return Err(ServerError::ForcedExit);
+                    }
+                    log::info!("{name}: shutting down");
+                    self.begin_shutdown(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting and tells every client 205; the loop then flushes and
+    /// ends when all are gone or the deadline passes.
+    fn begin_shutdown(&mut self, now: Instant) {
+        for listener in &mut self.listeners {
+            let _ = self.poll.registry().deregister(listener);
+        }
+        self.listeners.clear();
+        self.accept_paused_until = None;
+        self.hub.handle_shutdown();
+        self.shutdown_deadline = Some(now + self.config.shutdown_timeout());
+    }
+
+    fn reload(&mut self) {
+        let Some(reloader) = self.reloader.as_mut() else {
+            log::info!("SIGHUP: no config file to reload");
+            return;
+        };
+        match reloader() {
+            Ok(config) => {
+                if config.listen != self.config.listen {
+                    log::warn!("SIGHUP: `listen` changed; that needs a restart");
+                }
+                for (_, conn) in self.conns.iter_mut() {
+                    conn.codec.set_max_line(config.max_line_bytes);
+                }
+                self.hub.set_config(config.hub_config());
+                self.config = config;
+                log::info!("SIGHUP: configuration reloaded");
+            }
+            Err(error) => log::error!("SIGHUP: {error}; keeping the old configuration"),
+        }
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if is_fd_exhaustion(&error) => {
+                    self.accept_errors_unlogged += 1;
+                    let is_log_due = self
+                        .last_accept_log
+                        .is_none_or(|last| now.duration_since(last) >= ACCEPT_LOG_INTERVAL);
+                    if is_log_due {
+                        log::error!(
+                            "cannot accept: {error} ({} time(s) since the last report); pausing accepts",
+                            self.accept_errors_unlogged
+                        );
+                        self.last_accept_log = Some(now);
+                        self.accept_errors_unlogged = 0;
+                    }
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+                // ECONNABORTED and the like concern one connection only.
+                Err(error) => log::debug!("accept failed: {error}"),
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+        if self.conns.len() >= self.config.max_connections {
+            log::warn!(
+                "peer={peer} refused: max_connections ({}) reached",
+                self.config.max_connections
+            );
+            let frame = ServerMsg::error(Code::Unavailable, "server full; try again later");
+            // A fresh socket's send buffer is empty, so this small write
+            // completes or the peer is already gone; either way we close.
+            let _ = stream.write(&frame.to_json_line());
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let id = entry.key();
+        if let Err(error) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(id), Interest::READABLE)
+        {
+            log::error!("peer={peer} cannot register: {error}");
+            return;
+        }
+        entry.insert(Conn::new(stream, peer, self.config.max_line_bytes));
+        log::info!("conn={id} peer={peer} connected");
+        self.hub.handle_connected(ConnId(id), peer);
+    }
+
+    fn read(&mut self, id: usize, wall: Now) {
+        let Server {
+            conns,
+            hub,
+            read_buf,
+            closing,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(id) else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        let conn_id = ConnId(id);
+        loop {
+            match conn.stream.read(read_buf) {
+                Ok(0) => {
+                    conn.has_peer_closed = true;
+                    if conn.linger_until.is_some() && hub.state(conn_id).is_none() {
+                        // Draining after our FIN: the peer has closed too.
+                        mark_closing(conn, id, closing, CloseReason::Quit);
+                    } else if !hub.is_quitting(conn_id) {
+                        log::debug!("conn={id} peer={} closed its side", conn.peer);
+                        hub.handle_eof(conn_id);
+                    } else if hub
+                        .outbox_mut(conn_id)
+                        .is_none_or(|outbox| outbox.is_empty())
+                    {
+                        mark_closing(conn, id, closing, CloseReason::PeerClosed);
+                    }
+                    break;
+                }
+                Ok(count) => {
+                    if hub.is_quitting(conn_id) || hub.state(conn_id).is_none() {
+                        // Quitting or draining: input is discarded.
+                        continue;
+                    }
+                    conn.codec.push(&read_buf[..count]);
+                    while let Some(line) = conn.codec.next_line() {
+                        match line {
+                            Ok(line) => hub.handle_line(conn_id, line, wall),
+                            Err(error) => hub.handle_codec_error(conn_id, error),
+                        }
+                        if hub.is_quitting(conn_id) {
+                            break;
+                        }
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::debug!("conn={id} peer={} read error: {error}", conn.peer);
+                    let reason = match error.kind() {
+                        io::ErrorKind::ConnectionReset => CloseReason::PeerClosed,
+                        _ => CloseReason::IoError,
+                    };
+                    mark_closing(conn, id, closing, reason);
+                    break;
+                }
+            }
+        }
+        conn.codec.shrink_if_idle();
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|until| now >= until) {
+            self.accept_paused_until = None;
+            for index in 0..self.listeners.len() {
+                self.accept(index, now);
+            }
+        }
+        let Server {
+            conns,
+            lingering,
+            closing,
+            ..
+        } = self;
+        lingering.retain(|&id| {
+            let Some(conn) = conns.get_mut(id) else {
+                return false;
+            };
+            match conn.linger_until {
+                Some(until) if now >= until => {
+                    mark_closing(conn, id, closing, CloseReason::Deadline);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        });
+    }
+
+    /// Writes every dirty outbox once, then removes closed connections;
+    /// repeats while removals queue 204s for others.
+    fn flush_and_reap(&mut self, now: Instant) {
+        loop {
+            let mut dirty = std::mem::take(&mut self.to_flush);
+            let mut from_hub = Vec::new();
+            self.hub.drain_dirty(&mut from_hub);
+            dirty.extend(from_hub);
+            for conn_id in dirty.drain(..) {
+                self.flush(conn_id, now);
+            }
+            self.to_flush = dirty;
+            if self.closing.is_empty() {
+                return;
+            }
+            self.reap();
+        }
+    }
+
+    fn flush(&mut self, conn_id: ConnId, now: Instant) {
+        let id = conn_id.0;
+        let Server {
+            conns,
+            hub,
+            poll,
+            closing,
+            lingering,
+            shutdown_deadline,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(id) else {
+            return;
+        };
+        if conn.closing.is_some() || hub.state(conn_id).is_none() {
+            return;
+        }
+        if hub.cut_off(conn_id).is_some() {
+            mark_closing(conn, id, closing, CloseReason::SlowConsumer);
+            return;
+        }
+        let Some(outbox) = hub.outbox_mut(conn_id) else {
+            return;
+        };
+        let flushed = match outbox.write_to(&mut conn.stream) {
+            Ok(flushed) => flushed,
+            Err(error) => {
+                log::debug!("conn={id} peer={} write error: {error}", conn.peer);
+                mark_closing(conn, id, closing, CloseReason::IoError);
+                return;
+            }
+        };
+        let wants_write = flushed == Flushed::Partly;
+        if wants_write != conn.is_write_registered {
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(error) = reregister(poll.registry(), conn, id, interest) {
+                log::error!("conn={id} cannot reregister: {error}");
+                mark_closing(conn, id, closing, CloseReason::IoError);
+                return;
+            }
+        }
+        if hub.is_quitting(conn_id) {
+            if flushed == Flushed::All {
+                // Everything owed is out: end the session, send our FIN, and
+                // read until the peer's so no in-flight frame is reset.
+                hub.handle_closed(conn_id);
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                if conn.has_peer_closed {
+                    mark_closing(conn, id, closing, CloseReason::Quit);
+                    return;
+                }
+                let until = now + DRAIN_LINGER;
+                conn.linger_until = Some(shutdown_deadline.map_or(until, |d| d.min(until)));
+                lingering.push(id);
+            } else if conn.linger_until.is_none() {
+                conn.linger_until = Some(shutdown_deadline.unwrap_or(now + QUIT_LINGER));
+                lingering.push(id);
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        for id in std::mem::take(&mut self.closing) {
+            let Some(mut conn) = self.conns.try_remove(id) else {
+                continue;
+            };
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.hub.handle_closed(ConnId(id));
+            let reason = conn.closing.unwrap_or(CloseReason::IoError);
+            match reason {
+                CloseReason::SlowConsumer | CloseReason::Deadline => {
+                    log::warn!("conn={id} peer={} dropped: {reason:?}", conn.peer)
+                }
+                _ => log::info!("conn={id} peer={} disconnected ({reason:?})", conn.peer),
+            }
+        }
+    }
+}
+
+fn mark_closing(conn: &mut Conn, id: usize, closing: &mut Vec<usize>, reason: CloseReason) {
+    if conn.closing.is_none() {
+        conn.close(reason);
+        closing.push(id);
+    }
+}
+
+fn reregister(
+    registry: &Registry,
+    conn: &mut Conn,
+    id: usize,
+    interest: Interest,
+) -> io::Result<()> {
+    registry.reregister(&mut conn.stream, Token(id), interest)?;
+    conn.is_write_registered = interest.is_writable();
+    Ok(())
+}
