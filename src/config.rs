@@ -71,8 +71,15 @@ pub struct Config {
     /// The room every user joins at login.
     #[serde(deserialize_with = "deserialize_room")]
     pub default_room: RoomName,
-    /// How long shutdown waits for clients to take their last bytes.
+    /// How long shutdown waits for clients to take their last bytes; also
+    /// how long `riftd -d stop` waits before SIGKILL.
     pub shutdown_timeout_secs: u64,
+    /// The daemon's locked pidfile (default: see `daemon::default_pid_file`).
+    /// In the foreground a pidfile is written only when this is set.
+    pub pid_file: Option<PathBuf>,
+    /// Where the daemon's stdout and stderr go (default: see
+    /// `daemon::default_log_file`); unused in the foreground.
+    pub log_file: Option<PathBuf>,
     /// The shared password, read from `password_file` at load time.
     #[serde(skip)]
     password: Option<Vec<u8>>,
@@ -89,6 +96,8 @@ impl Default for Config {
             max_output_bytes: 1024 * 1024,
             default_room: RoomName::parse("lobby").expect("lobby is a valid room name"),
             shutdown_timeout_secs: 10,
+            pid_file: None,
+            log_file: None,
             password: None,
         }
     }
@@ -133,11 +142,20 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
-        // A relative password_file is relative to the config file.
-        if let (Some(file), Some(dir)) = (&config.password_file, path.parent())
-            && file.is_relative()
-        {
-            config.password_file = Some(dir.join(file));
+        // Relative paths in the file are relative to the file.
+        if let Some(dir) = path.parent() {
+            for file in [
+                &mut config.password_file,
+                &mut config.pid_file,
+                &mut config.log_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
         }
         Ok(config)
     }

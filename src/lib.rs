@@ -11,6 +11,7 @@
 //!
 //! The shell around it:
 //! - [`server`]: the single-threaded mio event loop, signals and timers.
+//! - [`daemon`]: locked pidfile, fork with a readiness pipe, stop/status.
 //! - [`logging`]: `log` records to stderr (or the journal's format).
 //!
 //! `design/architecture.md` describes how they fit together.
@@ -18,6 +19,7 @@
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod daemon;
 pub mod hub;
 pub mod logging;
 pub mod outbox;

@@ -31,6 +31,8 @@ const QUIT_LINGER: Duration = Duration::from_secs(5);
 /// After our FIN, how long we keep reading (and discarding) so that closing
 /// does not reset a connection whose last frames are still in flight.
 const DRAIN_LINGER: Duration = Duration::from_secs(2);
+/// The same during shutdown, where many clients drain at once.
+const SHUTDOWN_DRAIN_LINGER: Duration = Duration::from_millis(500);
 /// Back-off before accepting again after EMFILE and friends.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// At most one "cannot accept" log line per this interval.
@@ -67,6 +69,32 @@ pub fn bind(addresses: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, Serv
             Ok(listener)
         })
         .collect()
+}
+
+/// Raises the soft open-files limit to the hard limit, so the daemon can
+/// hold as many connections as the operator allowed.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let from = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit.clone()) {
+            Ok(()) => log::debug!(
+                "open files limit raised from {from:?} to {:?}",
+                limit.maximum
+            ),
+            Err(error) => log::warn!("cannot raise the open files limit: {error}"),
+        }
+    }
+}
+
+/// Tells systemd (when `NOTIFY_SOCKET` is set) how the service is doing; a
+/// no-op otherwise.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        log::debug!("sd_notify failed: {error}");
+    }
 }
 
 /// Produces a fresh configuration on SIGHUP (file plus command line).
@@ -166,9 +194,19 @@ impl Server {
 
     /// Runs until SIGTERM/SIGINT and a clean goodbye to every client.
     pub fn run(mut self) -> Result<(), ServerError> {
-        for address in self.local_addrs() {
+        let addresses: Vec<String> = self
+            .local_addrs()
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect();
+        for address in &addresses {
             log::info!("listening on {address}");
         }
+        let status = format!("listening on {}", addresses.join(", "));
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.next_timeout(Instant::now());
@@ -254,6 +292,7 @@ impl Server {
     /// Stops accepting and tells every client 205; the loop then flushes and
     /// ends when all are gone or the deadline passes.
     fn begin_shutdown(&mut self, now: Instant) {
+        notify(&[sd_notify::NotifyState::Stopping]);
         for listener in &mut self.listeners {
             let _ = self.poll.registry().deregister(listener);
         }
@@ -268,6 +307,7 @@ impl Server {
             log::info!("SIGHUP: no config file to reload");
             return;
         };
+        notify(&[sd_notify::NotifyState::Reloading]);
         match reloader() {
             Ok(config) => {
                 if config.listen != self.config.listen {
@@ -282,6 +322,7 @@ impl Server {
             }
             Err(error) => log::error!("SIGHUP: {error}; keeping the old configuration"),
         }
+        notify(&[sd_notify::NotifyState::Ready]);
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
@@ -422,6 +463,7 @@ impl Server {
             conns,
             lingering,
             closing,
+            hub,
             ..
         } = self;
         lingering.retain(|&id| {
@@ -430,7 +472,14 @@ impl Server {
             };
             match conn.linger_until {
                 Some(until) if now >= until => {
-                    mark_closing(conn, id, closing, CloseReason::Deadline);
+                    // A drained session (the hub forgot it) ends normally;
+                    // one still owed output was cut short.
+                    let reason = if hub.state(ConnId(id)).is_none() {
+                        CloseReason::Quit
+                    } else {
+                        CloseReason::Deadline
+                    };
+                    mark_closing(conn, id, closing, reason);
                     false
                 }
                 Some(_) => true,
@@ -513,8 +562,10 @@ impl Server {
                     mark_closing(conn, id, closing, CloseReason::Quit);
                     return;
                 }
-                let until = now + DRAIN_LINGER;
-                conn.linger_until = Some(shutdown_deadline.map_or(until, |d| d.min(until)));
+                conn.linger_until = Some(match *shutdown_deadline {
+                    Some(deadline) => deadline.min(now + SHUTDOWN_DRAIN_LINGER),
+                    None => now + DRAIN_LINGER,
+                });
                 lingering.push(id);
             } else if conn.linger_until.is_none() {
                 conn.linger_until = Some(shutdown_deadline.unwrap_or(now + QUIT_LINGER));

@@ -1,0 +1,435 @@
+//! Running riftd as a Unix daemon: the locked pidfile, forking with a
+//! readiness pipe, and `stop`/`status` by signal and lock.
+//!
+//! The pidfile's `flock` is the truth about whether a daemon runs: a daemon
+//! holds it for its whole life and the kernel releases it when the process
+//! dies, however it dies. Nothing here signals a pid whose file is unlocked,
+//! so a stale pidfile can never make us kill an unrelated process.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How often `stop` checks whether the daemon has let go of its lock.
+const STOP_POLL: Duration = Duration::from_millis(20);
+/// How long `stop` waits for the kernel to reap a SIGKILLed daemon.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("riftd is already running (pid {pid}, pidfile {path})")]
+    AlreadyRunning { pid: String, path: PathBuf },
+    #[error("pidfile {path}: {source}")]
+    PidFile { path: PathBuf, source: io::Error },
+    #[error("log file {path}: {source}")]
+    LogFile { path: PathBuf, source: io::Error },
+    #[error("cannot fork: {0}")]
+    Fork(String),
+    #[error("the daemon did not start: {0}")]
+    NotReady(String),
+    #[error("cannot signal pid {pid}: {source}")]
+    Signal { pid: i32, source: io::Error },
+    #[error("pid {pid} still holds {path} after SIGKILL")]
+    Unkillable { pid: i32, path: PathBuf },
+}
+
+fn pid_error(path: &Path) -> impl FnOnce(io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::PidFile {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The default pidfile: `/run/riftd/riftd.pid` for root, else
+/// `$XDG_RUNTIME_DIR/riftd.pid`, else `riftd.pid` in the working directory.
+pub fn default_pid_file() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        PathBuf::from("/run/riftd/riftd.pid")
+    } else if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
+        PathBuf::from(runtime).join("riftd.pid")
+    } else {
+        PathBuf::from("riftd.pid")
+    }
+}
+
+/// The default daemon log: `/var/log/riftd/riftd.log` for root, else
+/// `riftd.log` in the working directory.
+pub fn default_log_file() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        PathBuf::from("/var/log/riftd/riftd.log")
+    } else {
+        PathBuf::from("riftd.log")
+    }
+}
+
+/// Makes a path absolute against the working directory, since the daemon
+/// changes directory to `/`.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// The pidfile, locked for as long as this value (or a forked copy of its
+/// descriptor) lives.
+#[derive(Debug)]
+pub struct PidFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl PidFile {
+    /// Creates (or reuses a stale) pidfile and takes its lock. A file locked
+    /// by a live daemon is refused with `AlreadyRunning`. Two starts racing
+    /// open the same inode, so only one gets the lock.
+    pub fn acquire(path: &Path) -> Result<PidFile, DaemonError> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(pid_error(path))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .map_err(pid_error(path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(PidFile {
+                file,
+                path: path.to_owned(),
+            }),
+            Err(TryLockError::WouldBlock) => Err(DaemonError::AlreadyRunning {
+                pid: read_pid_text(&file).unwrap_or_else(|| "unknown".to_owned()),
+                path: path.to_owned(),
+            }),
+            Err(TryLockError::Error(source)) => Err(pid_error(path)(source)),
+        }
+    }
+
+    /// Replaces the content with `pid` (the file stays locked throughout, so
+    /// a reader that sees it locked and empty knows a start is under way).
+    pub fn write_pid(&mut self, pid: u32) -> Result<(), DaemonError> {
+        let path = self.path.clone();
+        self.file.set_len(0).map_err(pid_error(&path))?;
+        self.file.rewind().map_err(pid_error(&path))?;
+        writeln!(self.file, "{pid}").map_err(pid_error(&path))?;
+        self.file.sync_all().map_err(pid_error(&path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file, still under our lock, then lets the lock go.
+    pub fn remove(self) {
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            log::warn!("cannot remove pidfile {}: {error}", self.path.display());
+        }
+    }
+}
+
+fn read_pid_text(mut file: &File) -> Option<String> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// What the pidfile says about a daemon.
+#[derive(Debug)]
+pub enum Probe {
+    /// Locked: a daemon holds it. `pid` is `None` while it is starting.
+    Running { pid: Option<i32>, file: File },
+    /// No file, or an unlocked (stale) one.
+    NotRunning { is_stale: bool },
+}
+
+/// Looks at the pidfile without changing anything.
+pub fn probe(path: &Path) -> Result<Probe, DaemonError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Ok(Probe::NotRunning { is_stale: false });
+        }
+        Err(error) => return Err(pid_error(path)(error)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Probe::NotRunning { is_stale: true }),
+        Err(TryLockError::WouldBlock) => {
+            let pid = read_pid_text(&file).and_then(|text| text.parse().ok());
+            Ok(Probe::Running { pid, file })
+        }
+        Err(TryLockError::Error(error)) => Err(pid_error(path)(error)),
+    }
+}
+
+fn signal(pid: i32, signal: rustix::process::Signal) -> Result<(), DaemonError> {
+    let target = rustix::process::Pid::from_raw(pid).ok_or(DaemonError::Signal {
+        pid,
+        source: io::ErrorKind::InvalidInput.into(),
+    })?;
+    match rustix::process::kill_process(target, signal) {
+        Ok(()) => Ok(()),
+        // It died between our look at the lock and the signal: fine.
+        Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(errno) => Err(DaemonError::Signal {
+            pid,
+            source: errno.into(),
+        }),
+    }
+}
+
+/// Waits until nobody holds the lock on `file`, or the deadline passes.
+fn wait_unlocked(file: &File, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if file.try_lock_shared().is_ok() {
+            let _ = file.unlock();
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(STOP_POLL);
+    }
+}
+
+/// How `stop` went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    NotRunning {
+        is_stale: bool,
+    },
+    /// It exited after SIGTERM.
+    Terminated {
+        pid: i32,
+    },
+    /// It ignored SIGTERM for `timeout` and was killed.
+    Killed {
+        pid: i32,
+    },
+}
+
+/// SIGTERM, wait up to `timeout` for the lock to be released, then SIGKILL.
+pub fn stop(path: &Path, timeout: Duration) -> Result<Stopped, DaemonError> {
+    let (pid, file) = match probe(path)? {
+        Probe::NotRunning { is_stale } => return Ok(Stopped::NotRunning { is_stale }),
+        Probe::Running {
+            pid: Some(pid),
+            file,
+        } => (pid, file),
+        Probe::Running { pid: None, file } => {
+            // Starting: give it a moment to write its pid.
+            let started = wait_for_pid(path, Duration::from_secs(5))?;
+            match started {
+                Some(pid) => (pid, file),
+                None => {
+                    return Err(DaemonError::PidFile {
+                        path: path.to_owned(),
+                        source: io::Error::other("locked but holds no pid"),
+                    });
+                }
+            }
+        }
+    };
+    signal(pid, rustix::process::Signal::TERM)?;
+    if wait_unlocked(&file, timeout) {
+        return Ok(Stopped::Terminated { pid });
+    }
+    log::warn!(
+        "pid {pid} did not stop within {} s of SIGTERM; sending SIGKILL",
+        timeout.as_secs()
+    );
+    signal(pid, rustix::process::Signal::KILL)?;
+    if wait_unlocked(&file, KILL_WAIT) {
+        Ok(Stopped::Killed { pid })
+    } else {
+        Err(DaemonError::Unkillable {
+            pid,
+            path: path.to_owned(),
+        })
+    }
+}
+
+fn wait_for_pid(path: &Path, timeout: Duration) -> Result<Option<i32>, DaemonError> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match probe(path)? {
+            Probe::Running { pid: Some(pid), .. } => return Ok(Some(pid)),
+            Probe::NotRunning { .. } => return Ok(None),
+            Probe::Running { pid: None, .. } => std::thread::sleep(STOP_POLL),
+        }
+    }
+    Ok(None)
+}
+
+/// Opens the daemon's log for appending (0640), creating its directory.
+pub fn open_log(path: &Path) -> Result<File, DaemonError> {
+    let error = |source| DaemonError::LogFile {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(error)?;
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(error)
+}
+
+/// Points stdout and stderr at the log file again (after logrotate moved
+/// it), so later log lines land in the new file.
+pub fn reopen_log(path: &Path) -> Result<(), DaemonError> {
+    let file = open_log(path)?;
+    let error = |errno: rustix::io::Errno| DaemonError::LogFile {
+        path: path.to_owned(),
+        source: errno.into(),
+    };
+    rustix::stdio::dup2_stdout(&file).map_err(error)?;
+    rustix::stdio::dup2_stderr(&file).map_err(error)?;
+    Ok(())
+}
+
+/// Which side of the fork this process is on.
+pub enum Forked {
+    /// The command the operator ran: wait for the daemon's word.
+    Parent(Readiness),
+    /// The daemon: report readiness (or failure) through the pipe.
+    Daemon(Ready),
+}
+
+/// The parent's end of the readiness pipe.
+pub struct Readiness(io::PipeReader);
+
+impl Readiness {
+    /// Blocks until the daemon reports. `Ok(pid)` once it is listening.
+    pub fn wait(mut self) -> Result<u32, DaemonError> {
+        let mut report = String::new();
+        let _ = self.0.read_to_string(&mut report);
+        let report = report.trim();
+        if let Some(pid) = report.strip_prefix("ready ") {
+            return pid
+                .parse()
+                .map_err(|_| DaemonError::NotReady(format!("garbled report {report:?}")));
+        }
+        Err(DaemonError::NotReady(match report.strip_prefix("error ") {
+            Some(error) => error.to_owned(),
+            None => "it exited before reporting; see its log file".to_owned(),
+        }))
+    }
+}
+
+/// The daemon's end of the readiness pipe.
+pub struct Ready(io::PipeWriter);
+
+impl Ready {
+    pub fn ok(mut self) {
+        let _ = writeln!(self.0, "ready {}", std::process::id());
+    }
+
+    pub fn fail(mut self, error: &dyn std::fmt::Display) {
+        let _ = writeln!(self.0, "error {error}");
+    }
+}
+
+/// Detaches from the terminal: fork, setsid, fork, chdir `/`, stdin from
+/// /dev/null, stdout and stderr to `log`. Call it before any thread, `Poll`
+/// or signal handler exists; listeners and the pidfile lock survive it.
+pub fn daemonize(log: File) -> Result<Forked, DaemonError> {
+    let (reader, writer) = io::pipe().map_err(|error| DaemonError::Fork(error.to_string()))?;
+    let stdout = log
+        .try_clone()
+        .map_err(|error| DaemonError::Fork(error.to_string()))?;
+    let outcome = daemonize::Daemonize::new()
+        .working_directory("/")
+        .umask(0o027)
+        .stdout(stdout)
+        .stderr(log)
+        .execute();
+    match outcome {
+        daemonize::Outcome::Parent(Ok(_)) => {
+            drop(writer);
+            Ok(Forked::Parent(Readiness(reader)))
+        }
+        daemonize::Outcome::Parent(Err(error)) => Err(DaemonError::Fork(error.to_string())),
+        daemonize::Outcome::Child(Ok(_)) => {
+            drop(reader);
+            Ok(Forked::Daemon(Ready(writer)))
+        }
+        daemonize::Outcome::Child(Err(error)) => {
+            let ready = Ready(writer);
+            ready.fail(&format!("daemonizing failed: {error}"));
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_acquire_of_a_held_pidfile_is_already_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riftd.pid");
+        let mut first = PidFile::acquire(&path).unwrap();
+        first.write_pid(4242).unwrap();
+        match PidFile::acquire(&path) {
+            Err(DaemonError::AlreadyRunning { pid, .. }) => assert_eq!(pid, "4242"),
+            other => panic!("expected AlreadyRunning, got {other:?}"),
+        }
+        assert!(matches!(
+            probe(&path).unwrap(),
+            Probe::Running {
+                pid: Some(4242),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_stale_pidfile_is_reported_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("riftd.pid");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "99999999\n").unwrap();
+        assert!(matches!(
+            probe(&path).unwrap(),
+            Probe::NotRunning { is_stale: true }
+        ));
+        let mut pidfile = PidFile::acquire(&path).unwrap();
+        pidfile.write_pid(7).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "7\n");
+        pidfile.remove();
+        assert!(!path.exists());
+        assert!(matches!(
+            probe(&path).unwrap(),
+            Probe::NotRunning { is_stale: false }
+        ));
+    }
+
+    #[test]
+    fn stop_of_nothing_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riftd.pid");
+        assert_eq!(
+            stop(&path, Duration::from_secs(1)).unwrap(),
+            Stopped::NotRunning { is_stale: false }
+        );
+    }
+
+    #[test]
+    fn a_pidfile_in_an_unwritable_place_is_an_error_naming_it() {
+        let error = PidFile::acquire(Path::new("/proc/riftd-test/riftd.pid")).unwrap_err();
+        assert!(
+            error.to_string().contains("/proc/riftd-test/riftd.pid"),
+            "{error}"
+        );
+    }
+}
