@@ -79,7 +79,7 @@ pub fn raise_fd_limit() {
     if limit.current < limit.maximum {
         let from = limit.current;
         limit.current = limit.maximum;
-        match setrlimit(Resource::Nofile, limit.clone()) {
+        match setrlimit(Resource::Nofile, limit) {
             Ok(()) => log::debug!(
                 "open files limit raised from {from:?} to {:?}",
                 limit.maximum

@@ -1,0 +1,505 @@
+//! The test harness: starts the real `riftd` binary on `127.0.0.1:0`, learns
+//! its port from the `listening on` log line, and speaks raw TCP lines to it.
+//!
+//! Every read has a deadline and every wait is on something the server sends
+//! (a log line, a frame, EOF, process exit); nothing here sleeps to let the
+//! server catch up, and nothing uses a fixed port.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// How long one expected frame, line or EOF may take to arrive.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the binary may take to log `listening on` (tests run in
+/// parallel, so a cold start can be slow).
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a process may take to exit once it has been told to.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Forwards every stderr line of the child over a channel, so the test can
+/// wait for a line with a timeout. It keeps draining after the receiver is
+/// gone, so the server never blocks on a full pipe.
+fn forward_lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                    let _ = sender.send(text);
+                }
+            }
+        }
+    });
+    receiver
+}
+
+/// How to run `riftd`: extra arguments, an optional config file and other
+/// files placed beside it in a fresh temporary directory.
+pub struct Launch {
+    args: Vec<String>,
+    config: Option<String>,
+    files: Vec<(String, String)>,
+    dir: TempDir,
+}
+
+impl Launch {
+    pub fn new() -> Launch {
+        Launch {
+            args: Vec::new(),
+            config: None,
+            files: Vec::new(),
+            dir: tempfile::tempdir().expect("cannot create a temporary directory"),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Launch {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Launch {
+        self.args.extend(args.iter().map(|arg| (*arg).to_owned()));
+        self
+    }
+
+    /// Writes `text` to `riftd.toml` in the temporary directory and passes
+    /// `--config` with its path.
+    pub fn config(mut self, text: &str) -> Launch {
+        self.config = Some(text.to_owned());
+        self
+    }
+
+    /// Writes another file (e.g. a password file) beside the config file;
+    /// relative paths in the config resolve against that directory.
+    pub fn file(mut self, name: &str, contents: &str) -> Launch {
+        self.files.push((name.to_owned(), contents.to_owned()));
+        self
+    }
+
+    /// The temporary directory the files go to.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, with_default_listen: bool) -> Command {
+        for (name, contents) in &self.files {
+            std::fs::write(self.dir.path().join(name), contents).expect("cannot write a file");
+        }
+        let mut command = Command::new(env!("CARGO_BIN_EXE_riftd"));
+        command
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(text) = &self.config {
+            let path = self.dir.path().join("riftd.toml");
+            std::fs::write(&path, text).expect("cannot write the config file");
+            command.arg("--config").arg(path);
+        }
+        if with_default_listen && !self.args.iter().any(|arg| arg == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        command.args(&self.args);
+        command
+    }
+
+    /// Starts the server and waits until every listener is bound (one
+    /// `listening on` line per `--listen`, or one for the default).
+    pub fn start(self) -> Server {
+        let expected = self.args.iter().filter(|arg| *arg == "--listen").count();
+        let mut child = self
+            .command(true)
+            .spawn()
+            .expect("cannot start the riftd binary");
+        let lines = forward_lines(child.stderr.take().expect("stderr is piped"));
+        // Nothing is printed on stdout while serving; drain it anyway.
+        drop(forward_lines(child.stdout.take().expect("stdout is piped")));
+        let mut server = Server {
+            addrs: Vec::new(),
+            child,
+            lines,
+            log: Vec::new(),
+            _dir: self.dir,
+        };
+        for _ in 0..expected.max(1) {
+            let line = server.wait_for_log_within("listening on ", START_TIMEOUT);
+            let address = line
+                .rsplit("listening on ")
+                .next()
+                .and_then(|address| address.trim().parse::<SocketAddr>().ok())
+                .unwrap_or_else(|| panic!("no address in log line {line:?}"));
+            server.addrs.push(address);
+        }
+        server
+    }
+
+    /// Runs the binary to completion (for `--version` and refused configs),
+    /// without the default `--listen`, and kills it if it does not exit.
+    pub fn run_to_exit(self) -> Finished {
+        let mut child = self
+            .command(false)
+            .spawn()
+            .expect("cannot start the riftd binary");
+        let stdout = forward_lines(child.stdout.take().expect("stdout is piped"));
+        let stderr = forward_lines(child.stderr.take().expect("stderr is piped"));
+        let status = wait_exit(&mut child, EXIT_TIMEOUT);
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr: Vec<String> = stderr.try_iter().collect();
+            panic!("riftd did not exit within {EXIT_TIMEOUT:?}; stderr: {stderr:#?}");
+        };
+        // The process is gone, so both pipes reach EOF and the forwarding
+        // threads end; collecting until the channel closes gets every line.
+        Finished {
+            status,
+            stdout: stdout.iter().collect::<Vec<_>>().join("\n"),
+            stderr: stderr.iter().collect::<Vec<_>>().join("\n"),
+        }
+    }
+}
+
+impl Default for Launch {
+    fn default() -> Launch {
+        Launch::new()
+    }
+}
+
+/// A process that ran to completion.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Polls for process exit. Polling with short pauses is only used for this:
+/// there is no portable way to wait for a child with a timeout.
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("cannot wait for riftd") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running `riftd`; killed when dropped.
+pub struct Server {
+    /// Every bound address, in the order the server logged them.
+    pub addrs: Vec<SocketAddr>,
+    child: Child,
+    lines: Receiver<String>,
+    /// Every stderr line seen so far, for failure messages.
+    pub log: Vec<String>,
+    /// Holds the config and password files for the server's lifetime.
+    _dir: TempDir,
+}
+
+impl Server {
+    /// A server with the embedded defaults on `127.0.0.1:0`.
+    pub fn start() -> Server {
+        Launch::new().start()
+    }
+
+    /// A server reading `config` (TOML) from a file.
+    pub fn with_config(config: &str) -> Server {
+        Launch::new().config(config).start()
+    }
+
+    /// The port of the first listener.
+    pub fn port(&self) -> u16 {
+        self.addrs[0].port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`) with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        match wait_exit(&mut self.child, EXIT_TIMEOUT) {
+            Some(status) => status,
+            None => panic!(
+                "riftd did not exit within {EXIT_TIMEOUT:?}; log: {:#?}",
+                self.drain_log()
+            ),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        self.wait_for_log_within(needle, READ_TIMEOUT)
+    }
+
+    fn wait_for_log_within(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no log line with {needle:?} within {timeout:?}; log: {:#?}",
+                        self.log
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    panic!(
+                        "riftd closed stderr (status {status:?}) before logging {needle:?}; log: {:#?}",
+                        self.log
+                    )
+                }
+            }
+        }
+    }
+
+    /// Everything logged so far, without waiting.
+    fn drain_log(&mut self) -> Vec<String> {
+        self.log.extend(self.lines.try_iter());
+        self.log.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one read produced.
+enum Read1 {
+    Line(Vec<u8>),
+    Eof,
+    Timeout,
+}
+
+/// One TCP client speaking lines. JSON and text clients differ only in
+/// what they send first; the greeting is JSON either way.
+pub struct Client {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// Bytes of a line not yet complete when a read timed out.
+    partial: Vec<u8>,
+    /// The 210 frame, for clients made with `json` or `text`.
+    pub greeting: Value,
+}
+
+impl Client {
+    /// Connects without reading anything.
+    pub fn connect(address: SocketAddr) -> Client {
+        let stream = TcpStream::connect(address)
+            .unwrap_or_else(|error| panic!("cannot connect to {address}: {error}"));
+        stream.set_nodelay(true).expect("set_nodelay");
+        stream
+            .set_write_timeout(Some(READ_TIMEOUT))
+            .expect("set_write_timeout");
+        let reader = BufReader::new(stream.try_clone().expect("cannot clone the stream"));
+        Client {
+            stream,
+            reader,
+            partial: Vec::new(),
+            greeting: Value::Null,
+        }
+    }
+
+    /// Connects to `127.0.0.1:port` and reads the 210 greeting.
+    pub fn json(port: u16) -> Client {
+        Client::greeted(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Like `json`; the mode is chosen by the first line the test sends.
+    pub fn text(port: u16) -> Client {
+        Client::json(port)
+    }
+
+    /// Connects to any address and reads the 210 greeting.
+    pub fn greeted(address: SocketAddr) -> Client {
+        let mut client = Client::connect(address);
+        let greeting = client.recv_json();
+        assert_eq!(greeting["code"], 210, "not a greeting: {greeting}");
+        client.greeting = greeting;
+        client
+    }
+
+    /// Sends one line; the `\n` is added.
+    pub fn send(&mut self, line: &str) {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        self.send_raw(&bytes);
+    }
+
+    /// Sends bytes exactly as given, in one write call.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|error| panic!("cannot send: {error}"));
+    }
+
+    /// Sends a JSON frame built with `serde_json::json!`.
+    pub fn send_json(&mut self, frame: &Value) {
+        self.send(&frame.to_string());
+    }
+
+    fn read_line_by(&mut self, deadline: Instant) -> Read1 {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Read1::Timeout;
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .expect("set_read_timeout");
+            match self.reader.read_until(b'\n', &mut self.partial) {
+                Ok(0) if self.partial.is_empty() => return Read1::Eof,
+                Ok(_) if self.partial.ends_with(b"\n") => {
+                    let mut line = std::mem::take(&mut self.partial);
+                    line.pop();
+                    return Read1::Line(line);
+                }
+                // EOF after a partial line: report the bytes, then EOF next.
+                Ok(_) => return Read1::Line(std::mem::take(&mut self.partial)),
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => panic!("read failed: {error}"),
+            }
+        }
+    }
+
+    /// The next line, without its `\n`; fails on timeout or EOF.
+    pub fn recv_line(&mut self) -> String {
+        match self.read_line_by(Instant::now() + READ_TIMEOUT) {
+            Read1::Line(line) => String::from_utf8_lossy(&line).into_owned(),
+            Read1::Eof => panic!("expected a line, got EOF"),
+            Read1::Timeout => panic!("no line within {READ_TIMEOUT:?}"),
+        }
+    }
+
+    /// The next line, parsed as one JSON object.
+    pub fn recv_json(&mut self) -> Value {
+        let line = self.recv_line();
+        let frame: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {line:?}"));
+        assert!(frame.is_object(), "not a JSON object: {line}");
+        frame
+    }
+
+    /// Reads frames until one has `code`, and returns it; fails on timeout
+    /// or EOF, listing the frames skipped.
+    pub fn expect_code(&mut self, code: u64) -> Value {
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let mut skipped = Vec::new();
+        loop {
+            match self.read_line_by(deadline) {
+                Read1::Line(line) => {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    let frame: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|error| panic!("not JSON ({error}): {line:?}"));
+                    if frame["code"] == code {
+                        return frame;
+                    }
+                    skipped.push(line);
+                }
+                Read1::Eof => panic!("EOF before code {code}; skipped {skipped:#?}"),
+                Read1::Timeout => {
+                    panic!("no code {code} within {READ_TIMEOUT:?}; skipped {skipped:#?}")
+                }
+            }
+        }
+    }
+
+    /// Reads text lines until one contains `needle`, and returns it.
+    pub fn expect_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let mut skipped = Vec::new();
+        loop {
+            match self.read_line_by(deadline) {
+                Read1::Line(line) => {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    if line.contains(needle) {
+                        return line;
+                    }
+                    skipped.push(line);
+                }
+                Read1::Eof => panic!("EOF before a line with {needle:?}; skipped {skipped:#?}"),
+                Read1::Timeout => {
+                    panic!("no line with {needle:?} within {READ_TIMEOUT:?}; skipped {skipped:#?}")
+                }
+            }
+        }
+    }
+
+    /// Asserts that the server closed the connection with nothing more to say.
+    pub fn expect_eof(&mut self) {
+        match self.read_line_by(Instant::now() + READ_TIMEOUT) {
+            Read1::Eof => {}
+            Read1::Line(line) => panic!(
+                "expected EOF, got a line: {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+            Read1::Timeout => panic!("connection still open after {READ_TIMEOUT:?}"),
+        }
+    }
+
+    /// Logs in as a JSON client under open auth: 202, then 201.
+    pub fn login(&mut self, name: &str) {
+        self.send_json(&serde_json::json!({"code": 110, "username": name}));
+        let mine = self.recv_json();
+        assert_eq!(mine, serde_json::json!({"code": 202, "new": name}));
+        let joined = self.expect_code(201);
+        assert_eq!(joined["new"], name, "{joined}");
+    }
+
+    /// Logs in as a text client under open auth.
+    pub fn login_text(&mut self, name: &str) {
+        self.send(name);
+        assert_eq!(self.recv_line(), format!("* you are now {name}"));
+        self.expect_line(&format!("* {name} joined #"));
+    }
+
+    /// Closes our sending side (the server sees EOF) but keeps reading.
+    pub fn shutdown_write(&self) {
+        self.stream
+            .shutdown(Shutdown::Write)
+            .expect("cannot shut down the write side");
+    }
+}
+
+/// A path inside `dir` that does not exist.
+pub fn missing_path(dir: &Path) -> PathBuf {
+    dir.join("does-not-exist.toml")
+}
