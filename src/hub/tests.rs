@@ -1,1 +1,2032 @@
+//! Hub tests: scripted connections drive the hub through its public API only
+//! (`handle_*`, `outbox_mut`, `state`, `is_quitting`, `cut_off`) and read
+//! back exactly what each connection would receive on the wire.
+
 use super::*;
+use crate::proto::MAX_MESSAGE_BYTES;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+/// The default room of every test hub.
+const LOBBY: &str = "lobby";
+/// 2023-11-14 22:13:20 UTC, the clock of every test unless a test moves it.
+const TS: u64 = 1_700_000_000_000;
+/// How `TS` reads in a text-mode line.
+const TS_CLOCK: &str = "22:13:20";
+/// The shared password of password-auth test hubs.
+const SECRET: &str = "s3cret";
+/// Large enough that no test client is cut off unless a test wants it.
+const PLENTY_OF_OUTPUT: usize = 1 << 30;
+
+/// A hub plus the bookkeeping a test needs: fresh connection ids and a clock.
+struct Chat {
+    hub: Hub,
+    next_conn: usize,
+    now: Now,
+}
+
+impl Chat {
+    fn open() -> Chat {
+        Chat::with(Auth::Open, PLENTY_OF_OUTPUT)
+    }
+
+    fn with_password() -> Chat {
+        Chat::with(
+            Auth::Password {
+                secret: SECRET.as_bytes().to_vec(),
+            },
+            PLENTY_OF_OUTPUT,
+        )
+    }
+
+    fn with(auth: Auth, max_output_bytes: usize) -> Chat {
+        Chat {
+            hub: Hub::new(HubConfig {
+                auth,
+                default_room: room(LOBBY),
+                max_output_bytes,
+                require_tls_for_password: false,
+            }),
+            next_conn: 0,
+            now: Now { unix_ms: TS },
+        }
+    }
+
+    /// A new connection; its greeting is left unread.
+    fn connect(&mut self) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.hub
+            .handle_connected(conn, SocketAddr::from(([127, 0, 0, 1], 40_000)), false);
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, line: &str) {
+        self.hub.handle_line(conn, line, self.now);
+    }
+
+    fn send_json(&mut self, conn: ConnId, frame: Value) {
+        self.send(conn, &frame.to_string());
+    }
+
+    /// Everything the connection is owed, as the socket would get it.
+    fn raw(&mut self, conn: ConnId) -> String {
+        let mut bytes = Vec::new();
+        if let Some(outbox) = self.hub.outbox_mut(conn) {
+            outbox
+                .write_to(&mut bytes)
+                .expect("a Vec takes every byte it is offered");
+        }
+        String::from_utf8(bytes).expect("the hub only sends UTF-8")
+    }
+
+    fn received_text(&mut self, conn: ConnId) -> Vec<String> {
+        self.raw(conn).lines().map(str::to_owned).collect()
+    }
+
+    fn received(&mut self, conn: ConnId) -> Vec<Value> {
+        self.received_text(conn)
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|error| panic!("{line:?}: {error}"))
+            })
+            .collect()
+    }
+
+    fn codes(&mut self, conn: ConnId) -> Vec<u64> {
+        self.received(conn)
+            .iter()
+            .map(|frame| frame["code"].as_u64().expect("every frame has a code"))
+            .collect()
+    }
+
+    /// Reads and drops everything every connection is owed.
+    fn clear_all(&mut self) {
+        for index in 0..self.next_conn {
+            self.raw(ConnId(index));
+        }
+    }
+
+    /// A JSON user logged in on an open hub; its own output is read.
+    fn login(&mut self, name: &str) -> ConnId {
+        let conn = self.connect();
+        self.send_json(conn, json!({"code": 110, "username": name}));
+        let codes = self.codes(conn);
+        assert_eq!(codes, vec![210, 202, 201], "login of {name}");
+        conn
+    }
+
+    /// A JSON user logged in on a password hub; its own output is read.
+    fn login_with_password(&mut self, name: &str) -> ConnId {
+        let conn = self.connect();
+        self.send_json(conn, json!({"code": 110, "username": name}));
+        self.send_json(conn, json!({"code": 111, "password": SECRET}));
+        let codes = self.codes(conn);
+        assert_eq!(codes, vec![210, 211, 202, 201], "login of {name}");
+        conn
+    }
+
+    /// A text-mode user logged in on an open hub; its own output is read.
+    fn login_text(&mut self, name: &str) -> ConnId {
+        let conn = self.connect();
+        self.send(conn, name);
+        let lines = self.received_text(conn);
+        assert_eq!(lines.len(), 3, "login of {name}: {lines:?}");
+        assert_eq!(lines[1], format!("* you are now {name}"));
+        conn
+    }
+
+    /// Asserts the connection received exactly one error frame, with this
+    /// code and an error text containing `needle`.
+    #[track_caller]
+    fn expect_error(&mut self, conn: ConnId, code: u64, needle: &str) {
+        let frames = self.received(conn);
+        assert_eq!(frames.len(), 1, "expected one {code} frame, got {frames:?}");
+        assert_eq!(frames[0]["code"], code, "{frames:?}");
+        let error = frames[0]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error text in {frames:?}"));
+        assert!(error.contains(needle), "{error:?} lacks {needle:?}");
+    }
+
+    fn state_of(&self, conn: ConnId) -> Option<State> {
+        self.hub.state(conn).cloned()
+    }
+}
+
+fn user(name: &str) -> Username {
+    Username::parse(name).expect("test names are valid")
+}
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).expect("test rooms are valid")
+}
+
+fn broadcast(name: &str) -> State {
+    State::Broadcast {
+        username: user(name),
+    }
+}
+
+fn say(text: &str) -> Value {
+    json!({"code": 100, "message": text})
+}
+
+fn say_in(room: &str, text: &str) -> Value {
+    json!({"code": 100, "message": text, "room": room})
+}
+
+fn dm(to: &str, text: &str) -> Value {
+    json!({"code": 102, "to": to, "message": text})
+}
+
+fn join(room: &str) -> Value {
+    json!({"code": 104, "room": room})
+}
+
+fn part(room: &str) -> Value {
+    json!({"code": 105, "room": room})
+}
+
+fn rename(name: &str) -> Value {
+    json!({"code": 101, "username": name})
+}
+
+fn room_message(id: u64, ts: u64, room: &str, from: &str, text: &str) -> Value {
+    json!({"code": 200, "message": {"id": id, "ts": ts, "room": room, "from": from, "text": text}})
+}
+
+fn direct_message(id: u64, ts: u64, to: &str, from: &str, text: &str) -> Value {
+    json!({"code": 200, "message": {"id": id, "ts": ts, "to": to, "from": from, "text": text}})
+}
+
+fn joined(name: &str, room: &str) -> Value {
+    json!({"code": 201, "new": name, "room": room})
+}
+
+fn your_name(name: &str) -> Value {
+    json!({"code": 202, "new": name})
+}
+
+fn renamed(old: &str, new: &str) -> Value {
+    json!({"code": 203, "old": old, "new": new})
+}
+
+fn left_room(name: &str, room: &str) -> Value {
+    json!({"code": 204, "username": name, "room": room})
+}
+
+fn quit(name: &str) -> Value {
+    json!({"code": 204, "username": name})
+}
+
+fn room_list(rooms: &[(&str, usize)]) -> Value {
+    let rooms: Vec<Value> = rooms
+        .iter()
+        .map(|(name, users)| json!({"name": name, "users": users}))
+        .collect();
+    json!({"code": 212, "rooms": rooms})
+}
+
+fn message_ids(frames: &[Value]) -> Vec<u64> {
+    frames
+        .iter()
+        .filter(|frame| frame["code"] == 200)
+        .map(|frame| frame["message"]["id"].as_u64().expect("ids are integers"))
+        .collect()
+}
+
+// Greeting and mode.
+
+#[test]
+fn a_new_connection_is_greeted_with_210_announcing_open_auth() {
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    assert_eq!(
+        chat.received(conn),
+        vec![json!({
+            "code": 210,
+            "server": "riftd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "auth": "open",
+            "hint": "send JSON frames, or type a username to chat in plain text",
+        })]
+    );
+    assert_eq!(chat.state_of(conn), Some(State::Listen));
+}
+
+#[test]
+fn a_password_server_greets_with_auth_password() {
+    let mut chat = Chat::with_password();
+    let conn = chat.connect();
+    let frames = chat.received(conn);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0]["code"], 210);
+    assert_eq!(frames[0]["auth"], "password");
+}
+
+#[test]
+fn a_first_line_starting_with_a_brace_selects_json_mode() {
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send(conn, r#"{"code":110,"username":"alice"}"#);
+    assert_eq!(
+        chat.received(conn),
+        vec![your_name("alice"), joined("alice", LOBBY)]
+    );
+    chat.send(conn, "hello there");
+    chat.expect_error(conn, 400, "not a JSON object");
+    assert_eq!(chat.state_of(conn), Some(broadcast("alice")));
+}
+
+#[test]
+fn a_first_line_without_a_brace_selects_readable_text_mode() {
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send(conn, "alice");
+    assert_eq!(
+        chat.received_text(conn),
+        vec!["* you are now alice", "* alice joined #lobby"]
+    );
+    chat.send(conn, "hi");
+    assert_eq!(
+        chat.received_text(conn),
+        vec![format!("[{TS_CLOCK}] #lobby <alice> hi")]
+    );
+}
+
+#[test]
+fn a_leading_space_before_the_brace_selects_text_mode() {
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send(conn, r#" {"code":110,"username":"alice"}"#);
+    assert_eq!(
+        chat.received_text(conn),
+        vec!["! username must be 1-32 letters, digits, '_' or '-' (400)"]
+    );
+    assert_eq!(chat.state_of(conn), Some(State::UserAuth));
+}
+
+#[test]
+fn text_and_json_users_see_the_same_events_each_in_their_own_mode() {
+    let mut chat = Chat::open();
+    let alice = chat.login_text("alice");
+    let bob = chat.login("bob");
+    assert_eq!(chat.received_text(alice), vec!["* bob joined #lobby"]);
+    chat.now = Now {
+        unix_ms: (12 * 3600 + 60 + 7) * 1000,
+    };
+    chat.send_json(bob, say("hi alice"));
+    assert_eq!(
+        chat.received_text(alice),
+        vec!["[12:01:07] #lobby <bob> hi alice"]
+    );
+    assert_eq!(
+        chat.received(bob),
+        vec![room_message(1, 43_267_000, LOBBY, "bob", "hi alice")]
+    );
+}
+
+// USER in open auth.
+
+#[test]
+fn user_in_open_auth_gets_202_then_201_and_present_members_see_201() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.connect();
+    chat.received(bob);
+    chat.send_json(bob, json!({"code": 110, "username": "bob"}));
+    assert_eq!(
+        chat.received(bob),
+        vec![your_name("bob"), joined("bob", LOBBY)]
+    );
+    assert_eq!(chat.received(alice), vec![joined("bob", LOBBY)]);
+    assert_eq!(chat.state_of(bob), Some(broadcast("bob")));
+}
+
+#[test]
+fn user_with_an_invalid_name_gets_400_and_stays_in_user_auth() {
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    chat.received(conn);
+    for bad in ["", "al ice", "a.b", "#alice", "é", &"a".repeat(33)] {
+        chat.send_json(conn, json!({"code": 110, "username": bad}));
+        chat.expect_error(conn, 400, "username must be 1-32");
+        assert_eq!(chat.state_of(conn), Some(State::UserAuth), "{bad:?}");
+    }
+    chat.send_json(conn, json!({"code": 110, "username": "a".repeat(32)}));
+    assert_eq!(chat.codes(conn), vec![202, 201]);
+}
+
+#[test]
+fn user_with_a_name_taken_in_another_case_gets_409() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let other = chat.connect();
+    chat.received(other);
+    for taken in ["alice", "Alice", "ALICE"] {
+        chat.send_json(other, json!({"code": 110, "username": taken}));
+        chat.expect_error(other, 409, &format!("username {taken} is taken"));
+        assert_eq!(chat.state_of(other), Some(State::UserAuth));
+    }
+    assert!(chat.received(alice).is_empty());
+}
+
+#[test]
+fn user_with_a_reserved_name_gets_400() {
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    chat.received(conn);
+    for reserved in ["server", "Server", "riftd", "ADMIN"] {
+        chat.send_json(conn, json!({"code": 110, "username": reserved}));
+        chat.expect_error(conn, 400, "reserved");
+        assert_eq!(chat.state_of(conn), Some(State::UserAuth));
+    }
+}
+
+// Password auth.
+
+#[test]
+fn user_on_a_password_server_gets_211_and_waits_in_pass_auth() {
+    let mut chat = Chat::with_password();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+    assert_eq!(chat.received(conn), vec![json!({"code": 211})]);
+    assert_eq!(
+        chat.state_of(conn),
+        Some(State::PassAuth {
+            username: user("alice")
+        })
+    );
+}
+
+#[test]
+fn the_right_password_logs_in_with_202_and_201_to_the_room() {
+    let mut chat = Chat::with_password();
+    let alice = chat.login_with_password("alice");
+    let bob = chat.connect();
+    chat.received(bob);
+    chat.send_json(bob, json!({"code": 110, "username": "bob"}));
+    assert!(
+        chat.received(alice).is_empty(),
+        "PASS AUTH is not announced"
+    );
+    chat.send_json(bob, json!({"code": 111, "password": SECRET}));
+    assert_eq!(
+        chat.received(bob),
+        vec![json!({"code": 211}), your_name("bob"), joined("bob", LOBBY)]
+    );
+    assert_eq!(chat.received(alice), vec![joined("bob", LOBBY)]);
+    assert_eq!(chat.state_of(bob), Some(broadcast("bob")));
+}
+
+#[test]
+fn a_wrong_password_gets_401_and_returns_to_user_auth_with_the_name_freed() {
+    let mut chat = Chat::with_password();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+    chat.send_json(conn, json!({"code": 111, "password": "S3cret"}));
+    let frames = chat.received(conn);
+    assert_eq!(
+        frames,
+        vec![
+            json!({"code": 211}),
+            json!({"code": 401, "error": "wrong password; send USER again"})
+        ]
+    );
+    assert_eq!(chat.state_of(conn), Some(State::UserAuth));
+    assert!(!chat.hub.is_quitting(conn));
+
+    // The name is free for someone else at once ...
+    let other = chat.login_with_password("Alice");
+    // ... and the failed connection can try again with another name.
+    chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+    chat.expect_error(conn, 409, "taken");
+    chat.send_json(conn, json!({"code": 110, "username": "carol"}));
+    chat.send_json(conn, json!({"code": 111, "password": SECRET}));
+    assert_eq!(chat.codes(conn), vec![211, 202, 201]);
+    assert_eq!(chat.received(other), vec![joined("carol", LOBBY)]);
+}
+
+#[test]
+fn three_wrong_passwords_close_the_connection() {
+    let mut chat = Chat::with_password();
+    let conn = chat.connect();
+    chat.received(conn);
+    for attempt in 1..=3 {
+        chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+        chat.send_json(conn, json!({"code": 111, "password": "guess"}));
+        let frames = chat.received(conn);
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[1]["code"], 401);
+        assert_eq!(
+            chat.hub.is_quitting(conn),
+            attempt == 3,
+            "attempt {attempt}"
+        );
+    }
+    assert_eq!(chat.state_of(conn), Some(State::Quit));
+    chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+    assert!(chat.received(conn).is_empty(), "a quitting session is deaf");
+    // The name was released by the last failure.
+    chat.login_with_password("alice");
+}
+
+#[test]
+fn a_name_reserved_in_pass_auth_is_taken_for_others_until_the_password_fails() {
+    let mut chat = Chat::with_password();
+    let first = chat.connect();
+    chat.send_json(first, json!({"code": 110, "username": "alice"}));
+    let second = chat.connect();
+    chat.clear_all();
+    chat.send_json(second, json!({"code": 110, "username": "ALICE"}));
+    chat.expect_error(second, 409, "username ALICE is taken");
+    assert_eq!(chat.state_of(second), Some(State::UserAuth));
+
+    chat.send_json(first, json!({"code": 111, "password": "nope"}));
+    chat.send_json(second, json!({"code": 110, "username": "ALICE"}));
+    assert_eq!(chat.received(second), vec![json!({"code": 211})]);
+}
+
+#[test]
+fn a_name_reserved_in_pass_auth_cannot_be_taken_by_rename() {
+    let mut chat = Chat::with_password();
+    let bob = chat.login_with_password("bob");
+    let pending = chat.connect();
+    chat.send_json(pending, json!({"code": 110, "username": "alice"}));
+    chat.send_json(bob, rename("alice"));
+    chat.expect_error(bob, 409, "taken");
+    assert_eq!(chat.state_of(bob), Some(broadcast("bob")));
+}
+
+#[test]
+fn closing_in_pass_auth_frees_the_reserved_name() {
+    let mut chat = Chat::with_password();
+    let pending = chat.connect();
+    chat.send_json(pending, json!({"code": 110, "username": "alice"}));
+    chat.hub.handle_closed(pending);
+    assert_eq!(chat.state_of(pending), None);
+    chat.login_with_password("alice");
+
+    let quitter = chat.connect();
+    chat.send_json(quitter, json!({"code": 110, "username": "bob"}));
+    chat.send_json(quitter, json!({"code": 109}));
+    assert!(chat.hub.is_quitting(quitter));
+    chat.login_with_password("bob");
+}
+
+#[test]
+fn a_text_user_on_a_password_server_is_asked_for_the_password() {
+    let mut chat = Chat::with_password();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send(conn, "alice");
+    assert_eq!(chat.received_text(conn), vec!["* password:"]);
+    chat.send(conn, "s3cret ");
+    assert_eq!(
+        chat.received_text(conn),
+        vec!["! wrong password; send USER again (401)"]
+    );
+    chat.send(conn, "alice");
+    chat.send(conn, SECRET);
+    assert_eq!(
+        chat.received_text(conn),
+        vec![
+            "* password:",
+            "* you are now alice",
+            "* alice joined #lobby"
+        ]
+    );
+}
+
+// Legality of every code in every state.
+
+/// One well-formed frame for each client code.
+fn one_frame_of_every_client_code() -> Vec<(u64, Value)> {
+    vec![
+        (100, say("hi")),
+        (101, rename("zed")),
+        (102, dm("zed", "hi")),
+        (103, json!({"code": 103})),
+        (104, join("elsewhere")),
+        (105, part(LOBBY)),
+        (107, json!({"code": 107})),
+        (108, json!({"code": 108})),
+        (109, json!({"code": 109})),
+        (110, json!({"code": 110, "username": "zed"})),
+        (111, json!({"code": 111, "password": "pw"})),
+    ]
+}
+
+/// A fresh hub with one connection in the named state, its output read.
+fn session_in(state_name: &str) -> (Chat, ConnId) {
+    match state_name {
+        "USER AUTH" => {
+            let mut chat = Chat::with_password();
+            let conn = chat.connect();
+            chat.send_json(conn, json!({"code": 108}));
+            chat.received(conn);
+            (chat, conn)
+        }
+        "PASS AUTH" => {
+            let mut chat = Chat::with_password();
+            let conn = chat.connect();
+            chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+            chat.received(conn);
+            (chat, conn)
+        }
+        "BROADCAST" => {
+            let mut chat = Chat::open();
+            let conn = chat.login("alice");
+            (chat, conn)
+        }
+        _ => unreachable!("no such test state {state_name}"),
+    }
+}
+
+#[test]
+fn every_code_outside_its_states_gets_403_naming_the_state_and_changes_nothing() {
+    let legal: [(&str, &[u64]); 3] = [
+        ("USER AUTH", &[108, 109, 110]),
+        ("PASS AUTH", &[108, 109, 111]),
+        ("BROADCAST", &[100, 101, 102, 103, 104, 105, 107, 108, 109]),
+    ];
+    for (state_name, allowed) in legal {
+        for (code, frame) in one_frame_of_every_client_code() {
+            let (mut chat, conn) = session_in(state_name);
+            let before = chat.state_of(conn);
+            assert_eq!(before.as_ref().map(State::name), Some(state_name));
+            chat.send_json(conn, frame);
+            let frames = chat.received(conn);
+            if allowed.contains(&code) {
+                assert!(
+                    frames.iter().all(|frame| frame["code"] != 403),
+                    "{code} in {state_name} is legal, got {frames:?}"
+                );
+            } else {
+                assert_eq!(
+                    frames,
+                    vec![json!({
+                        "code": 403,
+                        "error": format!("code {code} is not allowed in state {state_name}"),
+                    })],
+                    "{code} in {state_name}"
+                );
+                assert_eq!(chat.state_of(conn), before, "{code} in {state_name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn say_before_login_gets_403() {
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send_json(conn, say("hi"));
+    chat.expect_error(conn, 403, "USER AUTH");
+    assert_eq!(chat.state_of(conn), Some(State::UserAuth));
+}
+
+#[test]
+fn a_second_user_after_login_gets_403_in_broadcast() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.send_json(alice, json!({"code": 110, "username": "bob"}));
+    chat.expect_error(alice, 403, "code 110 is not allowed in state BROADCAST");
+    assert_eq!(chat.state_of(alice), Some(broadcast("alice")));
+}
+
+#[test]
+fn pass_before_user_gets_403_in_user_auth() {
+    let mut chat = Chat::with_password();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send_json(conn, json!({"code": 111, "password": SECRET}));
+    chat.expect_error(conn, 403, "code 111 is not allowed in state USER AUTH");
+    assert_eq!(chat.state_of(conn), Some(State::UserAuth));
+}
+
+// SAY.
+
+#[test]
+fn say_reaches_every_member_of_the_current_room_including_the_sender() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    let carol = chat.login("carol");
+    chat.send_json(carol, join("side"));
+    chat.send_json(carol, part(LOBBY));
+    chat.clear_all();
+    chat.send_json(alice, say("hi"));
+    let expected = room_message(1, TS, LOBBY, "alice", "hi");
+    assert_eq!(chat.received(alice), vec![expected.clone()]);
+    assert_eq!(chat.received(bob), vec![expected]);
+    assert!(chat.received(carol).is_empty());
+}
+
+#[test]
+fn say_with_an_explicit_room_goes_to_that_room_only() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.send_json(alice, join("side"));
+    chat.send_json(alice, join(LOBBY));
+    chat.clear_all();
+    chat.send_json(alice, say_in("#Side", "over here"));
+    assert_eq!(
+        chat.received(alice),
+        vec![room_message(1, TS, "side", "alice", "over here")]
+    );
+    assert!(chat.received(bob).is_empty());
+    // The explicit room did not become current.
+    chat.send_json(alice, say("back"));
+    assert_eq!(
+        chat.received(bob),
+        vec![room_message(2, TS, LOBBY, "alice", "back")]
+    );
+}
+
+#[test]
+fn say_to_a_room_you_are_not_in_gets_403() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.send_json(bob, join("side"));
+    chat.clear_all();
+    chat.send_json(alice, say_in("side", "let me in"));
+    chat.expect_error(alice, 403, "you are not in room side");
+    assert!(chat.received(bob).is_empty());
+}
+
+#[test]
+fn message_ids_increase_strictly_across_rooms_and_dms() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.send_json(alice, join("side"));
+    chat.send_json(bob, join("side"));
+    chat.clear_all();
+    chat.send_json(alice, say("one"));
+    chat.send_json(bob, say_in(LOBBY, "two"));
+    chat.send_json(bob, dm("alice", "three"));
+    chat.send_json(alice, say("four"));
+    chat.send_json(alice, dm("bob", "five"));
+    assert_eq!(message_ids(&chat.received(alice)), vec![1, 2, 3, 4, 5]);
+    assert_eq!(message_ids(&chat.received(bob)), vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_message_carries_the_time_given_to_handle_line() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    for unix_ms in [0, 1, TS, u64::MAX / 2] {
+        chat.now = Now { unix_ms };
+        chat.send_json(alice, say("tick"));
+        let frames = chat.received(alice);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0]["message"]["ts"], unix_ms);
+    }
+}
+
+#[test]
+fn an_empty_or_blank_message_gets_400() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.clear_all();
+    for blank in ["", " ", "\t \t"] {
+        chat.send_json(alice, say(blank));
+        chat.expect_error(alice, 400, "message is empty");
+        chat.send_json(alice, dm("bob", blank));
+        chat.expect_error(alice, 400, "message is empty");
+    }
+    assert!(chat.received(bob).is_empty());
+}
+
+#[test]
+fn a_message_over_4096_bytes_gets_400_and_one_of_exactly_4096_is_relayed() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.send_json(alice, say(&"x".repeat(MAX_MESSAGE_BYTES + 1)));
+    chat.expect_error(alice, 400, "longer than 4096 bytes");
+    // 2049 two-byte characters: 4098 bytes, fewer than 4096 characters.
+    chat.send_json(alice, say(&"é".repeat(2049)));
+    chat.expect_error(alice, 400, "longer than 4096 bytes");
+    chat.send_json(alice, dm("alice", &"x".repeat(MAX_MESSAGE_BYTES + 1)));
+    chat.expect_error(alice, 400, "longer than 4096 bytes");
+
+    let longest = "x".repeat(MAX_MESSAGE_BYTES);
+    chat.send_json(alice, say(&longest));
+    assert_eq!(
+        chat.received(alice),
+        vec![room_message(1, TS, LOBBY, "alice", &longest)]
+    );
+}
+
+// DM.
+
+#[test]
+fn a_dm_reaches_the_target_and_the_sender_with_to() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    let carol = chat.login("carol");
+    chat.clear_all();
+    chat.send_json(alice, dm("bob", "psst"));
+    let expected = direct_message(1, TS, "bob", "alice", "psst");
+    assert_eq!(chat.received(bob), vec![expected.clone()]);
+    assert_eq!(chat.received(alice), vec![expected]);
+    assert!(chat.received(carol).is_empty());
+}
+
+#[test]
+fn a_dm_is_addressed_with_the_name_as_its_holder_spells_it() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("Bob");
+    chat.clear_all();
+    chat.send_json(alice, dm("BOB", "hey"));
+    let expected = direct_message(1, TS, "Bob", "alice", "hey");
+    assert_eq!(chat.received(bob), vec![expected.clone()]);
+    assert_eq!(chat.received(alice), vec![expected]);
+}
+
+#[test]
+fn a_dm_needs_no_shared_room() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.send_json(bob, join("side"));
+    chat.send_json(bob, part(LOBBY));
+    chat.clear_all();
+    chat.send_json(alice, dm("bob", "where are you"));
+    assert_eq!(
+        chat.received(bob),
+        vec![direct_message(1, TS, "bob", "alice", "where are you")]
+    );
+}
+
+#[test]
+fn a_dm_to_an_unknown_user_gets_404() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.send_json(alice, dm("zed", "anyone?"));
+    chat.expect_error(alice, 404, "no such user zed");
+}
+
+#[test]
+fn a_user_in_pass_auth_is_not_a_dm_target() {
+    let mut chat = Chat::with_password();
+    let alice = chat.login_with_password("alice");
+    let pending = chat.connect();
+    chat.send_json(pending, json!({"code": 110, "username": "bob"}));
+    chat.clear_all();
+    chat.send_json(alice, dm("bob", "are you there"));
+    chat.expect_error(alice, 404, "no such user bob");
+    assert!(chat.received(pending).is_empty());
+}
+
+#[test]
+fn a_dm_to_yourself_is_delivered_once() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.clear_all();
+    chat.send_json(alice, dm("Alice", "note to self"));
+    assert_eq!(
+        chat.received(alice),
+        vec![direct_message(1, TS, "alice", "alice", "note to self")]
+    );
+    assert!(chat.received(bob).is_empty());
+}
+
+// RENAME.
+
+#[test]
+fn rename_sends_202_to_self_and_203_once_to_each_user_sharing_a_room() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    let carol = chat.login("carol");
+    let dave = chat.login("dave");
+    chat.send_json(alice, join("side"));
+    chat.send_json(bob, join("side"));
+    chat.send_json(alice, join("third"));
+    chat.send_json(bob, join("third"));
+    chat.send_json(dave, join("other"));
+    chat.send_json(dave, part(LOBBY));
+    chat.clear_all();
+
+    chat.send_json(alice, rename("alicia"));
+    assert_eq!(chat.received(alice), vec![your_name("alicia")]);
+    assert_eq!(chat.received(bob), vec![renamed("alice", "alicia")]);
+    assert_eq!(chat.received(carol), vec![renamed("alice", "alicia")]);
+    assert!(chat.received(dave).is_empty());
+    assert_eq!(chat.state_of(alice), Some(broadcast("alicia")));
+}
+
+#[test]
+fn rename_to_a_taken_name_gets_409_in_any_case() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.clear_all();
+    for taken in ["bob", "BOB"] {
+        chat.send_json(alice, rename(taken));
+        chat.expect_error(alice, 409, &format!("username {taken} is taken"));
+    }
+    assert_eq!(chat.state_of(alice), Some(broadcast("alice")));
+    assert!(chat.received(bob).is_empty());
+}
+
+#[test]
+fn rename_to_an_invalid_or_reserved_name_gets_400() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.send_json(alice, rename("bad name"));
+    chat.expect_error(alice, 400, "username must be 1-32");
+    chat.send_json(alice, rename("Admin"));
+    chat.expect_error(alice, 400, "reserved");
+    assert_eq!(chat.state_of(alice), Some(broadcast("alice")));
+}
+
+#[test]
+fn renaming_to_another_case_of_your_own_name_is_allowed() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.clear_all();
+    chat.send_json(alice, rename("ALICE"));
+    assert_eq!(chat.received(alice), vec![your_name("ALICE")]);
+    assert_eq!(chat.received(bob), vec![renamed("alice", "ALICE")]);
+    // The name is still held, in every case.
+    let other = chat.connect();
+    chat.send_json(other, json!({"code": 110, "username": "alice"}));
+    assert_eq!(chat.codes(other), vec![210, 409]);
+}
+
+#[test]
+fn the_old_name_is_free_as_soon_as_a_rename_is_done() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.send_json(alice, rename("alicia"));
+    let newcomer = chat.login("Alice");
+    chat.clear_all();
+    chat.send_json(alice, say("who took my name"));
+    assert_eq!(
+        chat.received(newcomer),
+        vec![room_message(1, TS, LOBBY, "alicia", "who took my name")]
+    );
+    assert_eq!(chat.codes(alice), vec![200]);
+    chat.send_json(newcomer, dm("alicia", "me"));
+    assert_eq!(
+        chat.received(alice),
+        vec![direct_message(2, TS, "alicia", "Alice", "me")]
+    );
+}
+
+// WHO.
+
+#[test]
+fn who_lists_the_current_room_in_join_order() {
+    let mut chat = Chat::open();
+    let bob = chat.login("bob");
+    chat.login("Alice");
+    chat.login("carol");
+    chat.clear_all();
+    chat.send_json(bob, json!({"code": 103}));
+    assert_eq!(
+        chat.received(bob),
+        vec![json!({"code": 206, "room": LOBBY, "users": ["bob", "Alice", "carol"]})]
+    );
+}
+
+#[test]
+fn who_of_a_named_room_lists_it_even_for_a_non_member() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.send_json(bob, join("side"));
+    chat.clear_all();
+    chat.send_json(alice, json!({"code": 103, "room": "#SIDE"}));
+    assert_eq!(
+        chat.received(alice),
+        vec![json!({"code": 206, "room": "side", "users": ["bob"]})]
+    );
+}
+
+#[test]
+fn who_of_an_empty_default_room_is_one_empty_206() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.send_json(alice, join("side"));
+    chat.send_json(alice, part(LOBBY));
+    chat.clear_all();
+    chat.send_json(alice, json!({"code": 103, "room": LOBBY}));
+    assert_eq!(
+        chat.received(alice),
+        vec![json!({"code": 206, "room": LOBBY, "users": []})]
+    );
+}
+
+#[test]
+fn who_of_a_missing_room_gets_404() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.send_json(alice, json!({"code": 103, "room": "nowhere"}));
+    chat.expect_error(alice, 404, "no such room nowhere");
+}
+
+#[test]
+fn who_of_a_huge_room_is_chunked_with_more_on_every_frame_but_the_last() {
+    let mut chat = Chat::open();
+    let total = 2 * WHO_CHUNK + 50;
+    let names: Vec<String> = (0..total).map(|index| format!("user{index:03}")).collect();
+    let first = chat.login(&names[0]);
+    for name in &names[1..] {
+        chat.login(name);
+        chat.raw(first);
+    }
+    chat.clear_all();
+    chat.send_json(first, json!({"code": 103}));
+    let frames = chat.received(first);
+    assert_eq!(frames.len(), 3);
+    let mut listed = Vec::new();
+    for (index, frame) in frames.iter().enumerate() {
+        assert_eq!(frame["code"], 206);
+        assert_eq!(frame["room"], LOBBY);
+        let is_last = index == frames.len() - 1;
+        if is_last {
+            assert_eq!(frame.get("more"), None, "the last chunk has no `more`");
+        } else {
+            assert_eq!(frame["more"], true);
+        }
+        let users = frame["users"].as_array().expect("users is an array");
+        let expected_len = if is_last { 50 } else { WHO_CHUNK };
+        assert_eq!(users.len(), expected_len);
+        listed.extend(users.iter().map(|name| name.as_str().unwrap().to_owned()));
+    }
+    assert_eq!(listed, names);
+}
+
+#[test]
+fn who_of_a_room_of_exactly_one_chunk_is_a_single_frame() {
+    let mut chat = Chat::open();
+    let first = chat.login("user000");
+    for index in 1..WHO_CHUNK {
+        chat.login(&format!("user{index:03}"));
+        chat.raw(first);
+    }
+    chat.clear_all();
+    chat.send_json(first, json!({"code": 103}));
+    let frames = chat.received(first);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].get("more"), None);
+    assert_eq!(frames[0]["users"].as_array().unwrap().len(), WHO_CHUNK);
+}
+
+// JOIN, PART and ROOMS.
+
+#[test]
+fn join_creates_a_room_and_announces_201_to_its_members() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    let carol = chat.login("carol");
+    chat.clear_all();
+    chat.send_json(alice, join("#Side"));
+    assert_eq!(chat.received(alice), vec![joined("alice", "side")]);
+    assert!(chat.received(bob).is_empty());
+    chat.send_json(bob, join("side"));
+    assert_eq!(chat.received(alice), vec![joined("bob", "side")]);
+    assert_eq!(chat.received(bob), vec![joined("bob", "side")]);
+    assert!(chat.received(carol).is_empty());
+    chat.send_json(carol, json!({"code": 107}));
+    assert_eq!(
+        chat.received(carol),
+        vec![room_list(&[(LOBBY, 3), ("side", 2)])]
+    );
+}
+
+#[test]
+fn joining_a_room_again_makes_it_current_and_tells_only_you() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.send_json(alice, join("side"));
+    chat.clear_all();
+    chat.send_json(alice, join(LOBBY));
+    assert_eq!(chat.received(alice), vec![joined("alice", LOBBY)]);
+    assert!(chat.received(bob).is_empty());
+    chat.send_json(alice, say("back in the lobby"));
+    assert_eq!(
+        chat.received(bob),
+        vec![room_message(1, TS, LOBBY, "alice", "back in the lobby")]
+    );
+    chat.send_json(alice, json!({"code": 107}));
+    assert_eq!(
+        chat.received(alice)[1],
+        room_list(&[(LOBBY, 2), ("side", 1)]),
+        "rejoining does not add a second membership"
+    );
+}
+
+#[test]
+fn joining_a_21st_room_gets_403() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    // The default room counts: 19 more make 20.
+    for index in 1..MAX_ROOMS_PER_USER {
+        chat.send_json(alice, join(&format!("room{index:02}")));
+        assert_eq!(chat.codes(alice), vec![201], "room {index}");
+    }
+    chat.send_json(alice, join("one-too-many"));
+    chat.expect_error(alice, 403, "you are in 20 rooms already");
+    chat.send_json(alice, json!({"code": 103, "room": "one-too-many"}));
+    chat.expect_error(alice, 404, "no such room");
+    // Rejoining a room already held is still fine, and parting makes room.
+    chat.send_json(alice, join("room05"));
+    assert_eq!(chat.received(alice), vec![joined("alice", "room05")]);
+    chat.send_json(alice, part("room01"));
+    chat.send_json(alice, join("one-too-many"));
+    assert_eq!(
+        chat.received(alice),
+        vec![
+            left_room("alice", "room01"),
+            joined("alice", "one-too-many")
+        ]
+    );
+}
+
+#[test]
+fn part_sends_204_with_the_room_to_its_members_including_the_parter() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    let carol = chat.login("carol");
+    chat.send_json(alice, join("side"));
+    chat.send_json(bob, join("side"));
+    chat.clear_all();
+    chat.send_json(alice, part("#side"));
+    assert_eq!(chat.received(alice), vec![left_room("alice", "side")]);
+    assert_eq!(chat.received(bob), vec![left_room("alice", "side")]);
+    assert!(chat.received(carol).is_empty());
+    chat.send_json(bob, say_in("side", "alone now"));
+    assert_eq!(chat.codes(bob), vec![200]);
+    assert!(chat.received(alice).is_empty());
+}
+
+#[test]
+fn part_of_a_room_not_joined_gets_403_and_of_a_missing_room_404() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.send_json(bob, join("side"));
+    chat.clear_all();
+    chat.send_json(alice, part("side"));
+    chat.expect_error(alice, 403, "you are not in room side");
+    chat.send_json(alice, part("nowhere"));
+    chat.expect_error(alice, 404, "no such room nowhere");
+    assert!(chat.received(bob).is_empty());
+}
+
+#[test]
+fn an_empty_room_disappears_but_the_default_room_stays() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.send_json(alice, join("side"));
+    chat.clear_all();
+    chat.send_json(alice, json!({"code": 107}));
+    assert_eq!(
+        chat.received(alice),
+        vec![room_list(&[(LOBBY, 1), ("side", 1)])]
+    );
+    chat.send_json(alice, part("side"));
+    chat.send_json(alice, part(LOBBY));
+    chat.clear_all();
+    chat.send_json(alice, json!({"code": 107}));
+    assert_eq!(chat.received(alice), vec![room_list(&[(LOBBY, 0)])]);
+    chat.send_json(alice, json!({"code": 103, "room": "side"}));
+    chat.expect_error(alice, 404, "no such room side");
+}
+
+#[test]
+fn after_parting_the_current_room_say_goes_to_the_room_joined_before() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.send_json(alice, join("side"));
+    chat.send_json(bob, join("side"));
+    chat.send_json(alice, join("other"));
+    chat.send_json(alice, part("other"));
+    chat.clear_all();
+    chat.send_json(alice, say("still here"));
+    assert_eq!(
+        chat.received(bob),
+        vec![room_message(1, TS, "side", "alice", "still here")]
+    );
+}
+
+#[test]
+fn a_user_in_no_room_gets_403_for_say_and_who_without_a_room() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.send_json(alice, part(LOBBY));
+    chat.clear_all();
+    chat.send_json(alice, say("hello?"));
+    chat.expect_error(alice, 403, "you are in no room");
+    chat.send_json(alice, json!({"code": 103}));
+    chat.expect_error(alice, 403, "you are in no room");
+    // Joining a room still works.
+    chat.send_json(alice, join(LOBBY));
+    assert_eq!(chat.received(alice), vec![joined("alice", LOBBY)]);
+}
+
+// PING.
+
+#[test]
+fn ping_echoes_the_token_byte_for_byte() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let cases = [
+        (
+            r#"{"code":108,"token":"abc"}"#,
+            r#"{"code":207,"token":"abc"}"#,
+        ),
+        (r#"{"code":108,"token":""}"#, r#"{"code":207,"token":""}"#),
+        (
+            r#"{"code":108,"token":null}"#,
+            r#"{"code":207,"token":null}"#,
+        ),
+        (
+            r#"{"code":108,"token":{"a": [1, 2.50], "b": "\u00e9"}}"#,
+            r#"{"code":207,"token":{"a": [1, 2.50], "b": "\u00e9"}}"#,
+        ),
+        (
+            r#"{"code":108,"token":12345678901234567890123}"#,
+            r#"{"code":207,"token":12345678901234567890123}"#,
+        ),
+        (r#"{"code":108}"#, r#"{"code":207}"#),
+    ];
+    for (ping, pong) in cases {
+        chat.send(alice, ping);
+        assert_eq!(chat.received_text(alice), vec![pong], "{ping}");
+    }
+}
+
+#[test]
+fn ping_is_answered_in_every_live_state() {
+    for state_name in ["USER AUTH", "PASS AUTH", "BROADCAST"] {
+        let (mut chat, conn) = session_in(state_name);
+        let before = chat.state_of(conn);
+        chat.send_json(conn, json!({"code": 108, "token": 7}));
+        assert_eq!(
+            chat.received(conn),
+            vec![json!({"code": 207, "token": 7})],
+            "{state_name}"
+        );
+        assert_eq!(chat.state_of(conn), before);
+    }
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send_json(conn, json!({"code": 108, "token": "first line"}));
+    assert_eq!(
+        chat.received(conn),
+        vec![json!({"code": 207, "token": "first line"})]
+    );
+    assert_eq!(chat.state_of(conn), Some(State::UserAuth));
+}
+
+// QUIT, EOF, close and shutdown.
+
+/// alice, bob and carol share the lobby; alice and bob also share two more
+/// rooms; dave is alone elsewhere. Everyone's output is read.
+fn four_users() -> (Chat, [ConnId; 4]) {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    let carol = chat.login("carol");
+    let dave = chat.login("dave");
+    for shared in ["side", "third"] {
+        chat.send_json(alice, join(shared));
+        chat.send_json(bob, join(shared));
+    }
+    chat.send_json(dave, join("other"));
+    chat.send_json(dave, part(LOBBY));
+    chat.clear_all();
+    (chat, [alice, bob, carol, dave])
+}
+
+#[test]
+fn quit_tells_each_user_sharing_a_room_204_once_and_frees_the_name() {
+    let (mut chat, [alice, bob, carol, dave]) = four_users();
+    chat.send_json(alice, json!({"code": 109}));
+    assert!(chat.hub.is_quitting(alice));
+    assert_eq!(chat.state_of(alice), Some(State::Quit));
+    assert!(chat.received(alice).is_empty());
+    assert_eq!(chat.received(bob), vec![quit("alice")]);
+    assert_eq!(chat.received(carol), vec![quit("alice")]);
+    assert!(chat.received(dave).is_empty());
+    chat.login("ALICE");
+    chat.send_json(bob, json!({"code": 107}));
+    assert_eq!(
+        chat.received(bob)[1],
+        room_list(&[(LOBBY, 3), ("other", 1), ("side", 1), ("third", 1)])
+    );
+}
+
+#[test]
+fn a_quitting_connection_ignores_further_lines() {
+    let (mut chat, [alice, bob, ..]) = four_users();
+    chat.send_json(alice, json!({"code": 109}));
+    chat.clear_all();
+    for line in [
+        say("still there?").to_string(),
+        json!({"code": 108}).to_string(),
+        json!({"code": 110, "username": "alice"}).to_string(),
+        "garbage".to_owned(),
+        "GET / HTTP/1.1".to_owned(),
+    ] {
+        chat.send(alice, &line);
+        assert!(chat.received(alice).is_empty(), "{line}");
+        assert!(chat.received(bob).is_empty(), "{line}");
+        assert_eq!(chat.state_of(alice), Some(State::Quit));
+    }
+}
+
+#[test]
+fn eof_behaves_like_quit() {
+    let (mut chat, [alice, bob, carol, dave]) = four_users();
+    chat.hub.handle_eof(alice);
+    assert!(chat.hub.is_quitting(alice));
+    assert_eq!(chat.received(bob), vec![quit("alice")]);
+    assert_eq!(chat.received(carol), vec![quit("alice")]);
+    assert!(chat.received(dave).is_empty());
+    // A second EOF and then the close change nothing more.
+    chat.hub.handle_eof(alice);
+    chat.hub.handle_closed(alice);
+    assert!(chat.received(bob).is_empty());
+    assert_eq!(chat.state_of(alice), None);
+    chat.login("alice");
+}
+
+#[test]
+fn an_abrupt_close_sends_the_same_204_and_frees_the_name() {
+    let (mut chat, [alice, bob, carol, dave]) = four_users();
+    chat.hub.handle_closed(alice);
+    assert_eq!(chat.state_of(alice), None);
+    assert!(!chat.hub.is_quitting(alice));
+    assert!(chat.hub.outbox_mut(alice).is_none());
+    assert_eq!(chat.received(bob), vec![quit("alice")]);
+    assert_eq!(chat.received(carol), vec![quit("alice")]);
+    assert!(chat.received(dave).is_empty());
+    chat.send_json(bob, dm("alice", "gone?"));
+    chat.expect_error(bob, 404, "no such user alice");
+    chat.login("alice");
+}
+
+#[test]
+fn lines_for_a_closed_connection_are_ignored_and_its_id_can_be_reused() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.hub.handle_closed(alice);
+    chat.clear_all();
+    chat.send_json(alice, say("ghost"));
+    chat.hub.handle_codec_error(alice, CodecError::InvalidUtf8);
+    chat.hub.handle_eof(alice);
+    chat.hub.handle_closed(alice);
+    assert_eq!(chat.state_of(alice), None);
+    assert!(chat.received(bob).is_empty());
+
+    chat.hub
+        .handle_connected(alice, SocketAddr::from(([10, 0, 0, 5], 51_234)), false);
+    assert_eq!(chat.state_of(alice), Some(State::Listen));
+    chat.send(alice, "newcomer");
+    assert_eq!(
+        chat.received_text(alice)[1..],
+        ["* you are now newcomer", "* newcomer joined #lobby"]
+    );
+    assert_eq!(chat.received(bob), vec![joined("newcomer", LOBBY)]);
+}
+
+#[test]
+fn quit_before_login_tells_nobody() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let stranger = chat.connect();
+    chat.send(stranger, "/quit");
+    assert!(chat.hub.is_quitting(stranger));
+    chat.hub.handle_closed(stranger);
+    assert!(chat.received(alice).is_empty());
+}
+
+#[test]
+fn shutdown_sends_205_to_every_connection_and_all_are_quitting() {
+    let mut chat = Chat::with_password();
+    let alice = chat.login_with_password("alice");
+    let bob = chat.connect();
+    chat.send(bob, "bob");
+    chat.send(bob, SECRET);
+    let pending = chat.connect();
+    chat.send_json(pending, json!({"code": 110, "username": "carol"}));
+    let silent = chat.connect();
+    chat.clear_all();
+
+    chat.hub.handle_shutdown();
+    assert_eq!(chat.received(alice), vec![json!({"code": 205})]);
+    assert_eq!(chat.received_text(bob), vec!["* server going down"]);
+    assert_eq!(chat.received(pending), vec![json!({"code": 205})]);
+    assert_eq!(chat.received(silent), vec![json!({"code": 205})]);
+    for conn in [alice, bob, pending, silent] {
+        assert!(chat.hub.is_quitting(conn), "{conn}");
+    }
+    chat.send_json(alice, say("wait"));
+    assert!(chat.received(alice).is_empty());
+    assert!(chat.received_text(bob).is_empty());
+    // A second signal sends nothing twice.
+    chat.hub.handle_shutdown();
+    assert!(chat.received(alice).is_empty());
+}
+
+#[test]
+fn drain_dirty_lists_each_changed_connection_once() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    let carol = chat.login("carol");
+    let mut dirty = Vec::new();
+    chat.hub.drain_dirty(&mut dirty);
+    chat.clear_all();
+    chat.send_json(alice, say("one"));
+    chat.send_json(alice, say("two"));
+    chat.send_json(carol, json!({"code": 109}));
+    chat.hub.drain_dirty(&mut dirty);
+    dirty.sort();
+    assert_eq!(dirty, vec![alice, bob, carol]);
+    chat.hub.drain_dirty(&mut dirty);
+    assert!(dirty.is_empty());
+}
+
+// Codec errors and HTTP.
+
+#[test]
+fn a_too_long_line_gets_413_and_the_session_goes_on() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    chat.hub
+        .handle_codec_error(alice, CodecError::TooLong { max: 8192 });
+    assert_eq!(
+        chat.received(alice),
+        vec![json!({"code": 413, "error": "line longer than 8192 bytes; it was discarded"})]
+    );
+    assert_eq!(chat.state_of(alice), Some(broadcast("alice")));
+    chat.send_json(alice, say("after"));
+    assert_eq!(chat.codes(alice), vec![200]);
+}
+
+#[test]
+fn invalid_utf8_gets_400_and_the_session_goes_on() {
+    let mut chat = Chat::open();
+    let alice = chat.login_text("alice");
+    chat.hub.handle_codec_error(alice, CodecError::InvalidUtf8);
+    assert_eq!(
+        chat.received_text(alice),
+        vec!["! line is not valid UTF-8 (400)"]
+    );
+    chat.send(alice, "after");
+    assert_eq!(
+        chat.received_text(alice),
+        vec![format!("[{TS_CLOCK}] #lobby <alice> after")]
+    );
+}
+
+#[test]
+fn a_codec_error_before_the_first_line_does_not_fix_the_mode() {
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.hub
+        .handle_codec_error(conn, CodecError::TooLong { max: 8192 });
+    assert_eq!(chat.codes(conn), vec![413]);
+    assert_eq!(chat.state_of(conn), Some(State::Listen));
+    chat.send(conn, "alice");
+    assert_eq!(
+        chat.received_text(conn),
+        vec!["* you are now alice", "* alice joined #lobby"]
+    );
+}
+
+#[test]
+fn an_http_request_line_first_gets_400_mentioning_http_and_quits() {
+    for request in ["GET / HTTP/1.1", "POST /login HTTP/1.0", "HEAD / HTTP/2"] {
+        let mut chat = Chat::open();
+        let conn = chat.connect();
+        chat.received(conn);
+        chat.send(conn, request);
+        assert_eq!(
+            chat.received_text(conn),
+            vec![
+                "! this is not an HTTP server; riftd speaks line-delimited JSON or plain text (400)"
+            ],
+            "{request}"
+        );
+        assert!(chat.hub.is_quitting(conn), "{request}");
+        chat.send(conn, "Host: example.com");
+        assert!(chat.received_text(conn).is_empty());
+    }
+}
+
+// Slow consumers and shared frames.
+
+#[test]
+fn a_recipient_that_never_reads_is_cut_off_and_the_others_get_every_message() {
+    let max_output_bytes = 65_536;
+    let mut chat = Chat::with(Auth::Open, max_output_bytes);
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    let sleeper = chat.login("sleeper");
+    chat.clear_all();
+    let text = "z".repeat(1000);
+    let count: usize = 100;
+    let mut bob_ids = Vec::new();
+    let mut alice_ids = Vec::new();
+    let mut cut_at = None;
+    for index in 0..count {
+        chat.send_json(alice, say(&text));
+        bob_ids.extend(message_ids(&chat.received(bob)));
+        alice_ids.extend(message_ids(&chat.received(alice)));
+        if cut_at.is_none() && chat.hub.cut_off(sleeper).is_some() {
+            cut_at = Some(index);
+        }
+    }
+    let expected_ids: Vec<u64> = (1..=100).collect();
+    assert_eq!(bob_ids, expected_ids);
+    assert_eq!(alice_ids, expected_ids);
+
+    let cut_at = cut_at.expect("the sleeper was cut off");
+    let frame_len = room_message(1, TS, LOBBY, "alice", &text).to_string().len() + 1;
+    assert_eq!(
+        cut_at,
+        max_output_bytes / frame_len,
+        "cut at the first excess"
+    );
+    let Some(CutOff::SlowConsumer { pending }) = chat.hub.cut_off(sleeper).cloned() else {
+        panic!("no slow-consumer cut-off");
+    };
+    assert!(pending > max_output_bytes, "{pending}");
+    assert_eq!(chat.hub.outbox_mut(sleeper).unwrap().pending_bytes(), 0);
+    assert!(chat.raw(sleeper).is_empty());
+
+    // Its lines are ignored now, and it receives nothing more.
+    chat.send_json(sleeper, say("I'm awake"));
+    assert!(chat.received(bob).is_empty());
+    chat.send_json(bob, say("too late"));
+    assert_eq!(chat.codes(bob), vec![200]);
+    assert!(chat.raw(sleeper).is_empty());
+    assert!(!chat.hub.is_quitting(sleeper));
+    chat.hub.handle_closed(sleeper);
+    assert_eq!(chat.received(bob), vec![quit("sleeper")]);
+}
+
+#[test]
+fn a_broadcast_frame_has_the_same_bytes_for_every_json_recipient() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    let carol = chat.login_text("carol");
+    chat.clear_all();
+    chat.send_json(alice, say("same for all"));
+    let alice_bytes = chat.raw(alice);
+    assert_eq!(chat.raw(bob), alice_bytes);
+    assert_eq!(
+        alice_bytes,
+        format!(
+            "{{\"code\":200,\"message\":{{\"id\":1,\"ts\":{TS},\"room\":\"lobby\",\"from\":\"alice\",\"text\":\"same for all\"}}}}\n"
+        )
+    );
+    assert_eq!(
+        chat.raw(carol),
+        format!("[{TS_CLOCK}] #lobby <alice> same for all\n")
+    );
+}
+
+// Text mode commands.
+
+#[test]
+fn text_nick_renames_and_neighbours_read_it() {
+    let mut chat = Chat::open();
+    let alice = chat.login_text("alice");
+    let bob = chat.login_text("bob");
+    chat.clear_all();
+    chat.send(alice, "/nick alicia");
+    assert_eq!(chat.received_text(alice), vec!["* you are now alicia"]);
+    assert_eq!(
+        chat.received_text(bob),
+        vec!["* alice is now known as alicia"]
+    );
+    chat.send(alice, "/nick bob");
+    assert_eq!(
+        chat.received_text(alice),
+        vec!["! username bob is taken (409)"]
+    );
+    chat.send(alice, "/nick");
+    assert_eq!(chat.received_text(alice), vec!["! usage: /nick NAME (400)"]);
+}
+
+#[test]
+fn text_msg_sends_a_private_message() {
+    let mut chat = Chat::open();
+    let alice = chat.login_text("alice");
+    let bob = chat.login_text("bob");
+    let carol = chat.login_text("carol");
+    chat.clear_all();
+    chat.send(alice, "/msg bob   psst, over here");
+    let line = format!("[{TS_CLOCK}] *alice -> bob* psst, over here");
+    assert_eq!(chat.received_text(bob), vec![line.clone()]);
+    assert_eq!(chat.received_text(alice), vec![line]);
+    assert!(chat.received_text(carol).is_empty());
+    chat.send(alice, "/msg zed hi");
+    assert_eq!(chat.received_text(alice), vec!["! no such user zed (404)"]);
+    chat.send(alice, "/msg bob");
+    assert_eq!(
+        chat.received_text(alice),
+        vec!["! usage: /msg NAME TEXT (400)"]
+    );
+}
+
+#[test]
+fn text_join_part_who_and_rooms_work_on_the_current_room() {
+    let mut chat = Chat::open();
+    let alice = chat.login_text("alice");
+    let bob = chat.login_text("bob");
+    chat.clear_all();
+    chat.send(alice, "/join #Rust");
+    assert_eq!(chat.received_text(alice), vec!["* alice joined #rust"]);
+    chat.send(bob, "/join rust");
+    assert_eq!(chat.received_text(alice), vec!["* bob joined #rust"]);
+    assert_eq!(chat.received_text(bob), vec!["* bob joined #rust"]);
+    chat.send(alice, "/who");
+    assert_eq!(chat.received_text(alice), vec!["* in #rust: alice bob"]);
+    chat.send(alice, "/who #lobby");
+    assert_eq!(chat.received_text(alice), vec!["* in #lobby: alice bob"]);
+    chat.send(alice, "/rooms");
+    assert_eq!(
+        chat.received_text(alice),
+        vec!["* rooms: #lobby (2) #rust (2)"]
+    );
+    chat.send(alice, "hello rust");
+    assert_eq!(
+        chat.received_text(bob),
+        vec![format!("[{TS_CLOCK}] #rust <alice> hello rust")]
+    );
+    assert_eq!(chat.received_text(alice).len(), 1);
+    chat.send(alice, "/part");
+    assert_eq!(chat.received_text(alice), vec!["* alice left #rust"]);
+    assert_eq!(chat.received_text(bob), vec!["* alice left #rust"]);
+    chat.send(alice, "/part #nowhere");
+    assert_eq!(
+        chat.received_text(alice),
+        vec!["! no such room nowhere (404)"]
+    );
+    chat.send(alice, "/join");
+    assert_eq!(chat.received_text(alice), vec!["! usage: /join ROOM (400)"]);
+}
+
+#[test]
+fn text_me_is_shown_as_an_action() {
+    let mut chat = Chat::open();
+    let alice = chat.login_text("alice");
+    let bob = chat.login_text("bob");
+    let carol = chat.login("carol");
+    chat.clear_all();
+    chat.send(alice, "/me waves");
+    assert_eq!(
+        chat.received_text(bob),
+        vec![format!("[{TS_CLOCK}] #lobby * alice waves")]
+    );
+    assert_eq!(
+        chat.received(carol),
+        vec![room_message(1, TS, LOBBY, "alice", "/me waves")]
+    );
+}
+
+#[test]
+fn text_double_slash_says_a_line_starting_with_a_slash() {
+    let mut chat = Chat::open();
+    let alice = chat.login_text("alice");
+    let bob = chat.login("bob");
+    chat.clear_all();
+    chat.send(alice, "//etc/passwd is a path");
+    assert_eq!(
+        chat.received(bob),
+        vec![room_message(1, TS, LOBBY, "alice", "/etc/passwd is a path")]
+    );
+    assert_eq!(
+        chat.received_text(alice),
+        vec![format!("[{TS_CLOCK}] #lobby <alice> /etc/passwd is a path")]
+    );
+}
+
+#[test]
+fn text_quit_leaves_and_neighbours_read_it() {
+    let mut chat = Chat::open();
+    let alice = chat.login_text("alice");
+    let bob = chat.login_text("bob");
+    chat.clear_all();
+    chat.send(alice, "/quit");
+    assert!(chat.hub.is_quitting(alice));
+    assert_eq!(chat.received_text(bob), vec!["* alice quit"]);
+}
+
+#[test]
+fn text_help_ping_and_unknown_commands_answer_the_sender_only() {
+    let mut chat = Chat::open();
+    let alice = chat.login_text("alice");
+    let bob = chat.login_text("bob");
+    chat.clear_all();
+    chat.send(alice, "/help");
+    let help = chat.received_text(alice);
+    assert_eq!(
+        help.first().map(String::as_str),
+        Some("* Type a line to say it in your current room. Commands:")
+    );
+    assert!(help.iter().any(|line| line.contains("/nick NAME")));
+    assert!(help.iter().all(|line| line.starts_with('*')));
+    chat.send(alice, "/ping");
+    assert_eq!(chat.received_text(alice), vec!["* pong"]);
+    chat.send(alice, "/bogus stuff");
+    assert_eq!(
+        chat.received_text(alice),
+        vec!["! unknown command /bogus; type /help (400)"]
+    );
+    assert!(chat.received_text(bob).is_empty());
+}
+
+#[test]
+fn text_help_before_choosing_a_name_shows_the_help() {
+    // `parse_text` accepts /help at the name prompt on purpose ("Let a user
+    // type /quit or /help before choosing a name"), so it must be answered.
+    let mut chat = Chat::open();
+    let conn = chat.connect();
+    chat.received(conn);
+    chat.send(conn, "/help");
+    let lines = chat.received_text(conn);
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("* Type a line to say it in your current room. Commands:"),
+        "{lines:?}"
+    );
+    assert_eq!(chat.state_of(conn), Some(State::UserAuth));
+}
+
+#[test]
+fn control_characters_are_escaped_for_text_users_and_kept_for_json_users() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login_text("bob");
+    chat.clear_all();
+    let text = "\u{1b}[2Jgotcha\u{7}\ttab\u{7f}\u{85}";
+    chat.send_json(alice, say(text));
+    assert_eq!(
+        chat.received_text(bob),
+        vec![format!("[{TS_CLOCK}] #lobby <alice> ^[[2Jgotcha^G tab^??")]
+    );
+    assert_eq!(
+        chat.received(alice),
+        vec![room_message(1, TS, LOBBY, "alice", text)]
+    );
+    chat.send_json(alice, dm("bob", "\u{1b}]0;owned\u{7}"));
+    assert_eq!(
+        chat.received_text(bob),
+        vec![format!("[{TS_CLOCK}] *alice -> bob* ^[]0;owned^G")]
+    );
+}
+
+// Random traffic.
+
+/// What one step of random traffic does.
+#[derive(Debug, Clone)]
+enum Step {
+    Line { slot: usize, line: String },
+    CodecError { slot: usize, is_too_long: bool },
+    Eof { slot: usize },
+    Close { slot: usize },
+    Connect { slot: usize },
+    Drain,
+}
+
+const SLOTS: usize = 6;
+
+fn any_name() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "alice", "Alice", "ALICE", "bob", "Bob", "carol", "dave", "server", "bad name", "",
+    ])
+    .prop_map(str::to_owned)
+}
+
+fn any_room() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "lobby", "#Lobby", "side", "#side", "Other", "x y", "", "#",
+    ])
+    .prop_map(str::to_owned)
+}
+
+fn any_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[ -~]{0,12}",
+        Just("\u{1b}[2J".to_owned()),
+        Just(" ".to_owned()),
+        "\\PC{0,8}",
+    ]
+}
+
+fn any_json_frame() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any_name().prop_map(|name| json!({"code": 110, "username": name})),
+        prop::sample::select(vec![SECRET, "nope", ""])
+            .prop_map(|password| json!({"code": 111, "password": password})),
+        (any_text(), prop::option::of(any_room())).prop_map(|(text, room)| match room {
+            Some(room) => say_in(&room, &text),
+            None => say(&text),
+        }),
+        any_name().prop_map(|name| rename(&name)),
+        (any_name(), any_text()).prop_map(|(to, text)| dm(&to, &text)),
+        prop::option::of(any_room()).prop_map(|room| match room {
+            Some(room) => json!({"code": 103, "room": room}),
+            None => json!({"code": 103}),
+        }),
+        any_room().prop_map(|room| join(&room)),
+        any_room().prop_map(|room| part(&room)),
+        Just(json!({"code": 107})),
+        prop_oneof![Just(json!(null)), Just(json!("t")), Just(json!({"n": [1]}))]
+            .prop_map(|token| json!({"code": 108, "token": token})),
+        Just(json!({"code": 109})),
+        (0u64..1000).prop_map(|code| json!({"code": code})),
+    ]
+    .prop_map(|frame| frame.to_string())
+}
+
+fn any_text_line() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any_name(),
+        Just(SECRET.to_owned()),
+        any_text(),
+        any_name().prop_map(|name| format!("/nick {name}")),
+        (any_name(), any_text()).prop_map(|(name, text)| format!("/msg {name} {text}")),
+        any_room().prop_map(|room| format!("/join {room}")),
+        any_room().prop_map(|room| format!("/part {room}")),
+        prop::sample::select(vec![
+            "/part",
+            "/who",
+            "/who side",
+            "/rooms",
+            "/me waves",
+            "/quit",
+            "/help",
+            "//slash",
+            "/ping",
+            "/bogus",
+            "/msg",
+            "/me",
+        ])
+        .prop_map(str::to_owned),
+    ]
+}
+
+fn any_garbage() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "\\{[ -~]{0,20}",
+        Just("GET / HTTP/1.1".to_owned()),
+        Just(r#"{"code":110,"username":"a","x":1}"#.to_owned()),
+        Just(format!("{{\"code\":108,\"token\":{}}}", "[".repeat(200))),
+    ]
+}
+
+fn any_step() -> impl Strategy<Value = Step> {
+    let slot = 0..SLOTS;
+    prop_oneof![
+        8 => (slot.clone(), any_json_frame()).prop_map(|(slot, line)| Step::Line { slot, line }),
+        6 => (slot.clone(), any_text_line()).prop_map(|(slot, line)| Step::Line { slot, line }),
+        2 => (slot.clone(), any_garbage()).prop_map(|(slot, line)| Step::Line { slot, line }),
+        1 => (slot.clone(), any::<bool>())
+            .prop_map(|(slot, is_too_long)| Step::CodecError { slot, is_too_long }),
+        1 => slot.clone().prop_map(|slot| Step::Eof { slot }),
+        1 => slot.clone().prop_map(|slot| Step::Close { slot }),
+        2 => slot.prop_map(|slot| Step::Connect { slot }),
+        1 => Just(Step::Drain),
+    ]
+}
+
+/// The names held (logged in or reserved in PASS AUTH) by live connections.
+fn held_names(hub: &Hub, connected: &[bool]) -> Vec<Username> {
+    (0..connected.len())
+        .filter_map(|slot| match hub.state(ConnId(slot))? {
+            State::PassAuth { username } | State::Broadcast { username } => Some(username.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn run_random_traffic(is_password: bool, steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let mut chat = if is_password {
+        Chat::with_password()
+    } else {
+        Chat::open()
+    };
+    chat.next_conn = SLOTS;
+    let peer = SocketAddr::from(([192, 0, 2, 1], 4_000));
+    let mut connected = [false; SLOTS];
+    for (index, step) in steps.into_iter().enumerate() {
+        chat.now = Now {
+            unix_ms: TS + index as u64,
+        };
+        match step {
+            Step::Line { slot, line } => {
+                let conn = ConnId(slot);
+                let was_quitting = chat.hub.is_quitting(conn);
+                let owed_before = chat
+                    .hub
+                    .outbox_mut(conn)
+                    .map(|outbox| outbox.pending_bytes());
+                chat.send(conn, &line);
+                if was_quitting {
+                    prop_assert_eq!(chat.state_of(conn), Some(State::Quit));
+                    let owed_after = chat
+                        .hub
+                        .outbox_mut(conn)
+                        .map(|outbox| outbox.pending_bytes());
+                    prop_assert_eq!(owed_before, owed_after, "a quitting session answered");
+                }
+            }
+            Step::CodecError { slot, is_too_long } => {
+                let error = if is_too_long {
+                    CodecError::TooLong { max: 8192 }
+                } else {
+                    CodecError::InvalidUtf8
+                };
+                chat.hub.handle_codec_error(ConnId(slot), error);
+            }
+            Step::Eof { slot } => chat.hub.handle_eof(ConnId(slot)),
+            Step::Close { slot } => {
+                chat.hub.handle_closed(ConnId(slot));
+                connected[slot] = false;
+            }
+            Step::Connect { slot } => {
+                if !connected[slot] {
+                    chat.hub.handle_connected(ConnId(slot), peer, false);
+                    connected[slot] = true;
+                }
+            }
+            Step::Drain => {
+                let mut dirty = Vec::new();
+                chat.hub.drain_dirty(&mut dirty);
+                for conn in dirty {
+                    chat.raw(conn);
+                }
+            }
+        }
+        for (slot, &is_connected) in connected.iter().enumerate() {
+            if !is_connected {
+                prop_assert_eq!(chat.hub.state(ConnId(slot)), None);
+            }
+        }
+        prop_assert_eq!(
+            chat.hub.connection_count(),
+            connected
+                .iter()
+                .filter(|&&is_connected| is_connected)
+                .count()
+        );
+        let mut keys: Vec<String> = held_names(&chat.hub, &connected)
+            .iter()
+            .map(Username::key)
+            .collect();
+        let held = keys.len();
+        keys.sort();
+        keys.dedup();
+        prop_assert_eq!(keys.len(), held, "a name is held twice");
+    }
+
+    // Every held name is refused to a newcomer, in another case too.
+    let held = held_names(&chat.hub, &connected);
+    let probe = chat.connect();
+    chat.received(probe);
+    for name in &held {
+        chat.send_json(
+            probe,
+            json!({"code": 110, "username": name.as_str().to_ascii_uppercase()}),
+        );
+        prop_assert_eq!(chat.codes(probe), vec![409], "{} is held", name);
+    }
+    chat.send_json(probe, json!({"code": 110, "username": "probe"}));
+    if is_password {
+        chat.send_json(probe, json!({"code": 111, "password": SECRET}));
+    }
+    chat.received(probe);
+    prop_assert_eq!(chat.state_of(probe), Some(broadcast("probe")));
+
+    // ROOMS and WHO agree with each other and list only live, logged-in users.
+    let logged_in: Vec<String> = (0..chat.next_conn)
+        .filter_map(|slot| chat.hub.state(ConnId(slot))?.username().cloned())
+        .map(|username| username.as_str().to_owned())
+        .collect();
+    chat.send_json(probe, json!({"code": 107}));
+    let listing = chat.received(probe);
+    prop_assert_eq!(listing.len(), 1);
+    let rooms = listing[0]["rooms"].as_array().expect("rooms is an array");
+    for entry in rooms {
+        let name = entry["name"].as_str().expect("a room has a name");
+        let count = entry["users"].as_u64().expect("a room has a count");
+        prop_assert!(name == LOBBY || count > 0, "empty room {} kept", name);
+        chat.send_json(probe, json!({"code": 103, "room": name}));
+        let mut users = Vec::new();
+        for frame in chat.received(probe) {
+            prop_assert_eq!(&frame["code"], &json!(206));
+            for listed in frame["users"].as_array().expect("users is an array") {
+                users.push(listed.as_str().expect("a user is a string").to_owned());
+            }
+        }
+        prop_assert_eq!(
+            users.len() as u64,
+            count,
+            "WHO and ROOMS disagree on {}",
+            name
+        );
+        for listed in &users {
+            prop_assert!(logged_in.contains(listed), "ghost {} in {}", listed, name);
+        }
+        let mut unique = users.clone();
+        unique.sort();
+        unique.dedup();
+        prop_assert_eq!(unique.len(), users.len(), "someone is twice in {}", name);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Thousands of random lines, codec errors, EOFs, closes and reconnects
+    /// from several connections never panic the hub, never give one name to
+    /// two sessions, and never leave a closed connection behind.
+    #[test]
+    fn random_traffic_never_panics_and_keeps_names_unique(
+        is_password in any::<bool>(),
+        steps in prop::collection::vec(any_step(), 1..400),
+    ) {
+        run_random_traffic(is_password, steps)?;
+    }
+}
