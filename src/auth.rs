@@ -1,17 +1,45 @@
-//! Who may log in: open, or one shared server password. Verification only;
-//! loading the secret from its file is `config`'s job.
+//! Who may log in: open, one shared server password, or per-user accounts.
+//! Decides what a password check needs; loading secrets is `config`'s job
+//! and argon2 verification runs off the event loop (`server/verifier.rs`).
 
-use crate::proto::AuthKind;
+use crate::accounts::Users;
+use crate::proto::{AuthKind, Username};
 use std::fmt;
+use std::sync::Arc;
 
 /// The server's authentication policy.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Auth {
     /// Any free username logs in at once.
     Open,
     /// Every user must send the shared password after USER.
     Password { secret: Vec<u8> },
+    /// Every user has an account with an argon2id hash in the users file.
+    Accounts { users: Arc<Users> },
 }
+
+/// What checking a password takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Decided at once (cheap: open auth or the shared password).
+    Decided(bool),
+    /// An argon2 verification against this hash, or against a dummy hash
+    /// when the account does not exist (`None`), off the event loop.
+    Hash(Option<String>),
+}
+
+impl PartialEq for Auth {
+    fn eq(&self, other: &Auth) -> bool {
+        match (self, other) {
+            (Auth::Open, Auth::Open) => true,
+            (Auth::Password { secret }, Auth::Password { secret: other }) => secret == other,
+            (Auth::Accounts { users }, Auth::Accounts { users: other }) => users == other,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Auth {}
 
 impl fmt::Debug for Auth {
     /// Never prints the secret, whatever logs the config.
@@ -19,6 +47,7 @@ impl fmt::Debug for Auth {
         match self {
             Auth::Open => f.write_str("Open"),
             Auth::Password { .. } => f.write_str("Password { secret: <hidden> }"),
+            Auth::Accounts { users } => write!(f, "Accounts {{ {} users }}", users.len()),
         }
     }
 }
@@ -28,19 +57,30 @@ impl Auth {
         match self {
             Auth::Open => AuthKind::Open,
             Auth::Password { .. } => AuthKind::Password,
+            Auth::Accounts { .. } => AuthKind::Accounts,
         }
     }
 
     pub fn needs_password(&self) -> bool {
-        matches!(self, Auth::Password { .. })
+        !matches!(self, Auth::Open)
     }
 
-    /// Checks a password in time that depends only on the lengths, not on
-    /// where the first wrong byte is.
+    /// What it takes to check `password` for `username`.
+    pub fn check(&self, username: &Username, password: &str) -> Check {
+        match self {
+            Auth::Open => Check::Decided(true),
+            Auth::Password { .. } => Check::Decided(self.verify(password)),
+            Auth::Accounts { users } => Check::Hash(users.hash_of(username).map(str::to_owned)),
+        }
+    }
+
+    /// Checks the shared password in time that depends only on the lengths,
+    /// not on where the first wrong byte is. Accounts never verify here.
     pub fn verify(&self, password: &str) -> bool {
         match self {
             Auth::Open => true,
             Auth::Password { secret } => constant_time_eq(secret, password.as_bytes()),
+            Auth::Accounts { .. } => false,
         }
     }
 }

@@ -5,12 +5,15 @@
 //! `Default`) and, if it has rules, one check in `validate`. Reading the
 //! config file and the password file is the only IO here.
 
+use crate::accounts::{AccountsError, Users};
 use crate::auth::Auth;
 use crate::hub::HubConfig;
 use crate::proto::RoomName;
+use crate::tls::{TlsError, load_server_config};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -27,6 +30,10 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid value for `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("`users_file`: {0}")]
+    Users(#[from] AccountsError),
+    #[error("`tls_cert`/`tls_key`: {0}")]
+    Tls(#[from] TlsError),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -42,6 +49,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 pub enum AuthSetting {
     Open,
     Password,
+    Accounts,
 }
 
 /// `listen` may be one address or a list.
@@ -62,6 +70,16 @@ pub struct Config {
     pub auth: AuthSetting,
     /// File holding the shared password (first line), for `auth = "password"`.
     pub password_file: Option<PathBuf>,
+    /// The accounts file (`riftd user …` writes it), for `auth = "accounts"`.
+    pub users_file: Option<PathBuf>,
+    /// Refuse passwords sent in plaintext from a non-loopback address.
+    pub require_tls_for_password: bool,
+    /// Addresses that speak TLS (same protocol inside).
+    #[serde(deserialize_with = "deserialize_listen")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain and private key for `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Longest accepted input line in bytes, without its terminator.
     pub max_line_bytes: usize,
     /// Connections held at once; more get 503 and are closed.
@@ -83,6 +101,12 @@ pub struct Config {
     /// The shared password, read from `password_file` at load time.
     #[serde(skip)]
     password: Option<Vec<u8>>,
+    /// The accounts, read from `users_file` at load time.
+    #[serde(skip)]
+    users: Option<Arc<Users>>,
+    /// The TLS server config built from `tls_cert` and `tls_key`.
+    #[serde(skip)]
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -91,6 +115,11 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5050))],
             auth: AuthSetting::Open,
             password_file: None,
+            users_file: None,
+            require_tls_for_password: true,
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             max_line_bytes: 8192,
             max_connections: 1024,
             max_output_bytes: 1024 * 1024,
@@ -99,6 +128,8 @@ impl Default for Config {
             pid_file: None,
             log_file: None,
             password: None,
+            users: None,
+            tls: None,
         }
     }
 }
@@ -146,6 +177,9 @@ impl Config {
         if let Some(dir) = path.parent() {
             for file in [
                 &mut config.password_file,
+                &mut config.users_file,
+                &mut config.tls_cert,
+                &mut config.tls_key,
                 &mut config.pid_file,
                 &mut config.log_file,
             ]
@@ -167,7 +201,7 @@ impl Config {
 
     /// Checks the rules that span keys or need files, and loads secrets.
     pub fn validate(mut self) -> Result<Config, ConfigError> {
-        if self.listen.is_empty() {
+        if self.listen.is_empty() && self.tls_listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed"));
         }
         if !(64..=1024 * 1024).contains(&self.max_line_bytes) {
@@ -188,16 +222,36 @@ impl Config {
                 ));
             }
             (AuthSetting::Password, Some(path)) => Some(read_password(path)?),
+            (AuthSetting::Accounts, _) => None,
+        };
+        self.users = match (self.auth, &self.users_file) {
+            (AuthSetting::Accounts, None) => {
+                return Err(invalid(
+                    "users_file",
+                    "auth = \"accounts\" needs a users_file (create it with `riftd user add NAME`)",
+                ));
+            }
+            (AuthSetting::Accounts, Some(path)) => Some(Arc::new(Users::load(path)?)),
+            _ => None,
+        };
+        self.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(load_server_config(cert, key)?),
+            (None, None) if self.tls_listen.is_empty() => None,
+            (None, _) => return Err(invalid("tls_cert", "tls_listen needs tls_cert and tls_key")),
+            (_, None) => return Err(invalid("tls_key", "tls_listen needs tls_cert and tls_key")),
         };
         Ok(self)
     }
 
     pub fn auth(&self) -> Auth {
-        match &self.password {
-            Some(secret) => Auth::Password {
+        match (&self.password, &self.users) {
+            (Some(secret), _) => Auth::Password {
                 secret: secret.clone(),
             },
-            None => Auth::Open,
+            (None, Some(users)) => Auth::Accounts {
+                users: Arc::clone(users),
+            },
+            (None, None) => Auth::Open,
         }
     }
 
@@ -206,6 +260,7 @@ impl Config {
             auth: self.auth(),
             default_room: self.default_room.clone(),
             max_output_bytes: self.max_output_bytes,
+            require_tls_for_password: self.require_tls_for_password,
         }
     }
 

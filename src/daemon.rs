@@ -213,7 +213,13 @@ pub enum Stopped {
     },
 }
 
-/// SIGTERM, wait up to `timeout` for the lock to be released, then SIGKILL.
+/// Added to `shutdown_timeout_secs` before SIGKILL: the daemon uses that
+/// same deadline to flush its clients, and must not be killed while it is
+/// still inside it.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// SIGTERM, wait up to `timeout` + `STOP_GRACE` for the lock to be released,
+/// then SIGKILL.
 pub fn stop(path: &Path, timeout: Duration) -> Result<Stopped, DaemonError> {
     let (pid, file) = match probe(path)? {
         Probe::NotRunning { is_stale } => return Ok(Stopped::NotRunning { is_stale }),
@@ -236,7 +242,7 @@ pub fn stop(path: &Path, timeout: Duration) -> Result<Stopped, DaemonError> {
         }
     };
     signal(pid, rustix::process::Signal::TERM)?;
-    if wait_unlocked(&file, timeout) {
+    if wait_unlocked(&file, timeout + STOP_GRACE) {
         return Ok(Stopped::Terminated { pid });
     }
     log::warn!(

@@ -6,7 +6,7 @@
 //! the clock: time arrives as `Now`, and the server shell drains the outboxes.
 //! See `design/architecture.md` for the path of one message.
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Check};
 use crate::codec::CodecError;
 use crate::outbox::{Frame, Outbox};
 use crate::proto::{
@@ -14,6 +14,7 @@ use crate::proto::{
     parse_json, parse_text,
 };
 use crate::session::{Input, Mode, State};
+use crate::throttle::Throttle;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -51,6 +52,32 @@ pub struct HubConfig {
     pub default_room: RoomName,
     /// Output a client may owe before it is cut off as a slow consumer.
     pub max_output_bytes: usize,
+    /// Refuse logins that need a password over plaintext from a
+    /// non-loopback address.
+    pub require_tls_for_password: bool,
+}
+
+/// A password to check against an argon2 hash, off the event loop. The
+/// shell runs it and answers with `Hub::handle_verified`.
+pub struct VerifyJob {
+    pub conn: ConnId,
+    /// Matches the answer to the attempt; a stale answer is ignored.
+    pub ticket: u64,
+    /// The account's PHC hash, or `None` for an unknown user (the worker
+    /// then spends the same time on a dummy hash).
+    pub hash: Option<String>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for VerifyJob {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VerifyJob {{ conn: {}, ticket: {} }}",
+            self.conn, self.ticket
+        )
+    }
 }
 
 /// Why a connection must be closed at once, without waiting for its output.
@@ -64,6 +91,10 @@ pub enum CutOff {
 #[derive(Debug)]
 struct Client {
     peer: SocketAddr,
+    /// True for a connection that arrived on a TLS listener.
+    is_tls: bool,
+    /// The ticket of the password check under way, if any.
+    pending_check: Option<u64>,
     state: State,
     /// `None` until the first non-empty line; frames sent before then (the
     /// greeting) are JSON.
@@ -186,6 +217,11 @@ pub struct Hub {
     rooms: BTreeMap<RoomName, Room>,
     /// The id of the next chat message; ids only grow.
     next_message_id: u64,
+    /// Failed logins per address and per name.
+    throttle: Throttle,
+    /// Password checks for the shell to run off the loop.
+    verify_jobs: Vec<VerifyJob>,
+    next_ticket: u64,
 }
 
 /// A request refused with an error frame; the session goes on.
@@ -222,6 +258,9 @@ impl Hub {
             names: HashMap::new(),
             rooms,
             next_message_id: 1,
+            throttle: Throttle::default(),
+            verify_jobs: Vec::new(),
+            next_ticket: 1,
         }
     }
 
@@ -243,8 +282,8 @@ impl Hub {
         self.clients.slots.iter().flatten().count()
     }
 
-    /// A new connection: greet it.
-    pub fn handle_connected(&mut self, conn: ConnId, peer: SocketAddr) {
+    /// A new connection (on a TLS listener if `is_tls`): greet it.
+    pub fn handle_connected(&mut self, conn: ConnId, peer: SocketAddr, is_tls: bool) {
         let slots = &mut self.clients.slots;
         if slots.len() <= conn.0 {
             slots.resize_with(conn.0 + 1, || None);
@@ -252,6 +291,8 @@ impl Hub {
         }
         slots[conn.0] = Some(Client {
             peer,
+            is_tls,
+            pending_check: None,
             state: State::Listen,
             mode: None,
             failures: 0,
@@ -367,11 +408,54 @@ impl Hub {
             let Some(client) = self.clients.get_mut(conn) else {
                 continue;
             };
-            if client.state != State::Quit {
-                client.state = State::Quit;
+            if let Ok(next) = client.state.next(Input::Leave) {
+                client.state = next;
+                client.rooms.clear();
                 self.clients.send(conn, &ServerMsg::GoingDown);
                 self.clients.mark_dirty(conn);
             }
+        }
+        // Everyone is leaving at once: no 204s, just free every name and room.
+        self.names.clear();
+        for room in self.rooms.values_mut() {
+            room.members.clear();
+        }
+    }
+
+    /// Password checks to run off the loop, oldest first.
+    pub fn drain_verify_jobs(&mut self) -> std::vec::Drain<'_, VerifyJob> {
+        self.verify_jobs.drain(..)
+    }
+
+    /// The answer to a `VerifyJob`. Ignored if the connection is gone or
+    /// has moved on (the ticket no longer matches).
+    pub fn handle_verified(&mut self, conn: ConnId, ticket: u64, is_valid: bool, now: Now) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.pending_check != Some(ticket) {
+            return;
+        }
+        client.pending_check = None;
+        if let State::PassAuth { username } = client.state.clone() {
+            self.finish_pass(conn, username, is_valid, now);
+        }
+    }
+
+    /// The verifier's queue is full: the check is refused, not lost.
+    pub fn handle_verify_busy(&mut self, conn: ConnId, ticket: u64) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.pending_check == Some(ticket) {
+            client.pending_check = None;
+            self.clients.send(
+                conn,
+                &ServerMsg::error(
+                    Code::Unavailable,
+                    "too many logins at once; send PASS again shortly",
+                ),
+            );
         }
     }
 
@@ -433,9 +517,9 @@ impl Hub {
             (_, Request::Ping { token }) => self.clients.send(conn, &ServerMsg::Pong { token }),
             (_, Request::Quit) => self.quit(conn, "quit"),
             (_, Request::Help) => self.clients.send(conn, &ServerMsg::Help),
-            (State::UserAuth, Request::User { username }) => self.user(conn, username)?,
+            (State::UserAuth, Request::User { username }) => self.user(conn, username, now)?,
             (State::PassAuth { username }, Request::Pass { password }) => {
-                self.pass(conn, username, &password)
+                self.pass(conn, username, password, now)?
             }
             (State::Broadcast { username }, request) => self.chat(conn, username, request, now)?,
             // `State::allows` has already refused every other combination.
@@ -486,15 +570,55 @@ impl Hub {
             .is_none_or(|&holder| holder == conn)
     }
 
-    fn user(&mut self, conn: ConnId, username: Username) -> Result<(), Refusal> {
+    /// 429 while the client's address or the name is throttled.
+    fn check_throttle(&self, conn: ConnId, username: &Username, now: Now) -> Result<(), Refusal> {
+        let Some(client) = self.clients.get(conn) else {
+            return Ok(());
+        };
+        self.throttle
+            .check(client.peer.ip(), &username.key(), now.unix_ms)
+            .map_err(|wait_ms| {
+                Refusal::new(
+                    Code::TooMany,
+                    format!(
+                        "too many failed logins; try again in {} s",
+                        wait_ms.div_ceil(1000)
+                    ),
+                )
+            })
+    }
+
+    /// Passwords travel only over TLS, or over loopback, when so configured.
+    fn check_password_transport(&self, conn: ConnId) -> Result<(), Refusal> {
+        let Some(client) = self.clients.get(conn) else {
+            return Ok(());
+        };
+        if self.config.require_tls_for_password
+            && !client.is_tls
+            && !client.peer.ip().is_loopback()
+            && !client.peer.ip().to_canonical().is_loopback()
+        {
+            return Err(Refusal::new(
+                Code::Forbidden,
+                "this server takes passwords only over TLS; connect to its TLS port",
+            ));
+        }
+        Ok(())
+    }
+
+    fn user(&mut self, conn: ConnId, username: Username, now: Now) -> Result<(), Refusal> {
         if !self.is_name_free_for(conn, &username) {
             return Err(Refusal::new(
                 Code::Conflict,
                 format!("username {username} is taken"),
             ));
         }
-        self.names.insert(username.key(), conn);
         let needs_password = self.config.auth.needs_password();
+        if needs_password {
+            self.check_password_transport(conn)?;
+            self.check_throttle(conn, &username, now)?;
+        }
+        self.names.insert(username.key(), conn);
         self.transition(
             conn,
             Input::UserAccepted {
@@ -510,12 +634,56 @@ impl Hub {
         Ok(())
     }
 
-    fn pass(&mut self, conn: ConnId, username: Username, password: &str) {
-        if self.config.auth.verify(password) {
+    fn pass(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        password: String,
+        now: Now,
+    ) -> Result<(), Refusal> {
+        self.check_password_transport(conn)?;
+        if self
+            .clients
+            .get(conn)
+            .is_some_and(|client| client.pending_check.is_some())
+        {
+            return Err(Refusal::new(
+                Code::TooMany,
+                "a password check is already under way; wait for its answer",
+            ));
+        }
+        self.check_throttle(conn, &username, now)?;
+        match self.config.auth.check(&username, &password) {
+            Check::Decided(is_valid) => self.finish_pass(conn, username, is_valid, now),
+            Check::Hash(hash) => {
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                if let Some(client) = self.clients.get_mut(conn) {
+                    client.pending_check = Some(ticket);
+                }
+                self.verify_jobs.push(VerifyJob {
+                    conn,
+                    ticket,
+                    hash,
+                    password,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_pass(&mut self, conn: ConnId, username: Username, is_valid: bool, now: Now) {
+        let Some(address) = self.clients.get(conn).map(|client| client.peer.ip()) else {
+            return;
+        };
+        if is_valid {
+            self.throttle.record_success(address, &username.key());
             self.transition(conn, Input::PasswordAccepted);
             self.logged_in(conn, username);
             return;
         }
+        self.throttle
+            .record_failure(address, &username.key(), now.unix_ms);
         self.names.remove(&username.key());
         self.transition(conn, Input::PasswordRejected);
         let Some(client) = self.clients.get_mut(conn) else {

@@ -6,16 +6,20 @@
 //! - [`session`]: the LISTEN → USER AUTH → PASS AUTH → BROADCAST → QUIT machine.
 //! - [`hub`]: names, rooms, private messages and fan-out into outboxes.
 //! - [`outbox`]: one connection's queue of shared encoded frames.
-//! - [`auth`]: open or shared-password verification.
+//! - [`auth`]: open, shared password or accounts: what a login needs.
+//! - [`accounts`]: the users file (argon2id PHC strings), hashing, verifying.
+//! - [`throttle`]: growing waits after failed logins, per address and name.
 //! - [`config`]: defaults + TOML file + flags, validated.
 //!
 //! The shell around it:
 //! - [`server`]: the single-threaded mio event loop, signals and timers.
 //! - [`daemon`]: locked pidfile, fork with a readiness pipe, stop/status.
+//! - [`tls`]: certificates into rustls; bytes between socket, rustls, outbox.
 //! - [`logging`]: `log` records to stderr (or the journal's format).
 //!
 //! `design/architecture.md` describes how they fit together.
 
+pub mod accounts;
 pub mod auth;
 pub mod codec;
 pub mod config;
@@ -26,3 +30,5 @@ pub mod outbox;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod throttle;
+pub mod tls;

@@ -18,7 +18,13 @@ pub fn init() {
                     log::Level::Info => 6,
                     log::Level::Debug | log::Level::Trace => 7,
                 };
-                writeln!(out, "<{priority}>{}", record.args())
+                // journald files each line on its own: every line of a
+                // multi-line message (a TOML error) needs the priority.
+                let text = record.args().to_string();
+                for line in text.lines() {
+                    writeln!(out, "<{priority}>{line}")?;
+                }
+                Ok(())
             } else {
                 writeln!(
                     out,

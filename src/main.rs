@@ -149,7 +149,7 @@ fn foreground(cli: &Cli, config: Config) -> Result<ExitCode, Failure> {
         pidfile.write_pid(std::process::id())?;
     }
     server::raise_fd_limit();
-    let listeners = server::bind(&config.listen)?;
+    let listeners = server::bind(&config)?;
     let server = Server::new(config, listeners, reloader(cli, None))?;
     let result = server.run();
     if let Some(pidfile) = pidfile {
@@ -171,15 +171,33 @@ fn start(cli: &Cli) -> Result<ExitCode, Failure> {
             .unwrap_or_else(daemon::default_log_file),
     );
     let mut pidfile = PidFile::acquire(&pid_path)?;
-    let log = daemon::open_log(&log_path)?;
-    server::raise_fd_limit();
-    let listeners = server::bind(&config.listen)?;
+    // Until the fork, a failure removes the (empty) pidfile we just made.
+    let prepared = daemon::open_log(&log_path)
+        .map_err(Failure::from)
+        .and_then(|log| {
+            server::raise_fd_limit();
+            Ok((log, server::bind(&config)?))
+        });
+    let (log, listeners) = match prepared {
+        Ok(prepared) => prepared,
+        Err(failure) => {
+            pidfile.remove();
+            return Err(failure);
+        }
+    };
     let addresses: Vec<String> = listeners
+        .local_addrs()
         .iter()
-        .filter_map(|listener| listener.local_addr().ok())
-        .map(|address| address.to_string())
+        .map(SocketAddr::to_string)
         .collect();
-    match daemon::daemonize(log)? {
+    let forked = match daemon::daemonize(log) {
+        Ok(forked) => forked,
+        Err(error) => {
+            pidfile.remove();
+            return Err(error.into());
+        }
+    };
+    match forked {
         Forked::Parent(readiness) => {
             let pid = readiness.wait()?;
             println!(

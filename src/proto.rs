@@ -233,7 +233,8 @@ pub enum Request {
 }
 
 impl Request {
-    /// The code the state machine checks; `/help` counts as a ROOMS-like query.
+    /// The code the state machine checks. `/help` is checked like a PING:
+    /// a local answer that every live state allows.
     pub fn code(&self) -> Code {
         match self {
             Request::Say { .. } => Code::Say,
@@ -242,8 +243,8 @@ impl Request {
             Request::Who { .. } => Code::Who,
             Request::Join { .. } => Code::Join,
             Request::Part { .. } => Code::Part,
-            Request::Rooms | Request::Help => Code::Rooms,
-            Request::Ping { .. } => Code::Ping,
+            Request::Rooms => Code::Rooms,
+            Request::Ping { .. } | Request::Help => Code::Ping,
             Request::Quit => Code::Quit,
             Request::User { .. } => Code::User,
             Request::Pass { .. } => Code::Pass,
@@ -415,7 +416,7 @@ pub fn parse_text(line: &str, expect: TextExpect) -> Result<Request, ProtoError>
             }
             let name = line.trim();
             // Let a user type "/quit" or "/help" before choosing a name.
-            match name {
+            match name.to_ascii_lowercase().as_str() {
                 "/quit" => Ok(Request::Quit),
                 "/help" => Ok(Request::Help),
                 _ => Ok(Request::User {
@@ -486,6 +487,7 @@ fn parse_chat_line(line: &str) -> Result<Request, ProtoError> {
             room: words.next().map(RoomName::parse).transpose()?,
         }),
         "rooms" | "list" => Ok(Request::Rooms),
+        "me" if rest.is_empty() => Err(ProtoError::Usage("/me TEXT")),
         "me" => Ok(Request::Say {
             text: message_text(format!("/me {rest}"))?,
             room: None,
@@ -523,6 +525,7 @@ pub struct ChatMessage {
 pub enum AuthKind {
     Open,
     Password,
+    Accounts,
 }
 
 impl AuthKind {
@@ -530,6 +533,7 @@ impl AuthKind {
         match self {
             AuthKind::Open => "open",
             AuthKind::Password => "password",
+            AuthKind::Accounts => "accounts",
         }
     }
 }
@@ -981,7 +985,7 @@ mod tests {
             ("/ping", Code::Ping),
             ("/quit", Code::Quit),
             ("/QUIT", Code::Quit),
-            ("/help", Code::Rooms),
+            ("/help", Code::Ping),
         ];
         for (line, code) in cases {
             assert_eq!(
@@ -990,7 +994,15 @@ mod tests {
                 "{line}"
             );
         }
-        for bad in ["/msg bob", "/nick", "/join", "/bogus", "/msg bad.name hi"] {
+        for bad in [
+            "/msg bob",
+            "/nick",
+            "/join",
+            "/bogus",
+            "/msg bad.name hi",
+            "/me",
+            "/me  ",
+        ] {
             assert!(parse_text(bad, TextExpect::Chat).is_err(), "{bad}");
         }
     }

@@ -4,6 +4,7 @@
 
 use crate::codec::LineCodec;
 use mio::net::TcpStream;
+use rustls::ServerConnection;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -20,12 +21,16 @@ pub enum CloseReason {
     SlowConsumer,
     /// Its output did not drain before the linger or shutdown deadline.
     Deadline,
+    /// The TLS handshake or a record failed (garbage on the TLS port).
+    TlsError,
 }
 
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    /// The TLS session for a connection from a TLS listener.
+    pub tls: Option<Box<ServerConnection>>,
     pub codec: LineCodec,
     /// True while WRITABLE is in the registered interest (bytes are owed).
     pub is_write_registered: bool,
@@ -38,10 +43,16 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, max_line_bytes: usize) -> Conn {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<Box<ServerConnection>>,
+        max_line_bytes: usize,
+    ) -> Conn {
         Conn {
             stream,
             peer,
+            tls,
             codec: LineCodec::new(max_line_bytes),
             is_write_registered: false,
             closing: None,

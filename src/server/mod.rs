@@ -6,26 +6,32 @@
 //! `design/architecture.md` for one turn of the loop and the life of a byte.
 
 mod conn;
+mod verifier;
 
 use crate::config::{Config, ConfigError};
 use crate::hub::{ConnId, Hub, Now};
 use crate::outbox::Flushed;
 use crate::proto::{Code, ServerMsg};
+use crate::tls::{self, Received};
 use conn::{CloseReason, Conn};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
+use verifier::Verifier;
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// The password verifier's wake-up.
+const VERIFIER_TOKEN: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENER_BASE - i`; connection tokens are slab
 /// keys, which stay far below.
-const LISTENER_BASE: usize = usize::MAX - 1;
+const LISTENER_BASE: usize = usize::MAX - 2;
 /// How long a quitting client may take to accept what it is owed.
 const QUIT_LINGER: Duration = Duration::from_secs(5);
 /// After our FIN, how long we keep reading (and discarding) so that closing
@@ -51,13 +57,40 @@ pub enum ServerError {
     Poll(#[source] io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
+    #[error("cannot start the password verifier: {0}")]
+    Verifier(#[source] io::Error),
     #[error("second signal during shutdown: exiting at once")]
     ForcedExit,
 }
 
-/// Binds every configured address. Done before anything else (and, in
-/// daemon mode, before forking) so a busy port is reported at once.
-pub fn bind(addresses: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, ServerError> {
+/// The bound listening sockets, plain and TLS.
+#[derive(Debug)]
+pub struct Listeners {
+    pub plain: Vec<std::net::TcpListener>,
+    pub tls: Vec<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Every bound address, plain ones first.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.plain
+            .iter()
+            .chain(&self.tls)
+            .filter_map(|listener| listener.local_addr().ok())
+            .collect()
+    }
+}
+
+/// Binds every configured address, plain and TLS. Done before anything else
+/// (and, in daemon mode, before forking) so a busy port is reported at once.
+pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
+    Ok(Listeners {
+        plain: bind_all(&config.listen)?,
+        tls: bind_all(&config.tls_listen)?,
+    })
+}
+
+fn bind_all(addresses: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, ServerError> {
     addresses
         .iter()
         .map(|&address| {
@@ -102,8 +135,10 @@ pub type Reloader = Box<dyn FnMut() -> Result<Config, ConfigError>>;
 
 pub struct Server {
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    /// Each listener, and whether it speaks TLS.
+    listeners: Vec<(TcpListener, bool)>,
     signals: Signals,
+    verifier: Verifier,
     conns: Slab<Conn>,
     hub: Hub,
     config: Config,
@@ -149,7 +184,7 @@ impl Server {
     /// signal pipe, so call it after any fork.
     pub fn new(
         config: Config,
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Listeners,
         reloader: Option<Reloader>,
     ) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
@@ -157,18 +192,26 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(ServerError::Signals)?;
-        let mut mio_listeners = Vec::with_capacity(listeners.len());
-        for (index, listener) in listeners.into_iter().enumerate() {
+        let waker = Waker::new(poll.registry(), VERIFIER_TOKEN).map_err(ServerError::Poll)?;
+        let verifier = Verifier::start(Arc::new(waker)).map_err(ServerError::Verifier)?;
+        let tagged = listeners
+            .plain
+            .into_iter()
+            .map(|listener| (listener, false))
+            .chain(listeners.tls.into_iter().map(|listener| (listener, true)));
+        let mut mio_listeners = Vec::new();
+        for (index, (listener, is_tls)) in tagged.enumerate() {
             let mut listener = TcpListener::from_std(listener);
             poll.registry()
                 .register(&mut listener, listener_token(index), Interest::READABLE)
                 .map_err(ServerError::Poll)?;
-            mio_listeners.push(listener);
+            mio_listeners.push((listener, is_tls));
         }
         Ok(Server {
             poll,
             listeners: mio_listeners,
             signals,
+            verifier,
             conns: Slab::new(),
             hub: Hub::new(config.hub_config()),
             config,
@@ -188,7 +231,11 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|listener| listener.local_addr().ok())
+            .filter_map(|(listener, is_tls)| {
+                let address = listener.local_addr().ok()?;
+                Some((address, *is_tls))
+            })
+            .map(|(address, _)| address)
             .collect()
     }
 
@@ -199,8 +246,9 @@ impl Server {
             .iter()
             .map(SocketAddr::to_string)
             .collect();
-        for address in &addresses {
-            log::info!("listening on {address}");
+        for (address, (_, is_tls)) in addresses.iter().zip(&self.listeners) {
+            let kind = if *is_tls { " (TLS)" } else { "" };
+            log::info!("listening on {address}{kind}");
         }
         let status = format!("listening on {}", addresses.join(", "));
         notify(&[
@@ -223,6 +271,7 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     SIGNAL_TOKEN => self.handle_signals(now)?,
+                    VERIFIER_TOKEN => self.take_verdicts(wall),
                     Token(token) if token > LISTENER_BASE - self.listeners.len() => {
                         self.accept(LISTENER_BASE - token, now)
                     }
@@ -237,6 +286,7 @@ impl Server {
                 }
             }
             self.fire_timers(now);
+            self.submit_verify_jobs();
             self.flush_and_reap(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() {
@@ -293,7 +343,7 @@ impl Server {
     /// ends when all are gone or the deadline passes.
     fn begin_shutdown(&mut self, now: Instant) {
         notify(&[sd_notify::NotifyState::Stopping]);
-        for listener in &mut self.listeners {
+        for (listener, _) in &mut self.listeners {
             let _ = self.poll.registry().deregister(listener);
         }
         self.listeners.clear();
@@ -310,8 +360,10 @@ impl Server {
         notify(&[sd_notify::NotifyState::Reloading]);
         match reloader() {
             Ok(config) => {
-                if config.listen != self.config.listen {
-                    log::warn!("SIGHUP: `listen` changed; that needs a restart");
+                if config.listen != self.config.listen
+                    || config.tls_listen != self.config.tls_listen
+                {
+                    log::warn!("SIGHUP: `listen` or `tls_listen` changed; that needs a restart");
                 }
                 for (_, conn) in self.conns.iter_mut() {
                     conn.codec.set_max_line(config.max_line_bytes);
@@ -330,11 +382,12 @@ impl Server {
             return;
         }
         loop {
-            let Some(listener) = self.listeners.get(index) else {
+            let Some((listener, is_tls)) = self.listeners.get(index) else {
                 return;
             };
+            let is_tls = *is_tls;
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer, is_tls),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if is_fd_exhaustion(&error) => {
@@ -359,7 +412,22 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, is_tls: bool) {
+        let tls = match (is_tls, &self.config.tls) {
+            (false, _) => None,
+            (true, Some(tls_config)) => match rustls::ServerConnection::new(Arc::clone(tls_config))
+            {
+                Ok(session) => Some(Box::new(session)),
+                Err(error) => {
+                    log::error!("peer={peer} cannot start TLS: {error}");
+                    return;
+                }
+            },
+            (true, None) => {
+                log::error!("peer={peer} arrived on a TLS listener without a TLS config");
+                return;
+            }
+        };
         if self.conns.len() >= self.config.max_connections {
             log::warn!(
                 "peer={peer} refused: max_connections ({}) reached",
@@ -368,7 +436,9 @@ impl Server {
             let frame = ServerMsg::error(Code::Unavailable, "server full; try again later");
             // A fresh socket's send buffer is empty, so this small write
             // completes or the peer is already gone; either way we close.
-            let _ = stream.write(&frame.to_json_line());
+            if tls.is_none() {
+                let _ = stream.write(&frame.to_json_line());
+            }
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -382,9 +452,10 @@ impl Server {
             log::error!("peer={peer} cannot register: {error}");
             return;
         }
-        entry.insert(Conn::new(stream, peer, self.config.max_line_bytes));
-        log::info!("conn={id} peer={peer} connected");
-        self.hub.handle_connected(ConnId(id), peer);
+        entry.insert(Conn::new(stream, peer, tls, self.config.max_line_bytes));
+        let kind = if is_tls { " over TLS" } else { "" };
+        log::info!("conn={id} peer={peer} connected{kind}");
+        self.hub.handle_connected(ConnId(id), peer, is_tls);
     }
 
     fn read(&mut self, id: usize, wall: Now) {
@@ -393,6 +464,7 @@ impl Server {
             hub,
             read_buf,
             closing,
+            to_flush,
             ..
         } = self;
         let Some(conn) = conns.get_mut(id) else {
@@ -403,8 +475,20 @@ impl Server {
         }
         let conn_id = ConnId(id);
         loop {
-            match conn.stream.read(read_buf) {
-                Ok(0) => {
+            let received = match &mut conn.tls {
+                None => conn.stream.read(read_buf).map(|count| match count {
+                    0 => Received::Closed,
+                    count => Received::Data(count),
+                }),
+                Some(tls) => tls::read_plaintext(tls, &mut conn.stream, read_buf),
+            };
+            let received = match received {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(Received::WouldBlock),
+                other => other,
+            };
+            match received {
+                Ok(Received::WouldBlock) => break,
+                Ok(Received::Closed) => {
                     conn.has_peer_closed = true;
                     if conn.linger_until.is_some() && hub.state(conn_id).is_none() {
                         // Draining after our FIN: the peer has closed too.
@@ -420,7 +504,7 @@ impl Server {
                     }
                     break;
                 }
-                Ok(count) => {
+                Ok(Received::Data(count)) => {
                     if hub.is_quitting(conn_id) || hub.state(conn_id).is_none() {
                         // Quitting or draining: input is discarded.
                         continue;
@@ -436,20 +520,53 @@ impl Server {
                         }
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    log::debug!("conn={id} peer={} read error: {error}", conn.peer);
                     let reason = match error.kind() {
                         io::ErrorKind::ConnectionReset => CloseReason::PeerClosed,
+                        io::ErrorKind::InvalidData if conn.tls.is_some() => {
+                            // Send rustls' alert if the socket takes it.
+                            if let Some(tls) = &mut conn.tls {
+                                let _ = tls::flush_records(tls, &mut conn.stream);
+                            }
+                            CloseReason::TlsError
+                        }
                         _ => CloseReason::IoError,
                     };
+                    log::debug!("conn={id} peer={} read error: {error}", conn.peer);
                     mark_closing(conn, id, closing, reason);
                     break;
                 }
             }
         }
         conn.codec.shrink_if_idle();
+        // A handshake (or a key update) may have produced records to send.
+        if conn.closing.is_none() && conn.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+            to_flush.push(conn_id);
+        }
+    }
+
+    /// Hands the hub's password checks to the worker thread.
+    fn submit_verify_jobs(&mut self) {
+        let jobs: Vec<_> = self.hub.drain_verify_jobs().collect();
+        for job in jobs {
+            if let Err(job) = self.verifier.submit(job) {
+                log::warn!(
+                    "conn={} password check refused: verifier queue full",
+                    job.conn
+                );
+                self.hub.handle_verify_busy(job.conn, job.ticket);
+            }
+        }
+    }
+
+    /// Applies the worker's answers.
+    fn take_verdicts(&mut self, wall: Now) {
+        let verdicts: Vec<_> = self.verifier.verdicts().collect();
+        for verdict in verdicts {
+            self.hub
+                .handle_verified(verdict.conn, verdict.ticket, verdict.is_valid, wall);
+        }
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -531,7 +648,11 @@ impl Server {
         let Some(outbox) = hub.outbox_mut(conn_id) else {
             return;
         };
-        let flushed = match outbox.write_to(&mut conn.stream) {
+        let written = match &mut conn.tls {
+            None => outbox.write_to(&mut conn.stream),
+            Some(tls) => tls::flush(tls, &mut conn.stream, outbox),
+        };
+        let flushed = match written {
             Ok(flushed) => flushed,
             Err(error) => {
                 log::debug!("conn={id} peer={} write error: {error}", conn.peer);
@@ -557,6 +678,10 @@ impl Server {
                 // Everything owed is out: end the session, send our FIN, and
                 // read until the peer's so no in-flight frame is reset.
                 hub.handle_closed(conn_id);
+                if let Some(tls) = &mut conn.tls {
+                    tls.send_close_notify();
+                    let _ = tls::flush_records(tls, &mut conn.stream);
+                }
                 let _ = conn.stream.shutdown(Shutdown::Write);
                 if conn.has_peer_closed {
                     mark_closing(conn, id, closing, CloseReason::Quit);
