@@ -1,7 +1,8 @@
 //! Log output: `log` records through env_logger, formatted for a terminal
 //! (UTC timestamp, level) or, under systemd (`JOURNAL_STREAM` set), with
 //! syslog priority prefixes and no timestamp, since the journal adds its own.
-//! `RUST_LOG` picks the level; the default is `info`.
+//! `RUST_LOG` picks the level; the default is `info` (rustls: `error`, since
+//! its warnings are about clients, one per connection).
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,33 +10,35 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Installs the global logger. Call once, early.
 pub fn init() {
     let is_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(move |out, record| {
-            if is_journal {
-                let priority = match record.level() {
-                    log::Level::Error => 3,
-                    log::Level::Warn => 4,
-                    log::Level::Info => 6,
-                    log::Level::Debug | log::Level::Trace => 7,
-                };
-                // journald files each line on its own: every line of a
-                // multi-line message (a TOML error) needs the priority.
-                let text = record.args().to_string();
-                for line in text.lines() {
-                    writeln!(out, "<{priority}>{line}")?;
-                }
-                Ok(())
-            } else {
-                writeln!(
-                    out,
-                    "{} {:<5} {}",
-                    utc_timestamp(SystemTime::now()),
-                    record.level(),
-                    record.args()
-                )
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rustls=error"),
+    )
+    .format(move |out, record| {
+        if is_journal {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            // journald files each line on its own: every line of a
+            // multi-line message (a TOML error) needs the priority.
+            let text = record.args().to_string();
+            for line in text.lines() {
+                writeln!(out, "<{priority}>{line}")?;
             }
-        })
-        .init();
+            Ok(())
+        } else {
+            writeln!(
+                out,
+                "{} {:<5} {}",
+                utc_timestamp(SystemTime::now()),
+                record.level(),
+                record.args()
+            )
+        }
+    })
+    .init();
 }
 
 /// `2026-11-22T03:04:05.678Z` for a wall-clock time.

@@ -2,10 +2,13 @@
 //! and runs the server in the foreground, or starts, stops and inspects a
 //! daemon. Errors are printed with their cause and mapped to an exit code.
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+use riftd::accounts::{AccountsError, Users};
 use riftd::config::{Config, ConfigError, parse_listen};
 use riftd::daemon::{self, DaemonError, Forked, PidFile, Probe, Stopped};
+use riftd::proto::Username;
 use riftd::server::{self, Server, ServerError};
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +23,7 @@ use std::process::ExitCode;
 #[command(version, about, long_about)]
 struct Cli {
     /// Read settings from this TOML file (see contrib/riftd.toml).
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(short, long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
 
     /// Listen on this address instead of the config's (repeatable;
@@ -36,6 +39,32 @@ struct Cli {
     /// Check the configuration, print the result and exit.
     #[arg(long)]
     check_config: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the accounts in the config's `users_file` (for auth = "accounts").
+    /// Passwords are read from the terminal without echo (asked twice), or
+    /// from the first line of stdin when it is not a terminal.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Create an account.
+    Add { name: String },
+    /// Change an account's password.
+    Passwd { name: String },
+    /// Delete an account.
+    Remove { name: String },
+    /// List the accounts.
+    List,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,13 +84,15 @@ enum Failure {
     Config(ConfigError),
     Server(ServerError),
     Daemon(DaemonError),
+    Accounts(AccountsError),
+    Usage(String),
 }
 
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Failure::Config(_) => ExitCode::from(2),
-            Failure::Server(_) | Failure::Daemon(_) => ExitCode::from(1),
+            Failure::Config(_) | Failure::Usage(_) => ExitCode::from(2),
+            Failure::Server(_) | Failure::Daemon(_) | Failure::Accounts(_) => ExitCode::from(1),
         }
     }
 }
@@ -78,6 +109,12 @@ impl From<ServerError> for Failure {
     }
 }
 
+impl From<AccountsError> for Failure {
+    fn from(error: AccountsError) -> Failure {
+        Failure::Accounts(error)
+    }
+}
+
 impl From<DaemonError> for Failure {
     fn from(error: DaemonError) -> Failure {
         Failure::Daemon(error)
@@ -90,6 +127,8 @@ impl std::fmt::Display for Failure {
             Failure::Config(error) => error,
             Failure::Server(error) => error,
             Failure::Daemon(error) => error,
+            Failure::Accounts(error) => error,
+            Failure::Usage(message) => return write!(f, "{message}"),
         };
         write!(f, "{error}")?;
         let mut source = error.source();
@@ -272,7 +311,90 @@ fn status(cli: &Cli) -> Result<ExitCode, Failure> {
     }
 }
 
+/// Reads a new password: twice without echo from a terminal, or the first
+/// line of stdin from a pipe.
+fn read_new_password() -> Result<String, Failure> {
+    let io_failure =
+        |error: std::io::Error| Failure::Usage(format!("cannot read the password: {error}"));
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password: ").map_err(io_failure)?;
+        let second = rpassword::prompt_password("Repeat it: ").map_err(io_failure)?;
+        if first != second {
+            return Err(Failure::Usage("the two passwords differ".to_owned()));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(io_failure)?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    if password.is_empty() {
+        return Err(Failure::Usage("the password is empty".to_owned()));
+    }
+    Ok(password)
+}
+
+fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
+    // The config need not be valid for serving (the users file may not
+    // exist yet), so only its file is read here.
+    let config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let path = config.users_file.clone().ok_or_else(|| {
+        Failure::Usage(
+            "the config sets no users_file; pass --config PATH with users_file = \"…\"".to_owned(),
+        )
+    })?;
+    let username = |name: &str| {
+        Username::parse(name)
+            .map_err(|error| Failure::Usage(format!("invalid user name {name:?}: {error}")))
+    };
+    let mut users = Users::load_or_empty(&path)?;
+    let done = match action {
+        UserAction::List => {
+            for name in users.names() {
+                println!("{name}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        UserAction::Add { name } => {
+            let name = username(name)?;
+            if users.hash_of(&name).is_some() {
+                return Err(AccountsError::Duplicate(name.to_string()).into());
+            }
+            users.add(name.clone(), &read_new_password()?)?;
+            format!("added {name}")
+        }
+        UserAction::Passwd { name } => {
+            let name = username(name)?;
+            if users.hash_of(&name).is_none() {
+                return Err(AccountsError::Unknown(name.to_string()).into());
+            }
+            users.set_password(&name, &read_new_password()?)?;
+            format!("changed the password of {name}")
+        }
+        UserAction::Remove { name } => {
+            let name = username(name)?;
+            users.remove(&name)?;
+            format!("removed {name}")
+        }
+    };
+    users.save(&path)?;
+    println!(
+        "{done} in {}; a running riftd applies it on SIGHUP (systemctl reload riftd, or kill -HUP its pid)",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+    if let Some(Command::User { action }) = &cli.command {
+        return user_command(cli, action);
+    }
     match cli.daemon {
         None => {
             let config = load_config(cli.config.as_ref(), &cli.listen)?;

@@ -2030,3 +2030,232 @@ proptest! {
         run_random_traffic(is_password, steps)?;
     }
 }
+
+// Accounts, throttling and the TLS rule (issue 4).
+
+mod accounts_auth {
+    use super::*;
+    use crate::accounts::{Users, hash_password};
+    use std::sync::Arc;
+
+    const ALICE_PASSWORD: &str = "alice-pw";
+
+    /// A hub with one account, `alice`; `hash` is not verified here: the
+    /// tests play the verifier's part with `handle_verified`.
+    fn accounts_chat(require_tls_for_password: bool) -> Chat {
+        let mut users = Users::default();
+        users
+            .add(Username::parse("alice").unwrap(), ALICE_PASSWORD)
+            .unwrap();
+        let mut chat = Chat::open();
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Accounts {
+                users: Arc::new(users),
+            },
+            default_room: room(LOBBY),
+            max_output_bytes: PLENTY_OF_OUTPUT,
+            require_tls_for_password,
+        });
+        chat
+    }
+
+    fn connect_from(chat: &mut Chat, address: [u8; 4], is_tls: bool) -> ConnId {
+        let conn = ConnId(chat.next_conn);
+        chat.next_conn += 1;
+        chat.hub
+            .handle_connected(conn, SocketAddr::from((address, 40_000)), is_tls);
+        conn
+    }
+
+    /// Sends USER and PASS and returns the job the hub asks the shell to run.
+    fn attempt(chat: &mut Chat, conn: ConnId, name: &str, password: &str) -> VerifyJob {
+        chat.send_json(conn, json!({"code": 110, "username": name}));
+        chat.send_json(conn, json!({"code": 111, "password": password}));
+        let mut jobs: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
+        assert_eq!(jobs.len(), 1, "one check per PASS");
+        jobs.remove(0)
+    }
+
+    #[test]
+    fn the_greeting_announces_accounts() {
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        assert_eq!(chat.received(conn)[0]["auth"], "accounts");
+    }
+
+    #[test]
+    fn pass_is_checked_off_the_loop_and_a_valid_verdict_logs_in() {
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
+        assert_eq!(job.password, ALICE_PASSWORD);
+        assert!(
+            job.hash
+                .as_deref()
+                .is_some_and(|hash| hash.starts_with("$argon2id$"))
+        );
+        // Nothing is decided until the verdict arrives.
+        assert_eq!(chat.codes(conn), vec![210, 211]);
+        assert!(matches!(chat.hub.state(conn), Some(State::PassAuth { .. })));
+        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        assert_eq!(chat.codes(conn), vec![202, 201]);
+    }
+
+    #[test]
+    fn an_unknown_user_is_asked_for_a_password_and_gets_the_same_401() {
+        let mut chat = accounts_chat(false);
+        let known = chat.connect();
+        let job = attempt(&mut chat, known, "alice", "wrong");
+        chat.hub.handle_verified(known, job.ticket, false, chat.now);
+        let unknown = chat.connect();
+        let job = attempt(&mut chat, unknown, "mallory", "whatever");
+        // The worker verifies a dummy hash for an unknown user.
+        assert_eq!(job.hash, None);
+        chat.hub
+            .handle_verified(unknown, job.ticket, false, chat.now);
+        let known_frames = chat.received(known);
+        let unknown_frames = chat.received(unknown);
+        assert_eq!(known_frames[1..], unknown_frames[1..]);
+        assert_eq!(unknown_frames[1]["code"], 211);
+        assert_eq!(unknown_frames[2]["code"], 401);
+    }
+
+    #[test]
+    fn a_second_pass_while_one_is_checked_gets_429_and_no_second_job() {
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        let _job = attempt(&mut chat, conn, "alice", "one");
+        chat.raw(conn);
+        chat.send_json(conn, json!({"code": 111, "password": "two"}));
+        assert_eq!(chat.hub.drain_verify_jobs().count(), 0);
+        assert_eq!(chat.codes(conn), vec![429]);
+    }
+
+    #[test]
+    fn a_stale_or_foreign_verdict_is_ignored() {
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
+        chat.raw(conn);
+        chat.hub
+            .handle_verified(conn, job.ticket + 1, true, chat.now);
+        assert!(chat.raw(conn).is_empty());
+        // The connection closes and its id is reused before the answer.
+        chat.hub.handle_closed(conn);
+        chat.hub
+            .handle_connected(conn, SocketAddr::from(([127, 0, 0, 1], 40_001)), false);
+        chat.raw(conn);
+        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        assert!(chat.raw(conn).is_empty());
+        assert_eq!(chat.hub.state(conn), Some(&State::Listen));
+    }
+
+    #[test]
+    fn a_full_verifier_queue_answers_503_and_the_client_may_retry() {
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
+        chat.raw(conn);
+        chat.hub.handle_verify_busy(conn, job.ticket);
+        assert_eq!(chat.codes(conn), vec![503]);
+        chat.send_json(conn, json!({"code": 111, "password": ALICE_PASSWORD}));
+        let retry: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
+        chat.hub
+            .handle_verified(conn, retry[0].ticket, true, chat.now);
+        assert_eq!(chat.codes(conn), vec![202, 201]);
+    }
+
+    #[test]
+    fn repeated_failures_are_throttled_with_429_and_a_success_resets() {
+        let mut chat = accounts_chat(false);
+        for _ in 0..crate::throttle::FREE_FAILURES + 1 {
+            let conn = chat.connect();
+            let job = attempt(&mut chat, conn, "alice", "wrong");
+            chat.hub.handle_verified(conn, job.ticket, false, chat.now);
+        }
+        let conn = chat.connect();
+        chat.raw(conn);
+        chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+        let frames = chat.received(conn);
+        assert_eq!(frames[0]["code"], 429);
+        assert!(
+            frames[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("try again in 1 s")
+        );
+        // The name is blocked from any address, too.
+        let elsewhere = connect_from(&mut chat, [192, 0, 2, 9], false);
+        chat.raw(elsewhere);
+        chat.send_json(elsewhere, json!({"code": 110, "username": "alice"}));
+        assert_eq!(chat.codes(elsewhere), vec![429]);
+        // After the wait, the right password logs in and clears the record.
+        chat.now.unix_ms += crate::throttle::BASE_BLOCK_MS;
+        let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
+        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        assert_eq!(chat.codes(conn), vec![211, 202, 201]);
+    }
+
+    #[test]
+    fn the_shared_password_is_throttled_too() {
+        let mut chat = Chat::with_password();
+        for _ in 0..crate::throttle::FREE_FAILURES + 1 {
+            let conn = chat.connect();
+            chat.send_json(conn, json!({"code": 110, "username": "bob"}));
+            chat.send_json(conn, json!({"code": 111, "password": "nope"}));
+        }
+        let conn = chat.connect();
+        chat.raw(conn);
+        chat.send_json(conn, json!({"code": 110, "username": "bob"}));
+        assert_eq!(chat.codes(conn), vec![429]);
+    }
+
+    #[test]
+    fn a_password_login_over_plaintext_from_afar_is_refused_when_tls_is_required() {
+        let mut chat = accounts_chat(true);
+        let remote = connect_from(&mut chat, [192, 0, 2, 1], false);
+        chat.raw(remote);
+        chat.send_json(remote, json!({"code": 110, "username": "alice"}));
+        let frames = chat.received(remote);
+        assert_eq!(frames[0]["code"], 403);
+        assert!(frames[0]["error"].as_str().unwrap().contains("TLS"));
+        assert_eq!(chat.hub.state(remote), Some(&State::UserAuth));
+        // Over TLS, or from loopback, the same login proceeds.
+        for conn in [
+            connect_from(&mut chat, [192, 0, 2, 1], true),
+            connect_from(&mut chat, [127, 0, 0, 1], false),
+        ] {
+            chat.raw(conn);
+            chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+            assert_eq!(chat.codes(conn), vec![211]);
+            chat.send_json(conn, json!({"code": 109}));
+            chat.hub.handle_closed(conn);
+        }
+    }
+
+    #[test]
+    fn open_auth_needs_no_tls_from_afar() {
+        let mut chat = Chat::open();
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Open,
+            default_room: room(LOBBY),
+            max_output_bytes: PLENTY_OF_OUTPUT,
+            require_tls_for_password: true,
+        });
+        let remote = connect_from(&mut chat, [192, 0, 2, 1], false);
+        chat.raw(remote);
+        chat.send_json(remote, json!({"code": 110, "username": "carol"}));
+        assert_eq!(chat.codes(remote), vec![202, 201]);
+    }
+
+    #[test]
+    fn a_verify_job_never_prints_the_password() {
+        let job = VerifyJob {
+            conn: ConnId(1),
+            ticket: 2,
+            hash: Some(hash_password("x").unwrap()),
+            password: "hunter2".to_owned(),
+        };
+        assert!(!format!("{job:?}").contains("hunter2"));
+    }
+}
