@@ -52,6 +52,18 @@ pub enum AuthSetting {
     Accounts,
 }
 
+/// `history_fsync`: when appended history reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before any client is sent the message: survives `kill -9` and power loss.
+    Always,
+    /// About once a second, on a flusher thread: at most ~1 s is lost.
+    Everysec,
+    /// When the kernel decides.
+    Never,
+}
+
 /// `listen` may be one address or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -95,6 +107,14 @@ pub struct Config {
     /// The daemon's locked pidfile (default: see `daemon::default_pid_file`).
     /// In the foreground a pidfile is written only when this is set.
     pub pid_file: Option<PathBuf>,
+    /// The history journal; `""` turns history off. Default: see
+    /// `default_history_file`.
+    pub history_file: PathBuf,
+    pub history_fsync: FsyncPolicy,
+    /// Messages a client gets on joining a room.
+    pub history_backlog: usize,
+    /// Messages kept per room; older ones are compacted away.
+    pub history_keep: usize,
     /// Where the daemon's stdout and stderr go (default: see
     /// `daemon::default_log_file`); unused in the foreground.
     pub log_file: Option<PathBuf>,
@@ -127,11 +147,40 @@ impl Default for Config {
             shutdown_timeout_secs: 10,
             pid_file: None,
             log_file: None,
+            history_file: default_history_file(),
+            history_fsync: FsyncPolicy::Everysec,
+            history_backlog: 50,
+            history_keep: 10_000,
             password: None,
             users: None,
             tls: None,
         }
     }
+}
+
+/// The default history journal, in the state directory: systemd's
+/// `$STATE_DIRECTORY` (`StateDirectory=riftd`), else `/var/lib/riftd` for
+/// root, else `$XDG_STATE_HOME/riftd` (or `~/.local/state/riftd`).
+pub fn default_history_file() -> PathBuf {
+    let dir = if let Some(state) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd may list several directories, separated by ':'.
+        let first = state
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        PathBuf::from(first)
+    } else if rustix::process::geteuid().is_root() {
+        PathBuf::from("/var/lib/riftd")
+    } else if let Some(state) = std::env::var_os("XDG_STATE_HOME") {
+        PathBuf::from(state).join("riftd")
+    } else if let Some(home) = std::env::var_os("HOME") {
+        PathBuf::from(home).join(".local/state/riftd")
+    } else {
+        PathBuf::from(".")
+    };
+    dir.join("history.jsonl")
 }
 
 fn deserialize_listen<'de, D: serde::Deserializer<'de>>(
@@ -164,6 +213,10 @@ pub fn parse_listen(address: &str) -> Result<SocketAddr, String> {
 impl Config {
     /// Reads and validates a config file; keys it omits keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        // Paths in the file resolve against its directory, which must stay
+        // right after a daemon changes directory to `/`.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let path = absolute.as_path();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             kind: "config file",
             path: path.to_owned(),
@@ -190,6 +243,9 @@ impl Config {
                     *file = dir.join(&*file);
                 }
             }
+            if config.history_path().is_some() && config.history_file.is_relative() {
+                config.history_file = dir.join(&config.history_file);
+            }
         }
         Ok(config)
     }
@@ -209,6 +265,12 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if self.history_keep == 0 {
+            return Err(invalid("history_keep", "must be at least 1"));
+        }
+        if self.history_backlog > crate::history::MAX_HISTORY_REPLY {
+            return Err(invalid("history_backlog", "must be at most 1000"));
         }
         if self.max_output_bytes < 64 * 1024 {
             return Err(invalid("max_output_bytes", "must be at least 65536"));
@@ -261,7 +323,14 @@ impl Config {
             default_room: self.default_room.clone(),
             max_output_bytes: self.max_output_bytes,
             require_tls_for_password: self.require_tls_for_password,
+            history_backlog: self.history_path().map(|_| self.history_backlog),
+            history_keep: self.history_keep,
         }
+    }
+
+    /// The history journal, or `None` when history is off.
+    pub fn history_path(&self) -> Option<&Path> {
+        (!self.history_file.as_os_str().is_empty()).then_some(self.history_file.as_path())
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

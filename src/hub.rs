@@ -8,6 +8,7 @@
 
 use crate::auth::{Auth, Check};
 use crate::codec::CodecError;
+use crate::history::History;
 use crate::outbox::{Frame, Outbox};
 use crate::proto::{
     ChatMessage, Code, ProtoError, Request, RoomName, ServerMsg, Target, TextExpect, Username,
@@ -55,6 +56,10 @@ pub struct HubConfig {
     /// Refuse logins that need a password over plaintext from a
     /// non-loopback address.
     pub require_tls_for_password: bool,
+    /// Messages sent on joining a room (208), or `None` when history is off.
+    pub history_backlog: Option<usize>,
+    /// Messages kept per room in memory (and in the journal).
+    pub history_keep: usize,
 }
 
 /// A password to check against an argon2 hash, off the event loop. The
@@ -219,6 +224,8 @@ pub struct Hub {
     next_message_id: u64,
     /// Failed logins per address and per name.
     throttle: Throttle,
+    /// Room history (empty and unused when history is off).
+    history: History,
     /// Password checks for the shell to run off the loop.
     verify_jobs: Vec<VerifyJob>,
     next_ticket: u64,
@@ -247,6 +254,7 @@ impl From<ProtoError> for Refusal {
 
 impl Hub {
     pub fn new(config: HubConfig) -> Hub {
+        let keep = config.history_keep;
         let mut rooms = BTreeMap::new();
         rooms.insert(config.default_room.clone(), Room::default());
         Hub {
@@ -259,6 +267,7 @@ impl Hub {
             rooms,
             next_message_id: 1,
             throttle: Throttle::default(),
+            history: History::new(keep),
             verify_jobs: Vec::new(),
             next_ticket: 1,
         }
@@ -269,12 +278,27 @@ impl Hub {
     pub fn set_config(&mut self, config: HubConfig) {
         self.rooms.entry(config.default_room.clone()).or_default();
         self.clients.max_output_bytes = config.max_output_bytes;
+        self.history.set_keep(config.history_keep);
         self.config = config;
     }
 
-    /// Message ids start after the highest one already used (history replay).
-    pub fn set_next_message_id(&mut self, id: u64) {
-        self.next_message_id = self.next_message_id.max(id);
+    /// Loads messages read back from the journal; ids continue after the
+    /// highest one.
+    pub fn restore_history(&mut self, messages: impl IntoIterator<Item = ChatMessage>) {
+        for message in messages {
+            self.next_message_id = self.next_message_id.max(message.id + 1);
+            self.history.restore(message);
+        }
+    }
+
+    /// Room messages recorded since the last call, for the journal.
+    pub fn take_unwritten_history(&mut self) -> Vec<ChatMessage> {
+        self.history.take_unwritten()
+    }
+
+    /// Every kept message in id order, to compact the journal.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// Number of sessions, logged in or not.
@@ -549,6 +573,9 @@ impl Hub {
             Request::Dm { to, text } => self.dm(conn, username, to, text, now),
             Request::Rename { username: new } => self.rename(conn, username, new),
             Request::Who { room } => self.who(conn, room),
+            Request::History { room, after, limit } => {
+                self.history_request(conn, room, after, limit)
+            }
             Request::Join { room } => self.join(conn, username, room),
             Request::Part { room } => self.part(conn, username, room),
             Request::Rooms => {
@@ -787,6 +814,10 @@ impl Hub {
             ));
         }
         let message = self.next_message(Target::Room(room.clone()), username, text, now);
+        if let (Some(_), ServerMsg::Message(chat_message)) = (self.config.history_backlog, &message)
+        {
+            self.history.record(chat_message);
+        }
         if let Some(members) = self.rooms.get(&room) {
             self.clients.deliver(&members.members, &message);
         }
@@ -936,8 +967,65 @@ impl Hub {
         client.rooms.push(room.clone());
         let members = &mut self.rooms.entry(room.clone()).or_default().members;
         members.push(conn);
-        self.clients
-            .deliver(members.iter(), &ServerMsg::Connected { username, room });
+        self.clients.deliver(
+            members.iter(),
+            &ServerMsg::Connected {
+                username,
+                room: room.clone(),
+            },
+        );
+        if let Some(backlog) = self.config.history_backlog {
+            let slice = self.history.last(&room, backlog);
+            self.clients.send(
+                conn,
+                &ServerMsg::Backlog {
+                    room,
+                    messages: slice.messages,
+                    more: slice.more,
+                },
+            );
+        }
+    }
+
+    fn history_request(
+        &mut self,
+        conn: ConnId,
+        room: Option<RoomName>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<(), Refusal> {
+        let Some(backlog) = self.config.history_backlog else {
+            return Err(Refusal::new(
+                Code::NotFound,
+                "history is off on this server",
+            ));
+        };
+        let room = match room {
+            Some(room) => room,
+            None => self
+                .current_room(conn)
+                .ok_or_else(|| Refusal::new(Code::Forbidden, "you are in no room; name one"))?,
+        };
+        if !self.is_member(conn, &room) {
+            return Err(Refusal::new(
+                Code::Forbidden,
+                format!("you are not in room {room}"),
+            ));
+        }
+        let limit = limit.unwrap_or(backlog.max(1));
+        let slice = match after {
+            Some(after) => self.history.after(&room, after, limit),
+            None => self.history.last(&room, limit),
+        };
+        self.clients.send(
+            conn,
+            &ServerMsg::Backlog {
+                room,
+                messages: slice.messages,
+                more: slice.more,
+            },
+        );
+        Ok(())
     }
 
     fn part(

@@ -4,6 +4,7 @@
 //! - [`codec`]: bytes to lines (cap, `\r\n`, telnet stripping, UTF-8).
 //! - [`proto`]: codes, names, requests and frames; the only JSON user.
 //! - [`session`]: the LISTEN → USER AUTH → PASS AUTH → BROADCAST → QUIT machine.
+//! - [`history`]: per-room history in memory: backlog, HISTORY answers.
 //! - [`hub`]: names, rooms, private messages and fan-out into outboxes.
 //! - [`outbox`]: one connection's queue of shared encoded frames.
 //! - [`auth`]: open, shared password or accounts: what a login needs.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod daemon;
+pub mod history;
 pub mod hub;
 pub mod logging;
 pub mod outbox;

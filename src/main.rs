@@ -31,6 +31,11 @@ struct Cli {
     #[arg(short, long, value_name = "ADDR", value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
 
+    /// Keep room history in this file instead of the config's
+    /// (`""` turns history off).
+    #[arg(long, value_name = "PATH", global = true, value_parser = parse_path)]
+    history_file: Option<PathBuf>,
+
     /// Run as a background daemon: start, stop, restart, or status
     /// (exit 0 while running, 3 when not).
     #[arg(short, long, value_name = "ACTION")]
@@ -143,14 +148,42 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A path that may be empty (`--history-file ""` turns history off).
+fn parse_path(text: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(text))
+}
+
+/// What the command line overrides in the config.
+#[derive(Debug, Clone, Default)]
+struct Overrides {
+    listen: Vec<SocketAddr>,
+    history_file: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn of(cli: &Cli) -> Overrides {
+        Overrides {
+            listen: cli.listen.clone(),
+            history_file: cli.history_file.clone(),
+        }
+    }
+}
+
 /// The file (if any) plus command-line overrides, validated.
-fn load_config(path: Option<&PathBuf>, listen: &[SocketAddr]) -> Result<Config, ConfigError> {
+fn load_config(path: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, ConfigError> {
     let mut config = match path {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    if !listen.is_empty() {
-        config.listen = listen.to_vec();
+    if !overrides.listen.is_empty() {
+        config.listen = overrides.listen.clone();
+    }
+    if let Some(history_file) = &overrides.history_file {
+        config.history_file = if history_file.as_os_str().is_empty() {
+            PathBuf::new()
+        } else {
+            daemon::absolute(history_file)
+        };
     }
     config.validate()
 }
@@ -158,14 +191,14 @@ fn load_config(path: Option<&PathBuf>, listen: &[SocketAddr]) -> Result<Config, 
 /// Re-reads the config on SIGHUP, reopening the log file first if there is one.
 fn reloader(cli: &Cli, log_file: Option<PathBuf>) -> Option<server::Reloader> {
     let path = cli.config.clone()?;
-    let listen = cli.listen.clone();
+    let overrides = Overrides::of(cli);
     Some(Box::new(move || {
         if let Some(log_file) = &log_file
             && let Err(error) = daemon::reopen_log(log_file)
         {
             log::error!("SIGHUP: {error}");
         }
-        load_config(Some(&path), &listen)
+        load_config(Some(&path), &overrides)
     }))
 }
 
@@ -201,7 +234,7 @@ fn foreground(cli: &Cli, config: Config) -> Result<ExitCode, Failure> {
 /// Everything that can fail is checked before the fork; the command exits
 /// 0 only when the daemon reports it is listening.
 fn start(cli: &Cli) -> Result<ExitCode, Failure> {
-    let config = load_config(cli.config.as_ref(), &cli.listen)?;
+    let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
     let pid_path = pid_path(&config);
     let log_path = daemon::absolute(
         &config
@@ -275,7 +308,7 @@ fn start(cli: &Cli) -> Result<ExitCode, Failure> {
 }
 
 fn stop(cli: &Cli) -> Result<ExitCode, Failure> {
-    let config = load_config(cli.config.as_ref(), &cli.listen)?;
+    let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
     let path = pid_path(&config);
     match daemon::stop(&path, config.shutdown_timeout())? {
         Stopped::NotRunning { is_stale } => {
@@ -292,7 +325,7 @@ fn stop(cli: &Cli) -> Result<ExitCode, Failure> {
 }
 
 fn status(cli: &Cli) -> Result<ExitCode, Failure> {
-    let config = load_config(cli.config.as_ref(), &cli.listen)?;
+    let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
     let path = pid_path(&config);
     match daemon::probe(&path)? {
         Probe::Running { pid: Some(pid), .. } => {
@@ -397,7 +430,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     }
     match cli.daemon {
         None => {
-            let config = load_config(cli.config.as_ref(), &cli.listen)?;
+            let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
             if cli.check_config {
                 println!("configuration ok");
                 return Ok(ExitCode::SUCCESS);

@@ -29,6 +29,7 @@ pub enum Code {
     Who = 103,
     Join = 104,
     Part = 105,
+    History = 106,
     Rooms = 107,
     Ping = 108,
     Quit = 109,
@@ -42,6 +43,7 @@ pub enum Code {
     GoingDown = 205,
     Users = 206,
     Pong = 207,
+    Backlog = 208,
     Hello = 210,
     PassNeeded = 211,
     RoomList = 212,
@@ -58,7 +60,8 @@ pub enum Code {
 
 impl Code {
     /// The codes a client may send, for parsing.
-    const CLIENT: [Code; 11] = [
+    const CLIENT: [Code; 12] = [
+        Code::History,
         Code::Say,
         Code::Rename,
         Code::Dm,
@@ -218,6 +221,12 @@ pub enum Request {
         room: Option<RoomName>,
     },
     Rooms,
+    /// Messages of a room after an id, or the last `limit`.
+    History {
+        room: Option<RoomName>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    },
     Ping {
         token: Option<Token>,
     },
@@ -244,6 +253,7 @@ impl Request {
             Request::Join { .. } => Code::Join,
             Request::Part { .. } => Code::Part,
             Request::Rooms => Code::Rooms,
+            Request::History { .. } => Code::History,
             Request::Ping { .. } | Request::Help => Code::Ping,
             Request::Quit => Code::Quit,
             Request::User { .. } => Code::User,
@@ -271,6 +281,10 @@ struct RawFrame<'a> {
     to: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     token: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    after: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    limit: Option<&'a RawValue>,
 }
 
 /// Keeps a key that is present with the value `null` (serde would make it
@@ -294,6 +308,19 @@ fn optional_string_field(
     raw: Option<&RawValue>,
 ) -> Result<Option<String>, ProtoError> {
     raw.map(|raw| string_field(field, Some(raw))).transpose()
+}
+
+fn optional_integer_field(
+    field: &'static str,
+    raw: Option<&RawValue>,
+) -> Result<Option<u64>, ProtoError> {
+    raw.map(|raw| {
+        serde_json::from_str::<u64>(raw.get()).map_err(|_| ProtoError::WrongType {
+            field,
+            expected: "a non-negative integer",
+        })
+    })
+    .transpose()
 }
 
 fn message_text(text: String) -> Result<String, ProtoError> {
@@ -340,12 +367,15 @@ pub fn parse_json(line: &str) -> Result<Request, ProtoError> {
         ("room", frame.room.is_some()),
         ("to", frame.to.is_some()),
         ("token", frame.token.is_some()),
+        ("after", frame.after.is_some()),
+        ("limit", frame.limit.is_some()),
     ];
     let allowed: &[&str] = match code {
         Code::Say => &["message", "room"],
         Code::Rename | Code::User => &["username"],
         Code::Dm => &["to", "message"],
         Code::Who | Code::Join | Code::Part => &["room"],
+        Code::History => &["room", "after", "limit"],
         Code::Ping => &["token"],
         Code::Pass => &["password"],
         _ => &[],
@@ -387,6 +417,12 @@ pub fn parse_json(line: &str) -> Result<Request, ProtoError> {
             room: Some(RoomName::parse(&string_field("room", frame.room)?)?),
         },
         Code::Rooms => Request::Rooms,
+        Code::History => Request::History {
+            room: optional_room(frame.room)?,
+            after: optional_integer_field("after", frame.after)?,
+            limit: optional_integer_field("limit", frame.limit)?
+                .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)),
+        },
         Code::Ping => Request::Ping {
             token: frame.token.map(RawValue::to_owned),
         },
@@ -487,6 +523,18 @@ fn parse_chat_line(line: &str) -> Result<Request, ProtoError> {
             room: words.next().map(RoomName::parse).transpose()?,
         }),
         "rooms" | "list" => Ok(Request::Rooms),
+        "history" => Ok(Request::History {
+            room: None,
+            after: None,
+            limit: match words.next() {
+                Some(count) => Some(
+                    count
+                        .parse()
+                        .map_err(|_| ProtoError::Usage("/history [COUNT]"))?,
+                ),
+                None => None,
+            },
+        }),
         "me" if rest.is_empty() => Err(ProtoError::Usage("/me TEXT")),
         "me" => Ok(Request::Say {
             text: message_text(format!("/me {rest}"))?,
@@ -568,6 +616,13 @@ pub enum ServerMsg {
     Pong {
         token: Option<Token>,
     },
+    /// Room history, oldest first; `more` when the answer was cut short
+    /// (ask again with `after` = the last id).
+    Backlog {
+        room: RoomName,
+        messages: Vec<ChatMessage>,
+        more: bool,
+    },
     Hello {
         auth: AuthKind,
     },
@@ -601,6 +656,7 @@ impl ServerMsg {
             ServerMsg::GoingDown => Code::GoingDown,
             ServerMsg::Users { .. } => Code::Users,
             ServerMsg::Pong { .. } => Code::Pong,
+            ServerMsg::Backlog { .. } => Code::Backlog,
             ServerMsg::Hello { .. } => Code::Hello,
             ServerMsg::PassNeeded => Code::PassNeeded,
             ServerMsg::RoomList { .. } => Code::RoomList,
@@ -639,6 +695,21 @@ impl ServerMsg {
                 format!("* in #{room}: {}", names.join(" "))
             }
             ServerMsg::Pong { .. } => "* pong".to_owned(),
+            ServerMsg::Backlog {
+                room,
+                messages,
+                more,
+            } => {
+                let mut lines = format!("* history of #{room}: {} message(s)", messages.len());
+                for message in messages {
+                    lines.push_str("\n* history: ");
+                    lines.push_str(&render_message(message));
+                }
+                if *more {
+                    lines.push_str("\n* history: (more; /history COUNT shows more)");
+                }
+                lines
+            }
             ServerMsg::Hello { auth } => {
                 format!(
                     "* riftd {} ({} auth)",
@@ -720,6 +791,39 @@ fn render_message(message: &ChatMessage) -> String {
     }
 }
 
+/// One history record as stored on disk: the `message` object of a 200
+/// frame on one line.
+pub fn history_record(message: &ChatMessage) -> Vec<u8> {
+    let mut line = Vec::with_capacity(96 + message.text.len());
+    // Writing into a Vec cannot fail, and every field serialises.
+    serde_json::to_writer(&mut line, &MessageBody(message)).expect("records always serialise");
+    line.push(b'\n');
+    line
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    id: u64,
+    ts: u64,
+    room: String,
+    from: String,
+    text: String,
+}
+
+/// Parses one history record; anything else (a torn or corrupt line) is
+/// an error for the caller to report.
+pub fn parse_history_record(line: &str) -> Result<ChatMessage, String> {
+    let record: RawRecord = serde_json::from_str(line).map_err(|error| error.to_string())?;
+    Ok(ChatMessage {
+        id: record.id,
+        ts: record.ts,
+        target: Target::Room(RoomName::parse(&record.room).map_err(|error| error.to_string())?),
+        from: Username::parse(&record.from).map_err(|error| error.to_string())?,
+        text: record.text,
+    })
+}
+
 struct MessageBody<'a>(&'a ChatMessage);
 
 impl Serialize for MessageBody<'_> {
@@ -771,6 +875,18 @@ impl Serialize for ServerMsg {
             ServerMsg::Pong { token } => {
                 if let Some(token) = token {
                     map.serialize_entry("token", token)?;
+                }
+            }
+            ServerMsg::Backlog {
+                room,
+                messages,
+                more,
+            } => {
+                map.serialize_entry("room", room.as_str())?;
+                let bodies: Vec<MessageBody> = messages.iter().map(MessageBody).collect();
+                map.serialize_entry("messages", &bodies)?;
+                if *more {
+                    map.serialize_entry("more", &true)?;
                 }
             }
             ServerMsg::Hello { auth } => {

@@ -84,7 +84,7 @@ impl State {
             State::PassAuth { .. } => matches!(code, Pass | Ping | Quit),
             State::Broadcast { .. } => matches!(
                 code,
-                Say | Rename | Dm | Who | Join | Part | Rooms | Ping | Quit
+                Say | Rename | Dm | Who | Join | Part | History | Rooms | Ping | Quit
             ),
         }
     }
@@ -154,8 +154,9 @@ mod tests {
         Username::parse("bob").unwrap()
     }
 
-    const ALL_CLIENT_CODES: [Code; 11] = [
+    const ALL_CLIENT_CODES: [Code; 12] = [
         Code::Say,
+        Code::History,
         Code::Rename,
         Code::Dm,
         Code::Who,
@@ -235,6 +236,7 @@ mod tests {
             allowed(&State::Broadcast { username: alice() }),
             vec![
                 Code::Say,
+                Code::History,
                 Code::Rename,
                 Code::Dm,
                 Code::Who,

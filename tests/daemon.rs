@@ -212,7 +212,7 @@ impl Daemon {
     /// Rewrites the config file, with `more` appended.
     fn write_config(&self, more: &str) {
         let text = format!(
-            "listen = \"127.0.0.1:{}\"\npid_file = \"{}\"\nlog_file = \"riftd.log\"\n{}\n{more}",
+            "listen = \"127.0.0.1:{}\"\npid_file = \"{}\"\nlog_file = \"riftd.log\"\nhistory_file = \"\"\n{}\n{more}",
             self.port, self.pid_file, self.extra
         );
         std::fs::write(self.config_path(), text).expect("cannot write the config file");
@@ -469,7 +469,7 @@ impl Foreground {
     fn spawn(envs: &[(&str, &str)]) -> Foreground {
         let mut command = Command::new(RIFTD);
         command
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--history-file", ""])
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")

@@ -46,6 +46,8 @@ impl Chat {
                 default_room: room(LOBBY),
                 max_output_bytes,
                 require_tls_for_password: false,
+                history_backlog: None,
+                history_keep: 100,
             }),
             next_conn: 0,
             now: Now { unix_ms: TS },
@@ -2055,6 +2057,8 @@ mod accounts_auth {
             default_room: room(LOBBY),
             max_output_bytes: PLENTY_OF_OUTPUT,
             require_tls_for_password,
+            history_backlog: None,
+            history_keep: 100,
         });
         chat
     }
@@ -2241,6 +2245,8 @@ mod accounts_auth {
             default_room: room(LOBBY),
             max_output_bytes: PLENTY_OF_OUTPUT,
             require_tls_for_password: true,
+            history_backlog: None,
+            history_keep: 100,
         });
         let remote = connect_from(&mut chat, [192, 0, 2, 1], false);
         chat.raw(remote);
@@ -2257,5 +2263,174 @@ mod accounts_auth {
             password: "hunter2".to_owned(),
         };
         assert!(!format!("{job:?}").contains("hunter2"));
+    }
+}
+
+// Room history (issue 5).
+
+mod room_history {
+    use super::*;
+
+    fn history_chat(backlog: usize, keep: usize) -> Chat {
+        let mut chat = Chat::open();
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Open,
+            default_room: room(LOBBY),
+            max_output_bytes: PLENTY_OF_OUTPUT,
+            require_tls_for_password: false,
+            history_backlog: Some(backlog),
+            history_keep: keep,
+        });
+        chat
+    }
+
+    /// Logs in and returns the 208 backlog the login brought.
+    fn login_with_backlog(chat: &mut Chat, name: &str) -> (ConnId, Value) {
+        let conn = chat.connect();
+        chat.send_json(conn, json!({"code": 110, "username": name}));
+        let frames = chat.received(conn);
+        let codes: Vec<u64> = frames.iter().map(|f| f["code"].as_u64().unwrap()).collect();
+        assert_eq!(codes, vec![210, 202, 201, 208], "login of {name}");
+        (conn, frames[3].clone())
+    }
+
+    fn texts(frame: &Value) -> Vec<String> {
+        frame["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|message| message["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn joining_sends_the_last_backlog_messages_oldest_first_in_the_200_shape() {
+        let mut chat = history_chat(2, 100);
+        let (alice, empty) = login_with_backlog(&mut chat, "alice");
+        assert_eq!(empty, json!({"code": 208, "room": "lobby", "messages": []}));
+        for text in ["one", "two", "three"] {
+            chat.send_json(alice, json!({"code": 100, "message": text}));
+        }
+        let said = chat.received(alice);
+        let (_, backlog) = login_with_backlog(&mut chat, "bob");
+        assert_eq!(texts(&backlog), vec!["two", "three"]);
+        assert_eq!(backlog["messages"][1], said[2]["message"]);
+        assert_eq!(backlog["more"], true);
+    }
+
+    #[test]
+    fn joining_another_room_sends_its_backlog() {
+        let mut chat = history_chat(10, 100);
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        chat.send_json(alice, json!({"code": 104, "room": "rust"}));
+        chat.send_json(alice, json!({"code": 100, "message": "in rust"}));
+        let (bob, _) = login_with_backlog(&mut chat, "bob");
+        chat.send_json(bob, json!({"code": 104, "room": "#Rust"}));
+        let frames = chat.received(bob);
+        assert_eq!(frames[0]["code"], 201);
+        assert_eq!(frames[1]["code"], 208);
+        assert_eq!(texts(&frames[1]), vec!["in rust"]);
+    }
+
+    #[test]
+    fn history_after_an_id_catches_up_exactly_and_limit_takes_the_last() {
+        let mut chat = history_chat(50, 100);
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        for index in 1..=6 {
+            chat.send_json(alice, json!({"code": 100, "message": format!("m{index}")}));
+        }
+        let ids: Vec<u64> = chat
+            .received(alice)
+            .iter()
+            .map(|frame| frame["message"]["id"].as_u64().unwrap())
+            .collect();
+        chat.send_json(
+            alice,
+            json!({"code": 106, "room": "lobby", "after": ids[2], "limit": 2}),
+        );
+        let frame = &chat.received(alice)[0];
+        assert_eq!(texts(frame), vec!["m4", "m5"]);
+        assert_eq!(frame["more"], true);
+        chat.send_json(alice, json!({"code": 106, "after": ids[4]}));
+        assert_eq!(texts(&chat.received(alice)[0]), vec!["m6"]);
+        chat.send_json(alice, json!({"code": 106, "limit": 3}));
+        assert_eq!(texts(&chat.received(alice)[0]), vec!["m4", "m5", "m6"]);
+    }
+
+    #[test]
+    fn history_of_a_room_you_are_not_in_is_403_and_private_messages_never_appear() {
+        let mut chat = history_chat(50, 100);
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        let (bob, _) = login_with_backlog(&mut chat, "bob");
+        chat.send_json(
+            alice,
+            json!({"code": 102, "to": "bob", "message": "secret"}),
+        );
+        chat.send_json(alice, json!({"code": 100, "message": "public"}));
+        chat.clear_all();
+        chat.send_json(bob, json!({"code": 106, "room": "lobby"}));
+        assert_eq!(texts(&chat.received(bob)[0]), vec!["public"]);
+        chat.send_json(bob, json!({"code": 106, "room": "elsewhere"}));
+        chat.expect_error(bob, 403, "not in room elsewhere");
+    }
+
+    #[test]
+    fn history_with_a_bad_field_is_400_and_when_off_is_404() {
+        let mut chat = history_chat(50, 100);
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        chat.send_json(alice, json!({"code": 106, "after": -1}));
+        chat.expect_error(alice, 400, "`after`");
+        let mut off = Chat::open();
+        let carol = off.login("carol");
+        off.send_json(carol, json!({"code": 106}));
+        off.expect_error(carol, 404, "history is off");
+    }
+
+    #[test]
+    fn kept_messages_are_bounded_per_room_and_handed_to_the_journal_once() {
+        let mut chat = history_chat(50, 3);
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        for index in 1..=5 {
+            chat.send_json(alice, json!({"code": 100, "message": format!("m{index}")}));
+        }
+        assert_eq!(chat.hub.take_unwritten_history().len(), 5);
+        assert!(chat.hub.take_unwritten_history().is_empty());
+        assert_eq!(chat.hub.history().len(), 3);
+    }
+
+    #[test]
+    fn restored_history_continues_ids_and_is_served() {
+        let mut chat = history_chat(50, 100);
+        chat.hub.restore_history([ChatMessage {
+            id: 41,
+            ts: 5,
+            target: Target::Room(room(LOBBY)),
+            from: Username::parse("old").unwrap(),
+            text: "from before".to_owned(),
+        }]);
+        let (alice, backlog) = login_with_backlog(&mut chat, "alice");
+        assert_eq!(texts(&backlog), vec!["from before"]);
+        chat.send_json(alice, json!({"code": 100, "message": "new"}));
+        assert_eq!(chat.received(alice)[0]["message"]["id"], 42);
+    }
+
+    #[test]
+    fn text_users_see_history_as_marked_lines() {
+        let mut chat = history_chat(50, 100);
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        chat.send_json(alice, json!({"code": 100, "message": "earlier"}));
+        let bob = chat.connect();
+        chat.send(bob, "bob");
+        let lines = chat.received_text(bob);
+        assert!(
+            lines.contains(&"* history of #lobby: 1 message(s)".to_owned()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&format!("* history: [{TS_CLOCK}] #lobby <alice> earlier")),
+            "{lines:?}"
+        );
+        chat.send(bob, "/history 5");
+        assert!(chat.received_text(bob)[0].starts_with("* history of #lobby"));
     }
 }

@@ -6,6 +6,7 @@
 //! `design/architecture.md` for one turn of the loop and the life of a byte.
 
 mod conn;
+mod journal;
 mod verifier;
 
 use crate::config::{Config, ConfigError};
@@ -14,6 +15,7 @@ use crate::outbox::Flushed;
 use crate::proto::{Code, ServerMsg};
 use crate::tls::{self, Received};
 use conn::{CloseReason, Conn};
+use journal::Journal;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -57,6 +59,11 @@ pub enum ServerError {
     Poll(#[source] io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
+    #[error("cannot open the history file {path}: {source}")]
+    History {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
     #[error("cannot start the password verifier: {0}")]
     Verifier(#[source] io::Error),
     #[error("second signal during shutdown: exiting at once")]
@@ -139,6 +146,8 @@ pub struct Server {
     listeners: Vec<(TcpListener, bool)>,
     signals: Signals,
     verifier: Verifier,
+    /// The history journal, when history is on.
+    journal: Option<Journal>,
     conns: Slab<Conn>,
     hub: Hub,
     config: Config,
@@ -192,6 +201,30 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(ServerError::Signals)?;
+        let mut hub = Hub::new(config.hub_config());
+        let journal = match config.history_path() {
+            None => None,
+            Some(path) => {
+                let history_error = |source| ServerError::History {
+                    path: path.to_owned(),
+                    source,
+                };
+                let (journal, replayed) =
+                    Journal::open(path, config.history_fsync).map_err(history_error)?;
+                log::info!(
+                    "history {}: {} message(s) replayed{}",
+                    path.display(),
+                    replayed.messages.len(),
+                    if replayed.skipped > 0 {
+                        format!(", {} unreadable line(s) skipped", replayed.skipped)
+                    } else {
+                        String::new()
+                    }
+                );
+                hub.restore_history(replayed.messages);
+                Some(journal)
+            }
+        };
         let waker = Waker::new(poll.registry(), VERIFIER_TOKEN).map_err(ServerError::Poll)?;
         let verifier = Verifier::start(Arc::new(waker)).map_err(ServerError::Verifier)?;
         let tagged = listeners
@@ -213,7 +246,8 @@ impl Server {
             signals,
             verifier,
             conns: Slab::new(),
-            hub: Hub::new(config.hub_config()),
+            hub,
+            journal,
             config,
             reloader,
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
@@ -362,8 +396,12 @@ impl Server {
             Ok(config) => {
                 if config.listen != self.config.listen
                     || config.tls_listen != self.config.tls_listen
+                    || config.history_file != self.config.history_file
+                    || config.history_fsync != self.config.history_fsync
                 {
-                    log::warn!("SIGHUP: `listen` or `tls_listen` changed; that needs a restart");
+                    log::warn!(
+                        "SIGHUP: listen, tls_listen, history_file or history_fsync changed; that needs a restart"
+                    );
                 }
                 for (_, conn) in self.conns.iter_mut() {
                     conn.codec.set_max_line(config.max_line_bytes);
@@ -546,6 +584,26 @@ impl Server {
         }
     }
 
+    /// Appends this turn's room messages to the journal (one write; one
+    /// fsync under `always`) before any client is sent them.
+    fn write_history(&mut self) {
+        let messages = self.hub.take_unwritten_history();
+        let Some(journal) = self.journal.as_mut() else {
+            return;
+        };
+        if let Err(error) = journal.append(&messages) {
+            log::error!(
+                "history: cannot append {} message(s): {error}",
+                messages.len()
+            );
+        }
+        if journal.needs_compaction(self.hub.history().len())
+            && let Err(error) = journal.compact(self.hub.history())
+        {
+            log::error!("history: compaction failed: {error}");
+        }
+    }
+
     /// Hands the hub's password checks to the worker thread.
     fn submit_verify_jobs(&mut self) {
         let jobs: Vec<_> = self.hub.drain_verify_jobs().collect();
@@ -608,6 +666,7 @@ impl Server {
     /// Writes every dirty outbox once, then removes closed connections;
     /// repeats while removals queue 204s for others.
     fn flush_and_reap(&mut self, now: Instant) {
+        self.write_history();
         loop {
             let mut dirty = std::mem::take(&mut self.to_flush);
             let mut from_hub = Vec::new();

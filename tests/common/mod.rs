@@ -112,6 +112,12 @@ impl Launch {
         if with_default_listen && !self.args.iter().any(|arg| arg == "--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }
+        // History is off unless a test asks for it: servers of parallel
+        // tests must not share the default journal, and most tests expect
+        // no 208 backlog after login.
+        if !self.args.iter().any(|arg| arg == "--history-file") {
+            command.args(["--history-file", ""]);
+        }
         command.args(&self.args);
         command
     }

@@ -1,0 +1,226 @@
+//! Room history over real TCP: backlog on join, HISTORY, durability across
+//! `kill -9` and restarts, torn tails and compaction (issue 5).
+
+#[allow(dead_code)]
+mod common;
+
+use common::{Client, Launch, Server};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// A server keeping history in `file` with `settings` (TOML lines).
+fn server(file: &Path, settings: &str) -> Server {
+    Launch::new()
+        .config(&format!("listen = \"127.0.0.1:0\"\n{settings}\n"))
+        .arg("--history-file")
+        .arg(file.to_str().expect("temporary paths are UTF-8"))
+        .start()
+}
+
+/// Logs in as a JSON client and returns the backlog (208) of the lobby.
+fn join(port: u16, name: &str) -> (Client, Value) {
+    let mut client = Client::json(port);
+    client.login(name);
+    let backlog = client.expect_code(208);
+    (client, backlog)
+}
+
+fn texts(frame: &Value) -> Vec<String> {
+    frame["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in {frame}"))
+        .iter()
+        .map(|message| message["text"].as_str().expect("text").to_owned())
+        .collect()
+}
+
+fn ids(frame: &Value) -> Vec<u64> {
+    frame["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in {frame}"))
+        .iter()
+        .map(|message| message["id"].as_u64().expect("id"))
+        .collect()
+}
+
+/// Says each text and waits for its echo; returns the 200 frames.
+fn say_all(client: &mut Client, texts: &[&str]) -> Vec<Value> {
+    texts
+        .iter()
+        .map(|text| {
+            client.send_json(&json!({"code": 100, "message": text}));
+            client.expect_code(200)
+        })
+        .collect()
+}
+
+fn history_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("history.jsonl")
+}
+
+#[test]
+fn joining_gets_the_last_backlog_messages_as_one_208() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&history_path(&dir), "history_backlog = 3");
+    let (mut alice, empty) = join(server.port(), "alice");
+    assert_eq!(empty, json!({"code": 208, "room": "lobby", "messages": []}));
+    let said = say_all(&mut alice, &["one", "two", "three", "four"]);
+    let (_, backlog) = join(server.port(), "bob");
+    assert_eq!(texts(&backlog), vec!["two", "three", "four"]);
+    assert_eq!(backlog["messages"][2], said[3]["message"]);
+
+    let mut carol = Client::text(server.port());
+    carol.send("carol");
+    carol.expect_line("* history of #lobby: 3 message(s)");
+    let line = carol.expect_line("* history: ");
+    assert!(line.ends_with("#lobby <alice> two"), "{line}");
+}
+
+#[test]
+fn history_after_an_id_and_with_a_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&history_path(&dir), "");
+    let (mut alice, _) = join(server.port(), "alice");
+    let said = say_all(&mut alice, &["a", "b", "c", "d", "e"]);
+    let second = said[1]["message"]["id"].as_u64().expect("id");
+    alice.send_json(&json!({"code": 106, "room": "lobby", "after": second}));
+    let answer = alice.expect_code(208);
+    assert_eq!(texts(&answer), vec!["c", "d", "e"]);
+    assert_eq!(answer.get("more"), None);
+    alice.send_json(&json!({"code": 106, "room": "lobby", "after": second, "limit": 2}));
+    let answer = alice.expect_code(208);
+    assert_eq!(texts(&answer), vec!["c", "d"]);
+    assert_eq!(answer["more"], true);
+    alice.send_json(&json!({"code": 106, "limit": 1}));
+    assert_eq!(texts(&alice.expect_code(208)), vec!["e"]);
+    alice.send_json(&json!({"code": 106, "room": "elsewhere"}));
+    alice.expect_code(403);
+}
+
+#[test]
+fn private_messages_never_reach_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let server = server(&path, "history_fsync = \"always\"");
+    let (mut alice, _) = join(server.port(), "alice");
+    let (mut bob, _) = join(server.port(), "bob");
+    alice.send_json(&json!({"code": 102, "to": "bob", "message": "whisper"}));
+    bob.expect_code(200);
+    say_all(&mut alice, &["aloud"]);
+    let (_, backlog) = join(server.port(), "carol");
+    assert_eq!(texts(&backlog), vec!["aloud"]);
+    let file = std::fs::read_to_string(&path).expect("history file");
+    assert!(!file.contains("whisper"), "{file}");
+    assert!(file.contains("aloud"), "{file}");
+}
+
+#[test]
+fn with_always_what_a_client_received_survives_kill_9_and_ids_keep_rising() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let last_id = {
+        let mut server = server(&path, "history_fsync = \"always\"");
+        let (mut alice, _) = join(server.port(), "alice");
+        let (mut bob, _) = join(server.port(), "bob");
+        say_all(&mut alice, &["before", "the", "crash"]);
+        // Bob has received the last one: from now on it must survive.
+        let mut last = Value::Null;
+        for _ in 0..3 {
+            last = bob.expect_code(200);
+        }
+        server.signal("KILL");
+        server.wait_exit();
+        last["message"]["id"].as_u64().expect("id")
+    };
+    let server = server(&path, "history_fsync = \"always\"");
+    let (mut carol, backlog) = join(server.port(), "carol");
+    assert_eq!(texts(&backlog), vec!["before", "the", "crash"]);
+    assert_eq!(*ids(&backlog).last().expect("an id"), last_id);
+    let after = say_all(&mut carol, &["after"]);
+    assert!(after[0]["message"]["id"].as_u64().expect("id") > last_id);
+}
+
+#[test]
+fn a_torn_last_record_is_tolerated_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    std::fs::write(
+        &path,
+        "{\"id\":7,\"ts\":1,\"room\":\"lobby\",\"from\":\"old\",\"text\":\"kept\"}\n\
+         {\"id\":8,\"ts\":2,\"room\":\"lobby\",\"fr",
+    )
+    .expect("write history");
+    let server = server(&path, "");
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|line| line.contains("torn last record")),
+        "{:#?}",
+        server.log
+    );
+    let (mut alice, backlog) = join(server.port(), "alice");
+    assert_eq!(texts(&backlog), vec!["kept"]);
+    let said = say_all(&mut alice, &["next"]);
+    assert_eq!(said[0]["message"]["id"], 8);
+    // The torn bytes were cut off: the file is whole records again.
+    let file = std::fs::read_to_string(&path).expect("history file");
+    assert!(file.lines().all(|line| line.ends_with('}')), "{file}");
+}
+
+#[test]
+fn compaction_keeps_the_newest_history_keep_messages_per_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let mut server = server(&path, "history_keep = 5\nhistory_fsync = \"never\"");
+    let (mut alice, _) = join(server.port(), "alice");
+    alice.send_json(&json!({"code": 104, "room": "other"}));
+    alice.expect_code(208);
+    // Well past the compaction threshold (kept + 1024 records).
+    for index in 0..1100 {
+        let room = if index % 2 == 0 { "lobby" } else { "other" };
+        alice.send_json(&json!({"code": 100, "message": format!("m{index}"), "room": room}));
+    }
+    alice.send_json(&json!({"code": 108, "token": "done"}));
+    alice.expect_code(207);
+    server.wait_for_log("compacted to");
+    let lines = std::fs::read_to_string(&path)
+        .expect("history file")
+        .lines()
+        .count();
+    assert!(lines < 1100, "the journal still holds {lines} records");
+    let (_, backlog) = join(server.port(), "bob");
+    assert_eq!(
+        texts(&backlog),
+        vec!["m1090", "m1092", "m1094", "m1096", "m1098"]
+    );
+    drop(server);
+    // After a restart the compacted file still holds the newest per room.
+    let server = self::server(&path, "history_keep = 5");
+    let (mut carol, backlog) = join(server.port(), "carol");
+    assert_eq!(
+        texts(&backlog),
+        vec!["m1090", "m1092", "m1094", "m1096", "m1098"]
+    );
+    carol.send_json(&json!({"code": 104, "room": "other"}));
+    assert_eq!(
+        texts(&carol.expect_code(208)),
+        vec!["m1091", "m1093", "m1095", "m1097", "m1099"]
+    );
+}
+
+#[test]
+fn history_can_be_turned_off() {
+    let server = Launch::new().arg("--history-file").arg("").start();
+    let mut alice = Client::json(server.port());
+    alice.login("alice");
+    alice.send_json(&json!({"code": 106}));
+    let error = alice.expect_code(404);
+    assert!(
+        error["error"]
+            .as_str()
+            .expect("error")
+            .contains("history is off"),
+        "{error}"
+    );
+}
