@@ -98,6 +98,17 @@ pub struct Config {
     pub max_connections: usize,
     /// Output one client may owe before it is dropped as a slow consumer.
     pub max_output_bytes: usize,
+    /// Connections from one address at once (IPv6: one /64); 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Seconds a connection has to log in before 408.
+    pub auth_timeout_secs: u64,
+    /// Seconds of silence before a logged-in JSON client is pinged (209),
+    /// and as long again before 408; 0 disables.
+    pub idle_timeout_secs: u64,
+    /// Frames reaching others per second per session; 0 disables.
+    pub flood_rate: f64,
+    /// How many such frames may come at once.
+    pub flood_burst: u32,
     /// The room every user joins at login.
     #[serde(deserialize_with = "deserialize_room")]
     pub default_room: RoomName,
@@ -143,6 +154,11 @@ impl Default for Config {
             max_line_bytes: 8192,
             max_connections: 1024,
             max_output_bytes: 1024 * 1024,
+            max_connections_per_ip: 64,
+            auth_timeout_secs: 30,
+            idle_timeout_secs: 300,
+            flood_rate: 5.0,
+            flood_burst: 20,
             default_room: RoomName::parse("lobby").expect("lobby is a valid room name"),
             shutdown_timeout_secs: 10,
             pid_file: None,
@@ -266,6 +282,15 @@ impl Config {
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
         }
+        if self.auth_timeout_secs == 0 {
+            return Err(invalid("auth_timeout_secs", "must be at least 1"));
+        }
+        if !(self.flood_rate >= 0.0 && self.flood_rate.is_finite()) {
+            return Err(invalid("flood_rate", "must be 0 (off) or a positive number"));
+        }
+        if self.flood_burst == 0 {
+            return Err(invalid("flood_burst", "must be at least 1"));
+        }
         if self.history_keep == 0 {
             return Err(invalid("history_keep", "must be at least 1"));
         }
@@ -325,6 +350,10 @@ impl Config {
             require_tls_for_password: self.require_tls_for_password,
             history_backlog: self.history_path().map(|_| self.history_backlog),
             history_keep: self.history_keep,
+            auth_timeout_ms: self.auth_timeout_secs.saturating_mul(1000),
+            idle_timeout_ms: self.idle_timeout_secs.saturating_mul(1000),
+            flood_rate: self.flood_rate,
+            flood_burst: f64::from(self.flood_burst),
         }
     }
 

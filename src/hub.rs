@@ -8,6 +8,7 @@
 
 use crate::auth::{Auth, Check};
 use crate::codec::CodecError;
+use crate::flood::TokenBucket;
 use crate::history::History;
 use crate::outbox::{Frame, Outbox};
 use crate::proto::{
@@ -39,10 +40,13 @@ impl std::fmt::Display for ConnId {
 }
 
 /// The moment an input happened, as the shell read it from the clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Now {
     /// Wall-clock Unix milliseconds, stamped on chat messages.
     pub unix_ms: u64,
+    /// Monotonic milliseconds (since the server started), for timeouts and
+    /// rates, which must not jump with the wall clock.
+    pub mono_ms: u64,
 }
 
 /// What the hub needs from the configuration; replaced whole on reload.
@@ -60,7 +64,19 @@ pub struct HubConfig {
     pub history_backlog: Option<usize>,
     /// Messages kept per room in memory (and in the journal).
     pub history_keep: usize,
+    /// A connection not logged in by then gets 408 and is closed.
+    pub auth_timeout_ms: u64,
+    /// A silent logged-in JSON client gets a 209 ping after this long, and
+    /// 408 and a close after as long again; 0 disables.
+    pub idle_timeout_ms: u64,
+    /// Frames reaching others (SAY, DM, RENAME, JOIN, PART) per second, and
+    /// how many may come at once; a rate of 0 disables flood control.
+    pub flood_rate: f64,
+    pub flood_burst: f64,
 }
+
+/// Consecutive flood refusals (429) after which a client is disconnected.
+pub const MAX_FLOOD_STRIKES: u32 = 20;
 
 /// A password to check against an argon2 hash, off the event loop. The
 /// shell runs it and answers with `Hub::handle_verified`.
@@ -112,6 +128,15 @@ struct Client {
     outbox: Outbox,
     /// Set when the client must go now (slow consumer); its output is void.
     cut_off: Option<CutOff>,
+    /// When it connected, for the login deadline.
+    connected_ms: u64,
+    /// When its last line arrived, for the idle ping.
+    last_input_ms: u64,
+    /// When the idle ping (209) was sent, if it is unanswered.
+    ping_sent_ms: Option<u64>,
+    flood: TokenBucket,
+    /// Consecutive frames refused for flooding.
+    flood_strikes: u32,
 }
 
 impl Client {
@@ -231,6 +256,19 @@ pub struct Hub {
     next_ticket: u64,
 }
 
+/// Frames that reach other people count against the flood bucket; PING,
+/// WHO, ROOMS and HISTORY only answer the sender.
+fn is_flood_counted(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Say { .. }
+            | Request::Dm { .. }
+            | Request::Rename { .. }
+            | Request::Join { .. }
+            | Request::Part { .. }
+    )
+}
+
 /// A request refused with an error frame; the session goes on.
 struct Refusal {
     code: Code,
@@ -307,7 +345,7 @@ impl Hub {
     }
 
     /// A new connection (on a TLS listener if `is_tls`): greet it.
-    pub fn handle_connected(&mut self, conn: ConnId, peer: SocketAddr, is_tls: bool) {
+    pub fn handle_connected(&mut self, conn: ConnId, peer: SocketAddr, is_tls: bool, now: Now) {
         let slots = &mut self.clients.slots;
         if slots.len() <= conn.0 {
             slots.resize_with(conn.0 + 1, || None);
@@ -323,6 +361,11 @@ impl Hub {
             rooms: Vec::new(),
             outbox: Outbox::default(),
             cut_off: None,
+            connected_ms: now.mono_ms,
+            last_input_ms: now.mono_ms,
+            ping_sent_ms: None,
+            flood: TokenBucket::new(self.config.flood_burst, now.mono_ms),
+            flood_strikes: 0,
         });
         self.clients.send(
             conn,
@@ -340,6 +383,8 @@ impl Hub {
         if client.cut_off.is_some() {
             return;
         }
+        client.last_input_ms = now.mono_ms;
+        client.ping_sent_ms = None;
         if client.state == State::Listen {
             client.mode = Some(if line.starts_with('{') {
                 Mode::Json
@@ -393,8 +438,94 @@ impl Hub {
             self.refuse(conn, refusal);
             return;
         }
+        if is_flood_counted(&request) && !self.take_flood_token(conn, now) {
+            return;
+        }
         if let Err(refusal) = self.dispatch(conn, state, request, now) {
             self.refuse(conn, refusal);
+        }
+    }
+
+    /// Spends a flood token; refuses (429) without one, and disconnects a
+    /// client that keeps flooding.
+    fn take_flood_token(&mut self, conn: ConnId, now: Now) -> bool {
+        let (rate, burst) = (self.config.flood_rate, self.config.flood_burst);
+        let Some(client) = self.clients.get_mut(conn) else {
+            return false;
+        };
+        if client.flood.try_take(rate, burst, now.mono_ms) {
+            client.flood_strikes = 0;
+            return true;
+        }
+        client.flood_strikes += 1;
+        if client.flood_strikes >= MAX_FLOOD_STRIKES {
+            log::warn!("{} disconnected: excess flood", client.tag(conn));
+            self.clients.send(
+                conn,
+                &ServerMsg::error(Code::TooMany, "excess flood; disconnecting"),
+            );
+            self.quit(conn, "excess flood");
+        } else {
+            self.clients.send(
+                conn,
+                &ServerMsg::error(
+                    Code::TooMany,
+                    format!("slow down: at most {rate} messages a second; this one was dropped"),
+                ),
+            );
+        }
+        false
+    }
+
+    /// When `handle_timeout` has something to do for this connection
+    /// (monotonic ms), if ever: the login deadline before BROADCAST; the
+    /// idle ping, then the idle close, for a logged-in JSON client.
+    pub fn deadline(&self, conn: ConnId) -> Option<u64> {
+        let client = self.clients.get(conn)?;
+        if client.cut_off.is_some() {
+            return None;
+        }
+        match client.state {
+            State::Listen | State::UserAuth | State::PassAuth { .. } => {
+                Some(client.connected_ms + self.config.auth_timeout_ms)
+            }
+            State::Broadcast { .. }
+                if client.mode == Some(Mode::Json) && self.config.idle_timeout_ms > 0 =>
+            {
+                let since = client.ping_sent_ms.unwrap_or(client.last_input_ms);
+                Some(since + self.config.idle_timeout_ms)
+            }
+            _ => None,
+        }
+    }
+
+    /// A deadline may have passed: log-in timeout (408), idle ping (209)
+    /// or idle close (408). Early or repeated calls do nothing.
+    pub fn handle_timeout(&mut self, conn: ConnId, now: Now) {
+        let Some(deadline) = self.deadline(conn) else {
+            return;
+        };
+        if now.mono_ms < deadline {
+            return;
+        }
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.state.username().is_none() {
+            self.clients.send(
+                conn,
+                &ServerMsg::error(Code::Timeout, "not logged in in time; closing"),
+            );
+            self.quit(conn, "login timeout");
+        } else if client.ping_sent_ms.is_some() {
+            self.clients.send(
+                conn,
+                &ServerMsg::error(Code::Timeout, "no answer to the ping; closing"),
+            );
+            self.quit(conn, "idle timeout");
+        } else {
+            client.ping_sent_ms = Some(now.mono_ms);
+            self.clients.send(conn, &ServerMsg::ServerPing);
         }
     }
 

@@ -4,6 +4,7 @@
 //! - [`codec`]: bytes to lines (cap, `\r\n`, telnet stripping, UTF-8).
 //! - [`proto`]: codes, names, requests and frames; the only JSON user.
 //! - [`session`]: the LISTEN → USER AUTH → PASS AUTH → BROADCAST → QUIT machine.
+//! - [`flood`]: the per-session token bucket for frames reaching others.
 //! - [`history`]: per-room history in memory: backlog, HISTORY answers.
 //! - [`hub`]: names, rooms, private messages and fan-out into outboxes.
 //! - [`outbox`]: one connection's queue of shared encoded frames.
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod daemon;
+pub mod flood;
 pub mod history;
 pub mod hub;
 pub mod logging;

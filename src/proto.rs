@@ -44,6 +44,7 @@ pub enum Code {
     Users = 206,
     Pong = 207,
     Backlog = 208,
+    ServerPing = 209,
     Hello = 210,
     PassNeeded = 211,
     RoomList = 212,
@@ -623,6 +624,8 @@ pub enum ServerMsg {
         messages: Vec<ChatMessage>,
         more: bool,
     },
+    /// "Say something": the server has heard nothing for a while.
+    ServerPing,
     Hello {
         auth: AuthKind,
     },
@@ -657,6 +660,7 @@ impl ServerMsg {
             ServerMsg::Users { .. } => Code::Users,
             ServerMsg::Pong { .. } => Code::Pong,
             ServerMsg::Backlog { .. } => Code::Backlog,
+            ServerMsg::ServerPing => Code::ServerPing,
             ServerMsg::Hello { .. } => Code::Hello,
             ServerMsg::PassNeeded => Code::PassNeeded,
             ServerMsg::RoomList { .. } => Code::RoomList,
@@ -695,6 +699,7 @@ impl ServerMsg {
                 format!("* in #{room}: {}", names.join(" "))
             }
             ServerMsg::Pong { .. } => "* pong".to_owned(),
+            ServerMsg::ServerPing => "* are you there?".to_owned(),
             ServerMsg::Backlog {
                 room,
                 messages,
@@ -863,7 +868,10 @@ impl Serialize for ServerMsg {
                     map.serialize_entry("room", room.as_str())?;
                 }
             }
-            ServerMsg::GoingDown | ServerMsg::PassNeeded | ServerMsg::Help => {}
+            ServerMsg::GoingDown
+            | ServerMsg::PassNeeded
+            | ServerMsg::Help
+            | ServerMsg::ServerPing => {}
             ServerMsg::Users { room, users, more } => {
                 map.serialize_entry("room", room.as_str())?;
                 let names: Vec<&str> = users.iter().map(Username::as_str).collect();

@@ -38,7 +38,7 @@ pub struct Throttle {
 }
 
 /// IPv6 addresses count per /64; IPv4 (and IPv4-mapped) per address.
-fn group(address: IpAddr) -> IpAddr {
+pub fn group(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

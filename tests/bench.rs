@@ -5,12 +5,13 @@
 #[allow(dead_code)]
 mod common;
 
-use common::Server;
+use common::Launch;
 use std::process::Command;
 
 #[test]
 fn riftbench_fanout_runs_and_loses_nothing() {
-    let server = Server::start();
+    // Benchmarks disable flood control, as the docs tell operators to.
+    let server = Launch::new().config("flood_rate = 0\n").start();
     let output = Command::new(env!("CARGO_BIN_EXE_riftbench"))
         .args(["fanout", "--port", &server.port().to_string()])
         .args(["--receivers", "3", "--publishers", "2", "--messages", "50"])

@@ -172,7 +172,10 @@ fn a_torn_last_record_is_tolerated_with_a_warning() {
 fn compaction_keeps_the_newest_history_keep_messages_per_room() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = history_path(&dir);
-    let mut server = server(&path, "history_keep = 5\nhistory_fsync = \"never\"");
+    let mut server = server(
+        &path,
+        "history_keep = 5\nhistory_fsync = \"never\"\nflood_rate = 0",
+    );
     let (mut alice, _) = join(server.port(), "alice");
     alice.send_json(&json!({"code": 104, "room": "other"}));
     alice.expect_code(208);

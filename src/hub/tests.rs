@@ -48,9 +48,13 @@ impl Chat {
                 require_tls_for_password: false,
                 history_backlog: None,
                 history_keep: 100,
+                auth_timeout_ms: u64::MAX / 4,
+                idle_timeout_ms: 0,
+                flood_rate: 0.0,
+                flood_burst: 1.0,
             }),
             next_conn: 0,
-            now: Now { unix_ms: TS },
+            now: Now { unix_ms: TS, mono_ms: 0 },
         }
     }
 
@@ -59,7 +63,7 @@ impl Chat {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.hub
-            .handle_connected(conn, SocketAddr::from(([127, 0, 0, 1], 40_000)), false);
+            .handle_connected(conn, SocketAddr::from(([127, 0, 0, 1], 40_000)), false, Now::default());
         conn
     }
 
@@ -320,6 +324,7 @@ fn text_and_json_users_see_the_same_events_each_in_their_own_mode() {
     assert_eq!(chat.received_text(alice), vec!["* bob joined #lobby"]);
     chat.now = Now {
         unix_ms: (12 * 3600 + 60 + 7) * 1000,
+        mono_ms: 0,
     };
     chat.send_json(bob, say("hi alice"));
     assert_eq!(
@@ -728,7 +733,7 @@ fn a_message_carries_the_time_given_to_handle_line() {
     let mut chat = Chat::open();
     let alice = chat.login("alice");
     for unix_ms in [0, 1, TS, u64::MAX / 2] {
-        chat.now = Now { unix_ms };
+        chat.now = Now { unix_ms, mono_ms: 0 };
         chat.send_json(alice, say("tick"));
         let frames = chat.received(alice);
         assert_eq!(frames.len(), 1);
@@ -1349,7 +1354,7 @@ fn lines_for_a_closed_connection_are_ignored_and_its_id_can_be_reused() {
     assert!(chat.received(bob).is_empty());
 
     chat.hub
-        .handle_connected(alice, SocketAddr::from(([10, 0, 0, 5], 51_234)), false);
+        .handle_connected(alice, SocketAddr::from(([10, 0, 0, 5], 51_234)), false, Now::default());
     assert_eq!(chat.state_of(alice), Some(State::Listen));
     chat.send(alice, "newcomer");
     assert_eq!(
@@ -1890,6 +1895,7 @@ fn run_random_traffic(is_password: bool, steps: Vec<Step>) -> Result<(), TestCas
     for (index, step) in steps.into_iter().enumerate() {
         chat.now = Now {
             unix_ms: TS + index as u64,
+            mono_ms: index as u64,
         };
         match step {
             Step::Line { slot, line } => {
@@ -1924,7 +1930,7 @@ fn run_random_traffic(is_password: bool, steps: Vec<Step>) -> Result<(), TestCas
             }
             Step::Connect { slot } => {
                 if !connected[slot] {
-                    chat.hub.handle_connected(ConnId(slot), peer, false);
+                    chat.hub.handle_connected(ConnId(slot), peer, false, Now::default());
                     connected[slot] = true;
                 }
             }
@@ -2059,6 +2065,10 @@ mod accounts_auth {
             require_tls_for_password,
             history_backlog: None,
             history_keep: 100,
+                auth_timeout_ms: u64::MAX / 4,
+                idle_timeout_ms: 0,
+                flood_rate: 0.0,
+                flood_burst: 1.0,
         });
         chat
     }
@@ -2067,7 +2077,7 @@ mod accounts_auth {
         let conn = ConnId(chat.next_conn);
         chat.next_conn += 1;
         chat.hub
-            .handle_connected(conn, SocketAddr::from((address, 40_000)), is_tls);
+            .handle_connected(conn, SocketAddr::from((address, 40_000)), is_tls, Now::default());
         conn
     }
 
@@ -2147,7 +2157,7 @@ mod accounts_auth {
         // The connection closes and its id is reused before the answer.
         chat.hub.handle_closed(conn);
         chat.hub
-            .handle_connected(conn, SocketAddr::from(([127, 0, 0, 1], 40_001)), false);
+            .handle_connected(conn, SocketAddr::from(([127, 0, 0, 1], 40_001)), false, Now::default());
         chat.raw(conn);
         chat.hub.handle_verified(conn, job.ticket, true, chat.now);
         assert!(chat.raw(conn).is_empty());
@@ -2247,6 +2257,10 @@ mod accounts_auth {
             require_tls_for_password: true,
             history_backlog: None,
             history_keep: 100,
+                auth_timeout_ms: u64::MAX / 4,
+                idle_timeout_ms: 0,
+                flood_rate: 0.0,
+                flood_burst: 1.0,
         });
         let remote = connect_from(&mut chat, [192, 0, 2, 1], false);
         chat.raw(remote);
@@ -2280,6 +2294,10 @@ mod room_history {
             require_tls_for_password: false,
             history_backlog: Some(backlog),
             history_keep: keep,
+            auth_timeout_ms: u64::MAX / 4,
+            idle_timeout_ms: 0,
+            flood_rate: 0.0,
+            flood_burst: 1.0,
         });
         chat
     }

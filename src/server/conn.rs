@@ -38,6 +38,8 @@ pub struct Conn {
     pub closing: Option<CloseReason>,
     /// True once the peer sent EOF; no further readiness will say so again.
     pub has_peer_closed: bool,
+    /// The earliest hub deadline a timer is queued for, if any.
+    pub timer_ms: Option<u64>,
     /// When a quitting connection is closed even if output is still owed.
     pub linger_until: Option<Instant>,
 }
@@ -57,6 +59,7 @@ impl Conn {
             is_write_registered: false,
             closing: None,
             has_peer_closed: false,
+            timer_ms: None,
             linger_until: None,
         }
     }

@@ -21,6 +21,9 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -47,6 +50,12 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// One read call's buffer, shared by every connection.
 const READ_CHUNK: usize = 64 * 1024;
+/// Lines one connection may have handled per loop turn; the rest waits for
+/// the next turn, so one busy client cannot delay the others.
+const LINES_PER_TURN: usize = 64;
+/// TCP keepalive: probe a silent peer after this long, so half-open
+/// connections (a vanished host) are found and their names freed.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -165,6 +174,16 @@ pub struct Server {
     accept_errors_unlogged: u64,
     /// Set once SIGTERM/SIGINT arrived: the loop ends by this instant.
     shutdown_deadline: Option<Instant>,
+    /// The origin of `Now::mono_ms`.
+    started: Instant,
+    /// Hub deadlines (monotonic ms, connection), earliest first; an entry is
+    /// live only while it matches its connection's `timer_ms`.
+    timers: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Connections per client address group (IPv6 /64).
+    per_ip: HashMap<IpAddr, usize>,
+    /// Connections that stopped at their per-turn line budget with input
+    /// left: edge-triggered readiness will not report them again.
+    ready: Vec<usize>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -258,6 +277,10 @@ impl Server {
             last_accept_log: None,
             accept_errors_unlogged: 0,
             shutdown_deadline: None,
+            started: Instant::now(),
+            timers: BinaryHeap::new(),
+            per_ip: HashMap::new(),
+            ready: Vec::new(),
         })
     }
 
@@ -301,13 +324,18 @@ impl Server {
             let now = Instant::now();
             let wall = Now {
                 unix_ms: now_unix_ms(),
+                mono_ms: now.duration_since(self.started).as_millis() as u64,
             };
+            // Connections left with input by last turn's budget go first.
+            for id in std::mem::take(&mut self.ready) {
+                self.read(id, wall);
+            }
             for event in events.iter() {
                 match event.token() {
                     SIGNAL_TOKEN => self.handle_signals(now)?,
                     VERIFIER_TOKEN => self.take_verdicts(wall),
                     Token(token) if token > LISTENER_BASE - self.listeners.len() => {
-                        self.accept(LISTENER_BASE - token, now)
+                        self.accept(LISTENER_BASE - token, now, wall)
                     }
                     Token(id) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -319,7 +347,7 @@ impl Server {
                     }
                 }
             }
-            self.fire_timers(now);
+            self.fire_timers(now, wall);
             self.submit_verify_jobs();
             self.flush_and_reap(now);
             if let Some(deadline) = self.shutdown_deadline {
@@ -339,6 +367,13 @@ impl Server {
     }
 
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let hub_timer = self
+            .timers
+            .peek()
+            .map(|Reverse((ms, _))| self.started + Duration::from_millis(*ms));
         let lingering = self
             .lingering
             .iter()
@@ -346,6 +381,7 @@ impl Server {
         let deadline = lingering
             .chain(self.accept_paused_until)
             .chain(self.shutdown_deadline)
+            .chain(hub_timer)
             .min()?;
         Some(deadline.saturating_duration_since(now))
     }
@@ -415,7 +451,7 @@ impl Server {
         notify(&[sd_notify::NotifyState::Ready]);
     }
 
-    fn accept(&mut self, index: usize, now: Instant) {
+    fn accept(&mut self, index: usize, now: Instant, wall: Now) {
         if self.accept_paused_until.is_some() {
             return;
         }
@@ -425,7 +461,7 @@ impl Server {
             };
             let is_tls = *is_tls;
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, is_tls),
+                Ok((stream, peer)) => self.admit(stream, peer, is_tls, wall),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if is_fd_exhaustion(&error) => {
@@ -450,7 +486,7 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, is_tls: bool) {
+    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, is_tls: bool, wall: Now) {
         let tls = match (is_tls, &self.config.tls) {
             (false, _) => None,
             (true, Some(tls_config)) => match rustls::ServerConnection::new(Arc::clone(tls_config))
@@ -466,12 +502,26 @@ impl Server {
                 return;
             }
         };
-        if self.conns.len() >= self.config.max_connections {
-            log::warn!(
-                "peer={peer} refused: max_connections ({}) reached",
-                self.config.max_connections
+        let group = crate::throttle::group(peer.ip());
+        let from_here = self.per_ip.get(&group).copied().unwrap_or(0);
+        let refusal = if self.conns.len() >= self.config.max_connections {
+            Some(format!("max_connections ({})", self.config.max_connections))
+        } else if self.config.max_connections_per_ip > 0
+            && from_here >= self.config.max_connections_per_ip
+        {
+            Some(format!(
+                "max_connections_per_ip ({})",
+                self.config.max_connections_per_ip
+            ))
+        } else {
+            None
+        };
+        if let Some(limit) = refusal {
+            log::warn!("peer={peer} refused: {limit} reached");
+            let frame = ServerMsg::error(
+                Code::Unavailable,
+                format!("server full ({limit} reached); try again later"),
             );
-            let frame = ServerMsg::error(Code::Unavailable, "server full; try again later");
             // A fresh socket's send buffer is empty, so this small write
             // completes or the peer is already gone; either way we close.
             if tls.is_none() {
@@ -480,6 +530,8 @@ impl Server {
             return;
         }
         let _ = stream.set_nodelay(true);
+        let _ = rustix::net::sockopt::set_socket_keepalive(&stream, true);
+        let _ = rustix::net::sockopt::set_tcp_keepidle(&stream, KEEPALIVE_IDLE);
         let entry = self.conns.vacant_entry();
         let id = entry.key();
         if let Err(error) =
@@ -493,7 +545,9 @@ impl Server {
         entry.insert(Conn::new(stream, peer, tls, self.config.max_line_bytes));
         let kind = if is_tls { " over TLS" } else { "" };
         log::info!("conn={id} peer={peer} connected{kind}");
-        self.hub.handle_connected(ConnId(id), peer, is_tls);
+        *self.per_ip.entry(group).or_insert(0) += 1;
+        self.hub.handle_connected(ConnId(id), peer, is_tls, wall);
+        self.schedule(id);
     }
 
     fn read(&mut self, id: usize, wall: Now) {
@@ -503,6 +557,7 @@ impl Server {
             read_buf,
             closing,
             to_flush,
+            ready,
             ..
         } = self;
         let Some(conn) = conns.get_mut(id) else {
@@ -512,7 +567,24 @@ impl Server {
             return;
         }
         let conn_id = ConnId(id);
+        let mut budget = LINES_PER_TURN;
         loop {
+            // Lines already buffered first, within this turn's budget.
+            while budget > 0 && !hub.is_quitting(conn_id) && hub.state(conn_id).is_some() {
+                let Some(line) = conn.codec.next_line() else {
+                    break;
+                };
+                match line {
+                    Ok(line) => hub.handle_line(conn_id, line, wall),
+                    Err(error) => hub.handle_codec_error(conn_id, error),
+                }
+                budget -= 1;
+            }
+            if budget == 0 {
+                // More may wait in the codec or the socket: next turn.
+                ready.push(id);
+                break;
+            }
             let received = match &mut conn.tls {
                 None => conn.stream.read(read_buf).map(|count| match count {
                     0 => Received::Closed,
@@ -534,10 +606,7 @@ impl Server {
                     } else if !hub.is_quitting(conn_id) {
                         log::debug!("conn={id} peer={} closed its side", conn.peer);
                         hub.handle_eof(conn_id);
-                    } else if hub
-                        .outbox_mut(conn_id)
-                        .is_none_or(|outbox| outbox.is_empty())
-                    {
+                    } else if hub.outbox_mut(conn_id).is_none_or(|outbox| outbox.is_empty()) {
                         mark_closing(conn, id, closing, CloseReason::PeerClosed);
                     }
                     break;
@@ -548,15 +617,6 @@ impl Server {
                         continue;
                     }
                     conn.codec.push(&read_buf[..count]);
-                    while let Some(line) = conn.codec.next_line() {
-                        match line {
-                            Ok(line) => hub.handle_line(conn_id, line, wall),
-                            Err(error) => hub.handle_codec_error(conn_id, error),
-                        }
-                        if hub.is_quitting(conn_id) {
-                            break;
-                        }
-                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
@@ -581,6 +641,24 @@ impl Server {
         // A handshake (or a key update) may have produced records to send.
         if conn.closing.is_none() && conn.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
             to_flush.push(conn_id);
+        }
+        self.schedule(id);
+    }
+
+    /// Queues a timer for the connection's hub deadline if it is earlier
+    /// than the one already queued. Deadlines that move later (activity)
+    /// are found when the queued timer fires, so a busy connection costs
+    /// no heap work per line.
+    fn schedule(&mut self, id: usize) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Some(deadline) = self.hub.deadline(ConnId(id)) else {
+            return;
+        };
+        if conn.timer_ms.is_none_or(|queued| deadline < queued) {
+            conn.timer_ms = Some(deadline);
+            self.timers.push(Reverse((deadline, id)));
         }
     }
 
@@ -627,12 +705,27 @@ impl Server {
         }
     }
 
-    fn fire_timers(&mut self, now: Instant) {
+    fn fire_timers(&mut self, now: Instant, wall: Now) {
         if self.accept_paused_until.is_some_and(|until| now >= until) {
             self.accept_paused_until = None;
             for index in 0..self.listeners.len() {
-                self.accept(index, now);
+                self.accept(index, now, wall);
             }
+        }
+        while let Some(&Reverse((deadline, id))) = self.timers.peek() {
+            if deadline > wall.mono_ms {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            if conn.timer_ms != Some(deadline) {
+                continue; // Superseded by an earlier timer, or stale.
+            }
+            conn.timer_ms = None;
+            self.hub.handle_timeout(ConnId(id), wall);
+            self.schedule(id);
         }
         let Server {
             conns,
@@ -765,6 +858,13 @@ impl Server {
             };
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.hub.handle_closed(ConnId(id));
+            let group = crate::throttle::group(conn.peer.ip());
+            if let Some(count) = self.per_ip.get_mut(&group) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_ip.remove(&group);
+                }
+            }
             let reason = conn.closing.unwrap_or(CloseReason::IoError);
             match reason {
                 CloseReason::SlowConsumer | CloseReason::Deadline => {
