@@ -286,7 +286,10 @@ impl Config {
             return Err(invalid("auth_timeout_secs", "must be at least 1"));
         }
         if !(self.flood_rate >= 0.0 && self.flood_rate.is_finite()) {
-            return Err(invalid("flood_rate", "must be 0 (off) or a positive number"));
+            return Err(invalid(
+                "flood_rate",
+                "must be 0 (off) or a positive number",
+            ));
         }
         if self.flood_burst == 0 {
             return Err(invalid("flood_burst", "must be at least 1"));

@@ -50,7 +50,9 @@ mod tests {
         assert!(bucket.try_take(2.0, 5.0, 500));
         assert!(!bucket.try_take(2.0, 5.0, 500));
         // A long pause refills to the burst, not beyond.
-        let taken = (0..10).filter(|_| bucket.try_take(2.0, 5.0, 60_000)).count();
+        let taken = (0..10)
+            .filter(|_| bucket.try_take(2.0, 5.0, 60_000))
+            .count();
         assert_eq!(taken, 5);
     }
 

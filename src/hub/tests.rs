@@ -54,7 +54,10 @@ impl Chat {
                 flood_burst: 1.0,
             }),
             next_conn: 0,
-            now: Now { unix_ms: TS, mono_ms: 0 },
+            now: Now {
+                unix_ms: TS,
+                mono_ms: 0,
+            },
         }
     }
 
@@ -62,8 +65,12 @@ impl Chat {
     fn connect(&mut self) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.hub
-            .handle_connected(conn, SocketAddr::from(([127, 0, 0, 1], 40_000)), false, Now::default());
+        self.hub.handle_connected(
+            conn,
+            SocketAddr::from(([127, 0, 0, 1], 40_000)),
+            false,
+            Now::default(),
+        );
         conn
     }
 
@@ -733,7 +740,10 @@ fn a_message_carries_the_time_given_to_handle_line() {
     let mut chat = Chat::open();
     let alice = chat.login("alice");
     for unix_ms in [0, 1, TS, u64::MAX / 2] {
-        chat.now = Now { unix_ms, mono_ms: 0 };
+        chat.now = Now {
+            unix_ms,
+            mono_ms: 0,
+        };
         chat.send_json(alice, say("tick"));
         let frames = chat.received(alice);
         assert_eq!(frames.len(), 1);
@@ -1353,8 +1363,12 @@ fn lines_for_a_closed_connection_are_ignored_and_its_id_can_be_reused() {
     assert_eq!(chat.state_of(alice), None);
     assert!(chat.received(bob).is_empty());
 
-    chat.hub
-        .handle_connected(alice, SocketAddr::from(([10, 0, 0, 5], 51_234)), false, Now::default());
+    chat.hub.handle_connected(
+        alice,
+        SocketAddr::from(([10, 0, 0, 5], 51_234)),
+        false,
+        Now::default(),
+    );
     assert_eq!(chat.state_of(alice), Some(State::Listen));
     chat.send(alice, "newcomer");
     assert_eq!(
@@ -1930,7 +1944,8 @@ fn run_random_traffic(is_password: bool, steps: Vec<Step>) -> Result<(), TestCas
             }
             Step::Connect { slot } => {
                 if !connected[slot] {
-                    chat.hub.handle_connected(ConnId(slot), peer, false, Now::default());
+                    chat.hub
+                        .handle_connected(ConnId(slot), peer, false, Now::default());
                     connected[slot] = true;
                 }
             }
@@ -2065,10 +2080,10 @@ mod accounts_auth {
             require_tls_for_password,
             history_backlog: None,
             history_keep: 100,
-                auth_timeout_ms: u64::MAX / 4,
-                idle_timeout_ms: 0,
-                flood_rate: 0.0,
-                flood_burst: 1.0,
+            auth_timeout_ms: u64::MAX / 4,
+            idle_timeout_ms: 0,
+            flood_rate: 0.0,
+            flood_burst: 1.0,
         });
         chat
     }
@@ -2076,8 +2091,12 @@ mod accounts_auth {
     fn connect_from(chat: &mut Chat, address: [u8; 4], is_tls: bool) -> ConnId {
         let conn = ConnId(chat.next_conn);
         chat.next_conn += 1;
-        chat.hub
-            .handle_connected(conn, SocketAddr::from((address, 40_000)), is_tls, Now::default());
+        chat.hub.handle_connected(
+            conn,
+            SocketAddr::from((address, 40_000)),
+            is_tls,
+            Now::default(),
+        );
         conn
     }
 
@@ -2156,8 +2175,12 @@ mod accounts_auth {
         assert!(chat.raw(conn).is_empty());
         // The connection closes and its id is reused before the answer.
         chat.hub.handle_closed(conn);
-        chat.hub
-            .handle_connected(conn, SocketAddr::from(([127, 0, 0, 1], 40_001)), false, Now::default());
+        chat.hub.handle_connected(
+            conn,
+            SocketAddr::from(([127, 0, 0, 1], 40_001)),
+            false,
+            Now::default(),
+        );
         chat.raw(conn);
         chat.hub.handle_verified(conn, job.ticket, true, chat.now);
         assert!(chat.raw(conn).is_empty());
@@ -2257,10 +2280,10 @@ mod accounts_auth {
             require_tls_for_password: true,
             history_backlog: None,
             history_keep: 100,
-                auth_timeout_ms: u64::MAX / 4,
-                idle_timeout_ms: 0,
-                flood_rate: 0.0,
-                flood_burst: 1.0,
+            auth_timeout_ms: u64::MAX / 4,
+            idle_timeout_ms: 0,
+            flood_rate: 0.0,
+            flood_burst: 1.0,
         });
         let remote = connect_from(&mut chat, [192, 0, 2, 1], false);
         chat.raw(remote);
@@ -2450,5 +2473,131 @@ mod room_history {
         );
         chat.send(bob, "/history 5");
         assert!(chat.received_text(bob)[0].starts_with("* history of #lobby"));
+    }
+}
+
+// Timeouts and flood control (issue 6).
+
+mod limits {
+    use super::*;
+
+    fn limited_chat(auth_timeout_ms: u64, idle_timeout_ms: u64, flood_rate: f64) -> Chat {
+        let mut chat = Chat::open();
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Open,
+            default_room: room(LOBBY),
+            max_output_bytes: PLENTY_OF_OUTPUT,
+            require_tls_for_password: false,
+            history_backlog: None,
+            history_keep: 100,
+            auth_timeout_ms,
+            idle_timeout_ms,
+            flood_rate,
+            flood_burst: 3.0,
+        });
+        chat
+    }
+
+    fn at(chat: &mut Chat, mono_ms: u64) {
+        chat.now.mono_ms = mono_ms;
+    }
+
+    #[test]
+    fn a_connection_not_logged_in_by_the_deadline_gets_408_and_quits() {
+        let mut chat = limited_chat(1000, 0, 0.0);
+        let conn = chat.connect();
+        chat.raw(conn);
+        assert_eq!(chat.hub.deadline(conn), Some(1000));
+        at(&mut chat, 999);
+        chat.hub.handle_timeout(conn, chat.now);
+        assert!(chat.raw(conn).is_empty(), "an early call does nothing");
+        at(&mut chat, 1000);
+        chat.hub.handle_timeout(conn, chat.now);
+        chat.expect_error(conn, 408, "not logged in in time");
+        assert!(chat.hub.is_quitting(conn));
+    }
+
+    #[test]
+    fn logging_in_clears_the_login_deadline() {
+        let mut chat = limited_chat(1000, 0, 0.0);
+        let alice = chat.login("alice");
+        assert_eq!(chat.hub.deadline(alice), None);
+        at(&mut chat, 5000);
+        chat.hub.handle_timeout(alice, chat.now);
+        assert!(chat.raw(alice).is_empty());
+    }
+
+    #[test]
+    fn a_silent_json_client_is_pinged_then_closed_and_any_frame_answers() {
+        let mut chat = limited_chat(1000, 500, 0.0);
+        let alice = chat.login("alice");
+        assert_eq!(chat.hub.deadline(alice), Some(500));
+        at(&mut chat, 500);
+        chat.hub.handle_timeout(alice, chat.now);
+        assert_eq!(chat.codes(alice), vec![209]);
+        // Answering (any frame) moves the deadline on.
+        at(&mut chat, 700);
+        chat.send_json(alice, json!({"code": 108}));
+        assert_eq!(chat.codes(alice), vec![207]);
+        assert_eq!(chat.hub.deadline(alice), Some(1200));
+        at(&mut chat, 1200);
+        chat.hub.handle_timeout(alice, chat.now);
+        assert_eq!(chat.codes(alice), vec![209]);
+        at(&mut chat, 1700);
+        chat.hub.handle_timeout(alice, chat.now);
+        chat.expect_error(alice, 408, "no answer to the ping");
+        assert!(chat.hub.is_quitting(alice));
+    }
+
+    #[test]
+    fn text_clients_are_never_pinged() {
+        let mut chat = limited_chat(1000, 500, 0.0);
+        let bob = chat.login_text("bob");
+        assert_eq!(chat.hub.deadline(bob), None);
+        at(&mut chat, 10_000);
+        chat.hub.handle_timeout(bob, chat.now);
+        assert!(chat.raw(bob).is_empty());
+    }
+
+    #[test]
+    fn a_flood_gets_429_for_frames_past_the_burst_and_they_are_not_relayed() {
+        let mut chat = limited_chat(1000, 0, 1.0);
+        let alice = chat.login("alice");
+        let bob = chat.login("bob");
+        chat.clear_all();
+        for index in 0..5 {
+            chat.send_json(alice, say(&format!("m{index}")));
+        }
+        let to_bob = chat.received(bob);
+        assert_eq!(to_bob.len(), 3, "the burst of 3 passes: {to_bob:?}");
+        let to_alice = chat.codes(alice);
+        assert_eq!(to_alice, vec![200, 200, 200, 429, 429]);
+        // PING, WHO and ROOMS are never counted.
+        for _ in 0..10 {
+            chat.send_json(alice, json!({"code": 108}));
+            chat.send_json(alice, json!({"code": 103}));
+        }
+        assert!(!chat.codes(alice).contains(&429));
+        // A second later one more token is there.
+        chat.now.mono_ms += 1000;
+        chat.send_json(alice, say("later"));
+        assert_eq!(chat.codes(bob), vec![200]);
+    }
+
+    #[test]
+    fn a_client_that_keeps_flooding_is_disconnected() {
+        let mut chat = limited_chat(1000, 0, 1.0);
+        let alice = chat.login("alice");
+        let bob = chat.login("bob");
+        chat.clear_all();
+        for index in 0..(3 + MAX_FLOOD_STRIKES) {
+            chat.send_json(alice, say(&format!("m{index}")));
+        }
+        let frames = chat.received(alice);
+        let last = frames.last().unwrap();
+        assert_eq!(last["code"], 429);
+        assert!(last["error"].as_str().unwrap().contains("excess flood"));
+        assert!(chat.hub.is_quitting(alice));
+        assert!(chat.codes(bob).contains(&204));
     }
 }

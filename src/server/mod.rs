@@ -23,8 +23,8 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::IpAddr;
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -486,7 +486,13 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, is_tls: bool, wall: Now) {
+    fn admit(
+        &mut self,
+        mut stream: mio::net::TcpStream,
+        peer: SocketAddr,
+        is_tls: bool,
+        wall: Now,
+    ) {
         let tls = match (is_tls, &self.config.tls) {
             (false, _) => None,
             (true, Some(tls_config)) => match rustls::ServerConnection::new(Arc::clone(tls_config))
@@ -606,7 +612,10 @@ impl Server {
                     } else if !hub.is_quitting(conn_id) {
                         log::debug!("conn={id} peer={} closed its side", conn.peer);
                         hub.handle_eof(conn_id);
-                    } else if hub.outbox_mut(conn_id).is_none_or(|outbox| outbox.is_empty()) {
+                    } else if hub
+                        .outbox_mut(conn_id)
+                        .is_none_or(|outbox| outbox.is_empty())
+                    {
                         mark_closing(conn, id, closing, CloseReason::PeerClosed);
                     }
                     break;
