@@ -1131,6 +1131,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+        /// The stable stand-in for `fuzz/fuzz_targets/frame_parser.rs`: any
+        /// line, JSON-ish or not, parses to a request or a 400, never a panic.
+        #[test]
+        fn any_line_parses_or_is_refused_without_panicking(
+            line in proptest::prelude::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "\\{\"code\":1[0-1][0-9](,\"[a-z]{1,8}\":(\"[^\"]{0,20}\"|[0-9]{1,25}|null|\\[|\\{|true))*\\}?",
+                "/[a-z]{0,8}( [^\n]{0,30})?",
+            ]
+        ) {
+            if let Err(error) = parse_json(&line) {
+                proptest::prop_assert_eq!(error.code(), Code::BadRequest);
+            }
+            for expect in [TextExpect::Username, TextExpect::Password, TextExpect::Chat] {
+                let _ = parse_text(&line, expect);
+            }
+        }
+    }
+
     #[test]
     fn server_frames_have_the_contract_shapes() {
         let message = ChatMessage {
