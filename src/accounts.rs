@@ -324,7 +324,10 @@ mod tests {
         let cases = [
             (String::new(), "missing header"),
             ("# riftd users v2\n".to_owned(), "unknown format version"),
-            (format!("{}\n", &good[..good.len() - 5]), "invalid PHC hash"),
+            (
+                format!("{HEADER}\nalice $argon2id$v=19$oops\n"),
+                "invalid PHC hash",
+            ),
             (good[..good.len() - 1].to_owned(), "truncated"),
             (format!("{HEADER}\nalice\n"), "expected `NAME HASH`"),
             (format!("{HEADER}\nal ice {hash}\n"), "invalid PHC hash"),

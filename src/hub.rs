@@ -143,7 +143,22 @@ impl Client {
     fn tag(&self, conn: ConnId) -> String {
         format!("conn={conn} peer={}", self.peer)
     }
+
+    /// Drops what is owed and marks the client for closing.
+    fn cut_off(&mut self, conn: ConnId, max_output_bytes: usize) {
+        let pending = self.outbox.pending_bytes();
+        log::warn!(
+            "{} cut off: slow consumer owes {pending} bytes (max_output_bytes {max_output_bytes})",
+            self.tag(conn)
+        );
+        self.outbox.clear();
+        self.cut_off = Some(CutOff::SlowConsumer { pending });
+    }
 }
+
+/// Within one turn a client may be owed this many times `max_output_bytes`
+/// before the flush; past that it is cut off at once (a memory backstop).
+const TURN_BACKSTOP: usize = 16;
 
 /// The connection table plus the lists the shell drains. Kept apart from
 /// the rooms so a fan-out can read a room while writing outboxes.
@@ -185,14 +200,11 @@ impl Clients {
         }
         let frame = frames.get(msg, client.mode.unwrap_or(Mode::Json));
         client.outbox.push(frame);
-        let pending = client.outbox.pending_bytes();
-        if pending > max_output_bytes {
-            log::warn!(
-                "{} cut off: slow consumer owes {pending} bytes (max_output_bytes {max_output_bytes})",
-                client.tag(conn)
-            );
-            client.outbox.clear();
-            client.cut_off = Some(CutOff::SlowConsumer { pending });
+        // The cap proper is checked after a flush (`enforce_output_cap`): a
+        // reader that keeps up may be owed a whole turn's burst. This
+        // backstop only bounds memory within one turn.
+        if client.outbox.pending_bytes() > max_output_bytes.saturating_mul(TURN_BACKSTOP) {
+            client.cut_off(conn, max_output_bytes);
         }
         self.mark_dirty(conn);
     }
@@ -634,6 +646,21 @@ impl Hub {
         self.clients
             .get(conn)
             .is_some_and(|client| client.state == State::Quit)
+    }
+
+    /// After a flush left bytes unwritten: a client that still owes more
+    /// than `max_output_bytes` is a slow consumer and is cut off. Returns
+    /// true if it was.
+    pub fn enforce_output_cap(&mut self, conn: ConnId) -> bool {
+        let max_output_bytes = self.clients.max_output_bytes;
+        let Some(client) = self.clients.get_mut(conn) else {
+            return false;
+        };
+        if client.cut_off.is_none() && client.outbox.pending_bytes() > max_output_bytes {
+            client.cut_off(conn, max_output_bytes);
+            return true;
+        }
+        client.cut_off.is_some()
     }
 
     /// Why the connection must be closed now, without a flush, if it must.

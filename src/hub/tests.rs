@@ -1509,6 +1509,8 @@ fn an_http_request_line_first_gets_400_mentioning_http_and_quits() {
 
 #[test]
 fn a_recipient_that_never_reads_is_cut_off_and_the_others_get_every_message() {
+    // Cut-offs happen after a flush (`enforce_output_cap`), never just
+    // because one turn queued a burst: see the next test.
     let max_output_bytes = 65_536;
     let mut chat = Chat::with(Auth::Open, max_output_bytes);
     let alice = chat.login("alice");
@@ -1524,6 +1526,8 @@ fn a_recipient_that_never_reads_is_cut_off_and_the_others_get_every_message() {
         chat.send_json(alice, say(&text));
         bob_ids.extend(message_ids(&chat.received(bob)));
         alice_ids.extend(message_ids(&chat.received(alice)));
+        // What the shell does after a flush that could not write everything.
+        chat.hub.enforce_output_cap(sleeper);
         if cut_at.is_none() && chat.hub.cut_off(sleeper).is_some() {
             cut_at = Some(index);
         }
@@ -1555,6 +1559,25 @@ fn a_recipient_that_never_reads_is_cut_off_and_the_others_get_every_message() {
     assert!(!chat.hub.is_quitting(sleeper));
     chat.hub.handle_closed(sleeper);
     assert_eq!(chat.received(bob), vec![quit("sleeper")]);
+}
+
+#[test]
+fn issue_6_a_burst_queued_in_one_turn_does_not_cut_off_a_reader_that_keeps_up() {
+    let max_output_bytes = 65_536;
+    let mut chat = Chat::with(Auth::Open, max_output_bytes);
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.clear_all();
+    let text = "z".repeat(1000);
+    // One turn's worth: 64 lines of about 1 KB, more than the cap in all.
+    for _ in 0..64 {
+        chat.send_json(alice, say(&text));
+    }
+    assert!(chat.hub.cut_off(bob).is_none());
+    assert!(chat.hub.outbox_mut(bob).unwrap().pending_bytes() > max_output_bytes);
+    // The flush writes it all: nothing is owed, nobody is cut off.
+    assert_eq!(message_ids(&chat.received(bob)).len(), 64);
+    assert!(!chat.hub.enforce_output_cap(bob));
 }
 
 #[test]

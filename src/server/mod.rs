@@ -821,6 +821,10 @@ impl Server {
                 return;
             }
         };
+        if flushed == Flushed::Partly && hub.enforce_output_cap(conn_id) {
+            mark_closing(conn, id, closing, CloseReason::SlowConsumer);
+            return;
+        }
         let wants_write = flushed == Flushed::Partly;
         if wants_write != conn.is_write_registered {
             let interest = if wants_write {
