@@ -927,6 +927,16 @@ impl Hub {
         self.clients.get(conn)?.rooms.last().cloned()
     }
 
+    /// The named room, or the current one when none is named.
+    fn room_or_current(&self, conn: ConnId, room: Option<RoomName>) -> Result<RoomName, Refusal> {
+        match room {
+            Some(room) => Ok(room),
+            None => self.current_room(conn).ok_or_else(|| {
+                Refusal::new(Code::Forbidden, "you are in no room; JOIN one or name one")
+            }),
+        }
+    }
+
     fn is_member(&self, conn: ConnId, room: &RoomName) -> bool {
         self.clients
             .get(conn)
@@ -959,12 +969,7 @@ impl Hub {
         room: Option<RoomName>,
         now: Now,
     ) -> Result<(), Refusal> {
-        let room = match room {
-            Some(room) => room,
-            None => self.current_room(conn).ok_or_else(|| {
-                Refusal::new(Code::Forbidden, "you are in no room; JOIN one first")
-            })?,
-        };
+        let room = self.room_or_current(conn, room)?;
         if !self.is_member(conn, &room) {
             return Err(Refusal::new(
                 Code::Forbidden,
@@ -1062,12 +1067,7 @@ impl Hub {
     }
 
     fn who(&mut self, conn: ConnId, room: Option<RoomName>) -> Result<(), Refusal> {
-        let room = match room {
-            Some(room) => room,
-            None => self
-                .current_room(conn)
-                .ok_or_else(|| Refusal::new(Code::Forbidden, "you are in no room; name one"))?,
-        };
+        let room = self.room_or_current(conn, room)?;
         let members = &self
             .rooms
             .get(&room)
@@ -1158,12 +1158,7 @@ impl Hub {
                 "history is off on this server",
             ));
         };
-        let room = match room {
-            Some(room) => room,
-            None => self
-                .current_room(conn)
-                .ok_or_else(|| Refusal::new(Code::Forbidden, "you are in no room; name one"))?,
-        };
+        let room = self.room_or_current(conn, room)?;
         if !self.is_member(conn, &room) {
             return Err(Refusal::new(
                 Code::Forbidden,
@@ -1192,12 +1187,7 @@ impl Hub {
         username: Username,
         room: Option<RoomName>,
     ) -> Result<(), Refusal> {
-        let room = match room {
-            Some(room) => room,
-            None => self
-                .current_room(conn)
-                .ok_or_else(|| Refusal::new(Code::Forbidden, "you are in no room"))?,
-        };
+        let room = self.room_or_current(conn, room)?;
         if !self.rooms.contains_key(&room) {
             return Err(Refusal::new(Code::NotFound, format!("no such room {room}")));
         }
