@@ -1134,14 +1134,7 @@ impl Hub {
         );
         if let Some(backlog) = self.config.history_backlog {
             let slice = self.history.last(&room, backlog);
-            self.clients.send(
-                conn,
-                &ServerMsg::Backlog {
-                    room,
-                    messages: slice.messages,
-                    more: slice.more,
-                },
-            );
+            self.send_backlog(conn, room, slice);
         }
     }
 
@@ -1170,6 +1163,11 @@ impl Hub {
             Some(after) => self.history.after(&room, after, limit),
             None => self.history.last(&room, limit),
         };
+        self.send_backlog(conn, room, slice);
+        Ok(())
+    }
+
+    fn send_backlog(&mut self, conn: ConnId, room: RoomName, slice: crate::history::Slice) {
         self.clients.send(
             conn,
             &ServerMsg::Backlog {
@@ -1178,7 +1176,6 @@ impl Hub {
                 more: slice.more,
             },
         );
-        Ok(())
     }
 
     fn part(

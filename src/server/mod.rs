@@ -164,6 +164,8 @@ pub struct Server {
     read_buf: Box<[u8]>,
     /// Connections whose outbox must be written this turn (reused buffer).
     to_flush: Vec<ConnId>,
+    /// The hub's dirty list, swapped in each turn (reused buffer).
+    hub_dirty: Vec<ConnId>,
     /// Connections marked for removal this turn.
     closing: Vec<usize>,
     /// Quitting connections with output still owed, checked for deadlines.
@@ -271,6 +273,7 @@ impl Server {
             reloader,
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             to_flush: Vec::new(),
+            hub_dirty: Vec::new(),
             closing: Vec::new(),
             lingering: Vec::new(),
             accept_paused_until: None,
@@ -771,9 +774,9 @@ impl Server {
         self.write_history();
         loop {
             let mut dirty = std::mem::take(&mut self.to_flush);
-            let mut from_hub = Vec::new();
-            self.hub.drain_dirty(&mut from_hub);
-            dirty.extend(from_hub);
+            // Swapped with the hub's list, so both keep their capacity.
+            self.hub.drain_dirty(&mut self.hub_dirty);
+            dirty.append(&mut self.hub_dirty);
             for conn_id in dirty.drain(..) {
                 self.flush(conn_id, now);
             }
