@@ -10,7 +10,7 @@ use crate::auth::{Auth, Check};
 use crate::codec::CodecError;
 use crate::flood::TokenBucket;
 use crate::history::History;
-use crate::outbox::{Frame, Outbox};
+use crate::outbox::{Arena, Outbox, Span};
 use crate::proto::{
     ChatMessage, Code, ProtoError, Request, RoomName, ServerMsg, Target, TextExpect, Username,
     parse_json, parse_text,
@@ -19,7 +19,6 @@ use crate::session::{Input, Mode, State};
 use crate::throttle::Throttle;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::rc::Rc;
 
 /// Failed passwords one connection may try before it is closed.
 pub const MAX_PASSWORD_FAILURES: u8 = 3;
@@ -170,6 +169,11 @@ struct Clients {
     dirty: Vec<ConnId>,
     is_dirty: Vec<bool>,
     max_output_bytes: usize,
+    /// Every frame encoded this turn; outboxes hold spans of it.
+    arena: Arena,
+    /// Connections given a span of this turn's arena, to be sealed before
+    /// it is cleared.
+    in_turn: Vec<ConnId>,
 }
 
 impl Clients {
@@ -192,14 +196,16 @@ impl Clients {
     /// the two encodings so a fan-out encodes each at most once.
     fn enqueue(&mut self, conn: ConnId, msg: &ServerMsg, frames: &mut FrameCache) {
         let max_output_bytes = self.max_output_bytes;
-        let Some(client) = self.get_mut(conn) else {
+        let Some(client) = self.slots.get_mut(conn.0).and_then(Option::as_mut) else {
             return;
         };
         if client.cut_off.is_some() {
             return;
         }
-        let frame = frames.get(msg, client.mode.unwrap_or(Mode::Json));
-        client.outbox.push(frame);
+        let span = frames.get(msg, client.mode.unwrap_or(Mode::Json), &mut self.arena);
+        if client.outbox.push(span) {
+            self.in_turn.push(conn);
+        }
         // The cap proper is checked after a flush (`enforce_output_cap`): a
         // reader that keeps up may be owed a whole turn's burst. This
         // backstop only bounds memory within one turn.
@@ -221,25 +227,27 @@ impl Clients {
     }
 }
 
-/// A frame's JSON and text encodings, each made on first use.
+/// Where a frame's JSON and text encodings lie in the turn arena, each
+/// encoded on first use.
 #[derive(Default)]
 struct FrameCache {
-    json: Option<Frame>,
-    text: Option<Frame>,
+    json: Option<Span>,
+    text: Option<Span>,
 }
 
 impl FrameCache {
-    fn get(&mut self, msg: &ServerMsg, mode: Mode) -> Frame {
+    fn get(&mut self, msg: &ServerMsg, mode: Mode, arena: &mut Arena) -> Span {
         let slot = match mode {
             Mode::Json => &mut self.json,
             Mode::Text => &mut self.text,
         };
-        Rc::clone(slot.get_or_insert_with(|| {
-            Rc::from(match mode {
-                Mode::Json => msg.to_json_line(),
-                Mode::Text => msg.to_text_lines(),
+        slot.get_or_insert_with(|| {
+            arena.append(|bytes| match mode {
+                Mode::Json => msg.write_json_line(bytes),
+                Mode::Text => bytes.extend_from_slice(&msg.to_text_lines()),
             })
-        }))
+        })
+        .clone()
     }
 }
 
@@ -638,6 +646,36 @@ impl Hub {
 
     pub fn outbox_mut(&mut self, conn: ConnId) -> Option<&mut Outbox> {
         self.clients.get_mut(conn).map(|client| &mut client.outbox)
+    }
+
+    /// Runs `write` on the connection's outbox and the turn arena its spans
+    /// point into (the shell writes the outbox to the socket with it).
+    pub fn with_output<R>(
+        &mut self,
+        conn: ConnId,
+        write: impl FnOnce(&mut Outbox, &Arena) -> R,
+    ) -> Option<R> {
+        let Clients { slots, arena, .. } = &mut self.clients;
+        let client = slots.get_mut(conn.0).and_then(Option::as_mut)?;
+        Some(write(&mut client.outbox, arena))
+    }
+
+    /// Ends the loop turn, after the shell has written what the sockets
+    /// took: what is still owed is copied out of the arena, which is then
+    /// cleared for the next turn.
+    pub fn end_turn(&mut self) {
+        let Clients {
+            slots,
+            arena,
+            in_turn,
+            ..
+        } = &mut self.clients;
+        for conn in in_turn.drain(..) {
+            if let Some(client) = slots.get_mut(conn.0).and_then(Option::as_mut) {
+                client.outbox.seal(arena);
+            }
+        }
+        arena.clear();
     }
 
     /// True once the session has left (QUIT, too many failures, shutdown):

@@ -1,28 +1,94 @@
-//! One connection's pending output: a queue of shared, already-encoded frames
-//! and how far into the first one the socket has got.
+//! One connection's pending output, and the turn arena its frames live in.
 //!
-//! A frame sent to N people is encoded once and queued N times by reference
-//! (`Rc`), never copied per recipient. Writing is generic over `io::Write` so
-//! the partial-write logic is tested without sockets; the outbox never opens,
+//! Every frame the hub encodes during one loop turn is appended once to one
+//! buffer, the [`Arena`] — not once per recipient. An outbox holds ranges
+//! of that arena, and a range that continues where the outbox's last one
+//! ended is merged into it, so a receiver in a busy room is owed one
+//! contiguous span per turn and the shell writes it as one iovec. At the
+//! end of the turn, after the shell has written what the sockets took,
+//! whatever is still owed is copied out of the arena into the outbox's own
+//! buffer ([`Outbox::seal`]) and the arena is cleared for the next turn,
+//! keeping its capacity. So the memory held for a client is what it is
+//! owed, never a whole arena, and the hot path allocates nothing per frame
+//! or per recipient. Writing is generic over `io::Write` so the
+//! partial-write logic is tested without sockets; the outbox never opens,
 //! polls or closes anything.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::rc::Rc;
+use std::ops::Range;
 
-/// An encoded frame, shared by every outbox that holds it.
-pub type Frame = Rc<[u8]>;
-
-/// How many frames one `write_vectored` call offers the kernel.
+/// How many chunks one `write_vectored` call offers the kernel.
 const MAX_IOV: usize = 64;
+/// An arena that grew past this in a burst gives its memory back when the
+/// turn ends.
+const ARENA_KEEP: usize = 4 << 20;
+
+/// The frames encoded during the current loop turn, back to back.
+#[derive(Debug, Default)]
+pub struct Arena {
+    bytes: Vec<u8>,
+}
+
+/// Where one encoded frame lies in the arena.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span(Range<usize>);
+
+impl Span {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Arena {
+    /// Appends what `encode` writes and returns where it lies.
+    pub fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Span {
+        let start = self.bytes.len();
+        encode(&mut self.bytes);
+        Span(start..self.bytes.len())
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Forgets every frame. Only call once every outbox that was given a
+    /// span of this turn has been sealed.
+    pub fn clear(&mut self) {
+        if self.bytes.capacity() > ARENA_KEEP {
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.clear();
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Chunk {
+    /// Bytes of this turn's arena.
+    Turn(Range<usize>),
+    /// Bytes copied out of an earlier turn's arena.
+    Owned(Box<[u8]>),
+}
 
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: VecDeque<Frame>,
-    /// Bytes of `frames[0]` already written.
+    chunks: VecDeque<Chunk>,
+    /// Bytes of `chunks[0]` already written.
     head_written: usize,
     /// Bytes still owed, for the slow-consumer cap.
     pending: usize,
+    /// Whether a `Turn` chunk is queued (the outbox must be sealed before
+    /// the arena is cleared).
+    holds_turn: bool,
 }
 
 /// What a flush achieved.
@@ -35,13 +101,24 @@ pub enum Flushed {
 }
 
 impl Outbox {
-    pub fn push(&mut self, frame: Frame) {
-        self.pending += frame.len();
-        self.frames.push_back(frame);
+    /// Queues a span of this turn's arena; one that continues the last
+    /// queued span is merged into it. Returns true if the outbox held no
+    /// span of this turn before, so it must now be sealed at the turn's end.
+    pub fn push(&mut self, span: Span) -> bool {
+        let Span(range) = span;
+        self.pending += range.len();
+        if let Some(Chunk::Turn(last)) = self.chunks.back_mut()
+            && last.end == range.start
+        {
+            last.end = range.end;
+            return false;
+        }
+        self.chunks.push_back(Chunk::Turn(range));
+        !std::mem::replace(&mut self.holds_turn, true)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.chunks.is_empty()
     }
 
     /// Bytes still owed to the peer.
@@ -52,20 +129,22 @@ impl Outbox {
     /// Drops everything owed (the peer is gone or was cut off) and gives the
     /// queue's memory back.
     pub fn clear(&mut self) {
-        self.frames = VecDeque::new();
-        self.head_written = 0;
-        self.pending = 0;
+        *self = Outbox::default();
     }
 
     /// Writes as much as the writer takes. `Interrupted` is retried; other
     /// errors (including `WouldBlock`, reported as `Partly`) stop the flush.
-    pub fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flushed> {
-        while !self.frames.is_empty() {
+    pub fn write_to<W: Write>(&mut self, arena: &Arena, writer: &mut W) -> io::Result<Flushed> {
+        while !self.chunks.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
-            for (index, frame) in self.frames.iter().take(MAX_IOV).enumerate() {
+            for (index, chunk) in self.chunks.iter().take(MAX_IOV).enumerate() {
+                let bytes = match chunk {
+                    Chunk::Turn(range) => &arena.bytes[range.clone()],
+                    Chunk::Owned(bytes) => &bytes[..],
+                };
                 let skip = if index == 0 { self.head_written } else { 0 };
-                slices[count] = IoSlice::new(&frame[skip..]);
+                slices[count] = IoSlice::new(&bytes[skip..]);
                 count += 1;
             }
             let written = match writer.write_vectored(&slices[..count]) {
@@ -79,23 +158,57 @@ impl Outbox {
             };
             self.advance(written);
         }
-        // The queue is empty: let its buffer go if a burst made it large.
-        if self.frames.capacity() > MAX_IOV {
-            self.frames = VecDeque::new();
-        }
+        // Nothing is owed: give the queue's memory back, so an idle
+        // connection holds no output buffer at all.
+        self.clear();
         Ok(Flushed::All)
+    }
+
+    /// Copies what is still owed from this turn's arena into the outbox's
+    /// own buffer, so the arena can be cleared.
+    pub fn seal(&mut self, arena: &Arena) {
+        if !std::mem::replace(&mut self.holds_turn, false) {
+            return;
+        }
+        // Turn chunks come after every owned one: owned chunks only come
+        // from earlier seals.
+        let first_turn = self
+            .chunks
+            .iter()
+            .position(|chunk| matches!(chunk, Chunk::Turn(_)))
+            .unwrap_or(self.chunks.len());
+        let skip_head = if first_turn == 0 {
+            std::mem::take(&mut self.head_written)
+        } else {
+            0
+        };
+        let mut copied = Vec::new();
+        for (index, chunk) in self.chunks.drain(first_turn..).enumerate() {
+            if let Chunk::Turn(range) = chunk {
+                let skip = if index == 0 { skip_head } else { 0 };
+                copied.extend_from_slice(&arena.bytes[range][skip..]);
+            }
+        }
+        if !copied.is_empty() {
+            self.chunks
+                .push_back(Chunk::Owned(copied.into_boxed_slice()));
+        }
     }
 
     fn advance(&mut self, mut written: usize) {
         self.pending -= written;
         while written > 0 {
-            let head_left = self.frames[0].len() - self.head_written;
+            let head_len = match &self.chunks[0] {
+                Chunk::Turn(range) => range.len(),
+                Chunk::Owned(bytes) => bytes.len(),
+            };
+            let head_left = head_len - self.head_written;
             if written < head_left {
                 self.head_written += written;
                 return;
             }
             written -= head_left;
-            self.frames.pop_front();
+            self.chunks.pop_front();
             self.head_written = 0;
         }
     }
@@ -131,50 +244,100 @@ mod tests {
         }
     }
 
-    fn frame(text: &str) -> Frame {
-        Rc::from(text.as_bytes())
+    fn frame(arena: &mut Arena, text: &str) -> Span {
+        arena.append(|bytes| bytes.extend_from_slice(text.as_bytes()))
     }
 
     #[test]
     fn partial_writes_resume_where_they_stopped() {
+        let mut arena = Arena::default();
         let mut outbox = Outbox::default();
-        outbox.push(frame("hello\n"));
-        outbox.push(frame("world\n"));
+        assert!(outbox.push(frame(&mut arena, "hello\n")));
+        frame(&mut arena, "not for this outbox\n");
+        assert!(!outbox.push(frame(&mut arena, "world\n")));
         let mut sink = Trickle {
             taken: Vec::new(),
             budget: 4,
             capacity: 7,
         };
-        assert_eq!(outbox.write_to(&mut sink).unwrap(), Flushed::Partly);
+        assert_eq!(outbox.write_to(&arena, &mut sink).unwrap(), Flushed::Partly);
         assert_eq!(outbox.pending_bytes(), 5);
         sink.capacity = 100;
-        assert_eq!(outbox.write_to(&mut sink).unwrap(), Flushed::All);
+        assert_eq!(outbox.write_to(&arena, &mut sink).unwrap(), Flushed::All);
         assert_eq!(sink.taken, b"hello\nworld\n");
         assert!(outbox.is_empty());
         assert_eq!(outbox.pending_bytes(), 0);
     }
 
     #[test]
-    fn a_shared_frame_is_not_copied_per_outbox() {
-        let shared = frame("broadcast\n");
-        let mut first = Outbox::default();
-        let mut second = Outbox::default();
-        first.push(Rc::clone(&shared));
-        second.push(Rc::clone(&shared));
-        assert_eq!(Rc::strong_count(&shared), 3);
-        let mut sink = Vec::new();
-        first.write_to(&mut sink).unwrap();
-        assert_eq!(Rc::strong_count(&shared), 2);
+    fn consecutive_spans_are_one_chunk() {
+        let mut arena = Arena::default();
+        let mut outbox = Outbox::default();
+        for index in 0..100 {
+            outbox.push(frame(&mut arena, &format!("frame {index}\n")));
+        }
+        assert_eq!(outbox.chunks.len(), 1);
+        frame(&mut arena, "someone else's\n");
+        outbox.push(frame(&mut arena, "mine\n"));
+        assert_eq!(outbox.chunks.len(), 2);
+        assert_eq!(
+            outbox.pending_bytes(),
+            arena.len() - "someone else's\n".len()
+        );
     }
 
     #[test]
-    fn more_frames_than_one_writev_holds_are_all_written() {
+    fn a_sealed_outbox_keeps_what_is_owed_after_the_arena_is_reused() {
+        let mut arena = Arena::default();
+        let mut outbox = Outbox::default();
+        outbox.push(frame(&mut arena, "first turn\n"));
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            budget: 100,
+            capacity: 6,
+        };
+        assert_eq!(outbox.write_to(&arena, &mut sink).unwrap(), Flushed::Partly);
+        outbox.seal(&arena);
+        arena.clear();
+        // The next turn overwrites the arena with other bytes.
+        frame(&mut arena, "XXXXXXXXXXXXXXXXXXXX\n");
+        assert!(outbox.push(frame(&mut arena, "second turn\n")));
+        outbox.seal(&arena);
+        arena.clear();
+        frame(&mut arena, "YYYYYYYYYYYYYYYYYYYYYYYYYYYYYYYYYY\n");
+        assert_eq!(outbox.pending_bytes(), 5 + 12);
+        sink.capacity = 1000;
+        assert_eq!(outbox.write_to(&arena, &mut sink).unwrap(), Flushed::All);
+        assert_eq!(sink.taken, b"first turn\nsecond turn\n");
+        assert_eq!(outbox.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn sealing_an_outbox_without_this_turns_bytes_copies_nothing() {
+        let mut arena = Arena::default();
+        let mut outbox = Outbox::default();
+        outbox.push(frame(&mut arena, "x\n"));
+        outbox.write_to(&arena, &mut Vec::new()).unwrap();
+        outbox.seal(&arena);
+        assert!(outbox.is_empty());
+        assert_eq!(
+            outbox.chunks.capacity(),
+            0,
+            "an empty outbox holds no memory"
+        );
+    }
+
+    #[test]
+    fn more_chunks_than_one_writev_holds_are_all_written() {
+        let mut arena = Arena::default();
         let mut outbox = Outbox::default();
         for index in 0..(MAX_IOV * 3 + 5) {
-            outbox.push(frame(&format!("{index}\n")));
+            outbox.push(frame(&mut arena, &format!("{index}\n")));
+            frame(&mut arena, "gap\n");
         }
+        assert_eq!(outbox.chunks.len(), MAX_IOV * 3 + 5);
         let mut sink = Vec::new();
-        assert_eq!(outbox.write_to(&mut sink).unwrap(), Flushed::All);
+        assert_eq!(outbox.write_to(&arena, &mut sink).unwrap(), Flushed::All);
         let expected: String = (0..(MAX_IOV * 3 + 5)).map(|i| format!("{i}\n")).collect();
         assert_eq!(String::from_utf8(sink).unwrap(), expected);
     }
@@ -190,10 +353,11 @@ mod tests {
                 Ok(())
             }
         }
+        let mut arena = Arena::default();
         let mut outbox = Outbox::default();
-        outbox.push(frame("x\n"));
+        outbox.push(frame(&mut arena, "x\n"));
         assert_eq!(
-            outbox.write_to(&mut Broken).unwrap_err().kind(),
+            outbox.write_to(&arena, &mut Broken).unwrap_err().kind(),
             io::ErrorKind::BrokenPipe
         );
         outbox.clear();

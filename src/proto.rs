@@ -672,10 +672,15 @@ impl ServerMsg {
     /// The frame as one JSON line, `\n` included.
     pub fn to_json_line(&self) -> Vec<u8> {
         let mut line = Vec::with_capacity(96);
-        // Writing into a Vec cannot fail, and every field serialises.
-        serde_json::to_writer(&mut line, self).expect("server frames always serialise");
-        line.push(b'\n');
+        self.write_json_line(&mut line);
         line
+    }
+
+    /// Appends the frame as one JSON line, `\n` included.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail, and every field serialises.
+        serde_json::to_writer(&mut *out, self).expect("server frames always serialise");
+        out.push(b'\n');
     }
 
     /// The frame as readable text for `nc`/`telnet` users, `\n` included.

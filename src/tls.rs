@@ -6,7 +6,7 @@
 //! Only the `ring` provider is compiled in (see `Cargo.toml`); certificates
 //! are re-read on SIGHUP by building a new config for new connections.
 
-use crate::outbox::{Flushed, Outbox};
+use crate::outbox::{Arena, Flushed, Outbox};
 use rustls::ServerConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -101,10 +101,11 @@ pub fn flush<S: Write>(
     tls: &mut ServerConnection,
     socket: &mut S,
     outbox: &mut Outbox,
+    arena: &Arena,
 ) -> io::Result<Flushed> {
     loop {
         let before = outbox.pending_bytes();
-        let moved = outbox.write_to(&mut Plaintext(tls))?;
+        let moved = outbox.write_to(arena, &mut Plaintext(tls))?;
         let mut wrote_records = false;
         while tls.wants_write() {
             match tls.write_tls(socket) {
@@ -130,7 +131,7 @@ pub fn flush<S: Write>(
 /// Writes only the records rustls already has (handshake, alerts,
 /// close_notify).
 pub fn flush_records<S: Write>(tls: &mut ServerConnection, socket: &mut S) -> io::Result<Flushed> {
-    flush(tls, socket, &mut Outbox::default())
+    flush(tls, socket, &mut Outbox::default(), &Arena::default())
 }
 
 /// rustls' plaintext side as a `Write` that blocks (`WouldBlock`) instead of
@@ -160,7 +161,6 @@ impl Write for Plaintext<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::rc::Rc;
 
     fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -214,8 +214,9 @@ mod tests {
             rustls::ClientConnection::new(Arc::new(client_config), "localhost".try_into().unwrap())
                 .unwrap();
         let mut server = ServerConnection::new(server_config).unwrap();
+        let mut arena = Arena::default();
         let mut outbox = Outbox::default();
-        outbox.push(Rc::from(&b"{\"code\":210}\n"[..]));
+        outbox.push(arena.append(|bytes| bytes.extend_from_slice(b"{\"code\":210}\n")));
 
         let mut received = Vec::new();
         for _ in 0..10 {
@@ -234,7 +235,7 @@ mod tests {
                 received.extend_from_slice(&buf[..count]);
             }
             let mut to_client = Vec::new();
-            flush(&mut server, &mut to_client, &mut outbox).unwrap();
+            flush(&mut server, &mut to_client, &mut outbox, &arena).unwrap();
             let mut reader = &to_client[..];
             while !reader.is_empty() {
                 client.read_tls(&mut reader).unwrap();

@@ -74,8 +74,11 @@ impl Chat {
         conn
     }
 
+    /// One line, as one loop turn: what is not read before the next
+    /// line has been sealed out of the turn arena, as in the server.
     fn send(&mut self, conn: ConnId, line: &str) {
         self.hub.handle_line(conn, line, self.now);
+        self.hub.end_turn();
     }
 
     fn send_json(&mut self, conn: ConnId, frame: Value) {
@@ -85,10 +88,11 @@ impl Chat {
     /// Everything the connection is owed, as the socket would get it.
     fn raw(&mut self, conn: ConnId) -> String {
         let mut bytes = Vec::new();
-        if let Some(outbox) = self.hub.outbox_mut(conn) {
-            outbox
-                .write_to(&mut bytes)
-                .expect("a Vec takes every byte it is offered");
+        if let Some(written) = self
+            .hub
+            .with_output(conn, |outbox, arena| outbox.write_to(arena, &mut bytes))
+        {
+            written.expect("a Vec takes every byte it is offered");
         }
         String::from_utf8(bytes).expect("the hub only sends UTF-8")
     }

@@ -782,6 +782,7 @@ impl Server {
             }
             self.to_flush = dirty;
             if self.closing.is_empty() {
+                self.hub.end_turn();
                 return;
             }
             self.reap();
@@ -809,12 +810,11 @@ impl Server {
             mark_closing(conn, id, closing, CloseReason::SlowConsumer);
             return;
         }
-        let Some(outbox) = hub.outbox_mut(conn_id) else {
+        let Some(written) = hub.with_output(conn_id, |outbox, arena| match &mut conn.tls {
+            None => outbox.write_to(arena, &mut conn.stream),
+            Some(tls) => tls::flush(tls, &mut conn.stream, outbox, arena),
+        }) else {
             return;
-        };
-        let written = match &mut conn.tls {
-            None => outbox.write_to(&mut conn.stream),
-            Some(tls) => tls::flush(tls, &mut conn.stream, outbox),
         };
         let flushed = match written {
             Ok(flushed) => flushed,
