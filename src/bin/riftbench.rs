@@ -1,23 +1,34 @@
 //! riftbench: a load generator for riftd (or Redis pub/sub) on loopback.
 //!
-//! Modes: `fanout` (below), `idle --connections C [--pid PID]` (opens C
-//! logged-in connections and reports the server's RSS per connection) and
-//! `connect --connections N [--threads T]` (connections + logins per
-//! second). `--proto redis` speaks RESP to a `redis-server` instead
-//! (SUBSCRIBE/PUBLISH on channel `lobby`) for `fanout` and `idle`.
+//! One thread, one mio event loop, non-blocking sockets and one shared
+//! 256 KiB read buffer, so the generator costs far less per delivery than
+//! the server it measures; every mode prints the generator's own CPU use so
+//! a run where the generator was the bottleneck can be told apart.
 //!
-//! `riftbench fanout --port P [--receivers R] [--publishers N] [--messages K]
-//! [--size S] [--window W] [--json]`: R receivers and N publishers log in to
-//! the lobby; each publisher sends K messages of about S bytes, with at most
-//! W of its own messages unacknowledged (its own copy of a message is the
-//! acknowledgement). Every payload carries its send time, so receivers
-//! measure latency. Prints deliveries per second, latency percentiles and
-//! lost messages. Bounded: it stops after K messages per publisher or a
-//! 60-second deadline, whichever comes first.
+//! Modes:
+//! - `fanout [--receivers R] [--publishers N] [--messages K] [--size S]
+//!   [--window W]`: R receivers and N publishers log in to the lobby (Redis:
+//!   SUBSCRIBE to / PUBLISH on channel `lobby`); each publisher sends K
+//!   messages of S bytes, with at most W of its own unacknowledged (riftd:
+//!   its own echo; Redis: PUBLISH's integer reply). Every payload carries its
+//!   send time, so receivers measure latency. Prints deliveries/s, latency
+//!   percentiles and lost messages.
+//!   With `--pid PID` it also reports the server's CPU use over the run.
+//! - `idle --connections C [--pid PID]`: opens C logged-in connections,
+//!   drains what the server owes them and reports the server's RSS growth
+//!   per connection (read from `/proc/PID/status`).
+//! - `connect --connections N [--window W]`: connections + logins per
+//!   second, with at most W logins in progress; each connection closes once
+//!   its login is confirmed.
+//!
+//! `--json` prints one JSON line instead of the table line. Every mode is
+//! bounded: it stops when its work is done or after a 60 s deadline.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::sync::{Arc, Barrier};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,7 +48,6 @@ struct Options {
     mode: Mode,
     proto: Proto,
     connections: usize,
-    threads: usize,
     pid: Option<u32>,
     port: u16,
     receivers: usize,
@@ -48,19 +58,20 @@ struct Options {
     json: bool,
 }
 
+const USAGE: &str = "usage: riftbench fanout|idle|connect --port PORT [--proto riftd|redis] [--receivers R] [--publishers N] [--messages K] [--size S] [--window W] [--connections C] [--pid PID] [--json]";
+
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mode = match args.next().as_deref() {
         Some("fanout") => Mode::Fanout,
         Some("idle") => Mode::Idle,
         Some("connect") => Mode::Connect,
-        _ => return Err("usage: riftbench fanout|idle|connect --port PORT [--proto riftd|redis] [--receivers R] [--publishers N] [--messages K] [--size S] [--window W] [--connections C] [--threads T] [--pid PID] [--json]".to_owned()),
+        _ => return Err(USAGE.to_owned()),
     };
     let mut options = Options {
         mode,
         proto: Proto::Riftd,
         connections: 1000,
-        threads: 4,
         pid: None,
         port: 5050,
         receivers: 100,
@@ -92,72 +103,179 @@ fn parse_options() -> Result<Options, String> {
             "--receivers" => options.receivers = value,
             "--publishers" => options.publishers = value.max(1),
             "--messages" => options.messages = value,
-            "--size" => options.size = value.max(24),
+            "--size" => options.size = value.max(32),
             "--window" => options.window = value.max(1),
             "--connections" => options.connections = value,
-            "--threads" => options.threads = value.max(1),
+            // Accepted for old scripts: the generator has one thread now.
+            "--threads" => {}
             "--pid" => options.pid = Some(u32::try_from(value).map_err(|_| "bad pid")?),
-            _ => return Err(format!("unknown option {flag}")),
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
     Ok(options)
 }
 
 const DEADLINE: Duration = Duration::from_secs(60);
+/// Logins in progress at once while a mode opens its connections, so the
+/// server's accept backlog never overflows.
+const OPENING: usize = 256;
+/// The fanout run ends this long after the last byte once every publisher
+/// is done (what has not arrived by then is counted as lost).
+const QUIET_END: Duration = Duration::from_secs(1);
 
-/// Connects and logs in (riftd: USER; Redis: SUBSCRIBE for a receiver,
-/// nothing for a publisher); returns the reader (positioned after the login
-/// frames) and the writer.
-fn login(
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Receiver,
+    Publisher(u32),
+    /// Logs in, then only drains (idle) or closes (connect).
+    Login,
+}
+
+struct Peer {
+    stream: TcpStream,
+    role: Role,
+    /// The server confirmed the login.
+    ready: bool,
+    /// Unscanned tail of the last read (a marker cut in two).
+    carry: Vec<u8>,
+    out: Vec<u8>,
+    out_at: usize,
+    /// Receiver: payloads seen; publisher: acknowledgements.
+    counted: usize,
+    sent: usize,
+    broken: bool,
+}
+
+/// What the wire looks like for one protocol.
+struct Wire {
     proto: Proto,
-    port: u16,
-    name: &str,
-    is_receiver: bool,
-) -> std::io::Result<(BufReader<TcpStream>, TcpStream)> {
-    let stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let done: String = match proto {
-        Proto::Riftd => {
-            writeln!(writer, "{{\"code\":110,\"username\":\"{name}\"}}")?;
-            format!("\"new\":\"{name}\"")
+    tag: String,
+}
+
+impl Wire {
+    fn login(&self, out: &mut Vec<u8>, name: usize, role: Role) {
+        let tag = &self.tag;
+        match (self.proto, role) {
+            (Proto::Riftd, Role::Login) => {
+                let _ = writeln!(out, "{{\"code\":110,\"username\":\"{tag}{name}\"}}");
+            }
+            (Proto::Riftd, _) => {
+                // The PONG comes after the login, the join and the history
+                // backlog: it marks the point where counting starts.
+                let _ = write!(
+                    out,
+                    "{{\"code\":110,\"username\":\"{tag}{name}\"}}\n{{\"code\":108,\"token\":\"go\"}}\n"
+                );
+            }
+            (Proto::Redis, Role::Publisher(_)) => out.extend_from_slice(b"PING\r\n"),
+            (Proto::Redis, _) => out.extend_from_slice(b"SUBSCRIBE lobby\r\n"),
         }
-        Proto::Redis if is_receiver => {
-            write!(writer, "SUBSCRIBE lobby\r\n")?;
-            ":1".to_owned()
+    }
+
+    /// The bytes that confirm a login.
+    fn ready_marker(&self, role: Role) -> &'static [u8] {
+        match (self.proto, role) {
+            (Proto::Riftd, Role::Login) => b"\"code\":202",
+            (Proto::Riftd, _) => b"\"code\":207",
+            (Proto::Redis, Role::Publisher(_)) => b"+PONG\r\n",
+            (Proto::Redis, _) => b":1\r\n",
         }
-        Proto::Redis => return Ok((reader, writer)),
-    };
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let is_done = match proto {
-            Proto::Riftd => line.contains("\"code\":201") && line.contains(&done),
-            Proto::Redis => line.starts_with(&done),
+    }
+
+    /// One message whose payload is the `t=MICROS:PUB;` marker plus
+    /// padding up to `size` bytes.
+    fn publish(&self, out: &mut Vec<u8>, micros: u64, publisher: u32, size: usize) {
+        let start = match self.proto {
+            Proto::Riftd => {
+                out.extend_from_slice(b"{\"code\":100,\"message\":\"");
+                out.len()
+            }
+            Proto::Redis => {
+                out.extend_from_slice(b"PUBLISH lobby ");
+                out.len()
+            }
         };
-        if is_done {
-            break;
+        let _ = write!(
+            out,
+            "t={micros:0micros_width$}:{publisher:0publisher_width$};",
+            micros_width = MICROS_DIGITS,
+            publisher_width = PUBLISHER_DIGITS
+        );
+        let padding = size.saturating_sub(out.len() - start);
+        out.resize(out.len() + padding, b'x');
+        match self.proto {
+            Proto::Riftd => out.extend_from_slice(b"\"}\n"),
+            Proto::Redis => out.extend_from_slice(b"\r\n"),
         }
     }
-    if proto == Proto::Riftd {
-        // Skip the history backlog (208) and anything else before a PONG.
-        writeln!(writer, "{{\"code\":108,\"token\":\"bench\"}}")?;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            if line.starts_with("{\"code\":207") {
-                break;
-            }
+}
+
+/// Digits of the send time (microseconds since the run began) and of the
+/// publisher in a payload's `t=MICROS:PUB;` marker. Fixed widths make the
+/// receivers' parse branch-free: it is the generator's hottest loop.
+const MICROS_DIGITS: usize = 10;
+const PUBLISHER_DIGITS: usize = 3;
+const MARKER_LEN: usize = 2 + MICROS_DIGITS + 1 + PUBLISHER_DIGITS + 1;
+
+/// Calls `found(sent_micros, publisher)` for every complete
+/// `t=MICROS:PUB;` marker in `bytes`; returns where the unscanned tail
+/// starts (a marker cut by the end of the buffer is kept for later).
+fn scan_markers(bytes: &[u8], mut found: impl FnMut(u64, u32)) -> usize {
+    fn number(digits: &[u8]) -> Option<u64> {
+        digits.iter().try_fold(0u64, |value, &digit| {
+            digit
+                .is_ascii_digit()
+                .then(|| value * 10 + u64::from(digit - b'0'))
+        })
+    }
+    for equals in memchr::memchr_iter(b'=', bytes) {
+        if equals == 0 || bytes[equals - 1] != b't' {
+            continue;
+        }
+        let start = equals - 1;
+        let Some(marker) = bytes.get(start..start + MARKER_LEN) else {
+            return start;
+        };
+        let colon = 2 + MICROS_DIGITS;
+        if marker[colon] != b':' || marker[MARKER_LEN - 1] != b';' {
+            continue;
+        }
+        if let (Some(micros), Some(publisher)) = (
+            number(&marker[2..colon]),
+            number(&marker[colon + 1..MARKER_LEN - 1]),
+        ) {
+            found(micros, publisher as u32);
         }
     }
-    Ok((reader, writer))
+    // A trailing `t` may start a marker the next read completes.
+    if bytes.last() == Some(&b't') {
+        bytes.len() - 1
+    } else {
+        bytes.len()
+    }
+}
+
+/// CPU time (user + system) in seconds of this process, or of `pid`.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = pid.map_or("/proc/self/stat".to_owned(), |pid| {
+        format!("/proc/{pid}/stat")
+    });
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at state.
+    let Some(rest) = stat.rsplit(')').next() else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here;
+    // /proc always counts them in USER_HZ = 100 ticks per second.
+    ticks(11).unwrap_or(0.0) / 100.0 + ticks(12).unwrap_or(0.0) / 100.0
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -166,120 +284,438 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Opens `connections` logged-in connections and reports the server's RSS
-/// growth per connection.
-fn idle(options: &Options) {
-    let before = options.pid.and_then(rss_kib);
-    let mut held = Vec::with_capacity(options.connections);
-    let started = Instant::now();
-    for index in 0..options.connections {
-        match login(options.proto, options.port, &format!("idle{index}"), true) {
-            Ok(connection) => held.push(connection),
-            Err(error) => {
-                eprintln!("riftbench: connection {index} failed: {error}");
-                break;
+/// The generator: one poll, every connection, and the counters.
+struct Bench {
+    poll: Poll,
+    events: Events,
+    peers: Slab<Peer>,
+    buffer: Vec<u8>,
+    wire: Wire,
+    address: SocketAddr,
+    epoch: Instant,
+    size: usize,
+    window: usize,
+    messages: usize,
+    /// Receiver latencies in microseconds.
+    latencies: Vec<u32>,
+    ready: usize,
+    failed: usize,
+    /// When bytes last arrived.
+    last_bytes: Instant,
+    /// Whether publishers may send (fanout's measured phase).
+    is_running: bool,
+}
+
+impl Bench {
+    fn new(options: &Options) -> io::Result<Bench> {
+        Ok(Bench {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            peers: Slab::new(),
+            buffer: vec![0; 256 * 1024],
+            wire: Wire {
+                proto: options.proto,
+                // Names unique to this run, so a previous run's connections
+                // the server has not yet seen close cannot collide.
+                tag: format!("b{:x}n", std::process::id() % 0x10000),
+            },
+            address: SocketAddr::from(([127, 0, 0, 1], options.port)),
+            epoch: Instant::now(),
+            size: options.size,
+            window: options.window,
+            messages: options.messages,
+            latencies: Vec::new(),
+            ready: 0,
+            failed: 0,
+            last_bytes: Instant::now(),
+            is_running: false,
+        })
+    }
+
+    fn micros(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Starts a non-blocking connect and queues the login.
+    fn open(&mut self, name: usize, role: Role) -> io::Result<usize> {
+        let stream = TcpStream::connect(self.address)?;
+        let mut out = Vec::new();
+        self.wire.login(&mut out, name, role);
+        let entry = self.peers.vacant_entry();
+        let key = entry.key();
+        let mut peer = Peer {
+            stream,
+            role,
+            ready: false,
+            carry: Vec::new(),
+            out,
+            out_at: 0,
+            counted: 0,
+            sent: 0,
+            broken: false,
+        };
+        self.poll.registry().register(
+            &mut peer.stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(peer);
+        Ok(key)
+    }
+
+    fn close(&mut self, key: usize) {
+        let mut peer = self.peers.remove(key);
+        let _ = self.poll.registry().deregister(&mut peer.stream);
+    }
+
+    /// One poll and the work it reports; returns the keys of connections
+    /// that became ready during it.
+    fn turn(&mut self, timeout: Duration) -> io::Result<Vec<usize>> {
+        self.poll.poll(&mut self.events, Some(timeout))?;
+        let keys: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|event| {
+                (
+                    event.token().0,
+                    event.is_readable() || event.is_read_closed() || event.is_error(),
+                    event.is_writable(),
+                )
+            })
+            .collect();
+        let mut became_ready = Vec::new();
+        for (key, readable, writable) in keys {
+            if !self.peers.contains(key) {
+                continue;
+            }
+            if writable {
+                self.flush(key);
+            }
+            if readable && self.read(key) {
+                became_ready.push(key);
+            }
+            if self.peers[key].ready {
+                self.top_up(key);
             }
         }
+        Ok(became_ready)
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    // Take what the server still owes (riftd announces every login to the
-    // room), so its queues are empty when measured; stop after a pass that
-    // finds nothing.
-    let mut sink = vec![0u8; 64 * 1024];
-    for _ in 0..20 {
-        let mut drained = 0;
-        for (reader, writer) in &mut held {
-            let _ = writer.set_nonblocking(true);
-            loop {
-                match reader.get_mut().read(&mut sink) {
-                    Ok(0) | Err(_) => break,
-                    Ok(count) => drained += count,
+
+    fn flush(&mut self, key: usize) {
+        let peer = &mut self.peers[key];
+        while peer.out_at < peer.out.len() && !peer.broken {
+            match peer.stream.write(&peer.out[peer.out_at..]) {
+                Ok(0) => peer.broken = true,
+                Ok(count) => peer.out_at += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                // A connect still in progress.
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => peer.broken = true,
+            }
+        }
+        if peer.out_at == peer.out.len() {
+            peer.out.clear();
+            peer.out_at = 0;
+        }
+    }
+
+    /// Reads until the socket would block; returns true if the login was
+    /// confirmed by what was read.
+    fn read(&mut self, key: usize) -> bool {
+        let mut became_ready = false;
+        loop {
+            let peer = &mut self.peers[key];
+            let carried = peer.carry.len();
+            self.buffer[..carried].copy_from_slice(&peer.carry);
+            let count = match peer.stream.read(&mut self.buffer[carried..]) {
+                Ok(0) => {
+                    peer.broken = true;
+                    break;
+                }
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => break,
+                Err(_) => {
+                    peer.broken = true;
+                    break;
+                }
+            };
+            self.last_bytes = Instant::now();
+            let bytes = &self.buffer[..carried + count];
+            let mut from = 0;
+            if !peer.ready {
+                let marker = self.wire.ready_marker(peer.role);
+                match memchr::memmem::find(bytes, marker) {
+                    Some(at) => {
+                        peer.ready = true;
+                        became_ready = true;
+                        from = at + marker.len();
+                    }
+                    None => {
+                        let keep = bytes.len().saturating_sub(marker.len() - 1);
+                        peer.carry.clear();
+                        peer.carry.extend_from_slice(&bytes[keep..]);
+                        continue;
+                    }
                 }
             }
+            let bytes = &bytes[from..];
+            let role = peer.role;
+            let mut counted = 0;
+            let done = match (role, self.wire.proto) {
+                (Role::Receiver, _) => {
+                    let now = self.epoch.elapsed().as_micros() as u64;
+                    let latencies = &mut self.latencies;
+                    scan_markers(bytes, |sent, _| {
+                        counted += 1;
+                        latencies.push(now.saturating_sub(sent) as u32);
+                    })
+                }
+                (Role::Publisher(me), Proto::Riftd) => scan_markers(bytes, |_, publisher| {
+                    counted += usize::from(publisher == me);
+                }),
+                // Each PUBLISH is answered with one `:N\r\n` line.
+                (Role::Publisher(_), Proto::Redis) => {
+                    counted = memchr::memchr_iter(b'\n', bytes).count();
+                    bytes.len()
+                }
+                (Role::Login, _) => bytes.len(),
+            };
+            peer.counted += counted;
+            let tail = bytes[done..].to_vec();
+            peer.carry = tail;
         }
-        if drained == 0 {
+        became_ready
+    }
+
+    /// Lets a publisher send while its window allows.
+    fn top_up(&mut self, key: usize) {
+        if !self.is_running {
+            return;
+        }
+        let micros = self.micros();
+        let peer = &mut self.peers[key];
+        let Role::Publisher(me) = peer.role else {
+            return;
+        };
+        let mut queued = false;
+        while peer.sent < self.messages && peer.sent - peer.counted.min(peer.sent) < self.window {
+            self.wire.publish(&mut peer.out, micros, me, self.size);
+            peer.sent += 1;
+            queued = true;
+        }
+        if queued {
+            self.flush(key);
+        }
+    }
+
+    /// Opens `count` connections with the given roles, at most `OPENING`
+    /// logins in progress at once, and waits until all are logged in.
+    fn open_all(&mut self, roles: &[Role], deadline: Instant) -> io::Result<Vec<usize>> {
+        let mut keys = Vec::with_capacity(roles.len());
+        let mut pending = 0usize;
+        let mut next = 0usize;
+        while (next < roles.len() || pending > 0) && Instant::now() < deadline {
+            while next < roles.len() && pending < OPENING {
+                keys.push(self.open(next, roles[next])?);
+                next += 1;
+                pending += 1;
+            }
+            let became = self.turn(Duration::from_millis(100))?;
+            pending -= became.len();
+            self.ready += became.len();
+            let broken: Vec<usize> = keys
+                .iter()
+                .copied()
+                .filter(|&key| {
+                    self.peers
+                        .get(key)
+                        .is_some_and(|peer| peer.broken && !peer.ready)
+                })
+                .collect();
+            for key in broken {
+                self.failed += 1;
+                pending -= 1;
+                self.close(key);
+            }
+        }
+        if pending > 0 {
+            return Err(io::Error::other(format!(
+                "{pending} logins not confirmed before the deadline"
+            )));
+        }
+        keys.retain(|&key| self.peers.contains(key));
+        Ok(keys)
+    }
+}
+
+fn fanout(options: &Options) -> io::Result<String> {
+    let mut bench = Bench::new(options)?;
+    let deadline = Instant::now() + DEADLINE;
+    let mut roles = vec![Role::Receiver; options.receivers];
+    roles.extend((0..options.publishers as u32).map(Role::Publisher));
+    let keys = bench.open_all(&roles, deadline)?;
+    if bench.failed > 0 {
+        return Err(io::Error::other(format!("{} logins failed", bench.failed)));
+    }
+    let publishers: Vec<usize> = keys
+        .iter()
+        .copied()
+        .filter(|&key| matches!(bench.peers[key].role, Role::Publisher(_)))
+        .collect();
+    let receivers: Vec<usize> = keys
+        .iter()
+        .copied()
+        .filter(|&key| bench.peers[key].role == Role::Receiver)
+        .collect();
+    let expected_each = options.publishers * options.messages;
+    bench.latencies = Vec::with_capacity(expected_each * options.receivers);
+    // What arrived before the start (joins, backlogs) is not counted.
+    for &key in &keys {
+        bench.peers[key].counted = 0;
+    }
+    let cpu_before = cpu_seconds(None);
+    let server_cpu_before = options.pid.map(|pid| cpu_seconds(Some(pid)));
+    let began = Instant::now();
+    bench.is_running = true;
+    for &key in &publishers {
+        bench.top_up(key);
+    }
+    loop {
+        bench.turn(Duration::from_millis(50))?;
+        let delivered = bench.latencies.len();
+        let publishers_done = publishers.iter().all(|&key| {
+            let peer = &bench.peers[key];
+            peer.broken || peer.counted >= options.messages
+        });
+        if delivered >= expected_each * receivers.len() && publishers_done {
             break;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        let quiet = bench.last_bytes.elapsed() > QUIET_END;
+        if (publishers_done && quiet) || Instant::now() > deadline {
+            break;
+        }
     }
-    std::thread::sleep(Duration::from_millis(300));
+    let elapsed = began.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds(None) - cpu_before) / elapsed * 100.0;
+    // -1 when unknown (no --pid).
+    let server_cpu = server_cpu_before.map_or(-1.0, |before| {
+        (cpu_seconds(options.pid) - before) / elapsed * 100.0
+    });
+    let acked: usize = publishers.iter().map(|&key| bench.peers[key].counted).sum();
+    let mut latencies = std::mem::take(&mut bench.latencies);
+    let delivered = latencies.len();
+    let expected = expected_each * options.receivers;
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        latencies
+            .get(((delivered as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |&micros| f64::from(micros) / 1000.0)
+    };
+    let rate = delivered as f64 / elapsed;
+    let (p50, p99, max) = (percentile(0.5), percentile(0.99), percentile(1.0));
+    let lost = expected.saturating_sub(delivered);
+    Ok(if options.json {
+        format!(
+            "{{\"receivers\":{},\"publishers\":{},\"messages\":{},\"size\":{},\"deliveries\":{delivered},\"seconds\":{elapsed:.3},\"deliveries_per_sec\":{rate:.0},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"lost\":{lost},\"acked\":{acked},\"generator_cpu_pct\":{cpu:.0},\"server_cpu_pct\":{server_cpu:.0}}}",
+            options.receivers, options.publishers, options.messages, options.size,
+        )
+    } else {
+        format!(
+            "fanout R={} P={} K={} S={}: {delivered} deliveries in {elapsed:.2} s = {rate:.0}/s; latency p50 {p50:.2} ms p99 {p99:.2} ms max {max:.2} ms; lost {lost}; CPU generator {cpu:.0}% server {server_cpu:.0}%",
+            options.receivers, options.publishers, options.messages, options.size,
+        )
+    })
+}
+
+fn idle(options: &Options) -> io::Result<String> {
+    let before = options.pid.and_then(rss_kib);
+    let mut bench = Bench::new(options)?;
+    let deadline = Instant::now() + DEADLINE;
+    let started = Instant::now();
+    let keys = bench.open_all(&vec![Role::Receiver; options.connections], deadline)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    // Take what the server still owes (join announcements), so its queues
+    // are empty when it is measured.
+    while bench.last_bytes.elapsed() < Duration::from_millis(500) && Instant::now() < deadline {
+        bench.turn(Duration::from_millis(100))?;
+    }
     let after = options.pid.and_then(rss_kib);
-    let count = held.len();
+    let count = keys.len();
     let per_connection = match (before, after) {
         (Some(before), Some(after)) if count > 0 => {
             Some(after.saturating_sub(before) as f64 * 1024.0 / count as f64)
         }
         _ => None,
     };
-    if options.json {
-        println!(
-            "{{\"connections\":{count},\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_connection\":{:.0},\"seconds\":{elapsed:.3}}}",
+    Ok(if options.json {
+        format!(
+            "{{\"connections\":{count},\"failed\":{},\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_connection\":{:.0},\"seconds\":{elapsed:.3}}}",
+            bench.failed,
             before.unwrap_or(0),
             after.unwrap_or(0),
             per_connection.unwrap_or(-1.0)
-        );
+        )
     } else {
         let per = per_connection.map_or("unknown (give --pid)".to_owned(), |bytes| {
             format!("{bytes:.0} B")
         });
-        println!(
-            "idle: {count} logged-in connections in {elapsed:.2} s; server RSS {} -> {} KiB; {per} per connection",
+        format!(
+            "idle: {count} logged-in connections in {elapsed:.2} s ({} failed); server RSS {} -> {} KiB; {per} per connection",
+            bench.failed,
             before.unwrap_or(0),
             after.unwrap_or(0)
-        );
-    }
+        )
+    })
 }
 
-/// Connections plus logins per second, from `threads` threads; each
-/// connection is closed after its login.
-fn connect(options: &Options) {
-    let per_thread = options.connections / options.threads;
+fn connect(options: &Options) -> io::Result<String> {
+    let mut bench = Bench::new(options)?;
+    let deadline = Instant::now() + DEADLINE;
+    let in_flight = options.window.max(1);
+    let cpu_before = cpu_seconds(None);
     let started = Instant::now();
-    let workers: Vec<_> = (0..options.threads)
-        .map(|thread| {
-            let (proto, port) = (options.proto, options.port);
-            std::thread::spawn(move || {
-                (0..per_thread)
-                    .filter(|index| login(proto, port, &format!("c{thread}x{index}"), true).is_ok())
-                    .count()
-            })
-        })
-        .collect();
-    let done: usize = workers
-        .into_iter()
-        .map(|worker| worker.join().unwrap_or(0))
-        .sum();
-    let elapsed = started.elapsed().as_secs_f64();
-    let rate = done as f64 / elapsed;
-    if options.json {
-        println!("{{\"logins\":{done},\"seconds\":{elapsed:.3},\"logins_per_sec\":{rate:.0}}}");
-    } else {
-        println!("connect: {done} connections + logins in {elapsed:.2} s = {rate:.0}/s");
-    }
-}
-
-/// Calls `found` with the send time of every complete `t=NANOS;` marker in
-/// `bytes`; returns how many bytes are done with (a marker cut by the end
-/// of the buffer stays for the next read).
-fn scan_markers(bytes: &[u8], mut found: impl FnMut(u64)) -> usize {
-    let mut done = 0;
-    let mut at = 0;
-    while let Some(offset) = bytes[at..].windows(2).position(|pair| pair == b"t=") {
-        let start = at + offset + 2;
-        let Some(length) = bytes[start..].iter().position(|&byte| byte == b';') else {
-            return at + offset;
-        };
-        if let Some(sent) = std::str::from_utf8(&bytes[start..start + length])
-            .ok()
-            .and_then(|digits| digits.parse().ok())
-        {
-            found(sent);
+    let (mut next, mut pending) = (0usize, 0usize);
+    while (next < options.connections || pending > 0) && Instant::now() < deadline {
+        while next < options.connections && pending < in_flight {
+            bench.open(next, Role::Login)?;
+            next += 1;
+            pending += 1;
         }
-        at = start + length + 1;
-        done = at;
+        for key in bench.turn(Duration::from_millis(100))? {
+            bench.close(key);
+            bench.ready += 1;
+            pending -= 1;
+        }
+        let broken: Vec<usize> = bench
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.broken)
+            .map(|(key, _)| key)
+            .collect();
+        for key in broken {
+            bench.close(key);
+            bench.failed += 1;
+            pending -= 1;
+        }
     }
-    // Keep one byte in case it is the `t` of a marker cut in two.
-    done.max(bytes.len().saturating_sub(1))
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds(None) - cpu_before) / elapsed * 100.0;
+    let done = bench.ready;
+    let rate = done as f64 / elapsed;
+    Ok(if options.json {
+        format!(
+            "{{\"logins\":{done},\"failed\":{},\"seconds\":{elapsed:.3},\"logins_per_sec\":{rate:.0},\"generator_cpu_pct\":{cpu:.0}}}",
+            bench.failed
+        )
+    } else {
+        format!(
+            "connect: {done} connections + logins in {elapsed:.2} s = {rate:.0}/s ({} failed); generator CPU {cpu:.0}%",
+            bench.failed
+        )
+    })
 }
 
 fn main() {
@@ -290,131 +726,62 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match options.mode {
-        Mode::Idle => return idle(&options),
-        Mode::Connect => return connect(&options),
-        Mode::Fanout => {}
-    }
-    let proto = options.proto;
-    let expected_per_receiver = options.publishers * options.messages;
-    let epoch = Instant::now();
-    let start = Arc::new(Barrier::new(options.receivers + options.publishers + 1));
-    let mut receivers = Vec::new();
-    for index in 0..options.receivers {
-        let (mut reader, _writer) =
-            login(proto, options.port, &format!("r{index}"), true).expect("receiver login");
-        let start = Arc::clone(&start);
-        receivers.push(std::thread::spawn(move || {
-            start.wait();
-            let mut latencies = Vec::with_capacity(expected_per_receiver);
-            // Scan raw bytes for `t=NANOS;` markers instead of parsing lines,
-            // so the generator costs the same per delivery whatever the
-            // protocol's framing (RESP spreads one message over 7 lines).
-            let mut pending: Vec<u8> = Vec::new();
-            while latencies.len() < expected_per_receiver && epoch.elapsed() < DEADLINE {
-                let count = match reader.fill_buf() {
-                    Ok([]) | Err(_) => break,
-                    Ok(chunk) => {
-                        pending.extend_from_slice(chunk);
-                        chunk.len()
-                    }
-                };
-                reader.consume(count);
-                let now = epoch.elapsed().as_nanos() as u64;
-                let consumed = scan_markers(&pending, |sent| {
-                    latencies.push(now.saturating_sub(sent));
-                });
-                pending.drain(..consumed);
-            }
-            latencies
-        }));
-    }
-    let mut publishers = Vec::new();
-    for index in 0..options.publishers {
-        let (mut reader, mut writer) =
-            login(proto, options.port, &format!("p{index}"), false).expect("publisher login");
-        let start = Arc::clone(&start);
-        let options_messages = options.messages;
-        let window = options.window;
-        let padding = "x".repeat(options.size.saturating_sub(24));
-        // riftd echoes a publisher's own message; Redis answers PUBLISH
-        // with an integer reply.
-        let me = match proto {
-            Proto::Riftd => format!("\"from\":\"p{index}\""),
-            Proto::Redis => ":".to_owned(),
-        };
-        publishers.push(std::thread::spawn(move || {
-            start.wait();
-            let (mut sent, mut acked) = (0usize, 0usize);
-            let mut line = String::new();
-            while acked < options_messages && epoch.elapsed() < DEADLINE {
-                while sent < options_messages && sent - acked < window {
-                    let now = epoch.elapsed().as_nanos();
-                    let written = match proto {
-                        Proto::Riftd => {
-                            writeln!(writer, "{{\"code\":100,\"message\":\"t={now};{padding}\"}}")
-                        }
-                        Proto::Redis => write!(writer, "PUBLISH lobby t={now};{padding}\r\n"),
-                    };
-                    if written.is_err() {
-                        return acked;
-                    }
-                    sent += 1;
-                }
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => return acked,
-                    Ok(_) if proto == Proto::Riftd && line.contains(&me) => acked += 1,
-                    Ok(_) if proto == Proto::Redis && line.starts_with(&me) => acked += 1,
-                    Ok(_) => {}
-                }
-            }
-            acked
-        }));
-    }
-    start.wait();
-    let began = Instant::now();
-    let acked: usize = publishers
-        .into_iter()
-        .map(|publisher| publisher.join().expect("publisher thread"))
-        .sum();
-    let mut latencies: Vec<u64> = Vec::new();
-    for receiver in receivers {
-        latencies.extend(receiver.join().expect("receiver thread"));
-    }
-    let elapsed = began.elapsed().as_secs_f64();
-    let delivered = latencies.len();
-    let expected = expected_per_receiver * options.receivers;
-    latencies.sort_unstable();
-    let percentile = |p: f64| {
-        latencies
-            .get(((delivered as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |&ns| ns as f64 / 1e6)
+    let result = match options.mode {
+        Mode::Fanout => fanout(&options),
+        Mode::Idle => idle(&options),
+        Mode::Connect => connect(&options),
     };
-    let rate = delivered as f64 / elapsed;
-    if options.json {
-        println!(
-            "{{\"receivers\":{},\"publishers\":{},\"messages\":{},\"size\":{},\"deliveries\":{delivered},\"seconds\":{elapsed:.3},\"deliveries_per_sec\":{rate:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"lost\":{},\"acked\":{acked}}}",
-            options.receivers,
-            options.publishers,
-            options.messages,
-            options.size,
-            percentile(0.5),
-            percentile(0.99),
-            percentile(1.0),
-            expected - delivered
-        );
-    } else {
-        println!(
-            "fanout R={} P={} K={} S={}: {delivered} deliveries in {elapsed:.2} s = {rate:.0}/s; latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms; lost {}",
-            options.receivers,
-            options.publishers,
-            options.messages,
-            options.size,
-            percentile(0.5),
-            percentile(0.99),
-            percentile(1.0),
-            expected - delivered
-        );
+    match result {
+        Ok(line) => println!("{line}"),
+        Err(error) => {
+            eprintln!("riftbench: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn markers(bytes: &[u8]) -> (Vec<(u64, u32)>, usize) {
+        let mut seen = Vec::new();
+        let done = scan_markers(bytes, |micros, publisher| seen.push((micros, publisher)));
+        (seen, done)
+    }
+
+    #[test]
+    fn markers_are_found_and_a_cut_one_is_kept() {
+        let whole = b"{\"text\":\"t=0000000012:003;xx\"}\n{\"text\":\"t=0000000045:000;";
+        let (seen, done) = markers(whole);
+        assert_eq!(seen, vec![(12, 3), (45, 0)]);
+        assert_eq!(done, whole.len(), "a complete buffer is all done");
+        let cut = b"{\"text\":\"t=0000000012:003;xx\"}\n{\"text\":\"t=00000000";
+        let (seen, done) = markers(cut);
+        assert_eq!(seen, vec![(12, 3)]);
+        assert_eq!(&cut[done..], b"t=00000000");
+        let (seen, done) = markers(b"abc t");
+        assert!(seen.is_empty());
+        assert_eq!(done, 4);
+        let (seen, _) = markers(b"a=b t=x; t=00000000x7:002; t=0000000007:002;");
+        assert_eq!(seen, vec![(7, 2)]);
+    }
+
+    #[test]
+    fn a_published_message_has_the_asked_size_and_a_marker() {
+        for proto in [Proto::Riftd, Proto::Redis] {
+            let wire = Wire {
+                proto,
+                tag: "t".to_owned(),
+            };
+            let mut out = Vec::new();
+            wire.publish(&mut out, 123_456, 7, 64);
+            let (seen, _) = markers(&out);
+            assert_eq!(seen, vec![(123_456, 7)]);
+            let text = String::from_utf8(out).unwrap();
+            let payload_start = text.find("t=").unwrap();
+            let payload_end = text.rfind('x').unwrap() + 1;
+            assert_eq!(payload_end - payload_start, 64, "{text}");
+        }
     }
 }
