@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use thiserror::Error;
 
-use crate::proto::Username;
+use crate::proto::{NameKey, Username};
 
 /// The first line of every users file; another version is refused.
 pub const HEADER: &str = "# riftd users v1";
@@ -45,7 +45,7 @@ pub enum AccountsError {
 /// Every account, keyed by the case-folded name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Users {
-    entries: BTreeMap<String, (Username, String)>,
+    entries: BTreeMap<NameKey, (Username, String)>,
 }
 
 impl Users {

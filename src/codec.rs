@@ -43,9 +43,18 @@ enum Telnet {
     SubCommand(usize),
 }
 
-/// One connection's line splitter.
+/// One connection's line splitter. Between lines an idle connection holds
+/// no input memory: the state below is allocated when bytes arrive and
+/// freed (`shrink_if_idle`) once nothing is pending.
 #[derive(Debug)]
 pub struct LineCodec {
+    /// Longest accepted line, without its terminator.
+    max_line: usize,
+    input: Option<Box<Input>>,
+}
+
+#[derive(Debug)]
+struct Input {
     /// Bytes received and not yet returned as lines.
     buf: Vec<u8>,
     /// Start of the first unreturned byte in `buf`; earlier bytes are dropped
@@ -54,8 +63,6 @@ pub struct LineCodec {
     /// How far past `start` we already know there is no `\n`, so a line that
     /// arrives one byte per read is scanned once, not once per byte.
     scanned: usize,
-    /// Longest accepted line, without its terminator.
-    max_line: usize,
     /// True after an over-long line until its newline arrives.
     is_discarding: bool,
     telnet: Telnet,
@@ -64,12 +71,8 @@ pub struct LineCodec {
 impl LineCodec {
     pub fn new(max_line: usize) -> Self {
         LineCodec {
-            buf: Vec::new(),
-            start: 0,
-            scanned: 0,
             max_line,
-            is_discarding: false,
-            telnet: Telnet::Data,
+            input: None,
         }
     }
 
@@ -80,7 +83,7 @@ impl LineCodec {
 
     /// Bytes held for lines not yet complete or not yet taken.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.input.as_ref().map_or(0, |input| input.buffered())
     }
 
     /// True when no partial line is held, so the buffer's memory can go back.
@@ -88,13 +91,22 @@ impl LineCodec {
         self.buffered() == 0
     }
 
-    /// Gives back the buffer's memory when nothing is pending, so an idle
-    /// connection holds no input allocation.
+    /// Gives back the input memory when nothing is pending, so an idle
+    /// connection holds no input allocation (telnet or discard state in
+    /// progress is kept).
     pub fn shrink_if_idle(&mut self) {
-        if self.is_empty() {
-            self.buf = Vec::new();
-            self.start = 0;
-            self.scanned = 0;
+        let Some(input) = &mut self.input else {
+            return;
+        };
+        if input.buffered() > 0 {
+            return;
+        }
+        if input.telnet == Telnet::Data && !input.is_discarding {
+            self.input = None;
+        } else {
+            input.buf = Vec::new();
+            input.start = 0;
+            input.scanned = 0;
         }
     }
 
@@ -102,6 +114,32 @@ impl LineCodec {
     /// already taken are dropped first, so the buffer holds at most one
     /// partial line plus this read.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.input
+            .get_or_insert_with(|| {
+                Box::new(Input {
+                    buf: Vec::new(),
+                    start: 0,
+                    scanned: 0,
+                    is_discarding: false,
+                    telnet: Telnet::Data,
+                })
+            })
+            .push(bytes);
+    }
+
+    /// Takes the next complete line, without its terminator. `None` means
+    /// more bytes are needed. Errors are per line; call again afterwards.
+    pub fn next_line(&mut self) -> Option<Result<&str, CodecError>> {
+        self.input.as_deref_mut()?.next_line(self.max_line)
+    }
+}
+
+impl Input {
+    fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.scanned -= self.start;
@@ -140,22 +178,18 @@ impl LineCodec {
         };
     }
 
-    /// Takes the next complete line, without its terminator. `None` means
-    /// more bytes are needed. Errors are per line; call again afterwards.
-    pub fn next_line(&mut self) -> Option<Result<&str, CodecError>> {
+    fn next_line(&mut self, max_line: usize) -> Option<Result<&str, CodecError>> {
         loop {
-            let newline = self.buf[self.scanned..]
-                .iter()
-                .position(|&b| b == b'\n')
+            let newline = memchr::memchr(b'\n', &self.buf[self.scanned..])
                 .map(|offset| self.scanned + offset);
             let Some(newline) = newline else {
                 self.scanned = self.buf.len();
                 // One byte of slack for a `\r` that may precede the newline.
-                if !self.is_discarding && self.buffered() > self.max_line + 1 {
+                if !self.is_discarding && self.buffered() > max_line + 1 {
                     self.is_discarding = true;
                     self.start = self.buf.len();
                     self.scanned = self.start;
-                    return Some(Err(CodecError::TooLong { max: self.max_line }));
+                    return Some(Err(CodecError::TooLong { max: max_line }));
                 }
                 if self.is_discarding {
                     self.start = self.buf.len();
@@ -177,8 +211,8 @@ impl LineCodec {
             if line_end == line_start {
                 continue;
             }
-            if line_end - line_start > self.max_line {
-                return Some(Err(CodecError::TooLong { max: self.max_line }));
+            if line_end - line_start > max_line {
+                return Some(Err(CodecError::TooLong { max: max_line }));
             }
             return Some(
                 std::str::from_utf8(&self.buf[line_start..line_end])
@@ -343,6 +377,23 @@ mod tests {
         assert_eq!(drain(&mut codec), vec![ok("partial")]);
         codec.shrink_if_idle();
         assert_eq!(codec.buffered(), 0);
+        assert!(codec.input.is_none(), "an idle codec holds no memory");
+    }
+
+    #[test]
+    fn shrink_if_idle_keeps_telnet_and_discard_state() {
+        let mut codec = LineCodec::new(4);
+        // Cut inside IAC WILL <option>: the option byte must still be eaten.
+        codec.push(&[IAC, WILL]);
+        codec.shrink_if_idle();
+        codec.push(&[1, b'a', b'\n']);
+        assert_eq!(drain(&mut codec), vec![ok("a")]);
+        // Cut inside an over-long line: its tail must still be discarded.
+        codec.push(b"toolong");
+        assert_eq!(drain(&mut codec), vec![Err(CodecError::TooLong { max: 4 })]);
+        codec.shrink_if_idle();
+        codec.push(b"tail\nok\n");
+        assert_eq!(drain(&mut codec), vec![ok("ok")]);
     }
 
     proptest! {

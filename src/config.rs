@@ -126,6 +126,9 @@ pub struct Config {
     pub history_backlog: usize,
     /// Messages kept per room; older ones are compacted away.
     pub history_keep: usize,
+    /// A room with more members than this does not announce joins and
+    /// leaves (201/204) to its members; 0 means every room announces.
+    pub quiet_room_size: usize,
     /// Where the daemon's stdout and stderr go (default: see
     /// `daemon::default_log_file`); unused in the foreground.
     pub log_file: Option<PathBuf>,
@@ -167,6 +170,7 @@ impl Default for Config {
             history_fsync: FsyncPolicy::Everysec,
             history_backlog: 50,
             history_keep: 10_000,
+            quiet_room_size: 500,
             password: None,
             users: None,
             tls: None,
@@ -353,6 +357,7 @@ impl Config {
             require_tls_for_password: self.require_tls_for_password,
             history_backlog: self.history_path().map(|_| self.history_backlog),
             history_keep: self.history_keep,
+            quiet_room_size: self.quiet_room_size,
             auth_timeout_ms: self.auth_timeout_secs.saturating_mul(1000),
             idle_timeout_ms: self.idle_timeout_secs.saturating_mul(1000),
             flood_rate: self.flood_rate,
@@ -398,6 +403,7 @@ mod tests {
         assert_eq!(config.listen, vec!["127.0.0.1:5050".parse().unwrap()]);
         assert_eq!(config.auth, AuthSetting::Open);
         assert_eq!(config.max_line_bytes, 8192);
+        assert_eq!(config.quiet_room_size, 500);
         assert_eq!(config.default_room.as_str(), "lobby");
         assert_eq!(config.auth(), Auth::Open);
     }
@@ -406,6 +412,7 @@ mod tests {
     fn an_empty_file_means_defaults() {
         let config = Config::from_toml("").unwrap();
         assert_eq!(config.max_line_bytes, 8192);
+        assert_eq!(config.quiet_room_size, 500);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use crate::flood::TokenBucket;
 use crate::history::History;
 use crate::outbox::{Arena, Outbox, Span};
 use crate::proto::{
-    ChatMessage, Code, ProtoError, Request, RoomName, ServerMsg, Target, TextExpect, Username,
-    parse_json, parse_text,
+    ChatMessage, Code, NameKey, ProtoError, Request, RoomName, ServerMsg, Target, TextExpect,
+    Username, parse_json, parse_text,
 };
 use crate::session::{Input, Mode, State};
 use crate::throttle::Throttle;
@@ -63,6 +63,9 @@ pub struct HubConfig {
     pub history_backlog: Option<usize>,
     /// Messages kept per room in memory (and in the journal).
     pub history_keep: usize,
+    /// Rooms with more members than this do not announce joins and leaves
+    /// to others (the O(N²) of a mass login); 0 disables.
+    pub quiet_room_size: usize,
     /// A connection not logged in by then gets 408 and is closed.
     pub auth_timeout_ms: u64,
     /// A silent logged-in JSON client gets a 209 ping after this long, and
@@ -257,13 +260,20 @@ struct Room {
     members: Vec<ConnId>,
 }
 
+impl Room {
+    /// Too big to announce joins and leaves (`quiet_room_size`, 0 = never).
+    fn is_quiet(&self, quiet_room_size: usize) -> bool {
+        quiet_room_size > 0 && self.members.len() > quiet_room_size
+    }
+}
+
 /// The whole chat.
 #[derive(Debug)]
 pub struct Hub {
     config: HubConfig,
     clients: Clients,
     /// Case-folded username → holder, including names reserved in PASS AUTH.
-    names: HashMap<String, ConnId>,
+    names: HashMap<NameKey, ConnId>,
     rooms: BTreeMap<RoomName, Room>,
     /// The id of the next chat message; ids only grow.
     next_message_id: u64,
@@ -648,6 +658,26 @@ impl Hub {
         self.clients.get_mut(conn).map(|client| &mut client.outbox)
     }
 
+    /// Sizes the connection tables for `count` connections up front, so
+    /// they never grow by doubling (each doubling leaves the old copy as a
+    /// resident hole in the heap). Untouched capacity costs address space,
+    /// not memory. (Not the name table: a hash table touches its whole
+    /// capacity, so it grows with use.)
+    pub fn reserve_connections(&mut self, count: usize) {
+        let clients = &mut self.clients;
+        clients
+            .slots
+            .reserve_exact(count.saturating_sub(clients.slots.len()));
+        clients
+            .is_dirty
+            .reserve_exact(count.saturating_sub(clients.is_dirty.len()));
+        if let Some(lobby) = self.rooms.get_mut(&self.config.default_room) {
+            lobby
+                .members
+                .reserve_exact(count.saturating_sub(lobby.members.len()));
+        }
+    }
+
     /// Runs `write` on the connection's outbox and the turn arena its spans
     /// point into (the shell writes the outbox to the socket with it).
     pub fn with_output<R>(
@@ -799,7 +829,7 @@ impl Hub {
             return Ok(());
         };
         self.throttle
-            .check(client.peer.ip(), &username.key(), now.unix_ms)
+            .check(client.peer.ip(), username.key().as_str(), now.unix_ms)
             .map_err(|wait_ms| {
                 Refusal::new(
                     Code::TooMany,
@@ -900,13 +930,14 @@ impl Hub {
             return;
         };
         if is_valid {
-            self.throttle.record_success(address, &username.key());
+            self.throttle
+                .record_success(address, username.key().as_str());
             self.transition(conn, Input::PasswordAccepted);
             self.logged_in(conn, username);
             return;
         }
         self.throttle
-            .record_failure(address, &username.key(), now.unix_ms);
+            .record_failure(address, username.key().as_str(), now.unix_ms);
         self.names.remove(&username.key());
         self.transition(conn, Input::PasswordRejected);
         let Some(client) = self.clients.get_mut(conn) else {
@@ -1083,14 +1114,17 @@ impl Hub {
                 username: new.clone(),
             },
         );
-        let neighbours = self.neighbours(conn);
+        let neighbours = self.neighbours(conn, true);
         self.clients
             .deliver(&neighbours, &ServerMsg::Renamed { old, new });
         Ok(())
     }
 
     /// Everyone sharing at least one room with `conn`, once each, not `conn`.
-    fn neighbours(&self, conn: ConnId) -> Vec<ConnId> {
+    /// Everyone who shares a room with `conn`, once each; without
+    /// `include_quiet`, members of quiet rooms (presence is not announced
+    /// there) are left out unless they share a room that is not quiet.
+    fn neighbours(&self, conn: ConnId, include_quiet: bool) -> Vec<ConnId> {
         let Some(client) = self.clients.get(conn) else {
             return Vec::new();
         };
@@ -1099,9 +1133,14 @@ impl Hub {
             .rooms
             .iter()
             .filter_map(|room| self.rooms.get(room))
+            .filter(|room| include_quiet || !self.is_quiet(room))
             .flat_map(|room| room.members.iter().copied())
             .filter(|&member| member != conn && seen.insert(member))
             .collect()
+    }
+
+    fn is_quiet(&self, room: &Room) -> bool {
+        room.is_quiet(self.config.quiet_room_size)
     }
 
     fn who(&mut self, conn: ConnId, room: Option<RoomName>) -> Result<(), Refusal> {
@@ -1160,16 +1199,23 @@ impl Hub {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
+        if client.rooms.capacity() == 0 {
+            // Most users are in one room: hold exactly that (idle memory).
+            client.rooms.reserve_exact(1);
+        }
         client.rooms.push(room.clone());
-        let members = &mut self.rooms.entry(room.clone()).or_default().members;
-        members.push(conn);
-        self.clients.deliver(
-            members.iter(),
-            &ServerMsg::Connected {
-                username,
-                room: room.clone(),
-            },
-        );
+        let quiet_room_size = self.config.quiet_room_size;
+        let entry = self.rooms.entry(room.clone()).or_default();
+        entry.members.push(conn);
+        let joined = ServerMsg::Connected {
+            username,
+            room: room.clone(),
+        };
+        if entry.is_quiet(quiet_room_size) {
+            self.clients.send(conn, &joined);
+        } else {
+            self.clients.deliver(entry.members.iter(), &joined);
+        }
         if let Some(backlog) = self.config.history_backlog {
             let slice = self.history.last(&room, backlog);
             self.send_backlog(conn, room, slice);
@@ -1232,14 +1278,16 @@ impl Hub {
                 format!("you are not in room {room}"),
             ));
         }
-        if let Some(members) = self.rooms.get(&room) {
-            self.clients.deliver(
-                &members.members,
-                &ServerMsg::Disconnected {
-                    username,
-                    room: Some(room.clone()),
-                },
-            );
+        if let Some(entry) = self.rooms.get(&room) {
+            let left = ServerMsg::Disconnected {
+                username,
+                room: Some(room.clone()),
+            };
+            if self.is_quiet(entry) {
+                self.clients.send(conn, &left);
+            } else {
+                self.clients.deliver(&entry.members, &left);
+            }
         }
         self.remove_from_room(conn, &room);
         Ok(())
@@ -1268,7 +1316,7 @@ impl Hub {
             self.names.remove(&username.key());
         }
         if let Some(username) = username {
-            let neighbours = self.neighbours(conn);
+            let neighbours = self.neighbours(conn, false);
             self.clients.deliver(
                 &neighbours,
                 &ServerMsg::Disconnected {

@@ -9,8 +9,9 @@
 //! whatever is still owed is copied out of the arena into the outbox's own
 //! buffer ([`Outbox::seal`]) and the arena is cleared for the next turn,
 //! keeping its capacity. So the memory held for a client is what it is
-//! owed, never a whole arena, and the hot path allocates nothing per frame
-//! or per recipient. Writing is generic over `io::Write` so the
+//! owed, never a whole arena, and the hot path allocates nothing per frame;
+//! per recipient and turn there is at most the outbox's small chunk queue,
+//! which is freed once everything is written. Writing is generic over `io::Write` so the
 //! partial-write logic is tested without sockets; the outbox never opens,
 //! polls or closes anything.
 
@@ -79,8 +80,16 @@ enum Chunk {
     Owned(Box<[u8]>),
 }
 
+/// One connection's pending output. It holds no memory while nothing is
+/// owed: the queue is allocated with the first frame and freed once all of
+/// it is written.
 #[derive(Debug, Default)]
 pub struct Outbox {
+    queue: Option<Box<Queue>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
     chunks: VecDeque<Chunk>,
     /// Bytes of `chunks[0]` already written.
     head_written: usize,
@@ -105,6 +114,51 @@ impl Outbox {
     /// queued span is merged into it. Returns true if the outbox held no
     /// span of this turn before, so it must now be sealed at the turn's end.
     pub fn push(&mut self, span: Span) -> bool {
+        self.queue.get_or_insert_with(Box::default).push(span)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_none()
+    }
+
+    /// Bytes still owed to the peer.
+    pub fn pending_bytes(&self) -> usize {
+        self.queue.as_ref().map_or(0, |queue| queue.pending)
+    }
+
+    /// Drops everything owed (the peer is gone or was cut off) and gives the
+    /// memory back.
+    pub fn clear(&mut self) {
+        self.queue = None;
+    }
+
+    /// Writes as much as the writer takes. `Interrupted` is retried; other
+    /// errors (including `WouldBlock`, reported as `Partly`) stop the flush.
+    pub fn write_to<W: Write>(&mut self, arena: &Arena, writer: &mut W) -> io::Result<Flushed> {
+        let Some(queue) = &mut self.queue else {
+            return Ok(Flushed::All);
+        };
+        let flushed = queue.write_to(arena, writer)?;
+        if flushed == Flushed::All {
+            self.queue = None;
+        }
+        Ok(flushed)
+    }
+
+    /// Copies what is still owed from this turn's arena into the outbox's
+    /// own buffer, so the arena can be cleared.
+    pub fn seal(&mut self, arena: &Arena) {
+        if let Some(queue) = &mut self.queue {
+            queue.seal(arena);
+        }
+    }
+}
+
+impl Queue {
+    /// Queues a span of this turn's arena; one that continues the last
+    /// queued span is merged into it. Returns true if the outbox held no
+    /// span of this turn before, so it must now be sealed at the turn's end.
+    fn push(&mut self, span: Span) -> bool {
         let Span(range) = span;
         self.pending += range.len();
         if let Some(Chunk::Turn(last)) = self.chunks.back_mut()
@@ -117,24 +171,9 @@ impl Outbox {
         !std::mem::replace(&mut self.holds_turn, true)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    /// Bytes still owed to the peer.
-    pub fn pending_bytes(&self) -> usize {
-        self.pending
-    }
-
-    /// Drops everything owed (the peer is gone or was cut off) and gives the
-    /// queue's memory back.
-    pub fn clear(&mut self) {
-        *self = Outbox::default();
-    }
-
     /// Writes as much as the writer takes. `Interrupted` is retried; other
     /// errors (including `WouldBlock`, reported as `Partly`) stop the flush.
-    pub fn write_to<W: Write>(&mut self, arena: &Arena, writer: &mut W) -> io::Result<Flushed> {
+    fn write_to<W: Write>(&mut self, arena: &Arena, writer: &mut W) -> io::Result<Flushed> {
         while !self.chunks.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
@@ -158,15 +197,10 @@ impl Outbox {
             };
             self.advance(written);
         }
-        // Nothing is owed: give the queue's memory back, so an idle
-        // connection holds no output buffer at all.
-        self.clear();
         Ok(Flushed::All)
     }
 
-    /// Copies what is still owed from this turn's arena into the outbox's
-    /// own buffer, so the arena can be cleared.
-    pub fn seal(&mut self, arena: &Arena) {
+    fn seal(&mut self, arena: &Arena) {
         if !std::mem::replace(&mut self.holds_turn, false) {
             return;
         }
@@ -182,7 +216,17 @@ impl Outbox {
         } else {
             0
         };
-        let mut copied = Vec::new();
+        // Every turn chunk is owed in full but the head's written part.
+        let owed: usize = self
+            .chunks
+            .range(first_turn..)
+            .map(|chunk| match chunk {
+                Chunk::Turn(range) => range.len(),
+                Chunk::Owned(bytes) => bytes.len(),
+            })
+            .sum::<usize>()
+            - skip_head;
+        let mut copied = Vec::with_capacity(owed);
         for (index, chunk) in self.chunks.drain(first_turn..).enumerate() {
             if let Chunk::Turn(range) = chunk {
                 let skip = if index == 0 { skip_head } else { 0 };
@@ -244,6 +288,10 @@ mod tests {
         }
     }
 
+    fn chunks(outbox: &Outbox) -> usize {
+        outbox.queue.as_ref().map_or(0, |queue| queue.chunks.len())
+    }
+
     fn frame(arena: &mut Arena, text: &str) -> Span {
         arena.append(|bytes| bytes.extend_from_slice(text.as_bytes()))
     }
@@ -276,10 +324,10 @@ mod tests {
         for index in 0..100 {
             outbox.push(frame(&mut arena, &format!("frame {index}\n")));
         }
-        assert_eq!(outbox.chunks.len(), 1);
+        assert_eq!(chunks(&outbox), 1);
         frame(&mut arena, "someone else's\n");
         outbox.push(frame(&mut arena, "mine\n"));
-        assert_eq!(outbox.chunks.len(), 2);
+        assert_eq!(chunks(&outbox), 2);
         assert_eq!(
             outbox.pending_bytes(),
             arena.len() - "someone else's\n".len()
@@ -320,11 +368,7 @@ mod tests {
         outbox.write_to(&arena, &mut Vec::new()).unwrap();
         outbox.seal(&arena);
         assert!(outbox.is_empty());
-        assert_eq!(
-            outbox.chunks.capacity(),
-            0,
-            "an empty outbox holds no memory"
-        );
+        assert!(outbox.queue.is_none(), "an empty outbox holds no memory");
     }
 
     #[test]
@@ -335,7 +379,7 @@ mod tests {
             outbox.push(frame(&mut arena, &format!("{index}\n")));
             frame(&mut arena, "gap\n");
         }
-        assert_eq!(outbox.chunks.len(), MAX_IOV * 3 + 5);
+        assert_eq!(chunks(&outbox), MAX_IOV * 3 + 5);
         let mut sink = Vec::new();
         assert_eq!(outbox.write_to(&arena, &mut sink).unwrap(), Flushed::All);
         let expected: String = (0..(MAX_IOV * 3 + 5)).map(|i| format!("{i}\n")).collect();

@@ -135,10 +135,42 @@ fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.bytes().all(is_name_byte)
 }
 
+/// A valid name (at most `MAX_NAME_BYTES` ASCII name bytes) stored inline,
+/// without a heap allocation: names are copied into every message and held
+/// by every connection, so they cost no `malloc` and no pointer chase.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ShortName {
+    /// The name, zero-padded; names hold no zero byte, so the derived
+    /// ordering is the names' byte order.
+    bytes: [u8; MAX_NAME_BYTES],
+    len: u8,
+}
+
+impl ShortName {
+    /// `name` must satisfy `is_valid_name`.
+    fn new(name: &str) -> ShortName {
+        let mut bytes = [0; MAX_NAME_BYTES];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        ShortName {
+            bytes,
+            len: name.len() as u8,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Built from a valid (ASCII) name only.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
 /// A valid username, as the user spelled it. Uniqueness is case-insensitive:
 /// compare `key()`s, display the name itself.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Username(String);
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(ShortName);
+
+/// A username folded to lower case: what decides uniqueness.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NameKey(ShortName);
 
 impl Username {
     pub fn parse(name: &str) -> Result<Username, ProtoError> {
@@ -151,29 +183,49 @@ impl Username {
         {
             return Err(ProtoError::ReservedUsername(name.to_owned()));
         }
-        Ok(Username(name.to_owned()))
+        Ok(Username(ShortName::new(name)))
     }
 
     /// The case-folded form that decides uniqueness.
-    pub fn key(&self) -> String {
-        self.0.to_ascii_lowercase()
+    pub fn key(&self) -> NameKey {
+        let mut folded = self.0.clone();
+        folded.bytes.make_ascii_lowercase();
+        NameKey(folded)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
+    }
+}
+
+impl NameKey {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
     }
 }
 
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Username").field(&self.as_str()).finish()
+    }
+}
+
+impl fmt::Debug for NameKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("NameKey").field(&self.as_str()).finish()
     }
 }
 
 /// A valid room name in its canonical form: lower case, without the optional
 /// leading `#`, so `#Lobby` and `lobby` are the same room.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomName(String);
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(ShortName);
 
 impl RoomName {
     pub fn parse(name: &str) -> Result<RoomName, ProtoError> {
@@ -181,17 +233,25 @@ impl RoomName {
         if !is_valid_name(bare) {
             return Err(ProtoError::InvalidRoom);
         }
-        Ok(RoomName(bare.to_ascii_lowercase()))
+        let mut room = ShortName::new(bare);
+        room.bytes.make_ascii_lowercase();
+        Ok(RoomName(room))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
 impl fmt::Display for RoomName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RoomName").field(&self.as_str()).finish()
     }
 }
 

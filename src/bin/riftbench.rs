@@ -638,8 +638,9 @@ fn idle(options: &Options) -> io::Result<String> {
     let keys = bench.open_all(&vec![Role::Receiver; options.connections], deadline)?;
     let elapsed = started.elapsed().as_secs_f64();
     // Take what the server still owes (join announcements), so its queues
-    // are empty when it is measured.
-    while bench.last_bytes.elapsed() < Duration::from_millis(500) && Instant::now() < deadline {
+    // are empty when it is measured, and stay quiet for 2 s: riftd gives
+    // freed heap back to the kernel after 1 s without events.
+    while bench.last_bytes.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
         bench.turn(Duration::from_millis(100))?;
     }
     let after = options.pid.and_then(rss_kib);

@@ -48,6 +48,7 @@ impl Chat {
                 require_tls_for_password: false,
                 history_backlog: None,
                 history_keep: 100,
+                quiet_room_size: 0,
                 auth_timeout_ms: u64::MAX / 4,
                 idle_timeout_ms: 0,
                 flood_rate: 0.0,
@@ -1996,7 +1997,7 @@ fn run_random_traffic(is_password: bool, steps: Vec<Step>) -> Result<(), TestCas
                 .filter(|&&is_connected| is_connected)
                 .count()
         );
-        let mut keys: Vec<String> = held_names(&chat.hub, &connected)
+        let mut keys: Vec<NameKey> = held_names(&chat.hub, &connected)
             .iter()
             .map(Username::key)
             .collect();
@@ -2107,6 +2108,7 @@ mod accounts_auth {
             require_tls_for_password,
             history_backlog: None,
             history_keep: 100,
+            quiet_room_size: 0,
             auth_timeout_ms: u64::MAX / 4,
             idle_timeout_ms: 0,
             flood_rate: 0.0,
@@ -2307,6 +2309,7 @@ mod accounts_auth {
             require_tls_for_password: true,
             history_backlog: None,
             history_keep: 100,
+            quiet_room_size: 0,
             auth_timeout_ms: u64::MAX / 4,
             idle_timeout_ms: 0,
             flood_rate: 0.0,
@@ -2344,6 +2347,7 @@ mod room_history {
             require_tls_for_password: false,
             history_backlog: Some(backlog),
             history_keep: keep,
+            quiet_room_size: 0,
             auth_timeout_ms: u64::MAX / 4,
             idle_timeout_ms: 0,
             flood_rate: 0.0,
@@ -2517,6 +2521,7 @@ mod limits {
             require_tls_for_password: false,
             history_backlog: None,
             history_keep: 100,
+            quiet_room_size: 0,
             auth_timeout_ms,
             idle_timeout_ms,
             flood_rate,
@@ -2626,5 +2631,82 @@ mod limits {
         assert!(last["error"].as_str().unwrap().contains("excess flood"));
         assert!(chat.hub.is_quitting(alice));
         assert!(chat.codes(bob).contains(&204));
+    }
+}
+
+// Quiet rooms: presence is not announced in rooms past `quiet_room_size`.
+
+mod quiet_rooms {
+    use super::*;
+
+    /// Rooms of more than two members are quiet.
+    fn quiet_chat() -> Chat {
+        let mut chat = Chat::open();
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Open,
+            default_room: room(LOBBY),
+            max_output_bytes: PLENTY_OF_OUTPUT,
+            require_tls_for_password: false,
+            history_backlog: None,
+            history_keep: 100,
+            quiet_room_size: 2,
+            auth_timeout_ms: u64::MAX / 4,
+            idle_timeout_ms: 0,
+            flood_rate: 0.0,
+            flood_burst: 1.0,
+        });
+        chat
+    }
+
+    #[test]
+    fn joins_past_the_size_are_confirmed_to_the_joiner_only() {
+        let mut chat = quiet_chat();
+        let alice = chat.login("alice");
+        let bob = chat.login("bob");
+        assert_eq!(chat.codes(alice), vec![201], "a room of two announces");
+        let _carol = chat.login("carol");
+        assert!(chat.codes(alice).is_empty());
+        assert!(chat.codes(bob).is_empty());
+        // JOIN of another quiet-sized room is the same rule, per room.
+        chat.send_json(alice, json!({"code": 104, "room": "side"}));
+        chat.send_json(bob, json!({"code": 104, "room": "side"}));
+        assert_eq!(chat.codes(alice), vec![201, 201]);
+        assert_eq!(chat.codes(bob), vec![201]);
+    }
+
+    #[test]
+    fn leaves_are_told_only_where_the_room_is_not_quiet() {
+        let mut chat = quiet_chat();
+        let alice = chat.login("alice");
+        let bob = chat.login("bob");
+        let carol = chat.login("carol");
+        chat.send_json(alice, json!({"code": 104, "room": "side"}));
+        chat.send_json(carol, json!({"code": 104, "room": "side"}));
+        chat.clear_all();
+        // PART of the quiet lobby: only the leaver hears it.
+        chat.send_json(bob, json!({"code": 105, "room": "lobby"}));
+        assert_eq!(chat.codes(bob), vec![204]);
+        assert!(chat.codes(alice).is_empty());
+        // Now the lobby holds two: it announces again.
+        chat.send_json(bob, json!({"code": 104, "room": "lobby"}));
+        assert_eq!(chat.codes(alice), Vec::<u64>::new(), "three again: quiet");
+        chat.clear_all();
+        // Quitting: carol shares the small room "side" with alice, so alice
+        // is told; bob shares only the quiet lobby, so he is not.
+        chat.hub.handle_eof(carol);
+        chat.hub.end_turn();
+        assert_eq!(chat.codes(alice), vec![204]);
+        assert!(chat.codes(bob).is_empty());
+    }
+
+    #[test]
+    fn renames_are_announced_even_in_quiet_rooms() {
+        let mut chat = quiet_chat();
+        let alice = chat.login("alice");
+        let _bob = chat.login("bob");
+        let carol = chat.login("carol");
+        chat.clear_all();
+        chat.send_json(carol, json!({"code": 101, "username": "caroline"}));
+        assert_eq!(chat.codes(alice), vec![203]);
     }
 }

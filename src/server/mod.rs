@@ -6,6 +6,7 @@
 //! `design/architecture.md` for one turn of the loop and the life of a byte.
 
 mod conn;
+mod heap;
 mod journal;
 mod verifier;
 
@@ -181,6 +182,8 @@ pub struct Server {
     /// Hub deadlines (monotonic ms, connection), earliest first; an entry is
     /// live only while it matches its connection's `timer_ms`.
     timers: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Gives freed heap back to the kernel after connection churn.
+    heap_trim: heap::HeapTrim,
     /// Connections per client address group (IPv6 /64).
     per_ip: HashMap<IpAddr, usize>,
     /// Connections that stopped at their per-turn line budget with input
@@ -223,6 +226,8 @@ impl Server {
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(ServerError::Signals)?;
         let mut hub = Hub::new(config.hub_config());
+        let max_connections = config.max_connections;
+        hub.reserve_connections(max_connections);
         let journal = match config.history_path() {
             None => None,
             Some(path) => {
@@ -266,7 +271,9 @@ impl Server {
             listeners: mio_listeners,
             signals,
             verifier,
-            conns: Slab::new(),
+            // Sized once for the configured cap: growing by doubling would
+            // leave the old copies as resident holes in the heap.
+            conns: Slab::with_capacity(max_connections),
             hub,
             journal,
             config,
@@ -281,7 +288,8 @@ impl Server {
             accept_errors_unlogged: 0,
             shutdown_deadline: None,
             started: Instant::now(),
-            timers: BinaryHeap::new(),
+            timers: BinaryHeap::with_capacity(max_connections),
+            heap_trim: heap::HeapTrim::default(),
             per_ip: HashMap::new(),
             ready: Vec::new(),
         })
@@ -351,6 +359,9 @@ impl Server {
                 }
             }
             self.fire_timers(now, wall);
+            if events.is_empty() && self.heap_trim.due(now) {
+                log::debug!("returned freed heap memory to the kernel");
+            }
             self.submit_verify_jobs();
             self.flush_and_reap(now);
             if let Some(deadline) = self.shutdown_deadline {
@@ -382,6 +393,7 @@ impl Server {
             .iter()
             .filter_map(|&id| self.conns.get(id)?.linger_until);
         let deadline = lingering
+            .chain(self.heap_trim.deadline())
             .chain(self.accept_paused_until)
             .chain(self.shutdown_deadline)
             .chain(hub_timer)
@@ -555,6 +567,7 @@ impl Server {
         let kind = if is_tls { " over TLS" } else { "" };
         log::info!("conn={id} peer={peer} connected{kind}");
         *self.per_ip.entry(group).or_insert(0) += 1;
+        self.heap_trim.note(Instant::now());
         self.hub.handle_connected(ConnId(id), peer, is_tls, wall);
         self.schedule(id);
     }
@@ -874,6 +887,7 @@ impl Server {
             };
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.hub.handle_closed(ConnId(id));
+            self.heap_trim.note(Instant::now());
             let group = crate::throttle::group(conn.peer.ip());
             if let Some(count) = self.per_ip.get_mut(&group) {
                 *count -= 1;
