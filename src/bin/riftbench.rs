@@ -17,9 +17,9 @@
 //! - `idle --connections C [--pid PID]`: opens C logged-in connections,
 //!   drains what the server owes them and reports the server's RSS growth
 //!   per connection (read from `/proc/PID/status`).
-//! - `connect --connections N [--window W]`: connections + logins per
-//!   second, with at most W logins in progress; each connection closes once
-//!   its login is confirmed.
+//! - `connect --connections N [--window W] [--pid PID]`: connections +
+//!   logins per second, with at most W logins in progress; each connection
+//!   closes once its login is confirmed (202).
 //!
 //! `--json` prints one JSON line instead of the table line. Every mode is
 //! bounded: it stops when its work is done or after a 60 s deadline.
@@ -363,9 +363,9 @@ impl Bench {
         Ok(key)
     }
 
+    /// Closing the socket takes it out of the epoll set (Linux).
     fn close(&mut self, key: usize) {
-        let mut peer = self.peers.remove(key);
-        let _ = self.poll.registry().deregister(&mut peer.stream);
+        drop(self.peers.remove(key));
     }
 
     /// One poll and the work it reports; returns the keys of connections
@@ -677,6 +677,7 @@ fn connect(options: &Options) -> io::Result<String> {
     let deadline = Instant::now() + DEADLINE;
     let in_flight = options.window.max(1);
     let cpu_before = cpu_seconds(None);
+    let server_cpu_before = options.pid.map(|pid| cpu_seconds(Some(pid)));
     let started = Instant::now();
     let (mut next, mut pending) = (0usize, 0usize);
     while (next < options.connections || pending > 0) && Instant::now() < deadline {
@@ -704,16 +705,19 @@ fn connect(options: &Options) -> io::Result<String> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = (cpu_seconds(None) - cpu_before) / elapsed * 100.0;
+    let server_cpu = server_cpu_before.map_or(-1.0, |before| {
+        (cpu_seconds(options.pid) - before) / elapsed * 100.0
+    });
     let done = bench.ready;
     let rate = done as f64 / elapsed;
     Ok(if options.json {
         format!(
-            "{{\"logins\":{done},\"failed\":{},\"seconds\":{elapsed:.3},\"logins_per_sec\":{rate:.0},\"generator_cpu_pct\":{cpu:.0}}}",
+            "{{\"logins\":{done},\"failed\":{},\"seconds\":{elapsed:.3},\"logins_per_sec\":{rate:.0},\"generator_cpu_pct\":{cpu:.0},\"server_cpu_pct\":{server_cpu:.0}}}",
             bench.failed
         )
     } else {
         format!(
-            "connect: {done} connections + logins in {elapsed:.2} s = {rate:.0}/s ({} failed); generator CPU {cpu:.0}%",
+            "connect: {done} connections + logins in {elapsed:.2} s = {rate:.0}/s ({} failed); CPU generator {cpu:.0}% server {server_cpu:.0}%",
             bench.failed
         )
     })

@@ -57,6 +57,9 @@ const LINES_PER_TURN: usize = 64;
 /// TCP keepalive: probe a silent peer after this long, so half-open
 /// connections (a vanished host) are found and their names freed.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
+/// Connections the kernel queues before `accept` (capped by
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -110,15 +113,35 @@ pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
 fn bind_all(addresses: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, ServerError> {
     addresses
         .iter()
-        .map(|&address| {
-            let listener = std::net::TcpListener::bind(address)
-                .map_err(|source| ServerError::Bind { address, source })?;
-            listener
-                .set_nonblocking(true)
-                .map_err(|source| ServerError::Bind { address, source })?;
-            Ok(listener)
-        })
+        .map(|&address| listen_on(address).map_err(|source| ServerError::Bind { address, source }))
         .collect()
+}
+
+/// A non-blocking listening socket with a backlog of `LISTEN_BACKLOG` (std
+/// would give 128, too few for a reconnect storm: overflowing SYNs wait a
+/// second for their retransmit). The per-connection options are set here
+/// once: Linux copies them to every accepted socket, saving three
+/// `setsockopt` calls per connection.
+fn listen_on(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = if address.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let socket = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    sockopt::set_tcp_nodelay(&socket, true)?;
+    sockopt::set_socket_keepalive(&socket, true)?;
+    sockopt::set_tcp_keepidle(&socket, KEEPALIVE_IDLE)?;
+    rustix::net::bind(&socket, &address)?;
+    rustix::net::listen(&socket, LISTEN_BACKLOG)?;
+    Ok(std::net::TcpListener::from(socket))
 }
 
 /// Raises the soft open-files limit to the hard limit, so the daemon can
@@ -550,9 +573,6 @@ impl Server {
             }
             return;
         }
-        let _ = stream.set_nodelay(true);
-        let _ = rustix::net::sockopt::set_socket_keepalive(&stream, true);
-        let _ = rustix::net::sockopt::set_tcp_keepidle(&stream, KEEPALIVE_IDLE);
         let entry = self.conns.vacant_entry();
         let id = entry.key();
         if let Err(error) =
@@ -570,6 +590,10 @@ impl Server {
         self.heap_trim.note(Instant::now());
         self.hub.handle_connected(ConnId(id), peer, is_tls, wall);
         self.schedule(id);
+        // A client usually sends its first line right behind the handshake,
+        // so it is often queued already: reading it now sends the greeting
+        // and the answer in one write, a turn earlier.
+        self.read(id, wall);
     }
 
     fn read(&mut self, id: usize, wall: Now) {
@@ -863,11 +887,12 @@ impl Server {
                     tls.send_close_notify();
                     let _ = tls::flush_records(tls, &mut conn.stream);
                 }
-                let _ = conn.stream.shutdown(Shutdown::Write);
                 if conn.has_peer_closed {
+                    // Both sides are done: closing sends our FIN.
                     mark_closing(conn, id, closing, CloseReason::Quit);
                     return;
                 }
+                let _ = conn.stream.shutdown(Shutdown::Write);
                 conn.linger_until = Some(match *shutdown_deadline {
                     Some(deadline) => deadline.min(now + SHUTDOWN_DRAIN_LINGER),
                     None => now + DRAIN_LINGER,
@@ -882,10 +907,11 @@ impl Server {
 
     fn reap(&mut self) {
         for id in std::mem::take(&mut self.closing) {
-            let Some(mut conn) = self.conns.try_remove(id) else {
+            // Dropping the stream closes the socket, which takes it out of
+            // the epoll set: no `deregister` syscall needed (Linux).
+            let Some(conn) = self.conns.try_remove(id) else {
                 continue;
             };
-            let _ = self.poll.registry().deregister(&mut conn.stream);
             self.hub.handle_closed(ConnId(id));
             self.heap_trim.note(Instant::now());
             let group = crate::throttle::group(conn.peer.ip());
@@ -922,4 +948,24 @@ fn reregister(
     registry.reregister(&mut conn.stream, Token(id), interest)?;
     conn.is_write_registered = interest.is_writable();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let listener = listen_on(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let address = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(address).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+        assert!(rustix::net::sockopt::socket_keepalive(&accepted).unwrap());
+        assert_eq!(
+            rustix::net::sockopt::tcp_keepidle(&accepted).unwrap(),
+            KEEPALIVE_IDLE
+        );
+    }
 }
