@@ -4,6 +4,8 @@
 # Usage: benches/compare.sh [RUNS]   (medians of RUNS runs each, default 3)
 # Installs redis-server from Debian if it is missing. Bounded: every run
 # stops after its messages (riftbench also has a 60 s deadline per run).
+# riftd runs with its defaults (history on, everysec; log level info) except
+# flood control and the per-address cap, which a one-address benchmark trips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -27,7 +29,7 @@ flood_rate = 0
 max_connections = 20000
 max_connections_per_ip = 0
 TOML
-RUST_LOG=warn,riftd=info taskset -c 0 target/release/riftd --config "$work/riftd.toml" 2> "$work/riftd.log" &
+taskset -c 0 target/release/riftd --config "$work/riftd.toml" 2> "$work/riftd.log" &
 riftd_pid=$!
 riftd_port=""
 for _ in $(seq 100); do
@@ -37,50 +39,50 @@ for _ in $(seq 100); do
 done
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
-bench() { # proto port args... -> JSON line plus "cpu=PERCENT" of the generator
-    local proto=$1 port=$2; shift 2
-    local start end line
-    start=$(awk '{print $14+$15+$16+$17}' /proc/self/stat)
-    TIMEFORMAT='%U %S %R'
-    { time taskset -c 1 target/release/riftbench "$@" --proto "$proto" --port "$port" --json > "$work/out"; } 2> "$work/time"
-    read -r user sys real < "$work/time"
-    printf '%s %s\n' "$(cat "$work/out")" "$(awk -v u="$user" -v s="$sys" -v r="$real" 'BEGIN{printf "%.0f", 100*(u+s)/r}')"
+bench() { # proto args... -> one JSON line
+    local proto=$1; shift
+    local port=$riftd_port pid=$riftd_pid
+    [ "$proto" = redis ] && port=$redis_port && pid=$redis_pid
+    taskset -c 1 target/release/riftbench "$@" --proto "$proto" --port "$port" --pid "$pid" --json
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+# median_of FIELD JSON... -> the median of that field over the runs
+median_of() { local name=$1; shift; for json in "$@"; do field "$json" "$name"; done | median; }
 
-printf '%-26s %14s %14s %8s %10s %10s %6s\n' workload riftd/s redis/s ratio "p99 riftd" "p99 redis" "gen%"
-for shape in "100 4 20000" "1000 2 2000"; do
+printf '%-20s %12s %12s %7s %10s %10s %14s %14s\n' workload riftd/s redis/s ratio "p99 riftd" "p99 redis" "CPU gen/srv r" "CPU gen/srv R"
+for shape in "100 4 50000" "1000 2 10000"; do
     read -r receivers publishers messages <<< "$shape"
-    declare -A rate=() p99=() lost=() cpu=()
+    declare -A rate=() p99=() lost=() gen=() srv=()
     for proto in riftd redis; do
-        port=$riftd_port; [ "$proto" = redis ] && port=$redis_port
-        rates=(); p99s=(); losts=0; cpus=()
+        results=()
         for _ in $(seq "$runs"); do
-            out=$(bench "$proto" "$port" fanout --receivers "$receivers" --publishers "$publishers" \
-                --messages "$messages" --size 64 --window 64)
-            json=${out% *}; cpus+=("${out##* }")
-            rates+=("$(field "$json" deliveries_per_sec)"); p99s+=("$(field "$json" p99_ms)")
-            losts=$((losts + $(field "$json" lost)))
+            results+=("$(bench "$proto" fanout --receivers "$receivers" --publishers "$publishers" \
+                --messages "$messages" --size 64 --window 64)")
         done
-        rate[$proto]=$(printf '%s\n' "${rates[@]}" | median)
-        p99[$proto]=$(printf '%s\n' "${p99s[@]}" | median)
-        cpu[$proto]=$(printf '%s\n' "${cpus[@]}" | median)
-        lost[$proto]=$losts
+        rate[$proto]=$(median_of deliveries_per_sec "${results[@]}")
+        p99[$proto]=$(median_of p99_ms "${results[@]}")
+        gen[$proto]=$(median_of generator_cpu_pct "${results[@]}")
+        srv[$proto]=$(median_of server_cpu_pct "${results[@]}")
+        lost[$proto]=0
+        for json in "${results[@]}"; do lost[$proto]=$((lost[$proto] + $(field "$json" lost))); done
     done
     ratio=$(awk -v a="${rate[riftd]}" -v b="${rate[redis]}" 'BEGIN{printf "%.2f", a/b}')
-    printf '%-26s %14s %14s %8s %10s %10s %6s\n' "fanout R=$receivers P=$publishers" \
-        "${rate[riftd]}" "${rate[redis]}" "${ratio}x" "${p99[riftd]}" "${p99[redis]}" "${cpu[riftd]}/${cpu[redis]}"
-    echo "  lost: riftd ${lost[riftd]}, redis ${lost[redis]}"
+    printf '%-20s %12s %12s %7s %10s %10s %14s %14s\n' "fanout R=$receivers P=$publishers" \
+        "${rate[riftd]}" "${rate[redis]}" "${ratio}x" "${p99[riftd]}" "${p99[redis]}" \
+        "${gen[riftd]}%/${srv[riftd]}%" "${gen[redis]}%/${srv[redis]}%"
+    echo "  lost over all runs: riftd ${lost[riftd]}, redis ${lost[redis]}"
 done
-# Every riftd login is announced (201) to the whole lobby, so logging in N
-# idle users costs O(N^2) frames; 2000 keeps that to seconds.
-idle=${IDLE:-2000}
+# Idle memory: the server's RSS growth per logged-in connection, once it
+# has been quiet for 2 s (riftd gives freed heap back after 1 s of quiet).
+idle=${IDLE:-10000}
 for proto in riftd redis; do
-    port=$riftd_port; pid=$riftd_pid
-    [ "$proto" = redis ] && port=$redis_port && pid=$redis_pid
-    out=$(bench "$proto" "$port" idle --connections "$idle" --pid "$pid")
-    echo "idle $idle $proto: $(field "${out% *}" bytes_per_connection) B of RSS per connection"
+    json=$(bench "$proto" idle --connections "$idle")
+    echo "idle $idle $proto: $(field "$json" bytes_per_connection) B of RSS per connection"
 done
-out=$(bench riftd "$riftd_port" connect --connections 20000 --threads 4)
-echo "connect + login riftd: $(field "${out% *}" logins_per_sec)/s"
+results=()
+for _ in $(seq "$runs"); do
+    results+=("$(bench riftd connect --connections 30000 --window 16)")
+done
+echo "connect + login riftd (16 in progress): $(median_of logins_per_sec "${results[@]}")/s," \
+    "CPU generator $(median_of generator_cpu_pct "${results[@]}")% server $(median_of server_cpu_pct "${results[@]}")%"

@@ -198,6 +198,11 @@ impl Clients {
     /// Queues a frame, encoded in the recipient's mode. `frames` caches
     /// the two encodings so a fan-out encodes each at most once.
     fn enqueue(&mut self, conn: ConnId, msg: &ServerMsg, frames: &mut FrameCache) {
+        self.enqueue_with(conn, |mode, arena| frames.get(msg, mode, arena));
+    }
+
+    /// Queues what `encode` appends to the arena for a client in `mode`.
+    fn enqueue_with(&mut self, conn: ConnId, encode: impl FnOnce(Mode, &mut Arena) -> Span) {
         let max_output_bytes = self.max_output_bytes;
         let Some(client) = self.slots.get_mut(conn.0).and_then(Option::as_mut) else {
             return;
@@ -205,7 +210,7 @@ impl Clients {
         if client.cut_off.is_some() {
             return;
         }
-        let span = frames.get(msg, client.mode.unwrap_or(Mode::Json), &mut self.arena);
+        let span = encode(client.mode.unwrap_or(Mode::Json), &mut self.arena);
         if client.outbox.push(span) {
             self.in_turn.push(conn);
         }
@@ -274,6 +279,10 @@ pub struct Hub {
     clients: Clients,
     /// Case-folded username → holder, including names reserved in PASS AUTH.
     names: HashMap<NameKey, ConnId>,
+    /// The 208 a JSON client gets on joining a room, encoded once and kept
+    /// until the room's next message: a reconnect storm into a quiet room
+    /// encodes its backlog once, not once per login.
+    join_backlogs: HashMap<RoomName, Box<[u8]>>,
     rooms: BTreeMap<RoomName, Room>,
     /// The id of the next chat message; ids only grow.
     next_message_id: u64,
@@ -332,6 +341,7 @@ impl Hub {
             },
             config,
             names: HashMap::new(),
+            join_backlogs: HashMap::new(),
             rooms,
             next_message_id: 1,
             throttle: Throttle::default(),
@@ -348,6 +358,7 @@ impl Hub {
         self.clients.max_output_bytes = config.max_output_bytes;
         self.history.set_keep(config.history_keep);
         self.config = config;
+        self.join_backlogs.clear();
     }
 
     /// Loads messages read back from the journal; ids continue after the
@@ -357,6 +368,7 @@ impl Hub {
             self.next_message_id = self.next_message_id.max(message.id + 1);
             self.history.restore(message);
         }
+        self.join_backlogs.clear();
     }
 
     /// Room messages recorded since the last call, for the journal.
@@ -1049,6 +1061,7 @@ impl Hub {
         if let (Some(_), ServerMsg::Message(chat_message)) = (self.config.history_backlog, &message)
         {
             self.history.record(chat_message);
+            self.join_backlogs.remove(&room);
         }
         if let Some(members) = self.rooms.get(&room) {
             self.clients.deliver(&members.members, &message);
@@ -1217,8 +1230,29 @@ impl Hub {
             self.clients.deliver(entry.members.iter(), &joined);
         }
         if let Some(backlog) = self.config.history_backlog {
-            let slice = self.history.last(&room, backlog);
-            self.send_backlog(conn, room, slice);
+            let Hub {
+                clients,
+                history,
+                join_backlogs,
+                ..
+            } = self;
+            let frame = || {
+                let slice = history.last(&room, backlog);
+                ServerMsg::Backlog {
+                    room: room.clone(),
+                    messages: slice.messages,
+                    more: slice.more,
+                }
+            };
+            clients.enqueue_with(conn, |mode, arena| match mode {
+                Mode::Json => {
+                    let bytes = join_backlogs
+                        .entry(room.clone())
+                        .or_insert_with(|| frame().to_json_line().into_boxed_slice());
+                    arena.append(|out| out.extend_from_slice(bytes))
+                }
+                Mode::Text => arena.append(|out| out.extend_from_slice(&frame().to_text_lines())),
+            });
         }
     }
 
@@ -1301,6 +1335,7 @@ impl Hub {
             entry.members.retain(|&member| member != conn);
             if entry.members.is_empty() && *room != self.config.default_room {
                 self.rooms.remove(room);
+                self.join_backlogs.remove(room);
             }
         }
     }
@@ -1342,7 +1377,13 @@ impl Hub {
     /// Leaves now and asks the shell to close once the output is flushed.
     fn quit(&mut self, conn: ConnId, reason: &str) {
         if let Some(client) = self.clients.get(conn) {
-            log::info!("{} leaving: {reason}", client.tag(conn));
+            // The shell logs every disconnect with its cause at info; the
+            // ordinary ones need no second line.
+            if matches!(reason, "peer closed" | "quit") {
+                log::debug!("{} leaving: {reason}", client.tag(conn));
+            } else {
+                log::info!("{} leaving: {reason}", client.tag(conn));
+            }
         }
         self.leave(conn);
         self.clients.mark_dirty(conn);

@@ -2391,6 +2391,25 @@ mod room_history {
     }
 
     #[test]
+    fn the_join_backlog_is_fresh_after_every_message() {
+        let mut chat = history_chat(2, 100);
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        chat.send_json(alice, json!({"code": 100, "message": "one"}));
+        let (_, first) = login_with_backlog(&mut chat, "bob");
+        let (_, same) = login_with_backlog(&mut chat, "carol");
+        assert_eq!(texts(&first), vec!["one"]);
+        assert_eq!(first, same, "no message in between: the same 208");
+        chat.send_json(alice, json!({"code": 100, "message": "two"}));
+        let (_, fresh) = login_with_backlog(&mut chat, "dave");
+        assert_eq!(texts(&fresh), vec!["one", "two"]);
+        // A text client joining gets the same backlog, as text.
+        let eve = chat.connect();
+        chat.send(eve, "eve");
+        let lines = chat.received_text(eve);
+        assert!(lines.iter().any(|line| line.contains("two")), "{lines:?}");
+    }
+
+    #[test]
     fn joining_another_room_sends_its_backlog() {
         let mut chat = history_chat(10, 100);
         let (alice, _) = login_with_backlog(&mut chat, "alice");

@@ -585,7 +585,9 @@ impl Server {
         }
         entry.insert(Conn::new(stream, peer, tls, self.config.max_line_bytes));
         let kind = if is_tls { " over TLS" } else { "" };
-        log::info!("conn={id} peer={peer} connected{kind}");
+        // At info a session logs its login and its disconnect; the accept
+        // itself is debug, so a reconnect storm costs two lines each.
+        log::debug!("conn={id} peer={peer} connected{kind}");
         *self.per_ip.entry(group).or_insert(0) += 1;
         self.heap_trim.note(Instant::now());
         self.hub.handle_connected(ConnId(id), peer, is_tls, wall);
