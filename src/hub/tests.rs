@@ -25,6 +25,23 @@ struct Chat {
     now: Now,
 }
 
+/// Open auth, no history, no limits that tests do not ask for.
+fn test_config() -> HubConfig {
+    HubConfig {
+        auth: Auth::Open,
+        default_room: room(LOBBY),
+        max_output_bytes: PLENTY_OF_OUTPUT,
+        require_tls_for_password: false,
+        history_backlog: None,
+        history_keep: 100,
+        quiet_room_size: 0,
+        auth_timeout_ms: u64::MAX / 4,
+        idle_timeout_ms: 0,
+        flood_rate: 0.0,
+        flood_burst: 1.0,
+    }
+}
+
 impl Chat {
     fn open() -> Chat {
         Chat::with(Auth::Open, PLENTY_OF_OUTPUT)
@@ -43,16 +60,8 @@ impl Chat {
         Chat {
             hub: Hub::new(HubConfig {
                 auth,
-                default_room: room(LOBBY),
                 max_output_bytes,
-                require_tls_for_password: false,
-                history_backlog: None,
-                history_keep: 100,
-                quiet_room_size: 0,
-                auth_timeout_ms: u64::MAX / 4,
-                idle_timeout_ms: 0,
-                flood_rate: 0.0,
-                flood_burst: 1.0,
+                ..test_config()
             }),
             next_conn: 0,
             now: Now {
@@ -2103,16 +2112,8 @@ mod accounts_auth {
             auth: Auth::Accounts {
                 users: Arc::new(users),
             },
-            default_room: room(LOBBY),
-            max_output_bytes: PLENTY_OF_OUTPUT,
             require_tls_for_password,
-            history_backlog: None,
-            history_keep: 100,
-            quiet_room_size: 0,
-            auth_timeout_ms: u64::MAX / 4,
-            idle_timeout_ms: 0,
-            flood_rate: 0.0,
-            flood_burst: 1.0,
+            ..test_config()
         });
         chat
     }
@@ -2303,17 +2304,8 @@ mod accounts_auth {
     fn open_auth_needs_no_tls_from_afar() {
         let mut chat = Chat::open();
         chat.hub.set_config(HubConfig {
-            auth: Auth::Open,
-            default_room: room(LOBBY),
-            max_output_bytes: PLENTY_OF_OUTPUT,
             require_tls_for_password: true,
-            history_backlog: None,
-            history_keep: 100,
-            quiet_room_size: 0,
-            auth_timeout_ms: u64::MAX / 4,
-            idle_timeout_ms: 0,
-            flood_rate: 0.0,
-            flood_burst: 1.0,
+            ..test_config()
         });
         let remote = connect_from(&mut chat, [192, 0, 2, 1], false);
         chat.raw(remote);
@@ -2341,17 +2333,9 @@ mod room_history {
     fn history_chat(backlog: usize, keep: usize) -> Chat {
         let mut chat = Chat::open();
         chat.hub.set_config(HubConfig {
-            auth: Auth::Open,
-            default_room: room(LOBBY),
-            max_output_bytes: PLENTY_OF_OUTPUT,
-            require_tls_for_password: false,
             history_backlog: Some(backlog),
             history_keep: keep,
-            quiet_room_size: 0,
-            auth_timeout_ms: u64::MAX / 4,
-            idle_timeout_ms: 0,
-            flood_rate: 0.0,
-            flood_burst: 1.0,
+            ..test_config()
         });
         chat
     }
@@ -2534,17 +2518,11 @@ mod limits {
     fn limited_chat(auth_timeout_ms: u64, idle_timeout_ms: u64, flood_rate: f64) -> Chat {
         let mut chat = Chat::open();
         chat.hub.set_config(HubConfig {
-            auth: Auth::Open,
-            default_room: room(LOBBY),
-            max_output_bytes: PLENTY_OF_OUTPUT,
-            require_tls_for_password: false,
-            history_backlog: None,
-            history_keep: 100,
-            quiet_room_size: 0,
             auth_timeout_ms,
             idle_timeout_ms,
             flood_rate,
             flood_burst: 3.0,
+            ..test_config()
         });
         chat
     }
@@ -2662,17 +2640,8 @@ mod quiet_rooms {
     fn quiet_chat() -> Chat {
         let mut chat = Chat::open();
         chat.hub.set_config(HubConfig {
-            auth: Auth::Open,
-            default_room: room(LOBBY),
-            max_output_bytes: PLENTY_OF_OUTPUT,
-            require_tls_for_password: false,
-            history_backlog: None,
-            history_keep: 100,
             quiet_room_size: 2,
-            auth_timeout_ms: u64::MAX / 4,
-            idle_timeout_ms: 0,
-            flood_rate: 0.0,
-            flood_burst: 1.0,
+            ..test_config()
         });
         chat
     }
