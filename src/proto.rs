@@ -865,10 +865,15 @@ fn render_message(message: &ChatMessage) -> String {
 /// frame on one line.
 pub fn history_record(message: &ChatMessage) -> Vec<u8> {
     let mut line = Vec::with_capacity(96 + message.text.len());
-    // Writing into a Vec cannot fail, and every field serialises.
-    serde_json::to_writer(&mut line, &MessageBody(message)).expect("records always serialise");
-    line.push(b'\n');
+    write_history_record(message, &mut line);
     line
+}
+
+/// Appends the journal record of `message`, `\n` included.
+pub fn write_history_record(message: &ChatMessage, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail, and every field serialises.
+    serde_json::to_writer(&mut *out, &MessageBody(message)).expect("records always serialise");
+    out.push(b'\n');
 }
 
 #[derive(Deserialize)]
