@@ -1133,8 +1133,7 @@ impl Hub {
         Ok(())
     }
 
-    /// Everyone sharing at least one room with `conn`, once each, not `conn`.
-    /// Everyone who shares a room with `conn`, once each; without
+    /// Everyone who shares a room with `conn`, once each, not `conn`; without
     /// `include_quiet`, members of quiet rooms (presence is not announced
     /// there) are left out unless they share a room that is not quiet.
     fn neighbours(&self, conn: ConnId, include_quiet: bool) -> Vec<ConnId> {

@@ -22,7 +22,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Compaction runs when the file holds this many more records than the
-/// kept history (and at least twice as many), so its size stays bounded.
+/// kept history (and at least `COMPACT_FACTOR` times as many), so its size
+/// stays bounded.
 const COMPACT_SLACK: usize = 1024;
 /// The file is compacted once it holds this many times the kept records:
 /// each compaction rewrites the kept history and fsyncs on the event loop

@@ -57,6 +57,9 @@ const LINES_PER_TURN: usize = 64;
 /// TCP keepalive: probe a silent peer after this long, so half-open
 /// connections (a vanished host) are found and their names freed.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
+/// Connection tables are sized for at most this many connections at
+/// start; past it they grow as needed.
+const RESERVE_CONNECTIONS: usize = 65_536;
 /// Connections the kernel queues before `accept` (capped by
 /// `net.core.somaxconn`).
 const LISTEN_BACKLOG: i32 = 1024;
@@ -136,9 +139,20 @@ fn listen_on(address: SocketAddr) -> io::Result<std::net::TcpListener> {
         None,
     )?;
     sockopt::set_socket_reuseaddr(&socket, true)?;
-    sockopt::set_tcp_nodelay(&socket, true)?;
-    sockopt::set_socket_keepalive(&socket, true)?;
-    sockopt::set_tcp_keepidle(&socket, KEEPALIVE_IDLE)?;
+    // Wanted, not required: a sandbox that refuses one must not stop the
+    // daemon (std's accept path ignored these errors too).
+    for (name, result) in [
+        ("TCP_NODELAY", sockopt::set_tcp_nodelay(&socket, true)),
+        ("SO_KEEPALIVE", sockopt::set_socket_keepalive(&socket, true)),
+        (
+            "TCP_KEEPIDLE",
+            sockopt::set_tcp_keepidle(&socket, KEEPALIVE_IDLE),
+        ),
+    ] {
+        if let Err(error) = result {
+            log::warn!("{address}: cannot set {name}: {error}");
+        }
+    }
     rustix::net::bind(&socket, &address)?;
     rustix::net::listen(&socket, LISTEN_BACKLOG)?;
     Ok(std::net::TcpListener::from(socket))
@@ -249,7 +263,9 @@ impl Server {
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(ServerError::Signals)?;
         let mut hub = Hub::new(config.hub_config());
-        let max_connections = config.max_connections;
+        // Tables are sized up front only up to a bound: a huge
+        // `max_connections` must not reserve gigabytes of address space.
+        let max_connections = config.max_connections.min(RESERVE_CONNECTIONS);
         hub.reserve_connections(max_connections);
         let journal = match config.history_path() {
             None => None,
@@ -383,7 +399,10 @@ impl Server {
             }
             self.fire_timers(now, wall);
             if events.is_empty() && self.heap_trim.due(now) {
-                log::debug!("returned freed heap memory to the kernel");
+                log::debug!(
+                    "returned freed heap memory to the kernel in {:.1} ms",
+                    now.elapsed().as_secs_f64() * 1000.0
+                );
             }
             self.submit_verify_jobs();
             self.flush_and_reap(now);
@@ -573,17 +592,9 @@ impl Server {
             }
             return;
         }
-        let entry = self.conns.vacant_entry();
-        let id = entry.key();
-        if let Err(error) =
-            self.poll
-                .registry()
-                .register(&mut stream, Token(id), Interest::READABLE)
-        {
-            log::error!("peer={peer} cannot register: {error}");
-            return;
-        }
-        entry.insert(Conn::new(stream, peer, tls, self.config.max_line_bytes));
+        let id = self
+            .conns
+            .insert(Conn::new(stream, peer, tls, self.config.max_line_bytes));
         let kind = if is_tls { " over TLS" } else { "" };
         // At info a session logs its login and its disconnect; the accept
         // itself is debug, so a reconnect storm costs two lines each.
@@ -594,8 +605,24 @@ impl Server {
         self.schedule(id);
         // A client usually sends its first line right behind the handshake,
         // so it is often queued already: reading it now sends the greeting
-        // and the answer in one write, a turn earlier.
+        // and the answer in one write, a turn earlier. The socket is
+        // registered after that read: epoll reports a socket that is ready
+        // when it is registered, which would cost an empty read next turn.
         self.read(id, wall);
+        let Server {
+            conns,
+            poll,
+            closing,
+            ..
+        } = self;
+        if let Some(conn) = conns.get_mut(id)
+            && let Err(error) =
+                poll.registry()
+                    .register(&mut conn.stream, Token(id), Interest::READABLE)
+        {
+            log::error!("conn={id} peer={peer} cannot register: {error}");
+            mark_closing(conn, id, closing, CloseReason::IoError);
+        }
     }
 
     fn read(&mut self, id: usize, wall: Now) {
