@@ -19,6 +19,7 @@ use crate::session::{Input, Mode, State};
 use crate::throttle::Throttle;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 
 /// Failed passwords one connection may try before it is closed.
 pub const MAX_PASSWORD_FAILURES: u8 = 3;
@@ -117,7 +118,7 @@ struct Client {
     /// True for a connection that arrived on a TLS listener.
     is_tls: bool,
     /// The ticket of the password check under way, if any.
-    pending_check: Option<u64>,
+    pending_check: Option<NonZeroU64>,
     state: State,
     /// `None` until the first non-empty line; frames sent before then (the
     /// greeting) are JSON.
@@ -129,7 +130,8 @@ struct Client {
     rooms: Vec<RoomName>,
     outbox: Outbox,
     /// Set when the client must go now (slow consumer); its output is void.
-    cut_off: Option<CutOff>,
+    /// Boxed: rare, and this struct is held per connection.
+    cut_off: Option<Box<CutOff>>,
     /// When it connected, for the login deadline.
     connected_ms: u64,
     /// When its last line arrived, for the idle ping.
@@ -154,7 +156,7 @@ impl Client {
             self.tag(conn)
         );
         self.outbox.clear();
-        self.cut_off = Some(CutOff::SlowConsumer { pending });
+        self.cut_off = Some(Box::new(CutOff::SlowConsumer { pending }));
     }
 }
 
@@ -630,7 +632,7 @@ impl Hub {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
-        if client.pending_check != Some(ticket) {
+        if client.pending_check.map(NonZeroU64::get) != Some(ticket) {
             return;
         }
         client.pending_check = None;
@@ -644,7 +646,7 @@ impl Hub {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
-        if client.pending_check == Some(ticket) {
+        if client.pending_check.map(NonZeroU64::get) == Some(ticket) {
             client.pending_check = None;
             self.clients.send(
                 conn,
@@ -702,6 +704,12 @@ impl Hub {
         Some(write(&mut client.outbox, arena))
     }
 
+    /// Between turns, when the server is quiet: gives back the memory a
+    /// burst left in the turn arena.
+    pub fn release_idle_memory(&mut self) {
+        self.clients.arena.release();
+    }
+
     /// Ends the loop turn, after the shell has written what the sockets
     /// took: what is still owed is copied out of the arena, which is then
     /// cleared for the next turn.
@@ -747,7 +755,7 @@ impl Hub {
     pub fn cut_off(&self, conn: ConnId) -> Option<&CutOff> {
         self.clients
             .get(conn)
-            .and_then(|client| client.cut_off.as_ref())
+            .and_then(|client| client.cut_off.as_deref())
     }
 
     /// The session's current state (for the shell's logs and for tests).
@@ -924,7 +932,7 @@ impl Hub {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
                 if let Some(client) = self.clients.get_mut(conn) {
-                    client.pending_check = Some(ticket);
+                    client.pending_check = NonZeroU64::new(ticket);
                 }
                 self.verify_jobs.push(VerifyJob {
                     conn,

@@ -61,6 +61,14 @@ impl Arena {
         self.bytes.is_empty()
     }
 
+    /// Gives the buffer's memory back if no frame is in it (between turns),
+    /// so a burst's capacity is not held while the server is idle.
+    pub fn release(&mut self) {
+        if self.bytes.is_empty() {
+            self.bytes = Vec::new();
+        }
+    }
+
     /// Forgets every frame. Only call once every outbox that was given a
     /// span of this turn has been sealed.
     pub fn clear(&mut self) {

@@ -25,6 +25,9 @@ pub enum CloseReason {
     TlsError,
 }
 
+/// `Conn::timer_ms` when no timer is queued.
+pub const NO_TIMER: u64 = u64::MAX;
+
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
@@ -38,8 +41,9 @@ pub struct Conn {
     pub closing: Option<CloseReason>,
     /// True once the peer sent EOF; no further readiness will say so again.
     pub has_peer_closed: bool,
-    /// The earliest hub deadline a timer is queued for, if any.
-    pub timer_ms: Option<u64>,
+    /// The earliest hub deadline a timer is queued for; `NO_TIMER` if none
+    /// (a plain `u64`: this struct is held per connection).
+    pub timer_ms: u64,
     /// When a quitting connection is closed even if output is still owed.
     pub linger_until: Option<Instant>,
 }
@@ -59,7 +63,7 @@ impl Conn {
             is_write_registered: false,
             closing: None,
             has_peer_closed: false,
-            timer_ms: None,
+            timer_ms: NO_TIMER,
             linger_until: None,
         }
     }

@@ -40,13 +40,15 @@ impl HeapTrim {
     }
 
     /// Trims if enough churn has happened and it has been quiet long
-    /// enough; returns true if it trimmed.
-    pub fn due(&mut self, now: Instant) -> bool {
+    /// enough, after `release` has freed what the caller holds for bursts;
+    /// returns true if it trimmed.
+    pub fn due(&mut self, now: Instant, release: impl FnOnce()) -> bool {
         if self.deadline().is_none_or(|deadline| now < deadline) {
             return false;
         }
         self.churn = 0;
         self.last_churn = None;
+        release();
         release_free_memory();
         true
     }
@@ -80,11 +82,13 @@ mod tests {
             trim.note(start);
         }
         assert_eq!(trim.deadline(), None, "not enough churn yet");
-        assert!(!trim.due(start + QUIET * 10));
+        assert!(!trim.due(start + QUIET * 10, || {}));
         trim.note(start);
         assert_eq!(trim.deadline(), Some(start + QUIET));
-        assert!(!trim.due(start + QUIET / 2), "not quiet long enough");
-        assert!(trim.due(start + QUIET));
+        assert!(!trim.due(start + QUIET / 2, || {}), "not quiet long enough");
+        let mut released = false;
+        assert!(trim.due(start + QUIET, || released = true));
+        assert!(released, "the caller's burst memory goes first");
         assert_eq!(trim.deadline(), None, "the churn starts again from 0");
     }
 }

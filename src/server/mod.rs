@@ -15,7 +15,7 @@ use crate::hub::{ConnId, Hub, Now};
 use crate::outbox::Flushed;
 use crate::proto::{Code, ServerMsg};
 use crate::tls::{self, Received};
-use conn::{CloseReason, Conn};
+use conn::{CloseReason, Conn, NO_TIMER};
 use journal::Journal;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -398,7 +398,7 @@ impl Server {
                 }
             }
             self.fire_timers(now, wall);
-            if events.is_empty() && self.heap_trim.due(now) {
+            if events.is_empty() && self.heap_trim.due(now, || self.hub.release_idle_memory()) {
                 log::debug!(
                     "returned freed heap memory to the kernel in {:.1} ms",
                     now.elapsed().as_secs_f64() * 1000.0
@@ -734,8 +734,8 @@ impl Server {
         let Some(deadline) = self.hub.deadline(ConnId(id)) else {
             return;
         };
-        if conn.timer_ms.is_none_or(|queued| deadline < queued) {
-            conn.timer_ms = Some(deadline);
+        if deadline < conn.timer_ms {
+            conn.timer_ms = deadline;
             self.timers.push(Reverse((deadline, id)));
         }
     }
@@ -798,10 +798,10 @@ impl Server {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            if conn.timer_ms != Some(deadline) {
+            if conn.timer_ms != deadline {
                 continue; // Superseded by an earlier timer, or stale.
             }
-            conn.timer_ms = None;
+            conn.timer_ms = NO_TIMER;
             self.hub.handle_timeout(ConnId(id), wall);
             self.schedule(id);
         }
