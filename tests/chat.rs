@@ -2,6 +2,7 @@
 //! real TCP by JSON and text clients. Each test starts its own server. See
 //! `design/protocol.md` for the behaviour asserted here.
 
+#[allow(dead_code)]
 mod common;
 
 use common::{Client, Launch, Server};

@@ -13,6 +13,10 @@
 //! The helpers are private to this file rather than in `tests/common`: that
 //! harness runs foreground servers, and these tests need daemons.
 
+#[allow(dead_code)]
+mod common;
+
+use common::forward_lines;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -47,30 +51,6 @@ fn collect(pipe: impl Read + Send + 'static) -> Receiver<String> {
         let mut bytes = Vec::new();
         let _ = BufReader::new(pipe).read_to_end(&mut bytes);
         let _ = sender.send(String::from_utf8_lossy(&bytes).into_owned());
-    });
-    receiver
-}
-
-/// Forwards each line of a pipe over a channel, so a test can wait for one
-/// line with a deadline.
-fn forward_lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-                    if sender.send(text).is_err() {
-                        // Nobody listens any more; keep draining the pipe.
-                        continue;
-                    }
-                }
-            }
-        }
     });
     receiver
 }

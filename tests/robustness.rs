@@ -11,10 +11,9 @@ mod common;
 
 use common::{Client, Launch, READ_TIMEOUT, Server};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -649,120 +648,19 @@ fn a_client_pumping_twenty_thousand_pings_does_not_starve_another_clients_ping()
 // Descriptor exhaustion
 // ---------------------------------------------------------------------------
 
-/// Forwards every line of a pipe over a channel; keeps draining after the
-/// receiver is gone so the server never blocks on stderr.
-fn forward_lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-                    let _ = sender.send(text);
-                }
-            }
-        }
-    });
-    receiver
-}
-
-/// A riftd started under `ulimit -n`, which the harness cannot do; killed
-/// when dropped.
-struct LimitedServer {
-    child: Child,
-    lines: Receiver<String>,
-    log: Vec<String>,
-    address: SocketAddr,
-}
-
-impl LimitedServer {
-    fn start(open_files: u32) -> LimitedServer {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_riftd"))
-            .args(["--listen", "127.0.0.1:0", "--history-file", ""])
-            .env("RUST_LOG", "info")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start sh");
-        let lines = forward_lines(child.stderr.take().expect("stderr is piped"));
-        let mut server = LimitedServer {
-            child,
-            lines,
-            log: Vec::new(),
-            address: address(0),
-        };
-        let line = server.wait_for_log("listening on ", Duration::from_secs(20));
-        server.address = line
-            .rsplit("listening on ")
-            .next()
-            .and_then(|address| address.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no address in log line {line:?}"));
-        server
-    }
-
-    fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no log line with {needle:?} within {timeout:?}; log: {:#?}",
-                        self.log
-                    )
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.try_wait().ok().flatten();
-                    panic!(
-                        "riftd closed stderr (status {status:?}) before logging {needle:?}; log: {:#?}",
-                        self.log
-                    )
-                }
-            }
-        }
-    }
-
-    /// Every line logged so far.
-    fn drain_log(&mut self) -> &[String] {
-        self.log.extend(self.lines.try_iter());
-        &self.log
-    }
-}
-
-impl Drop for LimitedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recovers() {
-    let mut server = LimitedServer::start(40);
-    let pid = server.child.id();
+    let mut server = Launch::new().open_files(40).start();
+    let pid = server.pid();
+    let address = server.addrs[0];
     // The first connection is served and logs in before the limit bites.
-    let mut member = Raw::greeted(server.address);
+    let mut member = Raw::greeted(address);
     member.login("member");
     // 60 more than the 40 descriptors allow: the rest wait in the backlog.
     let mut pending: Vec<TcpStream> = (0..60)
-        .map(|_| TcpStream::connect(server.address).expect("the backlog takes the connection"))
+        .map(|_| TcpStream::connect(address).expect("the backlog takes the connection"))
         .collect();
-    server.wait_for_log("cannot accept", READ_TIMEOUT);
+    server.wait_for_log("cannot accept");
 
     // While connections wait, the server neither spins nor stops serving.
     let ticks_before = cpu_ticks(pid);
@@ -783,7 +681,7 @@ fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recovers() {
 
     // Freeing descriptors lets accepting resume on its own.
     pending.truncate(5);
-    let mut newcomer = Raw::connect(server.address);
+    let mut newcomer = Raw::connect(address);
     let greeting = newcomer.frame();
     assert_eq!(greeting["code"], 210, "{greeting}");
     newcomer.login("newcomer");

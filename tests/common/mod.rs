@@ -26,7 +26,7 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forwards every stderr line of the child over a channel, so the test can
 /// wait for a line with a timeout. It keeps draining after the receiver is
 /// gone, so the server never blocks on a full pipe.
-fn forward_lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
+pub fn forward_lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
@@ -51,6 +51,8 @@ pub struct Launch {
     args: Vec<String>,
     config: Option<String>,
     files: Vec<(String, String)>,
+    /// Run under `ulimit -n` with this many open files.
+    open_files: Option<u32>,
     dir: TempDir,
 }
 
@@ -60,6 +62,7 @@ impl Launch {
             args: Vec::new(),
             config: None,
             files: Vec::new(),
+            open_files: None,
             dir: tempfile::tempdir().expect("cannot create a temporary directory"),
         }
     }
@@ -88,6 +91,13 @@ impl Launch {
         self
     }
 
+    /// Runs riftd under `ulimit -n OPEN_FILES` (through `sh`), which a
+    /// `Command` cannot set on its own.
+    pub fn open_files(mut self, open_files: u32) -> Launch {
+        self.open_files = Some(open_files);
+        self
+    }
+
     /// The temporary directory the files go to.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -97,7 +107,17 @@ impl Launch {
         for (name, contents) in &self.files {
             std::fs::write(self.dir.path().join(name), contents).expect("cannot write a file");
         }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_riftd"));
+        let mut command = match self.open_files {
+            None => Command::new(env!("CARGO_BIN_EXE_riftd")),
+            Some(open_files) => {
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_riftd"));
+                command
+            }
+        };
         command
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
@@ -259,6 +279,12 @@ impl Server {
         }
     }
 
+    /// Every stderr line logged so far, without waiting.
+    pub fn drain_log(&mut self) -> &[String] {
+        self.log.extend(self.lines.try_iter());
+        &self.log
+    }
+
     /// Waits for a stderr line containing `needle` and returns it.
     pub fn wait_for_log(&mut self, needle: &str) -> String {
         self.wait_for_log_within(needle, READ_TIMEOUT)
@@ -290,12 +316,6 @@ impl Server {
                 }
             }
         }
-    }
-
-    /// Everything logged so far, without waiting.
-    fn drain_log(&mut self) -> Vec<String> {
-        self.log.extend(self.lines.try_iter());
-        self.log.clone()
     }
 }
 
