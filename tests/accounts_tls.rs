@@ -8,7 +8,7 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{Client, EXIT_TIMEOUT, Launch, READ_TIMEOUT, Server};
+use common::{Client, EXIT_TIMEOUT, Launch, READ_TIMEOUT, Server, assert_config_refused};
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -757,28 +757,6 @@ fn garbage_on_the_tls_port_is_closed_while_others_keep_chatting() {
 
 // ---------------------------------------------------------------------------
 // Refused configurations.
-
-/// Runs riftd with `launch` and asserts it refuses to start: exit 2, a
-/// message naming `needle`, and no listener.
-fn assert_config_refused(launch: Launch, needle: &str) {
-    let finished = launch.args(&["--listen", "127.0.0.1:0"]).run_to_exit();
-    assert_eq!(
-        finished.status.code(),
-        Some(2),
-        "stderr: {}",
-        finished.stderr
-    );
-    assert!(
-        finished.stderr.contains(needle),
-        "stderr does not name {needle:?}: {}",
-        finished.stderr
-    );
-    assert!(
-        !finished.stderr.contains("listening on"),
-        "it listened before refusing: {}",
-        finished.stderr
-    );
-}
 
 #[test]
 fn accounts_and_tls_configs_missing_a_file_or_with_a_corrupt_users_file_are_refused() {

@@ -5,7 +5,7 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{Client, Launch, Server};
+use common::{Client, Launch, Server, assert_config_refused};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 
@@ -109,28 +109,6 @@ fn help_flag_prints_usage_and_exits_0() {
     for option in ["--config", "--listen", "--version", "--help"] {
         assert!(finished.stdout.contains(option), "{option} missing");
     }
-}
-
-/// Runs riftd with `config` and asserts it refuses to start: exit 2, a
-/// message naming `name`, and no listener.
-fn assert_config_refused(launch: Launch, name: &str) {
-    let finished = launch.arg("--listen").arg("127.0.0.1:0").run_to_exit();
-    assert_eq!(
-        finished.status.code(),
-        Some(2),
-        "stderr: {}",
-        finished.stderr
-    );
-    assert!(
-        finished.stderr.contains(name),
-        "stderr does not name {name:?}: {}",
-        finished.stderr
-    );
-    assert!(
-        !finished.stderr.contains("listening on"),
-        "it listened before refusing: {}",
-        finished.stderr
-    );
 }
 
 #[test]

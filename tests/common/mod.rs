@@ -529,3 +529,25 @@ impl Client {
 pub fn missing_path(dir: &Path) -> PathBuf {
     dir.join("does-not-exist.toml")
 }
+
+/// Runs riftd with `launch` and asserts it refuses to start: exit 2, a
+/// message naming `needle`, and no listener.
+pub fn assert_config_refused(launch: Launch, needle: &str) {
+    let finished = launch.args(&["--listen", "127.0.0.1:0"]).run_to_exit();
+    assert_eq!(
+        finished.status.code(),
+        Some(2),
+        "stderr: {}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains(needle),
+        "stderr does not name {needle:?}: {}",
+        finished.stderr
+    );
+    assert!(
+        !finished.stderr.contains("listening on"),
+        "it listened before refusing: {}",
+        finished.stderr
+    );
+}
