@@ -8,6 +8,7 @@
 # flood control and the per-address cap, which a one-address benchmark trips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 runs=${1:-3}
 if ! command -v redis-server >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
@@ -31,12 +32,7 @@ max_connections_per_ip = 0
 TOML
 taskset -c 0 target/release/riftd --config "$work/riftd.toml" 2> "$work/riftd.log" &
 riftd_pid=$!
-riftd_port=""
-for _ in $(seq 100); do
-    riftd_port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$work/riftd.log" | head -1 | cut -d: -f2 || true)
-    [ -n "$riftd_port" ] && break
-    sleep 0.05
-done
+riftd_port=$(listen_port "$work/riftd.log")
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
 bench() { # proto args... -> one JSON line

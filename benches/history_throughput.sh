@@ -5,6 +5,7 @@
 # Usage: benches/history_throughput.sh [RUNS]   (medians of RUNS runs, default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 runs=${1:-3}
 cargo build --release -q --bin riftd --bin riftbench
 work=$(mktemp -d)
@@ -21,12 +22,7 @@ for mode in off never everysec always; do
         fi
         RUST_LOG=warn,riftd=info target/release/riftd --config "$work/riftd.toml" 2> "$work/log" &
         pid=$!
-        port=""
-        for _ in $(seq 100); do
-            port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$work/log" | head -1 | cut -d: -f2 || true)
-            [ -n "$port" ] && break
-            sleep 0.05
-        done
+        port=$(listen_port "$work/log")
         line=$(target/release/riftbench fanout --port "$port" --receivers 50 --publishers 2 \
             --messages 50000 --size 64 --window 64 --json)
         kill -TERM "$pid"; wait "$pid" || true
