@@ -447,43 +447,39 @@ impl Client {
     /// Reads frames until one has `code`, and returns it; fails on timeout
     /// or EOF, listing the frames skipped.
     pub fn expect_code(&mut self, code: u64) -> Value {
-        let deadline = Instant::now() + READ_TIMEOUT;
-        let mut skipped = Vec::new();
-        loop {
-            match self.read_line_by(deadline) {
-                Read1::Line(line) => {
-                    let line = String::from_utf8_lossy(&line).into_owned();
-                    let frame: Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|error| panic!("not JSON ({error}): {line:?}"));
-                    if frame["code"] == code {
-                        return frame;
-                    }
-                    skipped.push(line);
-                }
-                Read1::Eof => panic!("EOF before code {code}; skipped {skipped:#?}"),
-                Read1::Timeout => {
-                    panic!("no code {code} within {READ_TIMEOUT:?}; skipped {skipped:#?}")
-                }
-            }
-        }
+        let mut frame = Value::Null;
+        self.skip_until(&format!("code {code}"), |line| {
+            frame = serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("not JSON ({error}): {line:?}"));
+            frame["code"] == code
+        });
+        frame
     }
 
     /// Reads text lines until one contains `needle`, and returns it.
     pub fn expect_line(&mut self, needle: &str) -> String {
+        self.skip_until(&format!("a line with {needle:?}"), |line| {
+            line.contains(needle)
+        })
+    }
+
+    /// Reads lines until `wanted` accepts one, and returns it; fails on
+    /// timeout or EOF, naming `what` and listing the lines skipped.
+    fn skip_until(&mut self, what: &str, mut wanted: impl FnMut(&str) -> bool) -> String {
         let deadline = Instant::now() + READ_TIMEOUT;
         let mut skipped = Vec::new();
         loop {
             match self.read_line_by(deadline) {
                 Read1::Line(line) => {
                     let line = String::from_utf8_lossy(&line).into_owned();
-                    if line.contains(needle) {
+                    if wanted(&line) {
                         return line;
                     }
                     skipped.push(line);
                 }
-                Read1::Eof => panic!("EOF before a line with {needle:?}; skipped {skipped:#?}"),
+                Read1::Eof => panic!("EOF before {what}; skipped {skipped:#?}"),
                 Read1::Timeout => {
-                    panic!("no line with {needle:?} within {READ_TIMEOUT:?}; skipped {skipped:#?}")
+                    panic!("no {what} within {READ_TIMEOUT:?}; skipped {skipped:#?}")
                 }
             }
         }
