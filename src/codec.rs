@@ -167,13 +167,14 @@ impl Input {
             (Telnet::Command, WILL..=DONT) => Telnet::Option,
             (Telnet::Command, _) => Telnet::Data,
             (Telnet::Option, _) => Telnet::Data,
-            (Telnet::Sub(_), IAC) | (Telnet::SubCommand(_), IAC) => {
-                Telnet::SubCommand(MAX_SUBNEGOTIATION)
-            }
+            // IAC SE ends a subnegotiation; nothing else does but its cap.
             (Telnet::SubCommand(_), SE) => Telnet::Data,
             (Telnet::Sub(n), _) | (Telnet::SubCommand(n), _) if n >= MAX_SUBNEGOTIATION => {
                 Telnet::Data
             }
+            (Telnet::Sub(n), IAC) => Telnet::SubCommand(n + 1),
+            // IAC IAC inside a subnegotiation is an escaped 255, part of its
+            // data (RFC 855); so is any other byte after IAC there.
             (Telnet::Sub(n), _) | (Telnet::SubCommand(n), _) => Telnet::Sub(n + 1),
         };
     }
@@ -357,6 +358,31 @@ mod tests {
         let mut codec = LineCodec::new(100);
         codec.push(b"\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0bob\n");
         assert_eq!(drain(&mut codec), vec![ok("bob")]);
+    }
+
+    #[test]
+    fn an_escaped_255_inside_a_subnegotiation_is_its_data_not_its_end() {
+        let mut codec = LineCodec::new(100);
+        // IAC SB NAWS 0 255 255 0 24 IAC SE: a width of 255 is sent as
+        // IAC IAC; nothing of the subnegotiation may leak into the line.
+        codec.push(b"\xff\xfa\x1f\x00\xff\xff\x00\x18leak\xff\xf0bob\n");
+        assert_eq!(drain(&mut codec), vec![ok("bob")]);
+        // The same cut into single bytes, and an IAC IAC as the last data.
+        for byte in b"\xff\xfaxx\xff\xff\xff\xf0carol\n" {
+            codec.push(&[*byte]);
+        }
+        assert_eq!(drain(&mut codec), vec![ok("carol")]);
+    }
+
+    #[test]
+    fn a_subnegotiation_of_escaped_255s_is_still_bounded_by_its_cap() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"\xff\xfa");
+        // Escaped 255s count towards the cap like any byte: the cap's
+        // byte ends the subnegotiation and the next line is whole.
+        codec.push(&[IAC; MAX_SUBNEGOTIATION + 1]);
+        codec.push(b"dave\n");
+        assert_eq!(drain(&mut codec), vec![ok("dave")]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Robustness under abuse and load, against the real binary: slow consumers,
 //! the login and idle deadlines, the connection caps, flood control, per-turn
 //! fairness, descriptor exhaustion, and garbage or trickling peers beside a
-//! healthy pair. See `/work/shared/robustness-checklist.md` for the items.
+//! healthy pair. `design/robustness.md` states the limits these tests check.
 //!
 //! Each test starts its own server. Every wait is on a frame, a log line or
 //! EOF; only process state (CPU time, RSS) is sampled, within deadlines.
