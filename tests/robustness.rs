@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -642,6 +644,83 @@ fn a_client_pumping_twenty_thousand_pings_does_not_starve_another_clients_ping()
     eprintln!(
         "fairness: probe round trip {round_trip:?} during a {PINGS}-PING pump answered in {pump_took:?}"
     );
+}
+
+/// Streams `lead` and then `unit` over and over from a connection of its
+/// own, until `stop` is set or 1 GiB is sent; reports on `started` once
+/// 16 MiB are out (far more than the socket buffers hold, so the server is
+/// reading), and sets `ended` when it stops for any reason.
+fn flood(
+    port: u16,
+    lead: &'static [u8],
+    unit: &'static [u8],
+    stop: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
+    started: mpsc::Sender<()>,
+) -> thread::JoinHandle<()> {
+    const BOUND: usize = 1 << 30;
+    const STARTED: usize = 16 << 20;
+    let mut stream = TcpStream::connect(address(port)).expect("cannot connect the flooder");
+    stream
+        .set_write_timeout(Some(READ_TIMEOUT))
+        .expect("set_write_timeout");
+    thread::spawn(move || {
+        let chunk = unit.repeat(64 * 1024 / unit.len());
+        let mut sent = 0;
+        if stream.write_all(lead).is_ok() {
+            while !stop.load(Ordering::Relaxed) && sent < BOUND {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+                let before = sent;
+                sent += chunk.len();
+                if before < STARTED && sent >= STARTED {
+                    let _ = started.send(());
+                }
+            }
+        }
+        ended.store(true, Ordering::SeqCst);
+    })
+}
+
+#[test]
+fn a_flood_of_empty_lines_crlf_or_telnet_nops_cannot_hold_another_clients_ping_until_it_ends() {
+    let server = Server::start();
+    let port = server.port();
+    let mut prober = Client::json(port);
+    prober.login("prober");
+    let shapes: [(&str, &[u8], &[u8]); 4] = [
+        ("empty lines", b"", b"\n"),
+        ("\\r\\n", b"", b"\r\n"),
+        ("IAC NOP", b"", &[255, 241]),
+        (
+            "IAC SB garbage",
+            b"",
+            b"\xff\xfagarbage of a subnegotiation",
+        ),
+    ];
+    for (round, (name, lead, unit)) in shapes.into_iter().enumerate() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
+        let (started, is_started) = mpsc::channel();
+        let flooder = flood(port, lead, unit, stop.clone(), ended.clone(), started);
+        is_started
+            .recv_timeout(READ_TIMEOUT)
+            .unwrap_or_else(|_| panic!("{name}: the flood did not get going"));
+        prober.send_json(&json!({"code": 108, "token": round}));
+        assert_eq!(
+            prober.expect_code(207),
+            json!({"code": 207, "token": round}),
+            "{name}"
+        );
+        // Order, not time: the answer came while the flood still ran.
+        assert!(
+            !ended.load(Ordering::SeqCst),
+            "{name}: the PING was answered only after the flood ended"
+        );
+        stop.store(true, Ordering::SeqCst);
+        flooder.join().expect("the flooder panicked");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ mod heap;
 mod journal;
 mod verifier;
 
+use crate::codec::TurnBudget;
 use crate::config::{Config, ConfigError};
 use crate::hub::{ConnId, Hub, Now};
 use crate::outbox::Flushed;
@@ -51,9 +52,6 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// One read call's buffer, shared by every connection.
 const READ_CHUNK: usize = 64 * 1024;
-/// Lines one connection may have handled per loop turn; the rest waits for
-/// the next turn, so one busy client cannot delay the others.
-const LINES_PER_TURN: usize = 64;
 /// TCP keepalive: probe a silent peer after this long, so half-open
 /// connections (a vanished host) are found and their names freed.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
@@ -223,8 +221,9 @@ pub struct Server {
     heap_trim: heap::HeapTrim,
     /// Connections per client address group (IPv6 /64).
     per_ip: HashMap<IpAddr, usize>,
-    /// Connections that stopped at their per-turn line budget with input
-    /// left: edge-triggered readiness will not report them again.
+    /// Connections that stopped at their per-turn budget (`TurnBudget`:
+    /// lines or bytes) with input maybe left: edge-triggered readiness will
+    /// not report them again.
     ready: Vec<usize>,
 }
 
@@ -642,10 +641,12 @@ impl Server {
             return;
         }
         let conn_id = ConnId(id);
-        let mut budget = LINES_PER_TURN;
+        // Every line handed on and every byte read is charged, whatever the
+        // codec makes of it, so no input of any shape holds the loop.
+        let mut budget = TurnBudget::default();
         loop {
             // Lines already buffered first, within this turn's budget.
-            while budget > 0 && !hub.is_quitting(conn_id) && hub.state(conn_id).is_some() {
+            while budget.has_lines() && !hub.is_quitting(conn_id) && hub.state(conn_id).is_some() {
                 let Some(line) = conn.codec.next_line() else {
                     break;
                 };
@@ -653,19 +654,20 @@ impl Server {
                     Ok(line) => hub.handle_line(conn_id, line, wall),
                     Err(error) => hub.handle_codec_error(conn_id, error),
                 }
-                budget -= 1;
+                budget.charge_line();
             }
-            if budget == 0 {
+            if budget.is_spent() {
                 // More may wait in the codec or the socket: next turn.
                 ready.push(id);
                 break;
             }
+            let buf = &mut read_buf[..budget.read_len(READ_CHUNK)];
             let received = match &mut conn.tls {
-                None => conn.stream.read(read_buf).map(|count| match count {
+                None => conn.stream.read(buf).map(|count| match count {
                     0 => Received::Closed,
                     count => Received::Data(count),
                 }),
-                Some(tls) => tls::read_plaintext(tls, &mut conn.stream, read_buf),
+                Some(tls) => tls::read_plaintext(tls, &mut conn.stream, buf),
             };
             let received = match received {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(Received::WouldBlock),
@@ -689,9 +691,12 @@ impl Server {
                     }
                     break;
                 }
+                Ok(Received::Records(count)) => budget.charge_bytes(count),
                 Ok(Received::Data(count)) => {
+                    budget.charge_bytes(count);
                     if hub.is_quitting(conn_id) || hub.state(conn_id).is_none() {
-                        // Quitting or draining: input is discarded.
+                        // Quitting or draining: input is discarded (and
+                        // charged, so a drain cannot hold the loop either).
                         continue;
                     }
                     conn.codec.push(&read_buf[..count]);
