@@ -510,6 +510,63 @@ fn the_per_ip_cap_refuses_with_503_but_admits_another_address_and_a_freed_slot()
     again.login("again");
 }
 
+/// Lines of `log` containing `needle`.
+fn count_lines(log: &[String], needle: &str) -> usize {
+    log.iter().filter(|line| line.contains(needle)).count()
+}
+
+#[test]
+fn three_hundred_refused_connects_write_a_bounded_number_of_log_lines() {
+    let mut server = Server::with_config("max_connections_per_ip = 1\n");
+    let port = server.port();
+    let started = Instant::now();
+    let mut holder = Client::json(port);
+    holder.login("holder");
+    for _ in 0..300 {
+        let mut refused = Raw::connect(address(port));
+        assert_eq!(refused.frame()["code"], 503);
+        refused.expect_eof();
+    }
+    // A line logged after every refusal, to synchronise on: the log is
+    // written in order by the loop thread.
+    let elsewhere = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let mut marker = connect_with(Some(elsewhere), None, address(port));
+    assert_eq!(marker.frame()["code"], 210);
+    marker.login("marker");
+    server.wait_for_log("login marker");
+    let windows = started.elapsed().as_secs() / 5 + 1;
+    let refusals = count_lines(&server.log, "refused: max_connections_per_ip");
+    // One line per 5 s window (plus one for a window boundary).
+    assert!(
+        (1..=windows as usize + 1).contains(&refusals),
+        "{refusals} refusal lines for 300 refusals: {:#?}",
+        server.log
+    );
+    drop(holder);
+}
+
+#[test]
+fn a_storm_of_connect_and_close_writes_a_bounded_number_of_disconnect_lines() {
+    let mut server = Server::start();
+    let port = server.port();
+    let started = Instant::now();
+    for _ in 0..300 {
+        let raw = Raw::greeted(address(port));
+        raw.stream
+            .shutdown(std::net::Shutdown::Both)
+            .expect("shutdown");
+    }
+    let mut marker = Raw::greeted(address(port));
+    marker.login("marker");
+    server.wait_for_log("login marker");
+    let windows = started.elapsed().as_secs() / 5 + 2;
+    let disconnects = count_lines(&server.log, "disconnected (");
+    assert!(
+        disconnects <= 50 * windows as usize,
+        "{disconnects} disconnect lines for 300 connects"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Flood control
 // ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 mod conn;
 mod heap;
 mod journal;
+mod log_limit;
 mod verifier;
 
 use crate::codec::TurnBudget;
@@ -18,6 +19,7 @@ use crate::proto::{Code, ServerMsg};
 use crate::tls::{self, Received};
 use conn::{CloseReason, Conn, NO_TIMER};
 use journal::Journal;
+use log_limit::{LogLimiter, suppressed_note};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -48,8 +50,14 @@ const DRAIN_LINGER: Duration = Duration::from_secs(2);
 const SHUTDOWN_DRAIN_LINGER: Duration = Duration::from_millis(500);
 /// Back-off before accepting again after EMFILE and friends.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// At most one "cannot accept" log line per this interval.
+/// At most one "cannot accept" log line per this interval; the same for
+/// refused connections and failed TLS starts, which a peer causes at the
+/// price of a connect.
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// At most this many disconnect lines per `ACCEPT_LOG_INTERVAL`: a session
+/// ends with one line at info, but a connect-and-close storm must not turn
+/// into a log storm.
+const DISCONNECT_LOG_BURST: u32 = 50;
 /// One read call's buffer, shared by every connection.
 const READ_CHUNK: usize = 64 * 1024;
 /// TCP keepalive: probe a silent peer after this long, so half-open
@@ -208,8 +216,11 @@ pub struct Server {
     lingering: Vec<usize>,
     /// Set after EMFILE and friends: accepting resumes at this instant.
     accept_paused_until: Option<Instant>,
-    last_accept_log: Option<Instant>,
-    accept_errors_unlogged: u64,
+    /// Rate limits for lines a peer can cause per connect (`log_limit`).
+    accept_log: LogLimiter,
+    refusal_log: LogLimiter,
+    tls_start_log: LogLimiter,
+    disconnect_log: LogLimiter,
     /// Set once SIGTERM/SIGINT arrived: the loop ends by this instant.
     shutdown_deadline: Option<Instant>,
     /// The origin of `Now::mono_ms`.
@@ -322,8 +333,10 @@ impl Server {
             closing: Vec::new(),
             lingering: Vec::new(),
             accept_paused_until: None,
-            last_accept_log: None,
-            accept_errors_unlogged: 0,
+            accept_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
+            refusal_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
+            tls_start_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
+            disconnect_log: LogLimiter::new(DISCONNECT_LOG_BURST, ACCEPT_LOG_INTERVAL),
             shutdown_deadline: None,
             started: Instant::now(),
             timers: BinaryHeap::with_capacity(max_connections),
@@ -517,21 +530,15 @@ impl Server {
             };
             let is_tls = *is_tls;
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, is_tls, wall),
+                Ok((stream, peer)) => self.admit(stream, peer, is_tls, now, wall),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if is_fd_exhaustion(&error) => {
-                    self.accept_errors_unlogged += 1;
-                    let is_log_due = self
-                        .last_accept_log
-                        .is_none_or(|last| now.duration_since(last) >= ACCEPT_LOG_INTERVAL);
-                    if is_log_due {
+                    if let Some(suppressed) = self.accept_log.event(now) {
                         log::error!(
                             "cannot accept: {error} ({} time(s) since the last report); pausing accepts",
-                            self.accept_errors_unlogged
+                            suppressed.saturating_add(1)
                         );
-                        self.last_accept_log = Some(now);
-                        self.accept_errors_unlogged = 0;
                     }
                     self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     return;
@@ -547,6 +554,7 @@ impl Server {
         mut stream: mio::net::TcpStream,
         peer: SocketAddr,
         is_tls: bool,
+        now: Instant,
         wall: Now,
     ) {
         let tls = match (is_tls, &self.config.tls) {
@@ -555,12 +563,18 @@ impl Server {
             {
                 Ok(session) => Some(Box::new(session)),
                 Err(error) => {
-                    log::error!("peer={peer} cannot start TLS: {error}");
+                    if let Some(suppressed) = self.tls_start_log.event(now) {
+                        let note = suppressed_note(suppressed, "failure(s)");
+                        log::error!("peer={peer} cannot start TLS: {error}{note}");
+                    }
                     return;
                 }
             },
             (true, None) => {
-                log::error!("peer={peer} arrived on a TLS listener without a TLS config");
+                if let Some(suppressed) = self.tls_start_log.event(now) {
+                    let note = suppressed_note(suppressed, "failure(s)");
+                    log::error!("peer={peer} arrived on a TLS listener without a TLS config{note}");
+                }
                 return;
             }
         };
@@ -579,7 +593,11 @@ impl Server {
             None
         };
         if let Some(limit) = refusal {
-            log::warn!("peer={peer} refused: {limit} reached");
+            // A refusal costs the peer one connect: rate-limited.
+            if let Some(suppressed) = self.refusal_log.event(now) {
+                let note = suppressed_note(suppressed, "refusal(s)");
+                log::warn!("peer={peer} refused: {limit} reached{note}");
+            }
             let frame = ServerMsg::error(
                 Code::Unavailable,
                 format!("server full ({limit} reached); try again later"),
@@ -956,11 +974,20 @@ impl Server {
                 }
             }
             let reason = conn.closing.unwrap_or(CloseReason::IoError);
+            // One line per session, but a connect-and-close storm (garbage
+            // on the TLS port costs a peer one connect) is rate-limited.
+            let Some(suppressed) = self.disconnect_log.event(Instant::now()) else {
+                continue;
+            };
+            let note = suppressed_note(suppressed, "disconnect(s)");
             match reason {
                 CloseReason::SlowConsumer | CloseReason::Deadline => {
-                    log::warn!("conn={id} peer={} dropped: {reason:?}", conn.peer)
+                    log::warn!("conn={id} peer={} dropped: {reason:?}{note}", conn.peer)
                 }
-                _ => log::info!("conn={id} peer={} disconnected ({reason:?})", conn.peer),
+                _ => log::info!(
+                    "conn={id} peer={} disconnected ({reason:?}){note}",
+                    conn.peer
+                ),
             }
         }
     }
