@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -704,9 +704,9 @@ fn a_client_pumping_twenty_thousand_pings_does_not_starve_another_clients_ping()
 }
 
 /// Streams `lead` and then `unit` over and over from a connection of its
-/// own, until `stop` is set or 1 GiB is sent; reports on `started` once
-/// 16 MiB are out (far more than the socket buffers hold, so the server is
-/// reading), and sets `ended` when it stops for any reason.
+/// own, until `stop` is set or 1 GiB is sent, counting in `sent`; reports on
+/// `started` once 16 MiB are out (far more than the socket buffers hold, so
+/// the server is reading), and sets `ended` when it stops for any reason.
 fn flood(
     port: u16,
     lead: &'static [u8],
@@ -714,6 +714,7 @@ fn flood(
     stop: Arc<AtomicBool>,
     ended: Arc<AtomicBool>,
     started: mpsc::Sender<()>,
+    counted: Arc<AtomicUsize>,
 ) -> thread::JoinHandle<()> {
     const BOUND: usize = 1 << 30;
     const STARTED: usize = 16 << 20;
@@ -731,6 +732,7 @@ fn flood(
                 }
                 let before = sent;
                 sent += chunk.len();
+                counted.store(sent, Ordering::SeqCst);
                 if before < STARTED && sent >= STARTED {
                     let _ = started.send(());
                 }
@@ -741,7 +743,7 @@ fn flood(
 }
 
 #[test]
-fn a_flood_of_empty_lines_crlf_or_telnet_nops_cannot_hold_another_clients_ping_until_it_ends() {
+fn a_flood_of_empty_lines_crlf_or_telnet_nops_cannot_hold_another_clients_pings_until_it_ends() {
     let server = Server::start();
     let port = server.port();
     let mut prober = Client::json(port);
@@ -760,20 +762,51 @@ fn a_flood_of_empty_lines_crlf_or_telnet_nops_cannot_hold_another_clients_ping_u
         let stop = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(AtomicBool::new(false));
         let (started, is_started) = mpsc::channel();
-        let flooder = flood(port, lead, unit, stop.clone(), ended.clone(), started);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let flooder = flood(
+            port,
+            lead,
+            unit,
+            stop.clone(),
+            ended.clone(),
+            started,
+            sent.clone(),
+        );
         is_started
             .recv_timeout(READ_TIMEOUT)
             .unwrap_or_else(|_| panic!("{name}: the flood did not get going"));
+        // 16384 PINGs take the prober 256 turns of 64 lines; in those turns
+        // the flooder has its share, one read of at most 64 KiB per turn:
+        // 16 MiB. What it sends beyond waits in socket buffers (a few MiB).
+        // A flooder read more than once per turn, or without a budget,
+        // gets far more while the prober waits.
+        const PINGS: usize = 16_384;
+        const SHARE: usize = 16 << 20;
+        let at_start = sent.load(Ordering::SeqCst);
+        prober.send_raw(&b"{\"code\":108}\n".repeat(PINGS));
+        for _ in 0..PINGS {
+            prober.expect_code(207);
+            // Slack for buffers and for this thread being scheduled late.
+            let flooded = sent.load(Ordering::SeqCst) - at_start;
+            assert!(
+                flooded <= 6 * SHARE,
+                "{name}: {flooded} bytes of flood went through while {PINGS} PINGs waited"
+            );
+        }
+        eprintln!(
+            "{name}: {} bytes of flood while the PINGs were answered",
+            sent.load(Ordering::SeqCst) - at_start
+        );
         prober.send_json(&json!({"code": 108, "token": round}));
         assert_eq!(
             prober.expect_code(207),
             json!({"code": 207, "token": round}),
             "{name}"
         );
-        // Order, not time: the answer came while the flood still ran.
+        // Order, not time: every answer came while the flood still ran.
         assert!(
             !ended.load(Ordering::SeqCst),
-            "{name}: the PING was answered only after the flood ended"
+            "{name}: the PINGs were answered only after the flood ended"
         );
         stop.store(true, Ordering::SeqCst);
         flooder.join().expect("the flooder panicked");

@@ -234,8 +234,10 @@ pub struct Server {
     per_ip: HashMap<IpAddr, usize>,
     /// Connections that stopped at their per-turn budget (`TurnBudget`:
     /// lines or bytes) with input maybe left: edge-triggered readiness will
-    /// not report them again.
+    /// not report them again. Each at most once (`Conn::read_turn`).
     ready: Vec<usize>,
+    /// Counts loop turns, from 1; see `Conn::read_turn`.
+    turn: u64,
 }
 
 fn now_unix_ms() -> u64 {
@@ -343,6 +345,7 @@ impl Server {
             heap_trim: heap::HeapTrim::default(),
             per_ip: HashMap::new(),
             ready: Vec::new(),
+            turn: 0,
         })
     }
 
@@ -388,6 +391,7 @@ impl Server {
                 unix_ms: now_unix_ms(),
                 mono_ms: now.duration_since(self.started).as_millis() as u64,
             };
+            self.turn += 1;
             // Connections left with input by last turn's budget go first.
             for id in std::mem::take(&mut self.ready) {
                 self.read(id, wall);
@@ -650,14 +654,18 @@ impl Server {
             closing,
             to_flush,
             ready,
+            turn,
             ..
         } = self;
         let Some(conn) = conns.get_mut(id) else {
             return;
         };
-        if conn.closing.is_some() {
+        if conn.closing.is_some() || conn.read_turn == *turn {
+            // Already read this turn (from the ready list, then its event):
+            // one budget per turn, and one place on the ready list.
             return;
         }
+        conn.read_turn = *turn;
         let conn_id = ConnId(id);
         // Every line handed on and every byte read is charged, whatever the
         // codec makes of it, so no input of any shape holds the loop.
