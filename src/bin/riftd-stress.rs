@@ -377,8 +377,8 @@ struct PairReport {
     /// How long connecting (and under open auth logging in and joining)
     /// took; `None` if it did not finish before the phase ended.
     setup: Option<Duration>,
-    /// Round trips of PINGs sent before the phase ended, i.e. during the
-    /// attack.
+    /// Round trips of PINGs answered before the phase ended, i.e. during
+    /// the attack (the last PING of a phase is often answered just after).
     round_trips: Vec<Duration>,
     unanswered: usize,
     /// Messages sent by one and received by the other (open auth only).
@@ -410,14 +410,15 @@ impl PairReport {
         let max = sorted.last().copied().map_or(0.0, ms);
         let messages = match self.messages {
             Some((sent, received)) => format!("messages {received}/{sent}"),
-            None => "messages not checked (the server's auth is not open)".to_owned(),
+            None if self.setup.is_none() => "messages not checked".to_owned(),
+            None => "messages not checked (no login: auth is not open)".to_owned(),
         };
         let setup = match self.setup {
             Some(setup) => format!("set up in {:.2} ms", ms(setup)),
             None => "NOT set up before the phase ended".to_owned(),
         };
         println!(
-            "  probe pair: {setup}; PING round trip median {median:.2} ms, max {max:.2} ms over {} ping(s), {} unanswered; {messages}; healthy: {}",
+            "  probe pair: {setup}; PING round trip median {median:.2} ms, max {max:.2} ms over {} ping(s) answered during the attack, {} unanswered; {messages}; healthy: {}",
             sorted.len(),
             self.unanswered,
             if self.is_healthy() { "yes" } else { "NO" }
@@ -547,7 +548,9 @@ fn probe_pair(port: u16, deadline: Instant, tag: &str) -> PairReport {
             &["\"code\":207", &token_field],
             asked + Duration::from_secs(5),
         ) {
-            report.round_trips.push(asked.elapsed());
+            if Instant::now() < deadline {
+                report.round_trips.push(asked.elapsed());
+            }
         } else {
             report.unanswered += 1;
             break;
