@@ -546,7 +546,7 @@ fn three_hundred_refused_connects_write_a_bounded_number_of_log_lines() {
 }
 
 #[test]
-fn a_storm_of_connect_and_close_writes_a_bounded_number_of_disconnect_lines() {
+fn a_storm_of_connect_and_close_or_http_requests_writes_a_bounded_number_of_log_lines() {
     let mut server = Server::start();
     let port = server.port();
     let started = Instant::now();
@@ -556,6 +556,16 @@ fn a_storm_of_connect_and_close_writes_a_bounded_number_of_disconnect_lines() {
             .shutdown(std::net::Shutdown::Both)
             .expect("shutdown");
     }
+    // An HTTP request line costs a connect and one line, too.
+    for _ in 0..100 {
+        let mut raw = Raw::greeted(address(port));
+        raw.send_raw(b"GET / HTTP/1.1\r\n");
+        match raw.within(READ_TIMEOUT) {
+            Got::Line(line) => assert!(line.contains("not an HTTP server"), "{line}"),
+            _ => panic!("no answer to an HTTP request line"),
+        }
+        raw.expect_eof();
+    }
     let mut marker = Raw::greeted(address(port));
     marker.login("marker");
     server.wait_for_log("login marker");
@@ -563,8 +573,9 @@ fn a_storm_of_connect_and_close_writes_a_bounded_number_of_disconnect_lines() {
     let disconnects = count_lines(&server.log, "disconnected (");
     assert!(
         disconnects <= 50 * windows as usize,
-        "{disconnects} disconnect lines for 300 connects"
+        "{disconnects} disconnect lines for 400 connects"
     );
+    assert_eq!(count_lines(&server.log, "leaving: sent HTTP"), 0);
 }
 
 // ---------------------------------------------------------------------------

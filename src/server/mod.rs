@@ -221,6 +221,7 @@ pub struct Server {
     refusal_log: LogLimiter,
     tls_start_log: LogLimiter,
     disconnect_log: LogLimiter,
+    verifier_busy_log: LogLimiter,
     /// Set once SIGTERM/SIGINT arrived: the loop ends by this instant.
     shutdown_deadline: Option<Instant>,
     /// The origin of `Now::mono_ms`.
@@ -339,6 +340,7 @@ impl Server {
             refusal_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
             tls_start_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
             disconnect_log: LogLimiter::new(DISCONNECT_LOG_BURST, ACCEPT_LOG_INTERVAL),
+            verifier_busy_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
             shutdown_deadline: None,
             started: Instant::now(),
             timers: BinaryHeap::with_capacity(max_connections),
@@ -796,10 +798,14 @@ impl Server {
         let jobs: Vec<_> = self.hub.drain_verify_jobs().collect();
         for job in jobs {
             if let Err(job) = self.verifier.submit(job) {
-                log::warn!(
-                    "conn={} password check refused: verifier queue full",
-                    job.conn
-                );
+                // A login storm would make one line per PASS: rate-limited.
+                if let Some(suppressed) = self.verifier_busy_log.event(Instant::now()) {
+                    let note = suppressed_note(suppressed, "refused check(s)");
+                    log::warn!(
+                        "conn={} password check refused: verifier queue full{note}",
+                        job.conn
+                    );
+                }
                 self.hub.handle_verify_busy(job.conn, job.ticket);
             }
         }
