@@ -182,15 +182,17 @@ fn signal(pid: i32, signal: rustix::process::Signal) -> Result<(), DaemonError> 
     }
 }
 
-/// Waits until nobody holds the lock on `file`, or the deadline passes.
+/// Waits until nobody holds the lock on `file`, or `timeout` has passed.
+/// Elapsed time is compared with the timeout, never added to a clock, so no
+/// configured value can overflow it.
 fn wait_unlocked(file: &File, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
     loop {
         if file.try_lock_shared().is_ok() {
             let _ = file.unlock();
             return true;
         }
-        if Instant::now() >= deadline {
+        if started.elapsed() >= timeout {
             return false;
         }
         std::thread::sleep(STOP_POLL);
@@ -242,7 +244,7 @@ pub fn stop(path: &Path, timeout: Duration) -> Result<Stopped, DaemonError> {
         }
     };
     signal(pid, rustix::process::Signal::TERM)?;
-    if wait_unlocked(&file, timeout + STOP_GRACE) {
+    if wait_unlocked(&file, timeout.saturating_add(STOP_GRACE)) {
         return Ok(Stopped::Terminated { pid });
     }
     log::warn!(
@@ -261,8 +263,8 @@ pub fn stop(path: &Path, timeout: Duration) -> Result<Stopped, DaemonError> {
 }
 
 fn wait_for_pid(path: &Path, timeout: Duration) -> Result<Option<i32>, DaemonError> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
         match probe(path)? {
             Probe::Running { pid: Some(pid), .. } => return Ok(Some(pid)),
             Probe::NotRunning { .. } => return Ok(None),
@@ -418,6 +420,18 @@ mod tests {
             probe(&path).unwrap(),
             Probe::NotRunning { is_stale: false }
         ));
+    }
+
+    #[test]
+    fn waiting_for_an_unlocked_pidfile_with_an_enormous_timeout_does_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riftd.pid");
+        let file = File::create(&path).unwrap();
+        // `shutdown_timeout_secs = 9223372036854775807` plus the grace used
+        // to overflow `Instant + Duration`.
+        let timeout = Duration::from_secs(i64::MAX as u64).saturating_add(STOP_GRACE);
+        assert!(wait_unlocked(&file, timeout));
+        assert!(wait_unlocked(&file, Duration::MAX));
     }
 
     #[test]

@@ -895,3 +895,36 @@ fn start_writes_the_daemon_log_to_log_file() {
     let log = daemon.wait_for_log(&format!("listening on {}", daemon.address()));
     assert!(log.contains(&format!("daemon started (pid {pid}")), "{log}");
 }
+
+#[test]
+fn enormous_configured_timeouts_are_refused_with_exit_2_naming_the_key_by_every_command() {
+    for (key, value) in [
+        ("shutdown_timeout_secs", "9223372036854775807"),
+        ("auth_timeout_secs", "18000000000000000"),
+        ("idle_timeout_secs", "18000000000000000"),
+    ] {
+        let assignment = format!("{key} = {value}");
+        let daemon = Daemon::new(&assignment);
+        for action in ["start", "stop", "status"] {
+            let finished = daemon.ctl(action);
+            assert_eq!(
+                finished.code(),
+                Some(2),
+                "{assignment}, {action}: {finished:?}"
+            );
+            assert!(
+                finished.stderr.contains(&format!("`{key}`")),
+                "{assignment}, {action}: {finished:?}"
+            );
+        }
+        assert!(
+            !daemon.pid_path().exists(),
+            "{assignment}: a refused config left a pidfile"
+        );
+        assert!(is_port_bindable(daemon.port), "{assignment}: it listened");
+        common::assert_config_refused(
+            common::Launch::new().config(&assignment),
+            &format!("`{key}`"),
+        );
+    }
+}
