@@ -34,6 +34,58 @@ pub enum DaemonError {
     Signal { pid: i32, source: io::Error },
     #[error("pid {pid} still holds {path} after SIGKILL")]
     Unkillable { pid: i32, path: PathBuf },
+    /// `pid_file` names something that is not a pidfile (a typo, the
+    /// config itself, a symlink, a device): left untouched, and the
+    /// configuration is refused.
+    #[error("pid_file {path} {reason}; refusing to overwrite or delete it")]
+    NotAPidFile { path: PathBuf, reason: String },
+}
+
+impl DaemonError {
+    /// Whether the configuration is at fault (exit 2), not the run.
+    pub fn is_refused_config(&self) -> bool {
+        matches!(self, DaemonError::NotAPidFile { .. })
+    }
+}
+
+fn not_a_pid_file(path: &Path, reason: impl Into<String>) -> DaemonError {
+    DaemonError::NotAPidFile {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// The longest content a pidfile can have: a pid, a newline, some slack.
+const MAX_PID_TEXT: u64 = 32;
+
+/// Opens an existing or new pidfile without following a symlink in its
+/// last component, and refuses anything but a regular file.
+fn open_pid_file(path: &Path, options: &mut OpenOptions) -> Result<File, DaemonError> {
+    let file = options
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|error| {
+            if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                not_a_pid_file(path, "is a symbolic link")
+            } else {
+                pid_error(path)(error)
+            }
+        })?;
+    let metadata = file.metadata().map_err(pid_error(path))?;
+    if !metadata.file_type().is_file() {
+        return Err(not_a_pid_file(path, "is not a regular file"));
+    }
+    Ok(file)
+}
+
+/// A pid as a pidfile holds it: decimal digits, surrounding whitespace
+/// allowed, greater than 0.
+fn parse_pid(text: &str) -> Option<i32> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|pid| *pid > 0)
 }
 
 fn pid_error(path: &Path) -> impl FnOnce(io::Error) -> DaemonError + '_ {
@@ -82,26 +134,43 @@ pub struct PidFile {
 impl PidFile {
     /// Creates (or reuses a stale) pidfile and takes its lock. A file locked
     /// by a live daemon is refused with `AlreadyRunning`. Two starts racing
-    /// open the same inode, so only one gets the lock.
+    /// open the same inode, so only one gets the lock. A symlink, a file
+    /// that is not regular, or one holding anything but a pid is refused
+    /// with `NotAPidFile` and left as it was.
     pub fn acquire(path: &Path) -> Result<PidFile, DaemonError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(pid_error(path))?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .map_err(pid_error(path))?;
+        let file = open_pid_file(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644),
+        )?;
         match file.try_lock() {
-            Ok(()) => Ok(PidFile {
-                file,
-                path: path.to_owned(),
-            }),
+            Ok(()) => {
+                let size = file.metadata().map_err(pid_error(path))?.len();
+                // Empty (new, or a start under way), or a pid: ours to use.
+                let is_pid = size == 0
+                    || read_pid_text(&file).is_some_and(|text| parse_pid(&text).is_some());
+                if size > MAX_PID_TEXT || !is_pid {
+                    return Err(not_a_pid_file(
+                        path,
+                        format!("holds {size} bytes that are not a pid"),
+                    ));
+                }
+                Ok(PidFile {
+                    file,
+                    path: path.to_owned(),
+                })
+            }
             Err(TryLockError::WouldBlock) => Err(DaemonError::AlreadyRunning {
-                pid: read_pid_text(&file).unwrap_or_else(|| "unknown".to_owned()),
+                pid: read_pid_text(&file)
+                    .and_then(|text| parse_pid(&text))
+                    .map_or_else(|| "unknown".to_owned(), |pid| pid.to_string()),
                 path: path.to_owned(),
             }),
             Err(TryLockError::Error(source)) => Err(pid_error(path)(source)),
@@ -122,18 +191,37 @@ impl PidFile {
         &self.path
     }
 
-    /// Removes the file, still under our lock, then lets the lock go.
+    /// Removes the file, still under our lock, then lets the lock go. A
+    /// file that is no longer ours at that path (moved away and replaced)
+    /// is left alone.
     pub fn remove(self) {
+        use std::os::unix::fs::MetadataExt;
+        let ours = self.file.metadata();
+        let there = std::fs::symlink_metadata(&self.path);
+        let is_ours = match (&ours, &there) {
+            (Ok(ours), Ok(there)) => ours.dev() == there.dev() && ours.ino() == there.ino(),
+            _ => false,
+        };
+        if !is_ours {
+            log::warn!(
+                "pidfile {} is no longer the file riftd locked; leaving it",
+                self.path.display()
+            );
+            return;
+        }
         if let Err(error) = std::fs::remove_file(&self.path) {
             log::warn!("cannot remove pidfile {}: {error}", self.path.display());
         }
     }
 }
 
+/// The file's trimmed text, read at most `MAX_PID_TEXT` bytes deep (a
+/// huge file named by mistake is not read whole); `None` when empty.
 fn read_pid_text(mut file: &File) -> Option<String> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.rewind().ok()?;
-    file.read_to_string(&mut text).ok()?;
+    file.take(MAX_PID_TEXT).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
 }
@@ -149,17 +237,17 @@ pub enum Probe {
 
 /// Looks at the pidfile without changing anything.
 pub fn probe(path: &Path) -> Result<Probe, DaemonError> {
-    let file = match File::open(path) {
+    let file = match open_pid_file(path, OpenOptions::new().read(true)) {
         Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+        Err(DaemonError::PidFile { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return Ok(Probe::NotRunning { is_stale: false });
         }
-        Err(error) => return Err(pid_error(path)(error)),
+        Err(error) => return Err(error),
     };
     match file.try_lock_shared() {
         Ok(()) => Ok(Probe::NotRunning { is_stale: true }),
         Err(TryLockError::WouldBlock) => {
-            let pid = read_pid_text(&file).and_then(|text| text.parse().ok());
+            let pid = read_pid_text(&file).and_then(|text| parse_pid(&text));
             Ok(Probe::Running { pid, file })
         }
         Err(TryLockError::Error(error)) => Err(pid_error(path)(error)),
@@ -432,6 +520,69 @@ mod tests {
         let timeout = Duration::from_secs(i64::MAX as u64).saturating_add(STOP_GRACE);
         assert!(wait_unlocked(&file, timeout));
         assert!(wait_unlocked(&file, Duration::MAX));
+    }
+
+    #[test]
+    fn a_file_that_does_not_hold_a_pid_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riftd.toml");
+        let config = "listen = \"127.0.0.1:5050\"\n";
+        for text in [config, "12 34\n", "-5\n", "0\n", "\n", "\u{feff}77\n"] {
+            std::fs::write(&path, text).unwrap();
+            let error = PidFile::acquire(&path).unwrap_err();
+            assert!(error.is_refused_config(), "{text:?}: {error}");
+            assert!(error.to_string().contains("riftd.toml"), "{error}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        }
+        // Large and binary files are refused without being read whole.
+        std::fs::write(&path, vec![b'7'; 4096]).unwrap();
+        assert!(PidFile::acquire(&path).unwrap_err().is_refused_config());
+        std::fs::write(&path, [0xff, 0xfe, b'\n']).unwrap();
+        assert!(PidFile::acquire(&path).unwrap_err().is_refused_config());
+        assert_eq!(std::fs::read(&path).unwrap(), [0xff, 0xfe, b'\n']);
+    }
+
+    #[test]
+    fn a_symlinked_pidfile_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        let link = dir.path().join("riftd.pid");
+        for text in ["precious data\n", "", "1234\n"] {
+            std::fs::write(&target, text).unwrap();
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            let error = PidFile::acquire(&link).unwrap_err();
+            assert!(error.is_refused_config(), "{text:?}: {error}");
+            assert!(error.to_string().contains("symbolic link"), "{error}");
+            assert_eq!(std::fs::read_to_string(&target).unwrap(), text);
+            assert!(probe(&link).is_err(), "status follows no symlink either");
+        }
+    }
+
+    #[test]
+    fn a_device_or_a_directory_is_not_a_pidfile() {
+        for path in ["/dev/null", "/tmp"] {
+            let error = PidFile::acquire(Path::new(path)).unwrap_err();
+            assert!(
+                error.is_refused_config() || matches!(error, DaemonError::PidFile { .. }),
+                "{path}: {error}"
+            );
+        }
+        let error = PidFile::acquire(Path::new("/dev/null")).unwrap_err();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+        assert!(Path::new("/dev/null").exists());
+    }
+
+    #[test]
+    fn removing_a_pidfile_that_was_replaced_meanwhile_leaves_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riftd.pid");
+        let mut pidfile = PidFile::acquire(&path).unwrap();
+        pidfile.write_pid(7).unwrap();
+        std::fs::rename(&path, dir.path().join("moved")).unwrap();
+        std::fs::write(&path, "someone else's\n").unwrap();
+        pidfile.remove();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "someone else's\n");
     }
 
     #[test]

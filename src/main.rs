@@ -97,6 +97,7 @@ impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {
             Failure::Config(_) | Failure::Usage(_) => ExitCode::from(2),
+            Failure::Daemon(error) if error.is_refused_config() => ExitCode::from(2),
             Failure::Server(_) | Failure::Daemon(_) | Failure::Accounts(_) => ExitCode::from(1),
         }
     }
@@ -211,24 +212,35 @@ fn pid_path(config: &Config) -> PathBuf {
     )
 }
 
+/// The pidfile (if `pid_file` is set) is removed however the run ends,
+/// including a failure to bind: it must never be left naming a dead pid.
 fn foreground(cli: &Cli, config: Config) -> Result<ExitCode, Failure> {
     let mut pidfile = config
         .pid_file
         .as_ref()
         .map(|path| PidFile::acquire(&daemon::absolute(path)))
         .transpose()?;
-    if let Some(pidfile) = &mut pidfile {
-        pidfile.write_pid(std::process::id())?;
-    }
-    server::raise_fd_limit();
-    let listeners = server::bind(&config)?;
-    let server = Server::new(config, listeners, reloader(cli, None))?;
-    let result = server.run();
+    let result = serve_foreground(cli, config, pidfile.as_mut());
     if let Some(pidfile) = pidfile {
         pidfile.remove();
     }
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn serve_foreground(
+    cli: &Cli,
+    config: Config,
+    pidfile: Option<&mut PidFile>,
+) -> Result<(), Failure> {
+    if let Some(pidfile) = pidfile {
+        pidfile.write_pid(std::process::id())?;
+    }
+    server::raise_fd_limit();
+    let listeners = server::bind(&config)?;
+    let server = Server::new(config, listeners, reloader(cli, None))?;
+    server.run()?;
+    Ok(())
 }
 
 /// Everything that can fail is checked before the fork; the command exits
@@ -282,6 +294,7 @@ fn start(cli: &Cli) -> Result<ExitCode, Failure> {
         Forked::Daemon(ready) => {
             if let Err(error) = pidfile.write_pid(std::process::id()) {
                 ready.fail(&error);
+                pidfile.remove();
                 return Err(error.into());
             }
             let server = match Server::new(config, listeners, reloader(cli, Some(log_path))) {

@@ -928,3 +928,81 @@ fn enormous_configured_timeouts_are_refused_with_exit_2_naming_the_key_by_every_
         );
     }
 }
+
+impl Daemon {
+    /// Runs riftd in the foreground on this daemon's config, to completion.
+    fn foreground(&self) -> Finished {
+        let mut command = Command::new(RIFTD);
+        command
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET");
+        run(command)
+    }
+}
+
+#[test]
+fn a_foreground_start_that_cannot_bind_leaves_no_pidfile_behind() {
+    let daemon = Daemon::new("");
+    let _holder = TcpListener::bind(daemon.address()).expect("cannot hold the port for the test");
+    let finished = daemon.foreground();
+    assert_eq!(finished.code(), Some(1), "{finished:?}");
+    assert!(
+        finished.stderr.contains(&daemon.address().to_string()),
+        "{finished:?}"
+    );
+    assert!(
+        !daemon.pid_path().exists(),
+        "the pidfile names the dead pid {:?}",
+        std::fs::read_to_string(daemon.pid_path())
+    );
+    let status = daemon.ctl("status");
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    assert!(!status.stdout.contains("stale"), "{status:?}");
+}
+
+#[test]
+fn a_pid_file_that_names_the_config_itself_is_refused_with_exit_2_and_left_intact() {
+    let daemon = Daemon::with_pid_file("riftd.toml");
+    let config = std::fs::read_to_string(daemon.config_path()).expect("cannot read the config");
+    for finished in [daemon.ctl("start"), daemon.foreground()] {
+        assert_eq!(finished.code(), Some(2), "{finished:?}");
+        assert!(finished.stderr.contains("riftd.toml"), "{finished:?}");
+        assert!(finished.stderr.contains("not a pid"), "{finished:?}");
+        assert_eq!(
+            std::fs::read_to_string(daemon.config_path())
+                .ok()
+                .as_deref(),
+            Some(config.as_str()),
+            "the config was overwritten or deleted"
+        );
+        assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
+    }
+}
+
+#[test]
+fn a_pid_file_that_is_a_symlink_is_refused_with_exit_2_and_its_target_left_intact() {
+    let daemon = Daemon::with_pid_file("riftd.pid");
+    let target = daemon.path("precious");
+    for text in ["precious data\n", ""] {
+        std::fs::write(&target, text).expect("cannot write the target");
+        let _ = std::fs::remove_file(daemon.pid_path());
+        std::os::unix::fs::symlink(&target, daemon.pid_path()).expect("cannot make the symlink");
+        for finished in [daemon.ctl("start"), daemon.foreground()] {
+            assert_eq!(finished.code(), Some(2), "{finished:?}");
+            assert!(finished.stderr.contains("symbolic link"), "{finished:?}");
+            assert_eq!(
+                std::fs::read_to_string(&target).ok().as_deref(),
+                Some(text),
+                "the symlink's target was written"
+            );
+            assert!(
+                std::fs::symlink_metadata(daemon.pid_path())
+                    .is_ok_and(|metadata| metadata.file_type().is_symlink()),
+                "the symlink was replaced or deleted"
+            );
+        }
+    }
+}
