@@ -4,7 +4,9 @@
 //! The pidfile's `flock` is the truth about whether a daemon runs: a daemon
 //! holds it for its whole life and the kernel releases it when the process
 //! dies, however it dies. Nothing here signals a pid whose file is unlocked,
-//! so a stale pidfile can never make us kill an unrelated process.
+//! so a stale pidfile can never make us kill an unrelated process; nor a pid
+//! that is not a riftd holding that very file open (another program may
+//! hold the lock, and the file may name anything).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
@@ -39,6 +41,12 @@ pub enum DaemonError {
     /// configuration is refused.
     #[error("pid_file {path} {reason}; refusing to overwrite or delete it")]
     NotAPidFile { path: PathBuf, reason: String },
+    #[error("refusing to signal pid {pid} named in {path}: {reason}")]
+    Unverified {
+        pid: i32,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl DaemonError {
@@ -254,20 +262,92 @@ pub fn probe(path: &Path) -> Result<Probe, DaemonError> {
     }
 }
 
-fn signal(pid: i32, signal: rustix::process::Signal) -> Result<(), DaemonError> {
-    let target = rustix::process::Pid::from_raw(pid).ok_or(DaemonError::Signal {
-        pid,
-        source: io::ErrorKind::InvalidInput.into(),
-    })?;
-    match rustix::process::kill_process(target, signal) {
-        Ok(()) => Ok(()),
-        // It died between our look at the lock and the signal: fine.
-        Err(rustix::io::Errno::SRCH) => Ok(()),
-        Err(errno) => Err(DaemonError::Signal {
+/// A process checked to be a riftd that holds this very pidfile open,
+/// addressed by a pidfd so that a pid reused after the check is never hit.
+struct Target {
+    pid: i32,
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl Target {
+    /// Refuses (`Unverified`) unless `pid` holds an open descriptor to the
+    /// inode of `pidfile` (it is the process that locked it) and its
+    /// executable is riftd. Another process holding the lock, or a file
+    /// naming some unrelated pid, must never get us to signal that pid.
+    fn verify(pid: i32, pidfile: &File, path: &Path) -> Result<Target, DaemonError> {
+        use std::os::unix::fs::MetadataExt;
+        let refuse = |reason: String| DaemonError::Unverified {
             pid,
-            source: errno.into(),
-        }),
+            path: path.to_owned(),
+            reason,
+        };
+        let raw = rustix::process::Pid::from_raw(pid)
+            .ok_or_else(|| refuse("that is not a process id".to_owned()))?;
+        // Opened first: whatever we check below is this process or, if it
+        // died and its pid was reused meanwhile, a signal to it is ESRCH.
+        let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+            .map_err(|errno| match errno {
+                rustix::io::Errno::SRCH => {
+                    refuse("no such process, yet another process holds the lock".to_owned())
+                }
+                errno => refuse(format!("cannot open it: {}", io::Error::from(errno))),
+            })?;
+        let ours = pidfile.metadata().map_err(pid_error(path))?;
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let entries = std::fs::read_dir(proc_dir.join("fd")).map_err(|error| {
+            refuse(format!(
+                "cannot check its open files ({}/fd: {error}); run stop as its user or as root",
+                proc_dir.display()
+            ))
+        })?;
+        let holds_pidfile = entries.flatten().any(|entry| {
+            std::fs::metadata(entry.path())
+                .is_ok_and(|open| open.dev() == ours.dev() && open.ino() == ours.ino())
+        });
+        if !holds_pidfile {
+            return Err(refuse(
+                "it does not hold the pidfile open, so it is not the riftd that locked it"
+                    .to_owned(),
+            ));
+        }
+        let exe = std::fs::read_link(proc_dir.join("exe")).map_err(|error| {
+            refuse(format!(
+                "cannot read its executable ({}/exe: {error})",
+                proc_dir.display()
+            ))
+        })?;
+        if !is_riftd_executable(&exe) {
+            return Err(refuse(format!(
+                "its executable {} is not riftd",
+                exe.display()
+            )));
+        }
+        Ok(Target { pid, pidfd })
     }
+
+    fn signal(&self, signal: rustix::process::Signal) -> Result<(), DaemonError> {
+        match rustix::process::pidfd_send_signal(&self.pidfd, signal) {
+            Ok(()) => Ok(()),
+            // It exited between our look at the lock and the signal: fine.
+            Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(errno) => Err(DaemonError::Signal {
+                pid: self.pid,
+                source: errno.into(),
+            }),
+        }
+    }
+}
+
+/// Whether a `/proc/PID/exe` target is a riftd: the same file as this
+/// program, or a file named `riftd…` (also after an upgrade replaced it,
+/// when the link reads `… (deleted)`).
+fn is_riftd_executable(exe: &Path) -> bool {
+    if std::env::current_exe().is_ok_and(|ours| ours == exe) {
+        return true;
+    }
+    exe.file_name()
+        .map(|name| name.to_string_lossy())
+        .is_some_and(|name| name.starts_with("riftd"))
 }
 
 /// Waits until nobody holds the lock on `file`, or `timeout` has passed.
@@ -309,7 +389,7 @@ pub enum Stopped {
 pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// SIGTERM, wait up to `timeout` + `STOP_GRACE` for the lock to be released,
-/// then SIGKILL.
+/// then SIGKILL; only to a process that `Target::verify` accepts.
 pub fn stop(path: &Path, timeout: Duration) -> Result<Stopped, DaemonError> {
     let (pid, file) = match probe(path)? {
         Probe::NotRunning { is_stale } => return Ok(Stopped::NotRunning { is_stale }),
@@ -331,7 +411,8 @@ pub fn stop(path: &Path, timeout: Duration) -> Result<Stopped, DaemonError> {
             }
         }
     };
-    signal(pid, rustix::process::Signal::TERM)?;
+    let target = Target::verify(pid, &file, path)?;
+    target.signal(rustix::process::Signal::TERM)?;
     if wait_unlocked(&file, timeout.saturating_add(STOP_GRACE)) {
         return Ok(Stopped::Terminated { pid });
     }
@@ -339,7 +420,7 @@ pub fn stop(path: &Path, timeout: Duration) -> Result<Stopped, DaemonError> {
         "pid {pid} did not stop within {} s of SIGTERM; sending SIGKILL",
         timeout.as_secs()
     );
-    signal(pid, rustix::process::Signal::KILL)?;
+    target.signal(rustix::process::Signal::KILL)?;
     if wait_unlocked(&file, KILL_WAIT) {
         Ok(Stopped::Killed { pid })
     } else {
@@ -583,6 +664,83 @@ mod tests {
         std::fs::write(&path, "someone else's\n").unwrap();
         pidfile.remove();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "someone else's\n");
+    }
+
+    /// A `sleep 60`, killed when dropped; its stdin is `stdin`.
+    struct Sleeper(std::process::Child);
+
+    impl Sleeper {
+        fn spawn(stdin: std::process::Stdio) -> Sleeper {
+            let child = std::process::Command::new("sleep")
+                .arg("60")
+                .stdin(stdin)
+                .spawn()
+                .unwrap();
+            Sleeper(child)
+        }
+
+        fn pid(&self) -> i32 {
+            i32::try_from(self.0.id()).unwrap()
+        }
+
+        fn is_alive(&mut self) -> bool {
+            self.0.try_wait().unwrap().is_none()
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn stop_refuses_to_signal_a_pid_that_is_not_the_riftd_holding_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riftd.pid");
+        // Something that is not riftd holds the lock: here, this test.
+        let mut locker = PidFile::acquire(&path).unwrap();
+        // The file names an unrelated process, which must survive.
+        let mut unrelated = Sleeper::spawn(std::process::Stdio::null());
+        locker.write_pid(unrelated.0.id()).unwrap();
+        let error = stop(&path, Duration::ZERO).unwrap_err();
+        assert!(matches!(error, DaemonError::Unverified { .. }), "{error:?}");
+        assert!(
+            error.to_string().contains("does not hold the pidfile"),
+            "{error}"
+        );
+        assert!(unrelated.is_alive(), "stop signalled an unrelated process");
+
+        // A process holding the pidfile open but not riftd is refused too.
+        let mut holder = Sleeper::spawn(File::open(&path).unwrap().into());
+        locker.write_pid(holder.0.id()).unwrap();
+        let error = stop(&path, Duration::ZERO).unwrap_err();
+        assert!(error.to_string().contains("is not riftd"), "{error}");
+        assert!(holder.is_alive(), "stop signalled a non-riftd process");
+    }
+
+    #[test]
+    fn the_riftd_holding_its_pidfile_is_a_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riftd.pid");
+        let pidfile = PidFile::acquire(&path).unwrap();
+        // This test binary (named riftd-…) holds the file: it qualifies.
+        let pid = i32::try_from(std::process::id()).unwrap();
+        assert!(Target::verify(pid, &pidfile.file, &path).is_ok());
+        let sleeper = Sleeper::spawn(std::process::Stdio::null());
+        assert!(Target::verify(sleeper.pid(), &pidfile.file, &path).is_err());
+    }
+
+    #[test]
+    fn riftd_executables_are_recognised_also_after_an_upgrade() {
+        assert!(is_riftd_executable(Path::new("/usr/local/bin/riftd")));
+        assert!(is_riftd_executable(Path::new(
+            "/usr/local/bin/riftd (deleted)"
+        )));
+        assert!(is_riftd_executable(&std::env::current_exe().unwrap()));
+        assert!(!is_riftd_executable(Path::new("/usr/bin/python3.11")));
+        assert!(!is_riftd_executable(Path::new("/usr/bin/sleep")));
     }
 
     #[test]

@@ -20,7 +20,6 @@ use common::forward_lines;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -734,20 +733,18 @@ fn sighup_applies_a_new_password_and_keeps_the_old_config_when_the_new_one_is_in
     assert_eq!(daemon.pidfile_pid(), pid);
 }
 
-/// A stand-in for a daemon that ignores SIGTERM: it holds the pidfile's
-/// flock, as riftd does, so `stop` believes it is riftd.
-const STUBBORN: &str = r#"
-import fcntl, os, signal, sys, time
+/// Something that is not riftd holding the pidfile's flock (as another
+/// program, or a careless `flock riftd.pid …`, might): it locks the file,
+/// writes nothing, says `ready` and waits.
+const LOCKER: &str = r#"
+import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
 fcntl.flock(fd, fcntl.LOCK_EX)
-os.ftruncate(fd, 0)
-os.write(fd, b"%d\n" % os.getpid())
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print("ready", flush=True)
 time.sleep(60)
 "#;
 
-/// Kills the stand-in if the test fails before `stop` does.
+/// Kills a helper process if the test fails before `stop` does.
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -757,24 +754,21 @@ impl Drop for KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    fn is_alive(&mut self) -> bool {
+        self.0
+            .try_wait()
+            .expect("cannot wait for a child")
+            .is_none()
+    }
+}
+
 #[test]
 fn stop_kills_a_daemon_that_ignores_sigterm() {
     let daemon = Daemon::new("shutdown_timeout_secs = 1");
-    let child = Command::new("python3")
-        .args(["-c", STUBBORN])
-        .arg(daemon.pid_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot run python3");
-    let mut stubborn = KillOnDrop(child);
-    let lines = forward_lines(stubborn.0.stdout.take().expect("stdout is piped"));
-    assert_eq!(
-        lines.recv_timeout(READ_TIMEOUT).as_deref(),
-        Ok("ready"),
-        "the stand-in did not get ready"
-    );
+    let pid = daemon.start();
+    // A stopped process leaves SIGTERM pending: it ignores it, in effect.
+    send_signal(pid, "STOP");
     assert_eq!(daemon.ctl("status").code(), Some(0));
 
     let started = Instant::now();
@@ -785,9 +779,53 @@ fn stop_kills_a_daemon_that_ignores_sigterm() {
         started.elapsed() >= Duration::from_secs(1),
         "stop did not wait shutdown_timeout_secs before SIGKILL"
     );
-    let status = wait_exit(&mut stubborn.0, EXIT_TIMEOUT).expect("the stand-in is still alive");
-    assert_eq!(status.signal(), Some(9), "{status:?}");
     assert_eq!(daemon.ctl("status").code(), Some(3));
+    assert!(
+        eventually(EXIT_TIMEOUT, || is_port_bindable(daemon.port)),
+        "the killed daemon's port is still taken"
+    );
+}
+
+#[test]
+fn stop_refuses_to_signal_a_process_that_is_not_the_riftd_holding_the_pidfile() {
+    let daemon = Daemon::new("shutdown_timeout_secs = 1");
+    let child = Command::new("python3")
+        .args(["-c", LOCKER])
+        .arg(daemon.pid_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot run python3");
+    let mut locker = KillOnDrop(child);
+    let lines = forward_lines(locker.0.stdout.take().expect("stdout is piped"));
+    assert_eq!(
+        lines.recv_timeout(READ_TIMEOUT).as_deref(),
+        Ok("ready"),
+        "the locker did not get ready"
+    );
+    let sleep = Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("cannot run sleep");
+    let mut unrelated = KillOnDrop(sleep);
+
+    // The file names an unrelated process; then the locker itself, which
+    // holds the file open but is not riftd. Neither may be signalled.
+    for pid in [unrelated.0.id(), locker.0.id()] {
+        std::fs::write(daemon.pid_path(), format!("{pid}\n")).expect("cannot write the pidfile");
+        let stopped = daemon.ctl("stop");
+        assert_eq!(stopped.code(), Some(1), "{stopped:?}");
+        assert!(
+            stopped
+                .stderr
+                .contains(&format!("refusing to signal pid {pid}")),
+            "{stopped:?}"
+        );
+        assert!(unrelated.is_alive(), "stop signalled an unrelated process");
+        assert!(locker.is_alive(), "stop signalled the lock holder");
+    }
 }
 
 #[test]
