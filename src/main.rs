@@ -399,7 +399,9 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
         Username::parse(name)
             .map_err(|error| Failure::Usage(format!("invalid user name {name:?}: {error}")))
     };
-    let mut users = Users::load_or_empty(&path)?;
+    // A first look, unlocked, so that a doomed command fails before it
+    // asks for a password; the change itself is re-checked under the lock.
+    let users = Users::load_or_empty(&path)?;
     let done = match action {
         UserAction::List => {
             for name in users.names() {
@@ -412,7 +414,9 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
             if users.hash_of(&name).is_some() {
                 return Err(AccountsError::Duplicate(name.to_string()).into());
             }
-            users.add(name.clone(), &read_new_password()?)?;
+            Users::check_rewritable(&path)?;
+            let password = read_new_password()?;
+            Users::update(&path, |users| users.add(name.clone(), &password))?;
             format!("added {name}")
         }
         UserAction::Passwd { name } => {
@@ -420,16 +424,18 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
             if users.hash_of(&name).is_none() {
                 return Err(AccountsError::Unknown(name.to_string()).into());
             }
-            users.set_password(&name, &read_new_password()?)?;
+            Users::check_rewritable(&path)?;
+            let password = read_new_password()?;
+            Users::update(&path, |users| users.set_password(&name, &password))?;
             format!("changed the password of {name}")
         }
         UserAction::Remove { name } => {
             let name = username(name)?;
-            users.remove(&name)?;
+            Users::check_rewritable(&path)?;
+            Users::update(&path, |users| users.remove(&name))?;
             format!("removed {name}")
         }
     };
-    users.save(&path)?;
     println!(
         "{done} in {}; a running riftd applies it on SIGHUP (systemctl reload riftd, or kill -HUP its pid)",
         path.display()
