@@ -1044,3 +1044,27 @@ fn a_pid_file_that_is_a_symlink_is_refused_with_exit_2_and_its_target_left_intac
         }
     }
 }
+
+#[test]
+fn a_reload_with_a_number_outside_its_range_keeps_the_old_configuration() {
+    let daemon = Daemon::new("shutdown_timeout_secs = 5");
+    let pid = daemon.start();
+    std::fs::write(
+        daemon.config_path(),
+        std::fs::read_to_string(daemon.config_path())
+            .expect("cannot read the config")
+            .replace(
+                "shutdown_timeout_secs = 5",
+                "shutdown_timeout_secs = 9223372036854775807",
+            ),
+    )
+    .expect("cannot rewrite the config");
+    send_signal(pid, "HUP");
+    let log = daemon.wait_for_log("keeping the old configuration");
+    assert!(log.contains("`shutdown_timeout_secs`"), "{log}");
+    // SIGTERM still ends it within the old timeout, removing the pidfile.
+    let (mut json_client, mut text_client) = logged_in_pair(daemon.address());
+    send_signal(pid, "TERM");
+    assert_told_going_down(&mut json_client, &mut text_client);
+    daemon.wait_pidfile_gone();
+}
