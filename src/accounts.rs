@@ -5,9 +5,10 @@
 //! The file is read at start and on SIGHUP and written only by `riftd user
 //! …`, through `Users::update`: read, change and write under an exclusive
 //! lock, so concurrent commands never lose each other's changes; a rewrite
-//! keeps the old file's owner, group and mode. Verifying a password costs tens of milliseconds by design, so the
-//! server never calls `verify` on its event-loop thread (see
-//! `server/verifier.rs`). Nothing here ever logs a password.
+//! keeps the old file's owner, group and mode. Verifying a password costs
+//! tens of milliseconds by design, so the server never calls `verify` on
+//! its event-loop thread (see `server/verifier.rs`). Nothing here ever logs
+//! a password.
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
