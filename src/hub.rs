@@ -523,21 +523,25 @@ impl Hub {
 
     /// When `handle_timeout` has something to do for this connection
     /// (monotonic ms), if ever: the login deadline before BROADCAST; the
-    /// idle ping, then the idle close, for a logged-in JSON client.
+    /// idle ping, then the idle close, for a logged-in JSON client. The
+    /// sums saturate: a configured timeout too long to count is "never",
+    /// not a wrap into the past.
     pub fn deadline(&self, conn: ConnId) -> Option<u64> {
         let client = self.clients.get(conn)?;
         if client.cut_off.is_some() {
             return None;
         }
         match client.state {
-            State::Listen | State::UserAuth | State::PassAuth { .. } => {
-                Some(client.connected_ms + self.config.auth_timeout_ms)
-            }
+            State::Listen | State::UserAuth | State::PassAuth { .. } => Some(
+                client
+                    .connected_ms
+                    .saturating_add(self.config.auth_timeout_ms),
+            ),
             State::Broadcast { .. }
                 if client.mode == Some(Mode::Json) && self.config.idle_timeout_ms > 0 =>
             {
                 let since = client.ping_sent_ms.unwrap_or(client.last_input_ms);
-                Some(since + self.config.idle_timeout_ms)
+                Some(since.saturating_add(self.config.idle_timeout_ms))
             }
             _ => None,
         }

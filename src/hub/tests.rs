@@ -2547,6 +2547,28 @@ mod limits {
     }
 
     #[test]
+    fn enormous_timeouts_saturate_instead_of_wrapping_into_an_immediate_408() {
+        let mut chat = limited_chat(u64::MAX, u64::MAX, 0.0);
+        at(&mut chat, 5_000);
+        let conn = ConnId(chat.next_conn);
+        chat.next_conn += 1;
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        chat.hub.handle_connected(conn, peer, false, chat.now);
+        chat.raw(conn);
+        assert_eq!(chat.hub.deadline(conn), Some(u64::MAX));
+        at(&mut chat, 10_000);
+        chat.hub.handle_timeout(conn, chat.now);
+        assert!(chat.raw(conn).is_empty(), "a login deadline wrapped");
+        // The idle deadline of a logged-in JSON client, counted from its
+        // last input, saturates the same way.
+        let alice = chat.login("alice");
+        assert_eq!(chat.hub.deadline(alice), Some(u64::MAX));
+        at(&mut chat, 20_000);
+        chat.hub.handle_timeout(alice, chat.now);
+        assert!(chat.raw(alice).is_empty(), "an idle deadline wrapped");
+    }
+
+    #[test]
     fn logging_in_clears_the_login_deadline() {
         let mut chat = limited_chat(1000, 0, 0.0);
         let alice = chat.login("alice");

@@ -235,6 +235,21 @@ fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// `now + wait`, or the latest instant the clock can express when that
+/// overflows: a wait too long to count means "not before the end", never a
+/// panic. Every instant the loop computes from a duration goes through here.
+pub fn instant_after(now: Instant, wait: Duration) -> Instant {
+    let mut wait = wait;
+    loop {
+        if let Some(later) = now.checked_add(wait) {
+            return later;
+        }
+        // Halving reaches a representable sum (at worst `now` itself) in
+        // at most 64 + 30 steps.
+        wait /= 2;
+    }
+}
+
 fn listener_token(index: usize) -> Token {
     Token(LISTENER_BASE - index)
 }
@@ -374,7 +389,8 @@ impl Server {
             let now = Instant::now();
             let wall = Now {
                 unix_ms: now_unix_ms(),
-                mono_ms: now.duration_since(self.started).as_millis() as u64,
+                mono_ms: u64::try_from(now.duration_since(self.started).as_millis())
+                    .unwrap_or(u64::MAX),
             };
             // Connections left with input by last turn's budget go first.
             for id in std::mem::take(&mut self.ready) {
@@ -429,7 +445,7 @@ impl Server {
         let hub_timer = self
             .timers
             .peek()
-            .map(|Reverse((ms, _))| self.started + Duration::from_millis(*ms));
+            .map(|Reverse((ms, _))| instant_after(self.started, Duration::from_millis(*ms)));
         let lingering = self
             .lingering
             .iter()
@@ -476,7 +492,7 @@ impl Server {
         self.listeners.clear();
         self.accept_paused_until = None;
         self.hub.handle_shutdown();
-        self.shutdown_deadline = Some(now + self.config.shutdown_timeout());
+        self.shutdown_deadline = Some(instant_after(now, self.config.shutdown_timeout()));
     }
 
     fn reload(&mut self) {
@@ -534,7 +550,7 @@ impl Server {
                         self.last_accept_log = Some(now);
                         self.accept_errors_unlogged = 0;
                     }
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    self.accept_paused_until = Some(instant_after(now, ACCEPT_PAUSE));
                     return;
                 }
                 // ECONNABORTED and the like concern one connection only.
@@ -923,12 +939,13 @@ impl Server {
                 }
                 let _ = conn.stream.shutdown(Shutdown::Write);
                 conn.linger_until = Some(match *shutdown_deadline {
-                    Some(deadline) => deadline.min(now + SHUTDOWN_DRAIN_LINGER),
-                    None => now + DRAIN_LINGER,
+                    Some(deadline) => deadline.min(instant_after(now, SHUTDOWN_DRAIN_LINGER)),
+                    None => instant_after(now, DRAIN_LINGER),
                 });
                 lingering.push(id);
             } else if conn.linger_until.is_none() {
-                conn.linger_until = Some(shutdown_deadline.unwrap_or(now + QUIT_LINGER));
+                conn.linger_until =
+                    Some(shutdown_deadline.unwrap_or_else(|| instant_after(now, QUIT_LINGER)));
                 lingering.push(id);
             }
         }
@@ -982,6 +999,19 @@ fn reregister(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instant_after_a_wait_too_long_to_count_is_late_instead_of_a_panic() {
+        let now = Instant::now();
+        assert_eq!(
+            instant_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        // `shutdown_timeout_secs = 9223372036854775807` used to panic here.
+        let far = instant_after(now, Duration::from_secs(i64::MAX as u64));
+        assert!(far > now + Duration::from_secs(86_400 * 365 * 100));
+        assert!(instant_after(now, Duration::MAX) >= far);
+    }
 
     #[test]
     fn accepted_sockets_inherit_the_listeners_options() {
