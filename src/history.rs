@@ -5,7 +5,7 @@
 //! `server/journal.rs`'s job.
 
 use crate::proto::{ChatMessage, RoomName, Target};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Most messages one HISTORY answer (208) carries.
 pub const MAX_HISTORY_REPLY: usize = 1000;
@@ -24,9 +24,10 @@ pub struct History {
     bytes: usize,
     /// The bound on `bytes` for all rooms together (`history_max_bytes`).
     max_bytes: usize,
-    /// Each room with history, by the id of its newest message: the first
-    /// entry is the least recently active room, dropped first.
-    activity: BTreeMap<u64, RoomName>,
+    /// Each room with history with the id of its newest message, in that
+    /// order: the first entry is the least recently active room, dropped
+    /// first.
+    activity: BTreeSet<(u64, RoomName)>,
 }
 
 /// What one kept message counts against `history_max_bytes`: its text and
@@ -50,7 +51,7 @@ impl History {
             unwritten: Vec::new(),
             bytes: 0,
             max_bytes: usize::MAX,
-            activity: BTreeMap::new(),
+            activity: BTreeSet::new(),
         }
     }
 
@@ -69,7 +70,7 @@ impl History {
     /// returns the rooms whose history was dropped.
     pub fn set_max_bytes(&mut self, max_bytes: usize) -> Vec<RoomName> {
         self.max_bytes = max_bytes;
-        self.enforce_max_bytes(None)
+        self.enforce_max_bytes()
     }
 
     /// Keeps `message` if it is newer than its room's newest; returns the
@@ -98,45 +99,45 @@ impl History {
         {
             self.bytes = self.bytes.saturating_sub(cost(&dropped));
         }
-        let name = previous
-            .and_then(|last| self.activity.remove(&last))
-            .unwrap_or_else(|| room.clone());
-        self.activity.insert(id, name);
-        self.enforce_max_bytes(Some(&room))
+        let mut entry = (previous.unwrap_or(0), room);
+        self.activity.remove(&entry);
+        entry.0 = id;
+        self.activity.insert(entry);
+        self.enforce_max_bytes()
     }
 
     /// The retention rule of `history_max_bytes`: while the kept history
     /// costs more, the least recently active room's history is dropped
-    /// whole; the room just written to (`current`) is never dropped, only
-    /// trimmed from its oldest message, down to its newest one.
-    fn enforce_max_bytes(&mut self, current: Option<&RoomName>) -> Vec<RoomName> {
+    /// whole; the most recently active room (the one just written to) is
+    /// never dropped, only trimmed from its oldest message, down to its
+    /// newest one.
+    fn enforce_max_bytes(&mut self) -> Vec<RoomName> {
         let mut dropped = Vec::new();
         while self.bytes > self.max_bytes {
-            let Some((&newest, oldest_room)) = self.activity.first_key_value() else {
-                break;
-            };
-            if Some(oldest_room) == current || self.activity.len() == 1 {
-                // Only the room being written to is left: trim it.
-                let room = oldest_room.clone();
-                let Some(messages) = self.rooms.get_mut(&room) else {
-                    break;
-                };
-                if messages.len() <= 1 {
-                    break;
+            if self.activity.len() > 1
+                && let Some((_, room)) = self.activity.pop_first()
+            {
+                if let Some(messages) = self.rooms.remove(&room) {
+                    let freed = messages.iter().map(cost).fold(0, usize::saturating_add);
+                    self.bytes = self.bytes.saturating_sub(freed);
                 }
-                if let Some(old) = messages.pop_front() {
-                    self.bytes = self.bytes.saturating_sub(cost(&old));
-                }
+                dropped.push(room);
                 continue;
             }
-            let Some(room) = self.activity.remove(&newest) else {
+            // Only the most recently active room is left: trim it.
+            let Some(messages) = self
+                .activity
+                .last()
+                .and_then(|(_, room)| self.rooms.get_mut(room))
+            else {
                 break;
             };
-            if let Some(messages) = self.rooms.remove(&room) {
-                let freed = messages.iter().map(cost).fold(0, usize::saturating_add);
-                self.bytes = self.bytes.saturating_sub(freed);
+            if messages.len() <= 1 {
+                break;
             }
-            dropped.push(room);
+            if let Some(old) = messages.pop_front() {
+                self.bytes = self.bytes.saturating_sub(cost(&old));
+            }
         }
         dropped
     }
@@ -483,6 +484,17 @@ mod tests {
         assert_eq!(ids(&history.last(&room("a"), 10)), vec![5]);
         history.set_keep(1);
         assert_eq!(history.bytes(), cost(&message(5, "a", "x")));
+    }
+
+    #[test]
+    fn the_same_id_in_two_rooms_does_not_confuse_which_room_is_oldest() {
+        let mut history = History::new(100);
+        history.restore(message(5, "a", "x"));
+        history.restore(message(5, "b", "x"));
+        history.set_max_bytes(cost(&message(1, "a", "x")) * 2);
+        assert_eq!(history.record(&message(6, "a", "x")), vec![room("b")]);
+        assert_eq!(ids(&history.last(&room("a"), 10)), vec![5, 6]);
+        assert_eq!(history.activity.len(), 1);
     }
 
     #[test]
