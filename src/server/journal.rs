@@ -368,10 +368,15 @@ impl Journal {
         let started = std::time::Instant::now();
         let kept = history.all();
         let result = (|| {
+            // A leftover (ours, from a crash) is removed; `create_new`
+            // (O_EXCL) then never follows a symlink planted at the path,
+            // so no other file can be truncated by a compaction.
+            if std::fs::symlink_metadata(&temp).is_ok_and(|metadata| !metadata.is_dir()) {
+                std::fs::remove_file(&temp)?;
+            }
             let mut file = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o640)
                 .open(&temp)?;
             let mut buffer = Vec::with_capacity(kept.len().saturating_mul(128));
@@ -647,6 +652,23 @@ mod tests {
                 .file_type()
                 .is_char_device()
         );
+    }
+
+    #[test]
+    fn compaction_never_writes_through_a_symlink_at_its_temporary_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("history.jsonl.compact")).unwrap();
+        let (mut journal, _) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let mut history = History::new(10);
+        history.record(&message(1, "a"));
+        journal.append(None, &history.take_unwritten()).unwrap();
+        journal.compact(&history, 1025, Instant::now()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(replayed.messages, vec![message(1, "a")]);
     }
 
     #[test]
