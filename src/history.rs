@@ -28,6 +28,9 @@ pub struct History {
     /// order: the first entry is the least recently active room, dropped
     /// first.
     activity: BTreeSet<(u64, RoomName)>,
+    /// The highest id `history_max_bytes` dropped (0: none): a room with no
+    /// kept history may have lost messages up to it.
+    evicted_through: u64,
 }
 
 /// What one kept message counts against `history_max_bytes`: its text and
@@ -52,6 +55,7 @@ impl History {
             bytes: 0,
             max_bytes: usize::MAX,
             activity: BTreeSet::new(),
+            evicted_through: 0,
         }
     }
 
@@ -115,8 +119,9 @@ impl History {
         let mut dropped = Vec::new();
         while self.bytes > self.max_bytes {
             if self.activity.len() > 1
-                && let Some((_, room)) = self.activity.pop_first()
+                && let Some((newest, room)) = self.activity.pop_first()
             {
+                self.evicted_through = self.evicted_through.max(newest);
                 if let Some(messages) = self.rooms.remove(&room) {
                     let freed = messages.iter().map(cost).fold(0, usize::saturating_add);
                     self.bytes = self.bytes.saturating_sub(freed);
@@ -137,6 +142,7 @@ impl History {
             }
             if let Some(old) = messages.pop_front() {
                 self.bytes = self.bytes.saturating_sub(cost(&old));
+                self.evicted_through = self.evicted_through.max(old.id);
             }
         }
         dropped
@@ -156,6 +162,13 @@ impl History {
         } else {
             Vec::new()
         }
+    }
+
+    /// The highest message id the global bound (`history_max_bytes`) has
+    /// dropped, 0 if none: HISTORY `after` an id below it, in a room whose
+    /// kept history does not reach back to `after`, may have missed messages.
+    pub fn evicted_through(&self) -> u64 {
+        self.evicted_through
     }
 
     /// What the kept messages cost against `history_max_bytes`.
@@ -449,6 +462,7 @@ mod tests {
         // Room b was active last at id 2, before a (3) and c (4).
         assert_eq!(history.record(&message(5, "a", "x")), vec![room("b")]);
         assert_eq!(ids(&history.last(&room("b"), 10)), Vec::<u64>::new());
+        assert_eq!(history.evicted_through(), 2);
         assert_eq!(ids(&history.last(&room("a"), 10)), vec![1, 3, 5]);
         assert_eq!(history.bytes(), one * 4);
         assert_eq!(
@@ -479,6 +493,7 @@ mod tests {
             history.restore(message(id, "a", "x"));
         }
         assert_eq!(ids(&history.last(&room("a"), 10)), vec![4, 5]);
+        assert_eq!(history.evicted_through(), 3);
         // A bound below one message keeps the newest all the same.
         history.set_max_bytes(1);
         assert_eq!(ids(&history.last(&room("a"), 10)), vec![5]);
