@@ -47,6 +47,8 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// with each failure in a row up to `MAX_COMPACT_RETRY`.
 const FIRST_COMPACT_RETRY: Duration = Duration::from_secs(1);
 const MAX_COMPACT_RETRY: Duration = Duration::from_secs(300);
+/// At most one "cannot append" log line per this interval.
+const APPEND_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Journal {
     path: PathBuf,
@@ -59,6 +61,8 @@ pub struct Journal {
     batch: Vec<u8>,
     /// When compaction may be tried again after a failure.
     backoff: Backoff,
+    /// Rate limit of the "cannot append" log line.
+    append_failures: FailureLog,
 }
 
 /// What the journal held at start.
@@ -107,6 +111,30 @@ impl Backoff {
 
     pub fn succeeded(&mut self) {
         *self = Backoff::default();
+    }
+}
+
+/// One log line per `APPEND_LOG_INTERVAL` for a failure that recurs every
+/// turn (a full disk), with how many were not logged.
+#[derive(Debug, Default)]
+pub struct FailureLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl FailureLog {
+    /// Counts a failure at `now`; returns how many failures the line due
+    /// now reports (this one included), or `None` while the interval runs.
+    pub fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged = self.unlogged.saturating_add(1);
+        let is_due = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= APPEND_LOG_INTERVAL);
+        if !is_due {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
@@ -291,6 +319,7 @@ impl Journal {
                 flusher,
                 batch: Vec::new(),
                 backoff: Backoff::default(),
+                append_failures: FailureLog::default(),
             },
             Replayed {
                 messages,
@@ -329,6 +358,11 @@ impl Journal {
             FsyncPolicy::Never => {}
         }
         Ok(())
+    }
+
+    /// Counts a failed `append`; `Some(count)` when it is time to log it.
+    pub fn append_failed(&mut self, now: Instant) -> Option<u64> {
+        self.append_failures.failed(now)
     }
 
     /// True when the file has grown well past what is kept, and no failed
@@ -669,6 +703,18 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
         let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(replayed.messages, vec![message(1, "a")]);
+    }
+
+    #[test]
+    fn a_recurring_append_failure_is_logged_once_per_interval_with_a_count() {
+        let start = Instant::now();
+        let mut log = FailureLog::default();
+        assert_eq!(log.failed(start), Some(1));
+        for turn in 1..100 {
+            assert_eq!(log.failed(start + Duration::from_millis(turn)), None);
+        }
+        assert_eq!(log.failed(start + APPEND_LOG_INTERVAL), Some(100));
+        assert_eq!(log.failed(start + APPEND_LOG_INTERVAL), None);
     }
 
     #[test]

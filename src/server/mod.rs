@@ -772,9 +772,11 @@ impl Server {
         let Some(journal) = self.journal.as_mut() else {
             return;
         };
-        if let Err(error) = journal.append(next_id, &messages) {
+        if let Err(error) = journal.append(next_id, &messages)
+            && let Some(failures) = journal.append_failed(now)
+        {
             log::error!(
-                "history: cannot append {} message(s): {error}",
+                "history: cannot append {} message(s): {error} ({failures} failed append(s) since the last report)",
                 messages.len()
             );
         }
