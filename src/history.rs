@@ -85,17 +85,14 @@ impl History {
             return Vec::new();
         };
         let room = room.clone();
-        let previous = self
-            .rooms
-            .get(&room)
-            .and_then(|messages| messages.back())
-            .map(|last| last.id);
+        let messages = self.rooms.entry(room.clone()).or_default();
+        let previous = messages.back().map(|last| last.id);
         if previous.is_some_and(|last| last >= message.id) {
             // Replay of an older or duplicate record: keep ids increasing.
+            // (The room has a message, so no empty entry is left behind.)
             return Vec::new();
         }
         let id = message.id;
-        let messages = self.rooms.entry(room.clone()).or_default();
         self.bytes = self.bytes.saturating_add(cost(&message));
         messages.push_back(message);
         if messages.len() > self.keep
