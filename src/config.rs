@@ -128,6 +128,10 @@ pub struct Config {
     pub history_backlog: usize,
     /// Messages kept per room; older ones are compacted away.
     pub history_keep: usize,
+    /// What all rooms' kept history may cost in memory together (message
+    /// text plus a fixed part each); past it the least recently active
+    /// rooms' history is dropped first.
+    pub history_max_bytes: usize,
     /// A room with more members than this does not announce joins and
     /// leaves (201/204) to its members; 0 means every room announces.
     pub quiet_room_size: usize,
@@ -172,6 +176,7 @@ impl Default for Config {
             history_fsync: FsyncPolicy::Everysec,
             history_backlog: 50,
             history_keep: 10_000,
+            history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             quiet_room_size: 500,
             password: None,
             users: None,
@@ -214,6 +219,7 @@ pub const RANGES: &[Range] = &[
     ),
     range("history_keep", 1, 1_000_000),
     range("quiet_room_size", 0, 1_000_000),
+    range("history_max_bytes", 1 << 20, 1 << 40),
 ];
 
 /// A numeric key's value, as `Config::numbers` reports it.
@@ -250,6 +256,9 @@ fn check_range(key: &'static str, value: Number) -> Result<(), ConfigError> {
         ),
     ))
 }
+
+/// `history_max_bytes` by default: 256 MiB.
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 /// The default history journal, in the state directory: systemd's
 /// `$STATE_DIRECTORY` (`StateDirectory=riftd`), else `/var/lib/riftd` for
@@ -356,6 +365,7 @@ impl Config {
         for (key, value) in self.numbers() {
             check_range(key, value)?;
         }
+        check_history_file(self.history_path())?;
         self.password = match (self.auth, &self.password_file) {
             (AuthSetting::Open, _) => None,
             (AuthSetting::Password, None) => {
@@ -408,6 +418,7 @@ impl Config {
             ("history_backlog", integer(self.history_backlog)),
             ("history_keep", integer(self.history_keep)),
             ("quiet_room_size", integer(self.quiet_room_size)),
+            ("history_max_bytes", integer(self.history_max_bytes)),
         ]
     }
 
@@ -431,6 +442,7 @@ impl Config {
             require_tls_for_password: self.require_tls_for_password,
             history_backlog: self.history_path().map(|_| self.history_backlog),
             history_keep: self.history_keep,
+            history_max_bytes: self.history_max_bytes,
             quiet_room_size: self.quiet_room_size,
             auth_timeout_ms: self.auth_timeout_secs.saturating_mul(1000),
             idle_timeout_ms: self.idle_timeout_secs.saturating_mul(1000),
@@ -446,6 +458,56 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+/// A journal must be a regular file or not exist yet (it is then created):
+/// compaction renames a new file over it, which would replace a device
+/// such as `/dev/null` or a symlink (and not its target). `lstat` is used,
+/// so a symlink is refused, not followed.
+fn check_history_file(path: Option<&Path>) -> Result<(), ConfigError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_file() => Ok(()),
+        Ok(metadata) => Err(invalid(
+            "history_file",
+            format!(
+                "{} is {}, not a regular file; point it at a file (created if missing), \
+                 or set history_file = \"\" to turn history off",
+                path.display(),
+                describe_file_type(&metadata.file_type())
+            ),
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ConfigError::Read {
+            kind: "history_file",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// "a symlink", "a directory", "a character device", … for messages.
+pub fn describe_file_type(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_symlink() {
+        "a symlink"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -649,6 +711,68 @@ mod tests {
         .unwrap();
         let config = Config::from_file(&config_path).unwrap().validate().unwrap();
         assert!(config.auth().verify("abc"));
+    }
+
+    #[test]
+    fn a_history_file_that_is_not_a_regular_file_is_refused_but_a_missing_one_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target.jsonl");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for (path, kind) in [
+            (PathBuf::from("/dev/null"), "a character device"),
+            (link, "a symlink"),
+            (dir.path().to_owned(), "a directory"),
+        ] {
+            let config = Config {
+                history_file: path.clone(),
+                ..Config::default()
+            };
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("history_file"), "{error}");
+            assert!(error.contains(kind), "{}: {error}", path.display());
+            assert!(error.contains("history_file = \"\""), "{error}");
+        }
+        for path in [
+            target,
+            dir.path().join("missing/history.jsonl"),
+            PathBuf::new(),
+        ] {
+            let config = Config {
+                history_file: path,
+                ..Config::default()
+            };
+            config.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn history_max_bytes_has_a_default_and_a_range() {
+        assert_eq!(
+            Config::default().history_max_bytes,
+            DEFAULT_HISTORY_MAX_BYTES
+        );
+        for (value, is_valid) in [
+            (0u64, false),
+            ((1 << 20) - 1, false),
+            (1 << 20, true),
+            (1 << 40, true),
+            ((1 << 40) + 1, false),
+        ] {
+            let mut config = Config::from_toml(&format!("history_max_bytes = {value}")).unwrap();
+            config.history_file = PathBuf::new();
+            match config.validate() {
+                Ok(config) => {
+                    assert!(is_valid, "{value} accepted");
+                    assert_eq!(config.hub_config().history_max_bytes as u64, value);
+                }
+                Err(error) => {
+                    assert!(!is_valid, "{value} refused: {error}");
+                    assert!(error.to_string().contains("history_max_bytes"), "{error}");
+                }
+            }
+        }
     }
 
     #[test]

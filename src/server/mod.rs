@@ -301,7 +301,13 @@ impl Server {
                         String::new()
                     }
                 );
-                hub.restore_history(replayed.messages);
+                let out_of_range = hub.restore_history(replayed.messages);
+                if out_of_range > 0 || hub.restore_next_id(replayed.next_id).is_err() {
+                    log::warn!(
+                        "history {}: records with ids out of range skipped",
+                        path.display()
+                    );
+                }
                 Some(journal)
             }
         };
@@ -502,15 +508,32 @@ impl Server {
         };
         notify(&[sd_notify::NotifyState::Reloading]);
         match reloader() {
-            Ok(config) => {
+            Ok(mut config) => {
                 if config.listen != self.config.listen
                     || config.tls_listen != self.config.tls_listen
-                    || config.history_file != self.config.history_file
+                {
+                    log::warn!("SIGHUP: listen or tls_listen changed; that needs a restart");
+                }
+                if config.history_file != self.config.history_file
                     || config.history_fsync != self.config.history_fsync
                 {
+                    // The journal is opened once: history goes on exactly
+                    // as it started (on or off, same file, same fsync)
+                    // rather than half-applied.
                     log::warn!(
-                        "SIGHUP: listen, tls_listen, history_file or history_fsync changed; that needs a restart"
+                        "SIGHUP: history_file or history_fsync changed; that needs a restart, \
+                         until then history stays {}",
+                        match self.config.history_path() {
+                            Some(path) => format!(
+                                "on in {} with history_fsync = \"{}\"",
+                                path.display(),
+                                format!("{:?}", self.config.history_fsync).to_lowercase()
+                            ),
+                            None => "off".to_owned(),
+                        }
                     );
+                    config.history_file = self.config.history_file.clone();
+                    config.history_fsync = self.config.history_fsync;
                 }
                 for (_, conn) in self.conns.iter_mut() {
                     conn.codec.set_max_line(config.max_line_bytes);
@@ -756,21 +779,25 @@ impl Server {
         }
     }
 
-    /// Appends this turn's room messages to the journal (one write; one
-    /// fsync under `always`) before any client is sent them.
-    fn write_history(&mut self) {
+    /// Appends this turn's id reservation and room messages to the journal
+    /// (one write; one fsync under `always`) before any client is sent
+    /// them; compacts when due, backing off after a failure.
+    fn write_history(&mut self, now: Instant) {
         let messages = self.hub.take_unwritten_history();
+        let next_id = self.hub.take_id_reservation();
         let Some(journal) = self.journal.as_mut() else {
             return;
         };
-        if let Err(error) = journal.append(&messages) {
+        if let Err(error) = journal.append(next_id, &messages)
+            && let Some(failures) = journal.append_failed(now)
+        {
             log::error!(
-                "history: cannot append {} message(s): {error}",
+                "history: cannot append {} message(s): {error} ({failures} failed append(s) since the last report)",
                 messages.len()
             );
         }
-        if journal.needs_compaction(self.hub.history().len())
-            && let Err(error) = journal.compact(self.hub.history())
+        if journal.needs_compaction(self.hub.history().len(), now)
+            && let Err(error) = journal.compact(self.hub.history(), self.hub.id_reservation(), now)
         {
             log::error!("history: compaction failed: {error}");
         }
@@ -853,7 +880,7 @@ impl Server {
     /// Writes every dirty outbox once, then removes closed connections;
     /// repeats while removals queue 204s for others.
     fn flush_and_reap(&mut self, now: Instant) {
-        self.write_history();
+        self.write_history(now);
         loop {
             let mut dirty = std::mem::take(&mut self.to_flush);
             // Swapped with the hub's list, so both keep their capacity.
