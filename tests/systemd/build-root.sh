@@ -19,6 +19,12 @@ PACKAGES=systemd,systemd-sysv,dbus,openssl
 STAMP_VERSION=1
 stamp="suite=$SUITE packages=$PACKAGES version=$STAMP_VERSION"
 
+mkdir -p "$(dirname "$ROOT")"
+# One build at a time (parallel test runs share the cache); walk.sh takes
+# the same lock, shared, while it copies the root.
+exec 9>"$ROOT.lock"
+flock 9
+
 if [ -f "$ROOT.stamp" ] && [ "$(cat "$ROOT.stamp")" = "$stamp" ] && [ -x "$ROOT/sbin/init" ]; then
     exit 0
 fi
@@ -34,7 +40,6 @@ mirror=${mirror:-http://deb.debian.org/debian}
 
 command -v debootstrap >/dev/null || { echo "build-root.sh: debootstrap is missing: apt-get install -y debootstrap" >&2; exit 1; }
 
-mkdir -p "$(dirname "$ROOT")"
 rm -rf "$ROOT.new" "$ROOT.stamp"
 echo "build-root.sh: debootstrap $SUITE from $mirror into $ROOT (a few minutes)" >&2
 debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOT.new" "$mirror" >"$ROOT.log" 2>&1 \
