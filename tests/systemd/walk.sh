@@ -83,10 +83,18 @@ boot() {
     done
     local state
     state=$(in_ct timeout 120 systemctl is-system-running --wait || true)
-    if [ "$state" != running ]; then
-        in_ct systemctl --failed --no-pager >&2 || true
-        fail "the container's systemd is '$state' after booting, not 'running'"
-    fi
+    case $state in
+        running) ;;
+        degraded)
+            # A unit unrelated to riftd failed (the steps check riftd's own).
+            echo "walk.sh: boot $n: the container is degraded:" >&2
+            in_ct systemctl --failed --no-pager >&2 || true
+            ;;
+        *)
+            in_ct systemctl --failed --no-pager >&2 || true
+            fail "the container's systemd is '$state' after booting, not 'running'"
+            ;;
+    esac
     echo "walk.sh: boot $n: systemd $(in_ct systemctl --version | head -n1 | cut -d' ' -f2) is running"
 }
 
