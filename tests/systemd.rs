@@ -43,6 +43,17 @@ impl Activated {
     /// The activator cannot bind port 0, so a free port is found first; if
     /// another process takes it meanwhile, the start is retried.
     fn start(sockets: usize, fdnames: &str, config: &str, files: &[(&str, String)]) -> Activated {
+        Activated::start_with(&[], sockets, fdnames, config, files)
+    }
+
+    /// Like `start`, with extra activator options (e.g. `--datagram`).
+    fn start_with(
+        options: &[&str],
+        sockets: usize,
+        fdnames: &str,
+        config: &str,
+        files: &[(&str, String)],
+    ) -> Activated {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         std::fs::write(dir.path().join("riftd.toml"), config).expect("cannot write the config");
         for (name, contents) in files {
@@ -52,6 +63,7 @@ impl Activated {
         for _attempt in 0..5 {
             let addrs: Vec<SocketAddr> = (0..sockets).map(|_| free_port()).collect();
             let mut command = Command::new("systemd-socket-activate");
+            command.args(options);
             for address in &addrs {
                 command.arg("-l").arg(address.to_string());
             }
@@ -227,6 +239,26 @@ fn a_tls_socket_without_a_certificate_is_refused_with_exit_status_2() {
     assert_eq!(status.code(), Some(2), "log: {:#?}", activated.log);
     assert!(
         activated.log.iter().any(|line| line.contains("tls_cert")),
+        "{:#?}",
+        activated.log
+    );
+}
+
+#[test]
+fn a_passed_socket_that_is_not_a_listening_tcp_socket_is_refused_with_exit_status_2() {
+    let mut activated = Activated::start_with(&["--datagram"], 1, "plain", "", &[]);
+    // A datagram to the activator's UDP socket triggers the exec.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("cannot bind UDP");
+    sender
+        .send_to(b"x", activated.addrs[0])
+        .expect("cannot send a datagram");
+    let status = activated.wait_exit();
+    assert_eq!(status.code(), Some(2), "log: {:#?}", activated.log);
+    assert!(
+        activated
+            .log
+            .iter()
+            .any(|line| line.contains("is not a listening TCP socket")),
         "{:#?}",
         activated.log
     );
