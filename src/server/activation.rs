@@ -107,6 +107,9 @@ pub fn parse(env: &Environment, me: u32) -> Result<Vec<Passed>, ActivationError>
     if count > MAX_FDS {
         return Err(bad("LISTEN_FDS", fds));
     }
+    if count == 0 {
+        return Ok(Vec::new());
+    }
     let names: Vec<&str> = match &env.names {
         Some(names) => names.split(':').collect(),
         None => vec!["unknown"; count],
@@ -213,6 +216,12 @@ mod tests {
     #[test]
     fn no_variables_means_no_sockets() {
         assert_eq!(parse(&Environment::default(), 42).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn zero_sockets_means_binding_the_configured_addresses() {
+        assert_eq!(parse(&env("42", "0", Some("")), 42).unwrap(), vec![]);
+        assert_eq!(parse(&env("42", "0", None), 42).unwrap(), vec![]);
     }
 
     #[test]
