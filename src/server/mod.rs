@@ -5,6 +5,7 @@
 //! It moves bytes and nothing else: every chat decision is the hub's. See
 //! `design/architecture.md` for one turn of the loop and the life of a byte.
 
+mod activation;
 mod conn;
 mod heap;
 mod journal;
@@ -84,6 +85,10 @@ pub enum ServerError {
     Verifier(#[source] io::Error),
     #[error("second signal during shutdown: exiting at once")]
     ForcedExit,
+    /// The sockets systemd passed (socket activation) cannot be used: a
+    /// mistake in the socket unit, refused like a configuration.
+    #[error("socket activation: {0}")]
+    Activation(#[from] activation::ActivationError),
 }
 
 /// The bound listening sockets, plain and TLS.
@@ -106,7 +111,31 @@ impl Listeners {
 
 /// Binds every configured address, plain and TLS. Done before anything else
 /// (and, in daemon mode, before forking) so a busy port is reported at once.
+///
+/// Under socket activation (systemd passed listening sockets: `LISTEN_FDS`)
+/// those sockets replace `listen` and `tls_listen`: a socket named `tls`
+/// (`FileDescriptorName=tls`) serves TLS, the others plain text; nothing is
+/// bound. Call it before any thread is started: it unsets `LISTEN_*`.
 pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
+    let adopted = activation::take(config.tls.is_some())?;
+    if !adopted.is_empty() {
+        let mut listeners = Listeners {
+            plain: Vec::new(),
+            tls: Vec::new(),
+        };
+        for socket in adopted {
+            match socket.kind {
+                activation::Kind::Plain => listeners.plain.push(socket.listener),
+                activation::Kind::Tls => listeners.tls.push(socket.listener),
+            }
+        }
+        log::info!(
+            "socket activation: systemd passed {} plain and {} TLS listening socket(s); they replace listen and tls_listen",
+            listeners.plain.len(),
+            listeners.tls.len()
+        );
+        return Ok(listeners);
+    }
     Ok(Listeners {
         plain: bind_all(&config.listen)?,
         tls: bind_all(&config.tls_listen)?,
@@ -139,23 +168,30 @@ fn listen_on(address: SocketAddr) -> io::Result<std::net::TcpListener> {
         None,
     )?;
     sockopt::set_socket_reuseaddr(&socket, true)?;
+    tune_listener(std::os::fd::AsFd::as_fd(&socket), address);
+    rustix::net::bind(&socket, &address)?;
+    rustix::net::listen(&socket, LISTEN_BACKLOG)?;
+    Ok(std::net::TcpListener::from(socket))
+}
+
+/// Sets the options every accepted connection inherits on a listening
+/// socket, bound here or passed by systemd.
+fn tune_listener(socket: std::os::fd::BorrowedFd<'_>, address: SocketAddr) {
+    use rustix::net::sockopt;
     // Wanted, not required: a sandbox that refuses one must not stop the
     // daemon (std's accept path ignored these errors too).
     for (name, result) in [
-        ("TCP_NODELAY", sockopt::set_tcp_nodelay(&socket, true)),
-        ("SO_KEEPALIVE", sockopt::set_socket_keepalive(&socket, true)),
+        ("TCP_NODELAY", sockopt::set_tcp_nodelay(socket, true)),
+        ("SO_KEEPALIVE", sockopt::set_socket_keepalive(socket, true)),
         (
             "TCP_KEEPIDLE",
-            sockopt::set_tcp_keepidle(&socket, KEEPALIVE_IDLE),
+            sockopt::set_tcp_keepidle(socket, KEEPALIVE_IDLE),
         ),
     ] {
         if let Err(error) = result {
             log::warn!("{address}: cannot set {name}: {error}");
         }
     }
-    rustix::net::bind(&socket, &address)?;
-    rustix::net::listen(&socket, LISTEN_BACKLOG)?;
-    Ok(std::net::TcpListener::from(socket))
 }
 
 /// Raises the soft open-files limit to the hard limit, so the daemon can
