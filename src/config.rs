@@ -307,6 +307,15 @@ impl Config {
         if self.max_output_bytes < 64 * 1024 {
             return Err(invalid("max_output_bytes", "must be at least 65536"));
         }
+        // An echo of one line (a PONG's token, an error naming a key) must
+        // fit in the answer share, like every answer: it can never trip the
+        // slow-consumer cap by itself.
+        if self.max_line_bytes > self.max_output_bytes / crate::hub::ANSWER_SHARE {
+            return Err(invalid(
+                "max_line_bytes",
+                "must be at most half of max_output_bytes",
+            ));
+        }
         self.password = match (self.auth, &self.password_file) {
             (AuthSetting::Open, _) => None,
             (AuthSetting::Password, None) => {
@@ -451,6 +460,20 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(error.to_string().contains("max_connections"), "{error}");
+    }
+
+    #[test]
+    fn issue_11_a_line_longer_than_half_of_max_output_bytes_is_refused() {
+        let error = Config::from_toml("max_output_bytes = 65536\nmax_line_bytes = 32769")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("max_line_bytes"), "{error}");
+        assert!(error.to_string().contains("max_output_bytes"), "{error}");
+        let config = Config::from_toml("max_output_bytes = 65536\nmax_line_bytes = 32768")
+            .unwrap()
+            .validate();
+        assert!(config.is_ok(), "{config:?}");
     }
 
     #[test]
