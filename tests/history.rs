@@ -348,3 +348,36 @@ fn twenty_rooms_caught_up_with_history_at_once_are_never_refused() {
     assert!(behind.is_empty(), "still behind: {behind:?}");
     assert_eq!(received, rooms.len() * per_room);
 }
+
+#[test]
+fn a_flood_of_history_requests_is_refused_with_429_past_the_answer_budget_and_never_disconnected() {
+    // Each HISTORY of this lobby is a full answer (256 KiB by default); the
+    // budget lets 24 of them through at once, then 4 a second.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    journal(&path, &["lobby".to_owned()], 1000, &"x".repeat(4000));
+    let server = server(&path, "");
+    let (mut alice, _) = join(server.port(), "alice");
+    // One at a time, each answer read before the next request, so that
+    // every answer is a full one (nothing else is owed), until refused:
+    // 400 full answers (100 MiB) would take the budget 94 s to earn.
+    let mut answered = 0;
+    let mut refusal = None;
+    while answered < 400 && refusal.is_none() {
+        alice.send_json(&json!({"code": 106, "limit": 1000}));
+        let frame = alice.recv_json();
+        match frame["code"].as_u64() {
+            Some(208) => answered += 1,
+            Some(429) => refusal = Some(frame),
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    let refusal = refusal.unwrap_or_else(|| panic!("{answered} full answers, no 429"));
+    let error = refusal["error"].as_str().expect("error");
+    assert!(error.contains("bytes a second"), "{error}");
+    assert!(error.contains("try again in"), "{error}");
+    assert!(answered >= 24, "{answered}");
+    // Not a flood: chat goes on, and nobody was disconnected.
+    let said = say_all(&mut alice, &["still here"]);
+    assert_eq!(said[0]["message"]["text"], "still here");
+}
