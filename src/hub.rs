@@ -76,6 +76,9 @@ pub struct HubConfig {
     /// The room every user joins at login; it exists even when empty.
     pub default_room: RoomName,
     /// Output a client may owe before it is cut off as a slow consumer.
+    /// Answers are sized from it: one answer takes at most
+    /// `max_output_bytes / ANSWER_SHARE`, and the answer budget counts in
+    /// full HISTORY answers (`ANSWER_BURST`, `ANSWER_RATE`).
     pub max_output_bytes: usize,
     /// Refuse logins that need a password over plaintext from a
     /// non-loopback address.
