@@ -510,6 +510,25 @@ mod tests {
     }
 
     #[test]
+    fn history_dropped_by_the_global_bound_is_reported_as_a_gap() {
+        let mut history = History::new(100);
+        let one = cost(&message(1, "a", "x"));
+        history.set_max_bytes(one * 3);
+        history.record(&message(1, "b", "x"));
+        history.record(&message(2, "a", "x"));
+        history.record(&message(3, "a", "x"));
+        // Room b, least recently active, is dropped whole for this one.
+        assert_eq!(history.record(&message(4, "a", "x")), vec![room("b")]);
+        let slice = history.after(&room("b"), 0, 10, usize::MAX);
+        assert!(slice.messages.is_empty() && slice.gap, "{slice:?}");
+        // Room a alone over the bound loses its oldest: a gap after 0 too,
+        // none after what it still holds.
+        history.record(&message(5, "a", "x"));
+        assert!(history.after(&room("a"), 0, 10, usize::MAX).gap);
+        assert!(!history.after(&room("a"), 3, 10, usize::MAX).gap);
+    }
+
+    #[test]
     fn the_global_bound_drops_the_least_recently_active_room_first() {
         let mut history = History::new(100);
         let one = cost(&message(1, "a", "x"));
