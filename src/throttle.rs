@@ -86,12 +86,12 @@ impl Throttle {
             if now_ms.saturating_sub(entry.last_failure_ms) >= FORGET_AFTER_MS {
                 entry.failures = 0;
             }
-            entry.failures += 1;
+            entry.failures = entry.failures.saturating_add(1);
             entry.last_failure_ms = now_ms;
             if entry.failures > FREE_FAILURES {
                 let doublings = (entry.failures - FREE_FAILURES - 1).min(20);
                 let block = (BASE_BLOCK_MS << doublings).min(MAX_BLOCK_MS);
-                entry.blocked_until_ms = now_ms + block;
+                entry.blocked_until_ms = now_ms.saturating_add(block);
             }
         }
     }
