@@ -375,6 +375,16 @@ fn a_message_of_only_invisible_characters_is_refused_as_empty_in_both_modes() {
 }
 
 #[test]
+fn a_telnet_window_size_of_255_escaped_as_iac_iac_does_not_leak_into_the_username() {
+    let server = Server::start();
+    let mut alice = Client::text(server.port());
+    // What telnet sends for a 255-column window: IAC SB NAWS 0 IAC IAC 0 24
+    // IAC SE; the doubled IAC is the escaped 255 inside the subnegotiation.
+    alice.send_raw(b"\xff\xfa\x1f\x00\xff\xff\x00\x18\xff\xf0");
+    alice.login_text("alice");
+}
+
+#[test]
 fn crlf_terminated_frames_are_accepted() {
     let server = Server::start();
     let mut client = Client::json(server.port());
