@@ -17,6 +17,8 @@
 //! - `empty-lines`, `crlf`, `iac-nop`: for S seconds, N connections that
 //!   never log in stream only `\n`, only `\r\n`, or only telnet `IAC NOP`
 //!   pairs as fast as the socket takes them (issue 11, item 2).
+//! - `connects`: for S seconds, N threads each connect and close at once,
+//!   over and over (most are refused by the per-address cap).
 //! - `guesses`: N connections from one address each send USER, wait for
 //!   211, and then all send a wrong PASS at the same moment; the answers are
 //!   counted (401 wrong password, 429 throttled). Needs a server with
@@ -39,15 +41,16 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const ATTACKS: [&str; 6] = [
+const ATTACKS: [&str; 7] = [
     "baseline",
     "mix",
     "empty-lines",
     "crlf",
     "iac-nop",
+    "connects",
     "guesses",
 ];
-const USAGE: &str = "usage: riftd-stress --port PORT [--seconds S] [--connections N] [--pid PID] [--attacks baseline,mix,empty-lines,crlf,iac-nop,guesses]";
+const USAGE: &str = "usage: riftd-stress --port PORT [--seconds S] [--connections N] [--pid PID] [--attacks baseline,mix,empty-lines,crlf,iac-nop,connects,guesses]";
 
 struct Options {
     port: u16,
@@ -607,6 +610,46 @@ fn run_flood(options: &Options, name: &str, unit: &'static [u8]) -> PairReport {
     report
 }
 
+/// The `connects` phase: threads that connect and close as fast as they can.
+fn run_connects(options: &Options) -> PairReport {
+    let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let connects = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let stormers: Vec<_> = (0..options.connections)
+        .map(|_| {
+            let (connects, failures) = (Arc::clone(&connects), Arc::clone(&failures));
+            let port = options.port;
+            thread::spawn(move || {
+                while Instant::now() < deadline {
+                    match TcpStream::connect(("127.0.0.1", port)) {
+                        Ok(stream) => {
+                            connects.fetch_add(1, Ordering::Relaxed);
+                            drop(stream);
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let report = probe_pair(options.port, deadline, "connects");
+    for stormer in stormers {
+        let _ = stormer.join();
+    }
+    println!(
+        "connects: {} thread(s) connected and closed for {} s: {} connect(s), {} failed",
+        options.connections,
+        options.seconds,
+        connects.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed)
+    );
+    report.print();
+    report
+}
+
 /// The `guesses` phase: every connection sends USER, then all send a wrong
 /// PASS at once; the answers are counted.
 fn run_guesses(options: &Options) -> Option<PairReport> {
@@ -728,6 +771,7 @@ fn main() {
             "empty-lines" => probed(run_flood(&options, attack, b"\n")),
             "crlf" => probed(run_flood(&options, attack, b"\r\n")),
             "iac-nop" => probed(run_flood(&options, attack, &[255, 241])),
+            "connects" => probed(run_connects(&options)),
             _ => {
                 if let Some(report) = run_guesses(&options) {
                     probed(report);
