@@ -12,8 +12,8 @@ use crate::flood::TokenBucket;
 use crate::history::History;
 use crate::outbox::{Arena, Outbox, Span};
 use crate::proto::{
-    ChatMessage, Code, NameKey, ProtoError, Request, RoomName, ServerMsg, Target, TextExpect,
-    Username, parse_json, parse_text,
+    AuthKind, ChatMessage, Code, NameKey, ProtoError, Request, RoomName, ServerMsg, Target,
+    TextExpect, Username, parse_json, parse_text,
 };
 use crate::session::{Input, Mode, State};
 use crate::throttle::Throttle;
@@ -1112,6 +1112,14 @@ impl Hub {
     }
 
     fn rename(&mut self, conn: ConnId, old: Username, new: Username) -> Result<(), Refusal> {
+        if self.config.auth.kind() == AuthKind::Accounts {
+            // A name is an account here: appearing under another one would
+            // impersonate its owner (issue 11, item 1).
+            return Err(Refusal::new(
+                Code::Forbidden,
+                "names are accounts on this server: log in as another account to use another name",
+            ));
+        }
         if !self.is_name_free_for(conn, &new) {
             return Err(Refusal::new(
                 Code::Conflict,

@@ -536,6 +536,40 @@ fn accounts_log_in_with_the_right_password_only_and_unknown_users_look_the_same(
 }
 
 // ---------------------------------------------------------------------------
+// Names are accounts (issue 11).
+
+#[test]
+fn under_accounts_rename_is_refused_so_nobody_can_become_another_account() {
+    let (launch, _) = accounts_launch(
+        ACCOUNTS_CONFIG,
+        &[("alice", "a-secret"), ("bob", "b-secret")],
+    );
+    let server = launch.start();
+    let mut mallory = Client::json(server.port());
+    login_account(&mut mallory, "alice", "a-secret");
+    mallory.send_json(&json!({"code": 101, "username": "bob"}));
+    let refused = mallory.expect_code(403);
+    assert!(
+        error_text(&refused).contains("names are accounts"),
+        "{refused}"
+    );
+    // The same in text mode, with /nick.
+    let mut text = Client::text(server.port());
+    text.send("bob");
+    text.expect_line("* password:");
+    text.send("b-secret");
+    text.expect_line("* you are now bob");
+    text.send("/nick carol");
+    let line = text.expect_line("(403)");
+    assert!(line.contains("names are accounts"), "{line}");
+
+    // Nobody appears under another name: a message from each session still
+    // carries its account's name.
+    say(&mut mallory, "still alice");
+    assert_eq!(heard_from(&mut mallory, "alice"), "still alice");
+}
+
+// ---------------------------------------------------------------------------
 // Throttling.
 
 #[test]

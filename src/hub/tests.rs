@@ -2323,6 +2323,59 @@ mod accounts_auth {
         };
         assert!(!format!("{job:?}").contains("hunter2"));
     }
+
+    /// Logs `name` in with its account (the test plays the verifier).
+    fn login_account(chat: &mut Chat, name: &str) -> ConnId {
+        let conn = chat.connect();
+        let job = attempt(chat, conn, name, ALICE_PASSWORD);
+        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        assert_eq!(
+            chat.codes(conn),
+            vec![210, 211, 202, 201],
+            "login of {name}"
+        );
+        conn
+    }
+
+    #[test]
+    fn issue_11_rename_under_accounts_is_refused_with_403_saying_names_are_accounts() {
+        let mut chat = accounts_chat(false);
+        let alice = login_account(&mut chat, "alice");
+        // The test plays the verifier, so any name can log in here.
+        let watcher = login_account(&mut chat, "watcher");
+        chat.clear_all();
+        chat.send_json(alice, rename("bob"));
+        chat.expect_error(alice, 403, "names are accounts");
+        assert_eq!(chat.state_of(alice), Some(broadcast("alice")));
+        assert!(
+            chat.received(watcher).is_empty(),
+            "a refused rename is not announced"
+        );
+        // The name alice still holds, bob is still free for its owner.
+        let probe = chat.connect();
+        chat.raw(probe);
+        chat.send_json(probe, json!({"code": 110, "username": "alice"}));
+        assert_eq!(chat.codes(probe), vec![409]);
+        chat.send_json(probe, json!({"code": 110, "username": "bob"}));
+        assert_eq!(chat.codes(probe), vec![211]);
+    }
+
+    #[test]
+    fn issue_11_text_nick_under_accounts_is_refused_too() {
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        chat.send(conn, "alice");
+        chat.send(conn, ALICE_PASSWORD);
+        let job = chat.hub.drain_verify_jobs().next().expect("one check");
+        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        chat.raw(conn);
+        chat.send(conn, "/nick bob");
+        let lines = chat.received_text(conn);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("names are accounts"), "{lines:?}");
+        assert!(lines[0].ends_with("(403)"), "{lines:?}");
+        assert_eq!(chat.state_of(conn), Some(broadcast("alice")));
+    }
 }
 
 // Room history (issue 5).
