@@ -16,7 +16,7 @@ use crate::proto::{
     TextExpect, Username, parse_json, parse_text,
 };
 use crate::session::{Input, Mode, State};
-use crate::throttle::Throttle;
+use crate::throttle::{Throttle, Wait};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -310,6 +310,18 @@ fn is_flood_counted(request: &Request) -> bool {
     )
 }
 
+/// The 429 for a throttled login attempt.
+fn throttle_refusal(wait: Wait) -> Refusal {
+    let seconds = wait.ms().div_ceil(1000);
+    let error = match wait {
+        Wait::Blocked { .. } => format!("too many failed logins; try again in {seconds} s"),
+        Wait::InFlight => format!(
+            "too many logins are being checked for this address or name; try again in {seconds} s"
+        ),
+    };
+    Refusal::new(Code::TooMany, error)
+}
+
 /// A request refused with an error frame; the session goes on.
 struct Refusal {
     code: Code,
@@ -448,7 +460,14 @@ impl Hub {
             }
             _ => parse_json(line),
         };
-        if !matches!(request, Ok(Request::Pass { .. })) {
+        // A raw line is logged (debug, escaped) only once it has parsed into
+        // a request that carries no password, and never in PASS AUTH, where
+        // every text line is a password: a line that does not parse (an
+        // extra key, a truncated frame) may still hold one. A refused line
+        // is logged through its refusal, escaped (issue 11).
+        let is_loggable = !matches!(client.state, State::PassAuth { .. })
+            && matches!(&request, Ok(request) if !matches!(request, Request::Pass { .. }));
+        if is_loggable {
             log::debug!("{} line {line:?}", client.tag(conn));
         }
         let state = client.state.clone();
@@ -647,7 +666,7 @@ impl Hub {
             return;
         };
         if client.pending_check.map(NonZeroU64::get) == Some(ticket) {
-            client.pending_check = None;
+            self.end_pending_check(conn);
             self.clients.send(
                 conn,
                 &ServerMsg::error(
@@ -765,8 +784,10 @@ impl Hub {
 
     fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
         if let Some(client) = self.clients.get(conn) {
+            // The error may quote peer text (an unknown key, a command):
+            // escaped, so it cannot forge a log line or reach a terminal.
             log::debug!(
-                "{} refused: {} {}",
+                "{} refused: {} {:?}",
                 client.tag(conn),
                 refusal.code.number(),
                 refusal.error
@@ -850,15 +871,7 @@ impl Hub {
         };
         self.throttle
             .check(client.peer.ip(), username.key().as_str(), now.unix_ms)
-            .map_err(|wait_ms| {
-                Refusal::new(
-                    Code::TooMany,
-                    format!(
-                        "too many failed logins; try again in {} s",
-                        wait_ms.div_ceil(1000)
-                    ),
-                )
-            })
+            .map_err(throttle_refusal)
     }
 
     /// Passwords travel only over TLS, or over loopback, when so configured.
@@ -890,8 +903,12 @@ impl Hub {
         if needs_password {
             self.check_password_transport(conn)?;
             self.check_throttle(conn, &username, now)?;
+        } else {
+            self.names.insert(username.key(), conn);
         }
-        self.names.insert(username.key(), conn);
+        // Behind a password the name is held only once the password is
+        // verified (`finish_pass`): an unauthenticated USER holds nothing,
+        // so nobody can squat an account's name (issue 11).
         self.transition(
             conn,
             Input::UserAccepted {
@@ -925,7 +942,18 @@ impl Hub {
                 "a password check is already under way; wait for its answer",
             ));
         }
-        self.check_throttle(conn, &username, now)?;
+        // Counted from now, not from the verdict: checks in flight count
+        // against the throttle, so parallel guesses are no cheaper than
+        // sequential ones (issue 11). `finish_pass` or `end_pending_check`
+        // ends the count.
+        let address = self
+            .clients
+            .get(conn)
+            .map(|client| client.peer.ip())
+            .ok_or_else(|| Refusal::new(Code::Forbidden, "connection is gone"))?;
+        self.throttle
+            .begin(address, username.key().as_str(), now.unix_ms)
+            .map_err(throttle_refusal)?;
         match self.config.auth.check(&username, &password) {
             Check::Decided(is_valid) => self.finish_pass(conn, username, is_valid, now),
             Check::Hash(hash) => {
@@ -952,19 +980,32 @@ impl Hub {
         if is_valid {
             self.throttle
                 .record_success(address, username.key().as_str());
+            if !self.is_name_free_for(conn, &username) {
+                // Someone logged in under this name while the password was
+                // checked: the name is held only once verified.
+                self.transition(conn, Input::NameTaken);
+                self.refuse(
+                    conn,
+                    Refusal::new(
+                        Code::Conflict,
+                        format!("username {username} is taken; send USER again"),
+                    ),
+                );
+                return;
+            }
+            self.names.insert(username.key(), conn);
             self.transition(conn, Input::PasswordAccepted);
             self.logged_in(conn, username);
             return;
         }
         self.throttle
             .record_failure(address, username.key().as_str(), now.unix_ms);
-        self.names.remove(&username.key());
-        self.transition(conn, Input::PasswordRejected);
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
         client.failures += 1;
         let failures = client.failures;
+        let is_text = client.mode == Some(Mode::Text);
         log::info!(
             "{} wrong password for {username} ({failures} of {MAX_PASSWORD_FAILURES})",
             client.tag(conn)
@@ -978,7 +1019,20 @@ impl Hub {
                 ),
             );
             self.quit(conn, "too many wrong passwords");
+        } else if is_text {
+            // A person retypes what they typed: keep reading passwords, so
+            // a retyped password is never taken for a username and
+            // announced (issue 11). `/quit` leaves.
+            self.clients.send(
+                conn,
+                &ServerMsg::error(
+                    Code::WrongPassword,
+                    "wrong password; type it again, or /quit",
+                ),
+            );
+            self.clients.send(conn, &ServerMsg::PassNeeded);
         } else {
+            self.transition(conn, Input::PasswordRejected);
             self.clients.send(
                 conn,
                 &ServerMsg::error(Code::WrongPassword, "wrong password; send USER again"),
@@ -1362,9 +1416,7 @@ impl Hub {
             return;
         };
         let username = client.state.username().cloned();
-        if let State::PassAuth { username } = &client.state {
-            self.names.remove(&username.key());
-        }
+        self.end_pending_check(conn);
         if let Some(username) = username {
             let neighbours = self.neighbours(conn, false);
             self.clients.deliver(
@@ -1386,6 +1438,21 @@ impl Hub {
         }
         if self.state(conn).is_some_and(|state| *state != State::Quit) {
             self.transition(conn, Input::Leave);
+        }
+    }
+
+    /// Forgets the password check under way, if any, without a verdict:
+    /// the throttle stops counting it in flight.
+    fn end_pending_check(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.pending_check.take().is_none() {
+            return;
+        }
+        if let State::PassAuth { username } = &client.state {
+            self.throttle
+                .abandon(client.peer.ip(), username.key().as_str());
         }
     }
 

@@ -569,6 +569,27 @@ fn under_accounts_rename_is_refused_so_nobody_can_become_another_account() {
     assert_eq!(heard_from(&mut mallory, "alice"), "still alice");
 }
 
+#[test]
+fn a_user_that_never_sends_the_password_does_not_keep_the_owner_out() {
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    let mut squatter = Client::json(server.port());
+    send_user(&mut squatter, "alice");
+    let mut late = Client::json(server.port());
+    send_user(&mut late, "alice");
+    // The owner logs in while both sit in PASS AUTH for the same name.
+    let mut owner = Client::json(server.port());
+    login_account(&mut owner, "alice", "a-secret");
+    // A wrong password is still just 401; even the right one is 409 now:
+    // the name went to the first verified password.
+    squatter.send_json(&json!({"code": 111, "password": "guess"}));
+    assert_eq!(squatter.recv_json()["code"], 401);
+    late.send_json(&json!({"code": 111, "password": "a-secret"}));
+    let taken = late.recv_json();
+    assert_eq!(taken["code"], 409, "{taken}");
+    assert!(error_text(&taken).contains("taken"), "{taken}");
+}
+
 // ---------------------------------------------------------------------------
 // Throttling.
 
@@ -597,13 +618,10 @@ fn a_fourth_failed_login_blocks_logins_from_the_address_until_the_wait_passes() 
         blocked,
         json!({"code": 429, "error": "too many failed logins; try again in 1 s"})
     );
-    // The address is blocked for every name, known or not.
+    // Only this address and this name: the address may still try other
+    // names (it has a budget of its own), and other addresses this name.
     let other_name = user_answer(port, "bob");
-    assert_eq!(other_name["code"], 429, "{other_name}");
-    assert!(
-        error_text(&other_name).contains("try again"),
-        "{other_name}"
-    );
+    assert_eq!(other_name, json!({"code": 211}));
 
     // Once the wait has passed, the right password logs in. Each try is a
     // fresh connection; a 429 costs nothing, so trying again is harmless.
@@ -626,12 +644,43 @@ fn a_fourth_failed_login_blocks_logins_from_the_address_until_the_wait_passes() 
     assert_eq!(alice.recv_json(), json!({"code": 202, "new": "alice"}));
     alice.expect_code(201);
 
-    // The success cleared the address: one more failure is free again (a
-    // fifth failure in a row would have blocked for 2 s).
+    // The success cleared the name's record: once alice has left, one
+    // more failure is free again (a fifth failure in a row would have
+    // blocked for 2 s).
+    alice.send_json(&json!({"code": 109}));
+    alice.expect_eof();
     let mut client = Client::json(port);
-    let wrong = try_password(&mut client, "bob", "guess");
+    let wrong = try_password(&mut client, "alice", "guess");
     assert_eq!(wrong["code"], 401, "{wrong}");
-    send_user(&mut client, "bob");
+    send_user(&mut client, "alice");
+}
+
+#[test]
+fn twelve_parallel_wrong_passwords_from_one_address_are_throttled_like_twelve_in_a_row() {
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    // Loopback is not exempt from the throttle (only from the TLS rule):
+    // every connection comes from 127.0.0.1.
+    let mut guessers: Vec<Client> = (0..12).map(|_| Client::json(server.port())).collect();
+    for guesser in &mut guessers {
+        send_user(guesser, "alice");
+    }
+    // Every PASS is sent before the first verdict can come back.
+    for (index, guesser) in guessers.iter_mut().enumerate() {
+        guesser.send_json(&json!({"code": 111, "password": format!("guess {index}")}));
+    }
+    let answers: Vec<Value> = guessers.iter_mut().map(Client::recv_json).collect();
+    let checked = answers
+        .iter()
+        .filter(|answer| answer["code"] == 401)
+        .count();
+    let throttled = answers
+        .iter()
+        .filter(|answer| answer["code"] == 429)
+        .count();
+    // Three failures are free and the fourth blocks: twelve guesses in a
+    // row get four 401s and eight 429s, and so do twelve at once.
+    assert_eq!((checked, throttled), (4, 8), "{answers:#?}");
 }
 
 // ---------------------------------------------------------------------------

@@ -499,6 +499,71 @@ fn three_wrong_passwords_close_the_connection() {
 }
 
 #[test]
+fn a_text_user_who_retypes_a_password_is_asked_for_it_again_and_it_is_never_announced_or_logged() {
+    let mut server = password_server();
+    let mut alice = Client::json(server.port());
+    alice.send_json(&json!({"code": 110, "username": "alice"}));
+    alice.send_json(&json!({"code": 111, "password": "s3cret"}));
+    alice.expect_code(201);
+
+    let mut bob = Client::text(server.port());
+    bob.send("bob");
+    assert_eq!(bob.recv_line(), "* password:");
+    bob.send("Tr0ub4dor");
+    assert_eq!(
+        bob.recv_line(),
+        "! wrong password; type it again, or /quit (401)"
+    );
+    assert_eq!(bob.recv_line(), "* password:");
+    // /help at the password prompt is help, not a second failure, and it
+    // lists every command.
+    bob.send("/help");
+    let mut help = Vec::new();
+    loop {
+        let line = bob.recv_line();
+        let is_last = line.contains("/quit");
+        help.push(line);
+        if is_last {
+            break;
+        }
+    }
+    for command in ["/history", "/ping", "/nick", "/who", "/quit"] {
+        assert!(
+            help.iter().any(|line| line.contains(command)),
+            "/help lacks {command}: {help:#?}"
+        );
+    }
+    // The person retypes the same wrong password, then the right one: both
+    // are passwords (two failures of three), and bob logs in as bob.
+    bob.send("Tr0ub4dor");
+    assert_eq!(
+        bob.recv_line(),
+        "! wrong password; type it again, or /quit (401)"
+    );
+    assert_eq!(bob.recv_line(), "* password:");
+    bob.send("s3cret");
+    assert_eq!(bob.recv_line(), "* you are now bob");
+    assert_eq!(
+        alice.expect_code(201),
+        json!({"code": 201, "new": "bob", "room": "lobby"})
+    );
+    server.wait_for_log("login bob");
+    let leaked: Vec<&String> = server
+        .drain_log()
+        .iter()
+        .filter(|line| line.contains("Tr0ub4dor"))
+        .collect();
+    assert!(leaked.is_empty(), "a password reached the log: {leaked:#?}");
+
+    // /quit at the password prompt leaves without a failed password.
+    let mut carol = Client::text(server.port());
+    carol.send("carol");
+    assert_eq!(carol.recv_line(), "* password:");
+    carol.send("/quit");
+    carol.expect_eof();
+}
+
+#[test]
 fn say_before_login_gets_403_naming_the_state() {
     let server = Server::start();
     let mut client = Client::json(server.port());
