@@ -78,6 +78,13 @@ pub struct HubConfig {
     pub flood_burst: f64,
 }
 
+/// Telnet: the server will echo (so the client stops its local echo), and
+/// the end of that.
+const WILL_ECHO: &[u8] = &[255, 251, 1];
+const WONT_ECHO: &[u8] = &[255, 252, 1];
+/// What the server echoes of a line typed with echo off: its end only.
+const ECHOED_LINE_END: &[u8] = b"\r\n";
+
 /// Consecutive flood refusals (429) after which a client is disconnected.
 pub const MAX_FLOOD_STRIKES: u32 = 20;
 
@@ -125,6 +132,10 @@ struct Client {
     mode: Option<Mode>,
     /// Wrong passwords so far on this connection.
     failures: u8,
+    /// The peer sent telnet negotiation: it understands `IAC WILL ECHO`.
+    is_telnet: bool,
+    /// We sent `IAC WILL ECHO` (the password prompt) and owe `IAC WONT ECHO`.
+    is_echo_off: bool,
     /// Rooms joined, oldest first; the last one is the current room, where
     /// a SAY without `room` goes.
     rooms: Vec<RoomName>,
@@ -414,6 +425,8 @@ impl Hub {
             state: State::Listen,
             mode: None,
             failures: 0,
+            is_telnet: false,
+            is_echo_off: false,
             rooms: Vec::new(),
             outbox: Outbox::default(),
             cut_off: None,
@@ -441,6 +454,16 @@ impl Hub {
         }
         client.last_input_ms = now.mono_ms;
         client.ping_sent_ms = None;
+        if client.is_echo_off {
+            // The client echoes nothing now: end the prompt's line for it,
+            // never with anything of what was typed.
+            self.clients.enqueue_with(conn, |_, arena| {
+                arena.append(|out| out.extend_from_slice(ECHOED_LINE_END))
+            });
+        }
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
         if client.state == State::Listen {
             client.mode = Some(if line.starts_with('{') {
                 Mode::Json
@@ -599,6 +622,15 @@ impl Hub {
             CodecError::InvalidUtf8 => Code::BadRequest,
         };
         self.refuse(conn, Refusal::new(code, error.to_string()));
+    }
+
+    /// The peer has shown itself to be a telnet client (the codec saw IAC):
+    /// its password prompt will turn the client's local echo off.
+    /// Idempotent; the shell may say it after every read.
+    pub fn handle_telnet(&mut self, conn: ConnId) {
+        if let Some(client) = self.clients.get_mut(conn) {
+            client.is_telnet = true;
+        }
     }
 
     /// The socket is gone (EOF, error, or the shell closed it). Frees the
@@ -917,7 +949,7 @@ impl Hub {
             },
         );
         if needs_password {
-            self.clients.send(conn, &ServerMsg::PassNeeded);
+            self.prompt_password(conn);
         } else {
             self.logged_in(conn, username);
         }
@@ -1030,7 +1062,7 @@ impl Hub {
                     "wrong password; type it again, or /quit",
                 ),
             );
-            self.clients.send(conn, &ServerMsg::PassNeeded);
+            self.prompt_password(conn);
         } else {
             self.transition(conn, Input::PasswordRejected);
             self.clients.send(
@@ -1059,7 +1091,12 @@ impl Hub {
             return;
         };
         match client.state.next(input) {
-            Ok(next) => client.state = next,
+            Ok(next) => {
+                client.state = next;
+                if !matches!(client.state, State::PassAuth { .. }) {
+                    self.restore_echo(conn);
+                }
+            }
             // The hub only feeds inputs that `allows` screened; reaching
             // this is a bug, so log it loudly and leave the state alone.
             Err(error) => log::error!("{} {error}", client.tag(conn)),
@@ -1438,6 +1475,36 @@ impl Hub {
         }
         if self.state(conn).is_some_and(|state| *state != State::Quit) {
             self.transition(conn, Input::Leave);
+        }
+    }
+
+    /// Asks for the password (211 / `* password:`). A telnet client in text
+    /// mode is first told `IAC WILL ECHO`, so it stops echoing what is
+    /// typed; `transition` turns echo back on when PASS AUTH ends.
+    fn prompt_password(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.is_telnet && client.mode == Some(Mode::Text) && !client.is_echo_off {
+            client.is_echo_off = true;
+            self.clients.enqueue_with(conn, |_, arena| {
+                arena.append(|out| out.extend_from_slice(WILL_ECHO))
+            });
+        }
+        self.clients.send(conn, &ServerMsg::PassNeeded);
+    }
+
+    /// Gives a telnet client its local echo back (`IAC WONT ECHO`) if the
+    /// password prompt took it.
+    fn restore_echo(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.is_echo_off {
+            client.is_echo_off = false;
+            self.clients.enqueue_with(conn, |_, arena| {
+                arena.append(|out| out.extend_from_slice(WONT_ECHO))
+            });
         }
     }
 

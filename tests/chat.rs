@@ -563,6 +563,56 @@ fn a_text_user_who_retypes_a_password_is_asked_for_it_again_and_it_is_never_anno
     carol.expect_eof();
 }
 
+/// Reads raw bytes until they hold `needle` (bounded by the harness's read
+/// timeout); telnet commands are not UTF-8, so lines will not do.
+fn read_until_holding(stream: &mut std::net::TcpStream, needle: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(common::READ_TIMEOUT))
+        .expect("set_read_timeout");
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 512];
+    while !bytes.windows(needle.len()).any(|window| window == needle) {
+        let count = stream
+            .read(&mut buf)
+            .unwrap_or_else(|error| panic!("read failed after {bytes:?}: {error}"));
+        assert!(count > 0, "EOF after {:?}", String::from_utf8_lossy(&bytes));
+        bytes.extend_from_slice(&buf[..count]);
+    }
+    bytes
+}
+
+#[test]
+fn a_telnet_client_gets_its_echo_turned_off_for_the_password_and_back_on_after() {
+    use std::io::Write;
+    let server = password_server();
+    let mut telnet = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    read_until_holding(&mut telnet, b"\n");
+    // What a telnet client sends first: negotiation (IAC WILL NAWS), then
+    // the name the person typed.
+    telnet.write_all(b"\xff\xfb\x1fbob\r\n").unwrap();
+    assert_eq!(
+        read_until_holding(&mut telnet, b"* password:\n"),
+        b"\xff\xfb\x01* password:\n"
+    );
+    telnet.write_all(b"s3cret\r\n").unwrap();
+    let after = read_until_holding(&mut telnet, b"* you are now bob\n");
+    assert!(
+        after.starts_with(b"\r\n\xff\xfc\x01* you are now bob\n"),
+        "{after:?}"
+    );
+
+    // nc sends no IAC and gets none.
+    let mut nc = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    read_until_holding(&mut nc, b"\n");
+    nc.write_all(b"carol\n").unwrap();
+    assert_eq!(read_until_holding(&mut nc, b"\n"), b"* password:\n");
+    nc.write_all(b"s3cret\n").unwrap();
+    let after = read_until_holding(&mut nc, b"* you are now carol\n");
+    assert!(after.starts_with(b"* you are now carol\n"), "{after:?}");
+    assert!(!after.contains(&255), "{after:?}");
+}
+
 #[test]
 fn say_before_login_gets_403_naming_the_state() {
     let server = Server::start();

@@ -3002,3 +3002,84 @@ mod logs {
         }
     }
 }
+
+// Telnet echo at the password prompt (issue 11).
+
+mod telnet_echo {
+    use super::*;
+
+    /// Everything the connection is owed, as raw bytes (telnet commands
+    /// are not UTF-8).
+    fn raw_bytes(chat: &mut Chat, conn: ConnId) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        if let Some(written) = chat
+            .hub
+            .with_output(conn, |outbox, arena| outbox.write_to(arena, &mut bytes))
+        {
+            written.expect("a Vec takes every byte it is offered");
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_telnet_client_is_told_will_echo_at_the_password_prompt_and_wont_echo_after() {
+        let mut chat = Chat::with_password();
+        let conn = chat.connect();
+        raw_bytes(&mut chat, conn);
+        chat.hub.handle_telnet(conn);
+        chat.send(conn, "alice");
+        assert_eq!(raw_bytes(&mut chat, conn), b"\xff\xfb\x01* password:\n");
+        // A wrong password: the prompt again, echo still off (no second
+        // WILL), and only the end of the typed line is echoed.
+        chat.send(conn, "wrong");
+        assert_eq!(
+            raw_bytes(&mut chat, conn),
+            b"\r\n! wrong password; type it again, or /quit (401)\n* password:\n"
+        );
+        chat.send(conn, SECRET);
+        let bytes = raw_bytes(&mut chat, conn);
+        assert!(
+            bytes.starts_with(b"\r\n\xff\xfc\x01* you are now alice\n"),
+            "{:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        // Logged in: echo is the client's again, and nothing more is sent.
+        chat.send(conn, "hello");
+        let bytes = raw_bytes(&mut chat, conn);
+        assert!(!bytes.contains(&255) && !bytes.starts_with(b"\r\n"));
+    }
+
+    #[test]
+    fn echo_comes_back_whenever_the_prompt_ends_without_a_login() {
+        let mut chat = Chat::with_password();
+        let quitter = chat.connect();
+        chat.hub.handle_telnet(quitter);
+        chat.send(quitter, "alice");
+        raw_bytes(&mut chat, quitter);
+        chat.send(quitter, "/quit");
+        assert_eq!(raw_bytes(&mut chat, quitter), b"\r\n\xff\xfc\x01");
+    }
+
+    #[test]
+    fn nc_and_json_clients_never_get_telnet_bytes() {
+        let mut chat = Chat::with_password();
+        let nc = chat.connect();
+        let json = chat.connect();
+        chat.hub.handle_telnet(json);
+        chat.clear_all();
+        chat.send(nc, "alice");
+        chat.send(nc, "wrong");
+        chat.send(nc, SECRET);
+        chat.send_json(json, json!({"code": 110, "username": "bob"}));
+        chat.send_json(json, json!({"code": 111, "password": SECRET}));
+        for conn in [nc, json] {
+            let bytes = raw_bytes(&mut chat, conn);
+            assert!(
+                !bytes.contains(&255),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert!(!bytes.contains(&b'\r'));
+        }
+    }
+}
