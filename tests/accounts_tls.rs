@@ -906,3 +906,115 @@ fn a_storm_of_logins_does_not_stall_other_clients() {
     }
     assert!(wrong_passwords > 0, "no password was checked");
 }
+
+// ---------------------------------------------------------------------------
+// What reaches the log at debug level (issue 11).
+
+/// A riftd child killed when dropped, even when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a log line holding `needle`, keeping every line seen.
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    needle: &str,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|error| panic!("no log line with {needle:?} ({error}): {seen:#?}"));
+        seen.push(line.clone());
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn at_debug_level_no_password_reaches_the_log_and_peer_text_is_escaped() {
+    // The harness runs riftd at info; this test needs debug, where raw
+    // lines are logged.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+    let config = dir.path().join("riftd.toml");
+    std::fs::write(&config, "auth = \"password\"\npassword_file = \"pw\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riftd"))
+        .env("RUST_LOG", "debug")
+        .env_remove("JOURNAL_STREAM")
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0", "--history-file", ""])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start riftd");
+    let lines = common::forward_lines(child.stderr.take().expect("stderr is piped"));
+    let _child = KillOnDrop(child);
+    let mut seen = Vec::new();
+    let listening = wait_for_line(&lines, &mut seen, "listening on ");
+    let address: SocketAddr = listening
+        .rsplit("listening on ")
+        .next()
+        .and_then(|address| address.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+
+    let secret = "Hunter2-item20";
+    // Malformed PASS frames: an extra key, truncated JSON, a PASS in USER
+    // AUTH with a stray key.
+    let mut json = Client::greeted(address);
+    json.send(&format!(r#"{{"code":111,"password":"{secret}","x":1}}"#));
+    json.expect_code(400);
+    json.send_json(&json!({"code": 110, "username": "alice"}));
+    json.expect_code(211);
+    json.send(&format!(
+        r#"{{"code":111,"password":"{secret}","extra":true}}"#
+    ));
+    json.expect_code(400);
+    json.send(&format!(r#"{{"code":111,"password":"{secret}"#));
+    json.expect_code(400);
+    // A forged log line in an unknown key, and ESC/OSC in a text command.
+    json.send(r#"{"code":108,"a\n2026-01-01T00:00:00.000Z INFO  forged-item20":1}"#);
+    json.expect_code(400);
+    let mut text = Client::greeted(address);
+    text.send("bob");
+    text.expect_line("* password:");
+    text.send(secret);
+    text.expect_line("(401)");
+    text.send("s3cret");
+    text.expect_line("* you are now bob");
+    text.send("/item20\u{1b}]0;owned\u{7}");
+    text.expect_line("(400)");
+    // A chat line is logged at debug: once it is there, every line before
+    // it is too.
+    text.send("item20-end");
+    wait_for_line(&lines, &mut seen, "item20-end");
+
+    for line in &seen {
+        assert!(
+            !line.contains(secret),
+            "a password reached the log: {line:?}"
+        );
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\u{7}'),
+            "raw control characters in the log: {line:?}"
+        );
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00.000Z"),
+            "a peer forged a log line: {line:?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|line| line.contains("forged-item20")),
+        "the refusal was not logged at all: {seen:#?}"
+    );
+}
