@@ -382,8 +382,36 @@ impl Hub {
         self.rooms.entry(config.default_room.clone()).or_default();
         self.clients.max_output_bytes = config.max_output_bytes;
         self.history.set_keep(config.history_keep);
+        let was_accounts = self.config.auth.kind() == AuthKind::Accounts;
         self.config = config;
         self.join_backlogs.clear();
+        if !was_accounts && self.config.auth.kind() == AuthKind::Accounts {
+            self.close_unaccounted_sessions();
+        }
+    }
+
+    /// Names have just become accounts (a reload to `auth = "accounts"`): a
+    /// session logged in under open or password auth never proved it owns
+    /// its name's account, so it is told (403) and closed, as a RENAME into
+    /// that name would be refused (issue 11).
+    fn close_unaccounted_sessions(&mut self) {
+        for index in 0..self.clients.slots.len() {
+            let conn = ConnId(index);
+            let is_logged_in = self
+                .clients
+                .get(conn)
+                .is_some_and(|client| client.state.username().is_some());
+            if is_logged_in {
+                self.clients.send(
+                    conn,
+                    &ServerMsg::error(
+                        Code::Forbidden,
+                        "names are accounts on this server now; log in again with your account",
+                    ),
+                );
+                self.quit(conn, "auth changed to accounts");
+            }
+        }
     }
 
     /// Loads messages read back from the journal; ids continue after the

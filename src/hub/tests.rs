@@ -2495,6 +2495,39 @@ mod accounts_auth {
     }
 
     #[test]
+    fn issue_11_a_reload_to_accounts_closes_sessions_whose_names_were_never_verified() {
+        let mut chat = Chat::open();
+        let alice = chat.login("alice");
+        let pending = chat.connect();
+        chat.send_json(pending, json!({"code": 108}));
+        chat.clear_all();
+        let users = match accounts_chat(false).hub.config.auth.clone() {
+            Auth::Accounts { users } => users,
+            other => panic!("{other:?}"),
+        };
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Accounts {
+                users: users.clone(),
+            },
+            ..test_config()
+        });
+        let frames = chat.received(alice);
+        assert_eq!(frames[0]["code"], 403, "{frames:?}");
+        assert!(chat.hub.is_quitting(alice));
+        // A session still choosing a name holds none: it is untouched and
+        // will log in with an account.
+        assert!(!chat.hub.is_quitting(pending));
+        // Sessions that logged in with an account survive a reload.
+        let verified = login_account(&mut chat, "alice");
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Accounts { users },
+            ..test_config()
+        });
+        assert!(!chat.hub.is_quitting(verified));
+        assert!(chat.received(verified).is_empty());
+    }
+
+    #[test]
     fn issue_11_text_nick_under_accounts_is_refused_too() {
         let mut chat = accounts_chat(false);
         let conn = chat.connect();
