@@ -570,6 +570,32 @@ fn under_accounts_rename_is_refused_so_nobody_can_become_another_account() {
 }
 
 #[test]
+fn a_reload_to_accounts_closes_sessions_logged_in_under_open_auth() {
+    // The users file is made with an accounts config; the server starts
+    // with the open one the harness writes, and is then switched.
+    let open_config = "auth = \"open\"\n";
+    let launch = Launch::new().config(open_config);
+    let config_path = launch.dir().join("riftd.toml");
+    std::fs::write(&config_path, ACCOUNTS_CONFIG).unwrap();
+    riftd_user_ok(&config_path, &["add", "alice"], "a-secret\n");
+    let mut server = launch.start();
+    let mut mallory = Client::json(server.port());
+    mallory.login("alice");
+
+    std::fs::write(&config_path, ACCOUNTS_CONFIG).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP: configuration reloaded");
+    let closed = mallory.expect_code(403);
+    assert!(
+        error_text(&closed).contains("names are accounts"),
+        "{closed}"
+    );
+    mallory.expect_eof();
+    let mut alice = Client::json(server.port());
+    login_account(&mut alice, "alice", "a-secret");
+}
+
+#[test]
 fn a_user_that_never_sends_the_password_does_not_keep_the_owner_out() {
     let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
     let server = launch.start();
