@@ -1,10 +1,14 @@
 //! User accounts: the users file (one argon2id PHC string per user), its
-//! strict parser, its atomic and durable writer, and password hashing.
+//! strict parser, its locked, atomic and durable writer, and password
+//! hashing.
 //!
 //! The file is read at start and on SIGHUP and written only by `riftd user
-//! …`. Verifying a password costs tens of milliseconds by design, so the
-//! server never calls `verify` on its event-loop thread (see
-//! `server/verifier.rs`). Nothing here ever logs a password.
+//! …`, through `Users::update`: read, change and write under an exclusive
+//! lock, so concurrent commands never lose each other's changes; a rewrite
+//! keeps the old file's owner, group and mode. Verifying a password costs
+//! tens of milliseconds by design, so the server never calls `verify` on
+//! its event-loop thread (see `server/verifier.rs`). Nothing here ever logs
+//! a password.
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -39,6 +43,122 @@ pub enum AccountsError {
     Unknown(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    #[error("cannot lock users file {path} (lock file {lock}): {source}")]
+    Lock {
+        path: PathBuf,
+        lock: PathBuf,
+        source: io::Error,
+    },
+    /// A rewrite could not keep the file's owner; nothing was written.
+    #[error("users file {path} {reason}")]
+    Owner { path: PathBuf, reason: String },
+}
+
+/// The owner, group and permission bits of an existing users file, which a
+/// rewrite gives to the new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl Ownership {
+    fn of(metadata: &std::fs::Metadata) -> Ownership {
+        use std::os::unix::fs::MetadataExt;
+        Ownership {
+            uid: metadata.uid(),
+            gid: metadata.gid(),
+            mode: metadata.mode() & 0o7777,
+        }
+    }
+
+    /// Whether a process running as `euid` can give a new file this owner
+    /// (only root can give a file away); if not, what to run instead.
+    pub fn check_keepable(&self, euid: u32) -> Result<(), String> {
+        if euid == 0 || euid == self.uid {
+            return Ok(());
+        }
+        let owner = user_name(self.uid)
+            .map(|name| format!("{name} (uid {})", self.uid))
+            .unwrap_or_else(|| format!("uid {}", self.uid));
+        Err(format!(
+            "belongs to {owner}, and a rewrite by uid {euid} could not keep that owner \
+             (the server could then no longer read it); run the command as root \
+             (sudo riftd user …) or as its owner (sudo -u '#{}' riftd user …)",
+            self.uid
+        ))
+    }
+}
+
+/// The login name of `uid` from /etc/passwd, for messages.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid).then(|| name.to_owned())
+    })
+}
+
+/// The existing file's ownership, or `None` when there is no file yet.
+fn existing_ownership(path: &Path) -> Result<Option<Ownership>, AccountsError> {
+    match std::fs::metadata(path) {
+        Ok(metadata) => Ok(Some(Ownership::of(&metadata))),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AccountsError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The lock file beside the users file: `.NAME.lock`. The users file
+/// itself cannot carry the lock, since every write replaces its inode; this
+/// path stays, and is never deleted.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.lock"))
+}
+
+/// Holds the users file's exclusive lock until dropped.
+#[derive(Debug)]
+pub struct UsersLock {
+    _file: File,
+}
+
+impl UsersLock {
+    /// Waits for and takes the lock (another `riftd user …` holds it for
+    /// the time of one argon2 hash at most).
+    pub fn acquire(path: &Path) -> Result<UsersLock, AccountsError> {
+        let lock = lock_path(path);
+        let error = |source| AccountsError::Lock {
+            path: path.to_owned(),
+            lock: lock.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&lock)
+            .map_err(error)?;
+        // Root makes the lock file usable by the users file's owner too.
+        if rustix::process::geteuid().is_root()
+            && let Ok(Some(owner)) = existing_ownership(path)
+        {
+            let _ = std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid));
+        }
+        file.lock().map_err(error)?;
+        Ok(UsersLock { _file: file })
+    }
 }
 
 /// Every account, keyed by the case-folded name.
@@ -122,14 +242,47 @@ impl Users {
         text
     }
 
+    /// Reads the file (a missing one is empty), applies `change` and
+    /// writes the result, all under the file's lock: two `riftd user …` at
+    /// once each see the other's change, and a `remove` racing an `add`
+    /// cannot bring the removed account back.
+    pub fn update(
+        path: &Path,
+        change: impl FnOnce(&mut Users) -> Result<(), AccountsError>,
+    ) -> Result<(), AccountsError> {
+        let _lock = UsersLock::acquire(path)?;
+        let mut users = Users::load_or_empty(path)?;
+        change(&mut users)?;
+        users.save(path)
+    }
+
+    /// Refuses early (before a password is asked for) a rewrite that could
+    /// not keep the existing file's owner.
+    pub fn check_rewritable(path: &Path) -> Result<(), AccountsError> {
+        let euid = rustix::process::geteuid().as_raw();
+        match existing_ownership(path)? {
+            Some(old) => old
+                .check_keepable(euid)
+                .map_err(|reason| AccountsError::Owner {
+                    path: path.to_owned(),
+                    reason,
+                }),
+            None => Ok(()),
+        }
+    }
+
     /// Writes the file so that a crash leaves the old or the new file,
-    /// never a mix: temp file (0600) in the same directory, fsync, rename,
-    /// fsync of the directory.
+    /// never a mix: temp file in the same directory, fsync, rename, fsync
+    /// of the directory. The new file gets the old one's owner, group and
+    /// mode (a new file: ours, 0600); when that is impossible nothing is
+    /// written. Callers other than tests go through `update`.
     pub fn save(&self, path: &Path) -> Result<(), AccountsError> {
         let error = |source| AccountsError::Write {
             path: path.to_owned(),
             source,
         };
+        Users::check_rewritable(path)?;
+        let old = existing_ownership(path)?;
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
@@ -149,6 +302,25 @@ impl Users {
                 .mode(0o600)
                 .open(&temp)?;
             file.write_all(self.render().as_bytes())?;
+            if let Some(old) = old {
+                let ours = Ownership::of(&file.metadata()?);
+                if (ours.uid, ours.gid) != (old.uid, old.gid) {
+                    std::os::unix::fs::fchown(&file, Some(old.uid), Some(old.gid)).map_err(
+                        |error| {
+                            io::Error::new(
+                                error.kind(),
+                                format!(
+                                    "cannot give the new file the old one's owner uid {} and group gid {} ({error}); run the command as root",
+                                    old.uid, old.gid
+                                ),
+                            )
+                        },
+                    )?;
+                }
+                // After the chown, which may clear set-id bits.
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(std::fs::Permissions::from_mode(old.mode))?;
+            }
             file.sync_all()?;
             std::fs::rename(&temp, path)?;
             File::open(&dir)?.sync_all()
@@ -317,6 +489,83 @@ mod tests {
         assert!(checker.verify(loaded.hash_of(&name("alice")), "s3cret-one"));
         // No temp file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn concurrent_updates_lose_no_account_and_a_removal_stays_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        Users::update(&path, |users| users.add(name("zed"), "pw")).unwrap();
+        let names: Vec<String> = (0..8).map(|index| format!("user{index}")).collect();
+        std::thread::scope(|scope| {
+            scope.spawn(|| Users::update(&path, |users| users.remove(&name("zed"))).unwrap());
+            for user in &names {
+                let path = &path;
+                scope.spawn(move || {
+                    Users::update(path, |users| users.add(name(user), "pw")).unwrap()
+                });
+            }
+        });
+        let users = Users::load(&path).unwrap();
+        let listed: Vec<&str> = users.names().iter().map(|n| n.as_str()).collect();
+        assert_eq!(listed, names.iter().map(String::as_str).collect::<Vec<_>>());
+        // The lock file stays beside the users file; no temp file is left.
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, [".users.lock", "users"]);
+    }
+
+    #[test]
+    fn a_failed_change_under_the_lock_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        Users::update(&path, |users| users.add(name("alice"), "pw")).unwrap();
+        let before = std::fs::read_to_string(&path).unwrap();
+        let error = Users::update(&path, |users| users.add(name("ALICE"), "pw")).unwrap_err();
+        assert!(matches!(error, AccountsError::Duplicate(_)), "{error}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_rewrite_keeps_the_old_files_owner_group_and_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        Users::update(&path, |users| users.add(name("alice"), "pw")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // Root (as `riftd user add` usually runs) hands the file to the
+        // service's account; anyone else can only test the mode.
+        let is_root = rustix::process::geteuid().is_root();
+        let (uid, gid) = if is_root {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+            (65534, 65534)
+        } else {
+            let metadata = std::fs::metadata(&path).unwrap();
+            (metadata.uid(), metadata.gid())
+        };
+        Users::update(&path, |users| users.add(name("bob"), "pw")).unwrap();
+        let metadata = std::fs::metadata(&path).unwrap();
+        assert_eq!(metadata.mode() & 0o7777, 0o640);
+        assert_eq!((metadata.uid(), metadata.gid()), (uid, gid));
+        assert_eq!(Users::load(&path).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn only_root_or_the_owner_may_rewrite_and_the_refusal_says_what_to_run() {
+        let old = Ownership {
+            uid: 998,
+            gid: 998,
+            mode: 0o640,
+        };
+        assert!(old.check_keepable(0).is_ok());
+        assert!(old.check_keepable(998).is_ok());
+        let refusal = old.check_keepable(1000).unwrap_err();
+        assert!(refusal.contains("uid 998"), "{refusal}");
+        assert!(refusal.contains("sudo riftd user"), "{refusal}");
+        assert!(refusal.contains("sudo -u '#998'"), "{refusal}");
     }
 
     #[test]

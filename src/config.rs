@@ -2,8 +2,10 @@
 //! line overrides, validated into one `Config` before anything listens.
 //!
 //! Adding a key is adding one field to `Config` (with its default in
-//! `Default`) and, if it has rules, one check in `validate`. Reading the
-//! config file and the password file is the only IO here.
+//! `Default`) and, if it has rules, one check in `validate`; a numeric key
+//! also gets its documented range: one line in `RANGES` and one in
+//! `Config::numbers`. Reading the config file and the password file is the
+//! only IO here.
 
 use crate::accounts::{AccountsError, Users};
 use crate::auth::Auth;
@@ -126,6 +128,10 @@ pub struct Config {
     pub history_backlog: usize,
     /// Messages kept per room; older ones are compacted away.
     pub history_keep: usize,
+    /// What all rooms' kept history may cost in memory together (message
+    /// text plus a fixed part each); past it the least recently active
+    /// rooms' history is dropped first.
+    pub history_max_bytes: usize,
     /// A room with more members than this does not announce joins and
     /// leaves (201/204) to its members; 0 means every room announces.
     pub quiet_room_size: usize,
@@ -170,6 +176,7 @@ impl Default for Config {
             history_fsync: FsyncPolicy::Everysec,
             history_backlog: 50,
             history_keep: 10_000,
+            history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             quiet_room_size: 500,
             password: None,
             users: None,
@@ -177,6 +184,81 @@ impl Default for Config {
         }
     }
 }
+
+/// The documented range of one numeric key, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub key: &'static str,
+    pub min: u64,
+    pub max: u64,
+}
+
+const fn range(key: &'static str, min: u64, max: u64) -> Range {
+    Range { key, min, max }
+}
+
+/// Every numeric key's range, as README's configuration table documents
+/// it. `validate` refuses a value outside it (exit 2, naming the key), so
+/// nothing downstream meets a configured number that can overflow a clock
+/// or an allocation. A new numeric key adds one line here and one in
+/// `Config::numbers` (a unit test checks the two lists agree).
+pub const RANGES: &[Range] = &[
+    range("max_line_bytes", 64, 1024 * 1024),
+    range("max_connections", 1, 1_000_000),
+    range("max_output_bytes", 64 * 1024, 1024 * 1024 * 1024),
+    range("max_connections_per_ip", 0, 1_000_000),
+    range("auth_timeout_secs", 1, 86_400),
+    range("idle_timeout_secs", 0, 86_400),
+    range("flood_rate", 0, 1_000_000),
+    range("flood_burst", 1, 1_000_000),
+    range("shutdown_timeout_secs", 0, 3_600),
+    range(
+        "history_backlog",
+        0,
+        crate::history::MAX_HISTORY_REPLY as u64,
+    ),
+    range("history_keep", 1, 1_000_000),
+    range("quiet_room_size", 0, 1_000_000),
+    range("history_max_bytes", 1 << 20, 1 << 40),
+];
+
+/// A numeric key's value, as `Config::numbers` reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    Integer(u64),
+    Real(f64),
+}
+
+/// Refuses `value` when it lies outside `key`'s entry in `RANGES` (or is
+/// not a finite number).
+fn check_range(key: &'static str, value: Number) -> Result<(), ConfigError> {
+    let Some(range) = RANGES.iter().find(|range| range.key == key) else {
+        return Err(invalid(key, "has no documented range (a bug in riftd)"));
+    };
+    let is_inside = match value {
+        Number::Integer(value) => (range.min..=range.max).contains(&value),
+        Number::Real(value) => {
+            value.is_finite() && (range.min as f64..=range.max as f64).contains(&value)
+        }
+    };
+    if is_inside {
+        return Ok(());
+    }
+    let shown = match value {
+        Number::Integer(value) => value.to_string(),
+        Number::Real(value) => value.to_string(),
+    };
+    Err(invalid(
+        key,
+        format!(
+            "must be between {} and {}, not {shown}",
+            range.min, range.max
+        ),
+    ))
+}
+
+/// `history_max_bytes` by default: 256 MiB.
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 /// The default history journal, in the state directory: systemd's
 /// `$STATE_DIRECTORY` (`StateDirectory=riftd`), else `/var/lib/riftd` for
@@ -280,33 +362,10 @@ impl Config {
         if self.listen.is_empty() && self.tls_listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed"));
         }
-        if !(64..=1024 * 1024).contains(&self.max_line_bytes) {
-            return Err(invalid("max_line_bytes", "must be between 64 and 1048576"));
+        for (key, value) in self.numbers() {
+            check_range(key, value)?;
         }
-        if self.max_connections == 0 {
-            return Err(invalid("max_connections", "must be at least 1"));
-        }
-        if self.auth_timeout_secs == 0 {
-            return Err(invalid("auth_timeout_secs", "must be at least 1"));
-        }
-        if !(self.flood_rate >= 0.0 && self.flood_rate.is_finite()) {
-            return Err(invalid(
-                "flood_rate",
-                "must be 0 (off) or a positive number",
-            ));
-        }
-        if self.flood_burst == 0 {
-            return Err(invalid("flood_burst", "must be at least 1"));
-        }
-        if self.history_keep == 0 {
-            return Err(invalid("history_keep", "must be at least 1"));
-        }
-        if self.history_backlog > crate::history::MAX_HISTORY_REPLY {
-            return Err(invalid("history_backlog", "must be at most 1000"));
-        }
-        if self.max_output_bytes < 64 * 1024 {
-            return Err(invalid("max_output_bytes", "must be at least 65536"));
-        }
+        check_history_file(self.history_path())?;
         self.password = match (self.auth, &self.password_file) {
             (AuthSetting::Open, _) => None,
             (AuthSetting::Password, None) => {
@@ -337,6 +396,32 @@ impl Config {
         Ok(self)
     }
 
+    /// Every numeric key with its value, for the range checks.
+    fn numbers(&self) -> Vec<(&'static str, Number)> {
+        let integer = |value: usize| Number::Integer(u64::try_from(value).unwrap_or(u64::MAX));
+        vec![
+            ("max_line_bytes", integer(self.max_line_bytes)),
+            ("max_connections", integer(self.max_connections)),
+            ("max_output_bytes", integer(self.max_output_bytes)),
+            (
+                "max_connections_per_ip",
+                integer(self.max_connections_per_ip),
+            ),
+            ("auth_timeout_secs", Number::Integer(self.auth_timeout_secs)),
+            ("idle_timeout_secs", Number::Integer(self.idle_timeout_secs)),
+            ("flood_rate", Number::Real(self.flood_rate)),
+            ("flood_burst", Number::Integer(u64::from(self.flood_burst))),
+            (
+                "shutdown_timeout_secs",
+                Number::Integer(self.shutdown_timeout_secs),
+            ),
+            ("history_backlog", integer(self.history_backlog)),
+            ("history_keep", integer(self.history_keep)),
+            ("quiet_room_size", integer(self.quiet_room_size)),
+            ("history_max_bytes", integer(self.history_max_bytes)),
+        ]
+    }
+
     pub fn auth(&self) -> Auth {
         match (&self.password, &self.users) {
             (Some(secret), _) => Auth::Password {
@@ -357,6 +442,7 @@ impl Config {
             require_tls_for_password: self.require_tls_for_password,
             history_backlog: self.history_path().map(|_| self.history_backlog),
             history_keep: self.history_keep,
+            history_max_bytes: self.history_max_bytes,
             quiet_room_size: self.quiet_room_size,
             auth_timeout_ms: self.auth_timeout_secs.saturating_mul(1000),
             idle_timeout_ms: self.idle_timeout_secs.saturating_mul(1000),
@@ -372,6 +458,56 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+/// A journal must be a regular file or not exist yet (it is then created):
+/// compaction renames a new file over it, which would replace a device
+/// such as `/dev/null` or a symlink (and not its target). `lstat` is used,
+/// so a symlink is refused, not followed.
+fn check_history_file(path: Option<&Path>) -> Result<(), ConfigError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_file() => Ok(()),
+        Ok(metadata) => Err(invalid(
+            "history_file",
+            format!(
+                "{} is {}, not a regular file; point it at a file (created if missing), \
+                 or set history_file = \"\" to turn history off",
+                path.display(),
+                describe_file_type(&metadata.file_type())
+            ),
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ConfigError::Read {
+            kind: "history_file",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// "a symlink", "a directory", "a character device", … for messages.
+pub fn describe_file_type(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_symlink() {
+        "a symlink"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -453,6 +589,89 @@ mod tests {
         assert!(error.to_string().contains("max_connections"), "{error}");
     }
 
+    /// TOML for `key = value`, as a float for the one float key.
+    fn assignment(key: &str, value: u64) -> String {
+        if key == "flood_rate" {
+            format!("{key} = {value}.0")
+        } else {
+            format!("{key} = {value}")
+        }
+    }
+
+    #[test]
+    fn every_numeric_key_has_exactly_one_documented_range_holding_its_default() {
+        let config = Config::default();
+        let mut numbers: Vec<_> = config.numbers().iter().map(|(key, _)| *key).collect();
+        let mut ranged: Vec<_> = RANGES.iter().map(|range| range.key).collect();
+        numbers.sort_unstable();
+        ranged.sort_unstable();
+        assert_eq!(numbers, ranged);
+        ranged.dedup();
+        assert_eq!(ranged.len(), RANGES.len(), "a key has two ranges");
+        for (key, value) in config.numbers() {
+            assert!(check_range(key, value).is_ok(), "default of {key}");
+        }
+    }
+
+    #[test]
+    fn every_numeric_key_takes_both_ends_of_its_range_and_refuses_beyond_them_by_name() {
+        for range in RANGES {
+            for value in [range.min, range.max] {
+                let text = assignment(range.key, value);
+                let config = Config::from_toml(&text).unwrap();
+                if let Err(error) = config.validate() {
+                    panic!("{text}: {error}");
+                }
+            }
+            let mut outside = vec![range.max + 1, i64::MAX as u64];
+            if range.min > 0 {
+                outside.push(range.min - 1);
+            }
+            for value in outside {
+                let text = assignment(range.key, value);
+                // A value too big for the field's type is refused by the
+                // parser, the rest by `validate`; both name the key.
+                let error = match Config::from_toml(&text) {
+                    Err(error) => error,
+                    Ok(config) => config.validate().unwrap_err().to_string(),
+                };
+                assert!(error.contains(range.key), "{text}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn enormous_timeouts_that_used_to_overflow_clocks_are_refused_by_name() {
+        for text in [
+            "shutdown_timeout_secs = 9223372036854775807",
+            "auth_timeout_secs = 18000000000000000",
+            "idle_timeout_secs = 18000000000000000",
+            "flood_rate = inf",
+            "flood_rate = nan",
+            "flood_rate = -1.0",
+        ] {
+            let key = text.split(' ').next().unwrap();
+            let error = Config::from_toml(text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(&format!("`{key}`")), "{text}: {error}");
+            assert!(error.contains("must be between"), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn configured_timeouts_reach_the_hub_as_milliseconds() {
+        let config = Config::from_toml("auth_timeout_secs = 86400\nidle_timeout_secs = 86400")
+            .unwrap()
+            .validate()
+            .unwrap();
+        let hub = config.hub_config();
+        assert_eq!(hub.auth_timeout_ms, 86_400_000);
+        assert_eq!(hub.idle_timeout_ms, 86_400_000);
+    }
+
     #[test]
     fn password_auth_needs_a_readable_non_empty_password_file() {
         let error = Config::from_toml("auth = \"password\"")
@@ -492,6 +711,68 @@ mod tests {
         .unwrap();
         let config = Config::from_file(&config_path).unwrap().validate().unwrap();
         assert!(config.auth().verify("abc"));
+    }
+
+    #[test]
+    fn a_history_file_that_is_not_a_regular_file_is_refused_but_a_missing_one_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target.jsonl");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for (path, kind) in [
+            (PathBuf::from("/dev/null"), "a character device"),
+            (link, "a symlink"),
+            (dir.path().to_owned(), "a directory"),
+        ] {
+            let config = Config {
+                history_file: path.clone(),
+                ..Config::default()
+            };
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("history_file"), "{error}");
+            assert!(error.contains(kind), "{}: {error}", path.display());
+            assert!(error.contains("history_file = \"\""), "{error}");
+        }
+        for path in [
+            target,
+            dir.path().join("missing/history.jsonl"),
+            PathBuf::new(),
+        ] {
+            let config = Config {
+                history_file: path,
+                ..Config::default()
+            };
+            config.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn history_max_bytes_has_a_default_and_a_range() {
+        assert_eq!(
+            Config::default().history_max_bytes,
+            DEFAULT_HISTORY_MAX_BYTES
+        );
+        for (value, is_valid) in [
+            (0u64, false),
+            ((1 << 20) - 1, false),
+            (1 << 20, true),
+            (1 << 40, true),
+            ((1 << 40) + 1, false),
+        ] {
+            let mut config = Config::from_toml(&format!("history_max_bytes = {value}")).unwrap();
+            config.history_file = PathBuf::new();
+            match config.validate() {
+                Ok(config) => {
+                    assert!(is_valid, "{value} accepted");
+                    assert_eq!(config.hub_config().history_max_bytes as u64, value);
+                }
+                Err(error) => {
+                    assert!(!is_valid, "{value} refused: {error}");
+                    assert!(error.to_string().contains("history_max_bytes"), "{error}");
+                }
+            }
+        }
     }
 
     #[test]

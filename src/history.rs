@@ -1,9 +1,11 @@
 //! Room history in memory: the newest `history_keep` messages of each room,
-//! answers for the backlog on join and for HISTORY, and the records not yet
-//! written to disk. Pure: the journal file is `server/journal.rs`'s job.
+//! within `history_max_bytes` for all rooms together; answers for the
+//! backlog on join and for HISTORY; the records not yet written to disk; and
+//! the message ids (`MessageIds`). Pure: the journal file is
+//! `server/journal.rs`'s job.
 
 use crate::proto::{ChatMessage, RoomName, Target};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Most messages one HISTORY answer (208) carries.
 pub const MAX_HISTORY_REPLY: usize = 1000;
@@ -18,6 +20,23 @@ pub struct History {
     keep: usize,
     /// Recorded since the shell last took them for the journal.
     unwritten: Vec<ChatMessage>,
+    /// What the kept messages cost, as counted by `cost`.
+    bytes: usize,
+    /// The bound on `bytes` for all rooms together (`history_max_bytes`).
+    max_bytes: usize,
+    /// Each room with history with the id of its newest message, in that
+    /// order: the first entry is the least recently active room, dropped
+    /// first.
+    activity: BTreeSet<(u64, RoomName)>,
+    /// The highest id `history_max_bytes` dropped (0: none): a room with no
+    /// kept history may have lost messages up to it.
+    evicted_through: u64,
+}
+
+/// What one kept message counts against `history_max_bytes`: its text and
+/// its fixed part (names are stored inline).
+pub fn cost(message: &ChatMessage) -> usize {
+    std::mem::size_of::<ChatMessage>().saturating_add(message.text.len())
 }
 
 /// One answer: the messages (oldest first) and whether more were left out.
@@ -33,6 +52,10 @@ impl History {
             rooms: HashMap::new(),
             keep: keep.max(1),
             unwritten: Vec::new(),
+            bytes: 0,
+            max_bytes: usize::MAX,
+            activity: BTreeSet::new(),
+            evicted_through: 0,
         }
     }
 
@@ -40,25 +63,86 @@ impl History {
         self.keep = keep.max(1);
         for messages in self.rooms.values_mut() {
             while messages.len() > self.keep {
-                messages.pop_front();
+                if let Some(dropped) = messages.pop_front() {
+                    self.bytes = self.bytes.saturating_sub(cost(&dropped));
+                }
             }
         }
     }
 
-    fn remember(&mut self, message: ChatMessage) {
+    /// Sets the bound for all rooms together and applies it at once;
+    /// returns the rooms whose history was dropped.
+    pub fn set_max_bytes(&mut self, max_bytes: usize) -> Vec<RoomName> {
+        self.max_bytes = max_bytes;
+        self.enforce_max_bytes()
+    }
+
+    /// Keeps `message` if it is newer than its room's newest; returns the
+    /// rooms whose history the global bound dropped to make room.
+    fn remember(&mut self, message: ChatMessage) -> Vec<RoomName> {
         let Target::Room(room) = &message.target else {
             // Private messages are never history.
-            return;
+            return Vec::new();
         };
+        let room = room.clone();
         let messages = self.rooms.entry(room.clone()).or_default();
-        if messages.back().is_some_and(|last| last.id >= message.id) {
+        let previous = messages.back().map(|last| last.id);
+        if previous.is_some_and(|last| last >= message.id) {
             // Replay of an older or duplicate record: keep ids increasing.
-            return;
+            // (The room has a message, so no empty entry is left behind.)
+            return Vec::new();
         }
+        let id = message.id;
+        self.bytes = self.bytes.saturating_add(cost(&message));
         messages.push_back(message);
-        if messages.len() > self.keep {
-            messages.pop_front();
+        if messages.len() > self.keep
+            && let Some(dropped) = messages.pop_front()
+        {
+            self.bytes = self.bytes.saturating_sub(cost(&dropped));
         }
+        let mut entry = (previous.unwrap_or(0), room);
+        self.activity.remove(&entry);
+        entry.0 = id;
+        self.activity.insert(entry);
+        self.enforce_max_bytes()
+    }
+
+    /// The retention rule of `history_max_bytes`: while the kept history
+    /// costs more, the least recently active room's history is dropped
+    /// whole; the most recently active room (the one just written to) is
+    /// never dropped, only trimmed from its oldest message, down to its
+    /// newest one.
+    fn enforce_max_bytes(&mut self) -> Vec<RoomName> {
+        let mut dropped = Vec::new();
+        while self.bytes > self.max_bytes {
+            if self.activity.len() > 1
+                && let Some((newest, room)) = self.activity.pop_first()
+            {
+                self.evicted_through = self.evicted_through.max(newest);
+                if let Some(messages) = self.rooms.remove(&room) {
+                    let freed = messages.iter().map(cost).fold(0, usize::saturating_add);
+                    self.bytes = self.bytes.saturating_sub(freed);
+                }
+                dropped.push(room);
+                continue;
+            }
+            // Only the most recently active room is left: trim it.
+            let Some(messages) = self
+                .activity
+                .last()
+                .and_then(|(_, room)| self.rooms.get_mut(room))
+            else {
+                break;
+            };
+            if messages.len() <= 1 {
+                break;
+            }
+            if let Some(old) = messages.pop_front() {
+                self.bytes = self.bytes.saturating_sub(cost(&old));
+                self.evicted_through = self.evicted_through.max(old.id);
+            }
+        }
+        dropped
     }
 
     /// A message read back from the journal at start.
@@ -66,12 +150,27 @@ impl History {
         self.remember(message);
     }
 
-    /// A new room message: kept, and queued for the journal.
-    pub fn record(&mut self, message: &ChatMessage) {
+    /// A new room message: kept, and queued for the journal. Returns the
+    /// rooms whose history `history_max_bytes` dropped to make room.
+    pub fn record(&mut self, message: &ChatMessage) -> Vec<RoomName> {
         if matches!(message.target, Target::Room(_)) {
             self.unwritten.push(message.clone());
-            self.remember(message.clone());
+            self.remember(message.clone())
+        } else {
+            Vec::new()
         }
+    }
+
+    /// The highest message id the global bound (`history_max_bytes`) has
+    /// dropped, 0 if none: HISTORY `after` an id below it, in a room whose
+    /// kept history does not reach back to `after`, may have missed messages.
+    pub fn evicted_through(&self) -> u64 {
+        self.evicted_through
+    }
+
+    /// What the kept messages cost against `history_max_bytes`.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Records not yet handed to the journal, oldest first.
@@ -159,6 +258,96 @@ impl History {
     }
 }
 
+/// The largest message id riftd hands out or accepts from the journal:
+/// 2^53 − 1, so that every id is exact in a JavaScript number.
+pub const MAX_MESSAGE_ID: u64 = (1 << 53) - 1;
+/// Ids reserved on disk ahead of use at a time: one small journal record
+/// per this many messages (room or private) keeps ids rising across
+/// restarts without a write per private message.
+pub const ID_BLOCK: u64 = 1024;
+
+/// Message ids: increasing, never reused (across restarts too, while the
+/// journal holds its reservations), never above `MAX_MESSAGE_ID`, never
+/// wrapping. Before an id is handed out it is covered by a reservation
+/// (`{"next_id":N}` in the journal: ids below N may be in use), written by
+/// the shell in the same turn, before any client is sent the message.
+#[derive(Debug)]
+pub struct MessageIds {
+    /// The next id to hand out.
+    next: u64,
+    /// Ids below this are covered by a reservation.
+    reserved: u64,
+    /// A new reservation the journal has not taken yet.
+    unwritten: Option<u64>,
+}
+
+/// Every id up to `MAX_MESSAGE_ID` has been handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdsExhausted;
+
+impl Default for MessageIds {
+    fn default() -> MessageIds {
+        MessageIds {
+            next: 1,
+            reserved: 1,
+            unwritten: None,
+        }
+    }
+}
+
+impl MessageIds {
+    /// The next id, reserving a new block first when the last one is used up.
+    pub fn take(&mut self) -> Result<u64, IdsExhausted> {
+        let id = self.next;
+        if id > MAX_MESSAGE_ID {
+            return Err(IdsExhausted);
+        }
+        self.next = id.checked_add(1).ok_or(IdsExhausted)?;
+        if id >= self.reserved {
+            self.reserved = id
+                .saturating_add(ID_BLOCK)
+                .min(MAX_MESSAGE_ID.saturating_add(1));
+            self.unwritten = Some(self.reserved);
+        }
+        Ok(id)
+    }
+
+    /// Continues after a message replayed from the journal; an id above
+    /// `MAX_MESSAGE_ID` is refused (the caller skips that record).
+    pub fn restore_message(&mut self, id: u64) -> Result<(), IdsExhausted> {
+        if id > MAX_MESSAGE_ID {
+            return Err(IdsExhausted);
+        }
+        self.restore_mark(id.checked_add(1).ok_or(IdsExhausted)?)
+    }
+
+    /// Continues at or after a reservation replayed from the journal.
+    pub fn restore_mark(&mut self, next_id: u64) -> Result<(), IdsExhausted> {
+        if next_id > MAX_MESSAGE_ID.saturating_add(1) {
+            return Err(IdsExhausted);
+        }
+        self.next = self.next.max(next_id);
+        self.reserved = self.reserved.max(self.next);
+        Ok(())
+    }
+
+    /// The reservation to journal this turn, if a new one was made.
+    pub fn take_unwritten(&mut self) -> Option<u64> {
+        self.unwritten.take()
+    }
+
+    /// Every id handed out so far is below this (what a compacted journal
+    /// must record).
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// The id the next message will get.
+    pub fn peek(&self) -> u64 {
+        self.next
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +356,7 @@ mod tests {
     fn message(id: u64, room: &str, text: &str) -> ChatMessage {
         ChatMessage {
             id,
-            ts: id * 10,
+            ts: id.saturating_mul(10),
             target: Target::Room(RoomName::parse(room).unwrap()),
             from: Username::parse("alice").unwrap(),
             text: text.to_owned(),
@@ -256,6 +445,109 @@ mod tests {
         history.restore(message(0, "a", "old"));
         assert_eq!(history.take_unwritten().len(), 1);
         assert!(history.take_unwritten().is_empty());
+    }
+
+    #[test]
+    fn the_global_bound_drops_the_least_recently_active_room_first() {
+        let mut history = History::new(100);
+        let one = cost(&message(1, "a", "x"));
+        history.set_max_bytes(one * 4);
+        assert!(history.record(&message(1, "a", "x")).is_empty());
+        assert!(history.record(&message(2, "b", "x")).is_empty());
+        assert!(history.record(&message(3, "a", "x")).is_empty());
+        assert!(history.record(&message(4, "c", "x")).is_empty());
+        // Room b was active last at id 2, before a (3) and c (4).
+        assert_eq!(history.record(&message(5, "a", "x")), vec![room("b")]);
+        assert_eq!(ids(&history.last(&room("b"), 10)), Vec::<u64>::new());
+        assert_eq!(history.evicted_through(), 2);
+        assert_eq!(ids(&history.last(&room("a"), 10)), vec![1, 3, 5]);
+        assert_eq!(history.bytes(), one * 4);
+        assert_eq!(
+            history.all().iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![1, 3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn cycling_through_many_rooms_keeps_memory_within_the_bound() {
+        let mut history = History::new(100);
+        let bound = cost(&message(1, "a", "x")) * 10;
+        history.set_max_bytes(bound);
+        for id in 1..=10_000u64 {
+            history.record(&message(id, &format!("r{id}"), "x"));
+            assert!(history.bytes() <= bound);
+        }
+        assert_eq!(history.len(), 10);
+        assert_eq!(history.rooms.len(), 10);
+        assert_eq!(history.activity.len(), 10);
+    }
+
+    #[test]
+    fn a_room_alone_over_the_bound_loses_its_oldest_messages_but_not_its_newest() {
+        let mut history = History::new(100);
+        history.set_max_bytes(cost(&message(1, "a", "x")) * 2);
+        for id in 1..=5 {
+            history.restore(message(id, "a", "x"));
+        }
+        assert_eq!(ids(&history.last(&room("a"), 10)), vec![4, 5]);
+        assert_eq!(history.evicted_through(), 3);
+        // A bound below one message keeps the newest all the same.
+        history.set_max_bytes(1);
+        assert_eq!(ids(&history.last(&room("a"), 10)), vec![5]);
+        history.set_keep(1);
+        assert_eq!(history.bytes(), cost(&message(5, "a", "x")));
+    }
+
+    #[test]
+    fn the_same_id_in_two_rooms_does_not_confuse_which_room_is_oldest() {
+        let mut history = History::new(100);
+        history.restore(message(5, "a", "x"));
+        history.restore(message(5, "b", "x"));
+        history.set_max_bytes(cost(&message(1, "a", "x")) * 2);
+        assert_eq!(history.record(&message(6, "a", "x")), vec![room("b")]);
+        assert_eq!(ids(&history.last(&room("a"), 10)), vec![5, 6]);
+        assert_eq!(history.activity.len(), 1);
+    }
+
+    #[test]
+    fn ids_are_reserved_a_block_ahead_and_journaled_once_per_block() {
+        let mut ids = MessageIds::default();
+        assert_eq!(ids.take(), Ok(1));
+        assert_eq!(ids.take_unwritten(), Some(1 + ID_BLOCK));
+        assert_eq!(ids.take_unwritten(), None);
+        for expected in 2..=ID_BLOCK {
+            assert_eq!(ids.take(), Ok(expected));
+        }
+        assert_eq!(ids.take_unwritten(), None);
+        assert_eq!(ids.take(), Ok(ID_BLOCK + 1));
+        assert_eq!(ids.take_unwritten(), Some(2 * ID_BLOCK + 1));
+        assert!(ids.reserved() > ID_BLOCK + 1);
+    }
+
+    #[test]
+    fn restored_ids_continue_after_the_highest_message_or_reservation() {
+        let mut ids = MessageIds::default();
+        ids.restore_message(41).unwrap();
+        ids.restore_mark(30).unwrap();
+        assert_eq!(ids.peek(), 42);
+        ids.restore_mark(2000).unwrap();
+        assert_eq!(ids.take(), Ok(2000));
+        // Past a restart the first id is reserved again before use.
+        assert_eq!(ids.take_unwritten(), Some(2000 + ID_BLOCK));
+    }
+
+    #[test]
+    fn ids_never_wrap_and_stop_at_the_largest() {
+        let mut ids = MessageIds::default();
+        assert_eq!(ids.restore_message(u64::MAX), Err(IdsExhausted));
+        assert_eq!(ids.restore_message(MAX_MESSAGE_ID + 1), Err(IdsExhausted));
+        assert_eq!(ids.restore_mark(u64::MAX), Err(IdsExhausted));
+        assert_eq!(ids.peek(), 1);
+        ids.restore_message(MAX_MESSAGE_ID - 1).unwrap();
+        assert_eq!(ids.take(), Ok(MAX_MESSAGE_ID));
+        assert_eq!(ids.take_unwritten(), Some(MAX_MESSAGE_ID + 1));
+        assert_eq!(ids.take(), Err(IdsExhausted));
+        assert_eq!(ids.take(), Err(IdsExhausted));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use crate::auth::{Auth, Check};
 use crate::codec::CodecError;
 use crate::flood::TokenBucket;
-use crate::history::History;
+use crate::history::{History, IdsExhausted, MessageIds};
 use crate::outbox::{Arena, Outbox, Span};
 use crate::proto::{
     AuthKind, ChatMessage, Code, NameKey, ProtoError, Request, RoomName, ServerMsg, Target,
@@ -64,6 +64,9 @@ pub struct HubConfig {
     pub history_backlog: Option<usize>,
     /// Messages kept per room in memory (and in the journal).
     pub history_keep: usize,
+    /// What all rooms' kept history may cost together (`history::cost`);
+    /// the least recently active rooms' history is dropped first.
+    pub history_max_bytes: usize,
     /// Rooms with more members than this do not announce joins and leaves
     /// to others (the O(N²) of a mass login); 0 disables.
     pub quiet_room_size: usize,
@@ -297,8 +300,8 @@ pub struct Hub {
     /// encodes its backlog once, not once per login.
     join_backlogs: HashMap<RoomName, Box<[u8]>>,
     rooms: BTreeMap<RoomName, Room>,
-    /// The id of the next chat message; ids only grow.
-    next_message_id: u64,
+    /// Chat message ids: they only grow, across restarts too.
+    ids: MessageIds,
     /// Failed logins per address and per name.
     throttle: Throttle,
     /// Room history (empty and unused when history is off).
@@ -357,6 +360,7 @@ impl From<ProtoError> for Refusal {
 impl Hub {
     pub fn new(config: HubConfig) -> Hub {
         let keep = config.history_keep;
+        let max_bytes = config.history_max_bytes;
         let mut rooms = BTreeMap::new();
         rooms.insert(config.default_room.clone(), Room::default());
         Hub {
@@ -368,9 +372,13 @@ impl Hub {
             names: HashMap::new(),
             join_backlogs: HashMap::new(),
             rooms,
-            next_message_id: 1,
+            ids: MessageIds::default(),
             throttle: Throttle::default(),
-            history: History::new(keep),
+            history: {
+                let mut history = History::new(keep);
+                history.set_max_bytes(max_bytes);
+                history
+            },
             verify_jobs: Vec::new(),
             next_ticket: 1,
         }
@@ -382,6 +390,7 @@ impl Hub {
         self.rooms.entry(config.default_room.clone()).or_default();
         self.clients.max_output_bytes = config.max_output_bytes;
         self.history.set_keep(config.history_keep);
+        self.history.set_max_bytes(config.history_max_bytes);
         let was_accounts = self.config.auth.kind() == AuthKind::Accounts;
         self.config = config;
         self.join_backlogs.clear();
@@ -415,18 +424,41 @@ impl Hub {
     }
 
     /// Loads messages read back from the journal; ids continue after the
-    /// highest one.
-    pub fn restore_history(&mut self, messages: impl IntoIterator<Item = ChatMessage>) {
+    /// highest one. A message whose id is above `history::MAX_MESSAGE_ID`
+    /// is skipped (ids never wrap); returns how many were.
+    pub fn restore_history(&mut self, messages: impl IntoIterator<Item = ChatMessage>) -> usize {
+        let mut skipped = 0usize;
         for message in messages {
-            self.next_message_id = self.next_message_id.max(message.id + 1);
+            if self.ids.restore_message(message.id).is_err() {
+                skipped = skipped.saturating_add(1);
+                continue;
+            }
             self.history.restore(message);
         }
         self.join_backlogs.clear();
+        skipped
+    }
+
+    /// Continues ids at or after the journal's highest reservation
+    /// (`{"next_id":N}`), which covers private messages too.
+    pub fn restore_next_id(&mut self, next_id: u64) -> Result<(), IdsExhausted> {
+        self.ids.restore_mark(next_id)
     }
 
     /// Room messages recorded since the last call, for the journal.
     pub fn take_unwritten_history(&mut self) -> Vec<ChatMessage> {
         self.history.take_unwritten()
+    }
+
+    /// A new id reservation to journal (with this turn's messages, before
+    /// any client is sent them), if one was made since the last call.
+    pub fn take_id_reservation(&mut self) -> Option<u64> {
+        self.ids.take_unwritten()
+    }
+
+    /// Every id handed out is below this: what a compacted journal records.
+    pub fn id_reservation(&self) -> u64 {
+        self.ids.reserved()
     }
 
     /// Every kept message in id order, to compact the journal.
@@ -593,21 +625,25 @@ impl Hub {
 
     /// When `handle_timeout` has something to do for this connection
     /// (monotonic ms), if ever: the login deadline before BROADCAST; the
-    /// idle ping, then the idle close, for a logged-in JSON client.
+    /// idle ping, then the idle close, for a logged-in JSON client. The
+    /// sums saturate: a configured timeout too long to count is "never",
+    /// not a wrap into the past.
     pub fn deadline(&self, conn: ConnId) -> Option<u64> {
         let client = self.clients.get(conn)?;
         if client.cut_off.is_some() {
             return None;
         }
         match client.state {
-            State::Listen | State::UserAuth | State::PassAuth { .. } => {
-                Some(client.connected_ms + self.config.auth_timeout_ms)
-            }
+            State::Listen | State::UserAuth | State::PassAuth { .. } => Some(
+                client
+                    .connected_ms
+                    .saturating_add(self.config.auth_timeout_ms),
+            ),
             State::Broadcast { .. }
                 if client.mode == Some(Mode::Json) && self.config.idle_timeout_ms > 0 =>
             {
                 let since = client.ping_sent_ms.unwrap_or(client.last_input_ms);
-                Some(since + self.config.idle_timeout_ms)
+                Some(since.saturating_add(self.config.idle_timeout_ms))
             }
             _ => None,
         }
@@ -1157,16 +1193,21 @@ impl Hub {
         from: Username,
         text: String,
         now: Now,
-    ) -> ServerMsg {
-        let id = self.next_message_id;
-        self.next_message_id += 1;
-        ServerMsg::Message(ChatMessage {
+    ) -> Result<ServerMsg, Refusal> {
+        let id = self.ids.take().map_err(|IdsExhausted| {
+            log::error!("message ids are exhausted: the history journal must be reset");
+            Refusal::new(
+                Code::Unavailable,
+                "message ids are exhausted on this server",
+            )
+        })?;
+        Ok(ServerMsg::Message(ChatMessage {
             id,
             ts: now.unix_ms,
             target,
             from,
             text,
-        })
+        }))
     }
 
     fn say(
@@ -1184,10 +1225,12 @@ impl Hub {
                 format!("you are not in room {room}"),
             ));
         }
-        let message = self.next_message(Target::Room(room.clone()), username, text, now);
+        let message = self.next_message(Target::Room(room.clone()), username, text, now)?;
         if let (Some(_), ServerMsg::Message(chat_message)) = (self.config.history_backlog, &message)
         {
-            self.history.record(chat_message);
+            for dropped in self.history.record(chat_message) {
+                self.join_backlogs.remove(&dropped);
+            }
             self.join_backlogs.remove(&room);
         }
         if let Some(members) = self.rooms.get(&room) {
@@ -1220,7 +1263,7 @@ impl Hub {
             .get(target)
             .and_then(|client| client.state.username().cloned())
             .unwrap_or(to);
-        let message = self.next_message(Target::User(to), username, text, now);
+        let message = self.next_message(Target::User(to), username, text, now)?;
         let recipients: &[ConnId] = if target == conn {
             &[conn]
         } else {

@@ -97,6 +97,10 @@ impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {
             Failure::Config(_) | Failure::Usage(_) => ExitCode::from(2),
+            Failure::Daemon(error) if error.is_refused_config() => ExitCode::from(2),
+            // A socket unit that passes unusable sockets is a configuration
+            // mistake too: exit 2, which the unit does not restart.
+            Failure::Server(ServerError::Activation(_)) => ExitCode::from(2),
             Failure::Server(_) | Failure::Daemon(_) | Failure::Accounts(_) => ExitCode::from(1),
         }
     }
@@ -211,24 +215,35 @@ fn pid_path(config: &Config) -> PathBuf {
     )
 }
 
+/// The pidfile (if `pid_file` is set) is removed however the run ends,
+/// including a failure to bind: it must never be left naming a dead pid.
 fn foreground(cli: &Cli, config: Config) -> Result<ExitCode, Failure> {
     let mut pidfile = config
         .pid_file
         .as_ref()
         .map(|path| PidFile::acquire(&daemon::absolute(path)))
         .transpose()?;
-    if let Some(pidfile) = &mut pidfile {
-        pidfile.write_pid(std::process::id())?;
-    }
-    server::raise_fd_limit();
-    let listeners = server::bind(&config)?;
-    let server = Server::new(config, listeners, reloader(cli, None))?;
-    let result = server.run();
+    let result = serve_foreground(cli, config, pidfile.as_mut());
     if let Some(pidfile) = pidfile {
         pidfile.remove();
     }
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn serve_foreground(
+    cli: &Cli,
+    config: Config,
+    pidfile: Option<&mut PidFile>,
+) -> Result<(), Failure> {
+    if let Some(pidfile) = pidfile {
+        pidfile.write_pid(std::process::id())?;
+    }
+    server::raise_fd_limit();
+    let listeners = server::bind(&config)?;
+    let server = Server::new(config, listeners, reloader(cli, None))?;
+    server.run()?;
+    Ok(())
 }
 
 /// Everything that can fail is checked before the fork; the command exits
@@ -282,6 +297,7 @@ fn start(cli: &Cli) -> Result<ExitCode, Failure> {
         Forked::Daemon(ready) => {
             if let Err(error) = pidfile.write_pid(std::process::id()) {
                 ready.fail(&error);
+                pidfile.remove();
                 return Err(error.into());
             }
             let server = match Server::new(config, listeners, reloader(cli, Some(log_path))) {
@@ -386,7 +402,9 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
         Username::parse(name)
             .map_err(|error| Failure::Usage(format!("invalid user name {name:?}: {error}")))
     };
-    let mut users = Users::load_or_empty(&path)?;
+    // A first look, unlocked, so that a doomed command fails before it
+    // asks for a password; the change itself is re-checked under the lock.
+    let users = Users::load_or_empty(&path)?;
     let done = match action {
         UserAction::List => {
             for name in users.names() {
@@ -399,7 +417,9 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
             if users.hash_of(&name).is_some() {
                 return Err(AccountsError::Duplicate(name.to_string()).into());
             }
-            users.add(name.clone(), &read_new_password()?)?;
+            Users::check_rewritable(&path)?;
+            let password = read_new_password()?;
+            Users::update(&path, |users| users.add(name.clone(), &password))?;
             format!("added {name}")
         }
         UserAction::Passwd { name } => {
@@ -407,16 +427,18 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
             if users.hash_of(&name).is_none() {
                 return Err(AccountsError::Unknown(name.to_string()).into());
             }
-            users.set_password(&name, &read_new_password()?)?;
+            Users::check_rewritable(&path)?;
+            let password = read_new_password()?;
+            Users::update(&path, |users| users.set_password(&name, &password))?;
             format!("changed the password of {name}")
         }
         UserAction::Remove { name } => {
             let name = username(name)?;
-            users.remove(&name)?;
+            Users::check_rewritable(&path)?;
+            Users::update(&path, |users| users.remove(&name))?;
             format!("removed {name}")
         }
     };
-    users.save(&path)?;
     println!(
         "{done} in {}; a running riftd applies it on SIGHUP (systemctl reload riftd, or kill -HUP its pid)",
         path.display()

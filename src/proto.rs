@@ -917,6 +917,25 @@ pub fn parse_history_record(line: &str) -> Result<ChatMessage, String> {
     })
 }
 
+/// Appends the journal's id reservation record, `{"next_id":N}\n`: every
+/// id handed out (to room and private messages alike) is below N.
+pub fn write_id_reservation(next_id: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("{{\"next_id\":{next_id}}}\n").as_bytes());
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReservation {
+    next_id: u64,
+}
+
+/// Parses an id reservation record (`{"next_id":N}`).
+pub fn parse_id_reservation(line: &str) -> Result<u64, String> {
+    serde_json::from_str::<RawReservation>(line)
+        .map(|record| record.next_id)
+        .map_err(|error| error.to_string())
+}
+
 struct MessageBody<'a>(&'a ChatMessage);
 
 impl Serialize for MessageBody<'_> {

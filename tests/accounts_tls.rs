@@ -504,6 +504,88 @@ fn the_user_command_adds_lists_changes_and_removes_accounts() {
 // Logging in with an account.
 
 #[test]
+fn parallel_user_commands_lose_no_account_and_a_racing_remove_stays_removed() {
+    let (launch, config) = accounts_launch(ACCOUNTS_CONFIG, &[("zed", "pw")]);
+    let names: Vec<String> = (0..8).map(|index| format!("user{index}")).collect();
+    thread::scope(|scope| {
+        scope.spawn(|| riftd_user_ok(&config, &["remove", "zed"], ""));
+        for name in &names {
+            let config = &config;
+            scope.spawn(move || riftd_user_ok(config, &["add", name], "pw\n"));
+        }
+    });
+    assert_eq!(listed_users(&config), names);
+    drop(launch);
+}
+
+#[test]
+fn user_add_as_root_keeps_the_users_file_owner_group_and_mode() {
+    use std::os::unix::fs::MetadataExt;
+    let (launch, config) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "pw")]);
+    let users_path = launch.dir().join("users");
+    std::fs::set_permissions(&users_path, std::fs::Permissions::from_mode(0o640))
+        .expect("cannot chmod the users file");
+    // As root (how README's commands run), hand the file to another account,
+    // as `chown root:riftd` or `chown riftd:` would; otherwise the test can
+    // only check the mode.
+    let is_root = rustix::process::geteuid().is_root();
+    if is_root {
+        std::os::unix::fs::chown(&users_path, Some(65534), Some(65534))
+            .expect("cannot chown the users file");
+    }
+    let before = std::fs::metadata(&users_path).expect("the users file exists");
+    riftd_user_ok(&config, &["add", "bob"], "pw\n");
+    riftd_user_ok(&config, &["passwd", "alice"], "pw2\n");
+    riftd_user_ok(&config, &["remove", "bob"], "");
+    let after = std::fs::metadata(&users_path).expect("the users file exists");
+    assert_eq!(after.mode() & 0o7777, 0o640);
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    if is_root {
+        assert_eq!((after.uid(), after.gid()), (65534, 65534));
+    }
+}
+
+#[test]
+fn user_add_by_someone_who_cannot_keep_the_owner_is_refused_saying_what_to_run() {
+    // Needs root to run the command as another user; `setpriv` is in
+    // util-linux, which CI has.
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to run riftd as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    // A directory anyone may write, holding a root-owned users file.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("cannot chmod the directory");
+    let config = dir.path().join("riftd.toml");
+    std::fs::write(&config, ACCOUNTS_CONFIG).expect("cannot write the config file");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))
+        .expect("cannot chmod the config");
+    riftd_user_ok(&config, &["add", "alice"], "pw\n");
+    let users_path = dir.path().join("users");
+    std::fs::set_permissions(&users_path, std::fs::Permissions::from_mode(0o644))
+        .expect("cannot chmod the users file");
+    let before = std::fs::read_to_string(&users_path).expect("cannot read the users file");
+    let finished = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_riftd"))
+        .args(["user", "add", "bob", "--config"])
+        .arg(&config)
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run setpriv");
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert_eq!(finished.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("belongs to root (uid 0)"), "{stderr}");
+    assert!(stderr.contains("sudo riftd user"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&users_path).expect("cannot read the users file"),
+        before
+    );
+}
+
+#[test]
 fn accounts_log_in_with_the_right_password_only_and_unknown_users_look_the_same() {
     let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
     let server = launch.start();

@@ -20,7 +20,6 @@ use common::forward_lines;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -734,20 +733,18 @@ fn sighup_applies_a_new_password_and_keeps_the_old_config_when_the_new_one_is_in
     assert_eq!(daemon.pidfile_pid(), pid);
 }
 
-/// A stand-in for a daemon that ignores SIGTERM: it holds the pidfile's
-/// flock, as riftd does, so `stop` believes it is riftd.
-const STUBBORN: &str = r#"
-import fcntl, os, signal, sys, time
+/// Something that is not riftd holding the pidfile's flock (as another
+/// program, or a careless `flock riftd.pid …`, might): it locks the file,
+/// writes nothing, says `ready` and waits.
+const LOCKER: &str = r#"
+import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
 fcntl.flock(fd, fcntl.LOCK_EX)
-os.ftruncate(fd, 0)
-os.write(fd, b"%d\n" % os.getpid())
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print("ready", flush=True)
 time.sleep(60)
 "#;
 
-/// Kills the stand-in if the test fails before `stop` does.
+/// Kills a helper process if the test fails before `stop` does.
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -757,24 +754,21 @@ impl Drop for KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    fn is_alive(&mut self) -> bool {
+        self.0
+            .try_wait()
+            .expect("cannot wait for a child")
+            .is_none()
+    }
+}
+
 #[test]
 fn stop_kills_a_daemon_that_ignores_sigterm() {
     let daemon = Daemon::new("shutdown_timeout_secs = 1");
-    let child = Command::new("python3")
-        .args(["-c", STUBBORN])
-        .arg(daemon.pid_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot run python3");
-    let mut stubborn = KillOnDrop(child);
-    let lines = forward_lines(stubborn.0.stdout.take().expect("stdout is piped"));
-    assert_eq!(
-        lines.recv_timeout(READ_TIMEOUT).as_deref(),
-        Ok("ready"),
-        "the stand-in did not get ready"
-    );
+    let pid = daemon.start();
+    // A stopped process leaves SIGTERM pending: it ignores it, in effect.
+    send_signal(pid, "STOP");
     assert_eq!(daemon.ctl("status").code(), Some(0));
 
     let started = Instant::now();
@@ -785,9 +779,53 @@ fn stop_kills_a_daemon_that_ignores_sigterm() {
         started.elapsed() >= Duration::from_secs(1),
         "stop did not wait shutdown_timeout_secs before SIGKILL"
     );
-    let status = wait_exit(&mut stubborn.0, EXIT_TIMEOUT).expect("the stand-in is still alive");
-    assert_eq!(status.signal(), Some(9), "{status:?}");
     assert_eq!(daemon.ctl("status").code(), Some(3));
+    assert!(
+        eventually(EXIT_TIMEOUT, || is_port_bindable(daemon.port)),
+        "the killed daemon's port is still taken"
+    );
+}
+
+#[test]
+fn stop_refuses_to_signal_a_process_that_is_not_the_riftd_holding_the_pidfile() {
+    let daemon = Daemon::new("shutdown_timeout_secs = 1");
+    let child = Command::new("python3")
+        .args(["-c", LOCKER])
+        .arg(daemon.pid_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot run python3");
+    let mut locker = KillOnDrop(child);
+    let lines = forward_lines(locker.0.stdout.take().expect("stdout is piped"));
+    assert_eq!(
+        lines.recv_timeout(READ_TIMEOUT).as_deref(),
+        Ok("ready"),
+        "the locker did not get ready"
+    );
+    let sleep = Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("cannot run sleep");
+    let mut unrelated = KillOnDrop(sleep);
+
+    // The file names an unrelated process; then the locker itself, which
+    // holds the file open but is not riftd. Neither may be signalled.
+    for pid in [unrelated.0.id(), locker.0.id()] {
+        std::fs::write(daemon.pid_path(), format!("{pid}\n")).expect("cannot write the pidfile");
+        let stopped = daemon.ctl("stop");
+        assert_eq!(stopped.code(), Some(1), "{stopped:?}");
+        assert!(
+            stopped
+                .stderr
+                .contains(&format!("refusing to signal pid {pid}")),
+            "{stopped:?}"
+        );
+        assert!(unrelated.is_alive(), "stop signalled an unrelated process");
+        assert!(locker.is_alive(), "stop signalled the lock holder");
+    }
 }
 
 #[test]
@@ -894,4 +932,139 @@ fn start_writes_the_daemon_log_to_log_file() {
     drop(Client::connect(daemon.address()));
     let log = daemon.wait_for_log(&format!("listening on {}", daemon.address()));
     assert!(log.contains(&format!("daemon started (pid {pid}")), "{log}");
+}
+
+#[test]
+fn enormous_configured_timeouts_are_refused_with_exit_2_naming_the_key_by_every_command() {
+    for (key, value) in [
+        ("shutdown_timeout_secs", "9223372036854775807"),
+        ("auth_timeout_secs", "18000000000000000"),
+        ("idle_timeout_secs", "18000000000000000"),
+    ] {
+        let assignment = format!("{key} = {value}");
+        let daemon = Daemon::new(&assignment);
+        for action in ["start", "stop", "status"] {
+            let finished = daemon.ctl(action);
+            assert_eq!(
+                finished.code(),
+                Some(2),
+                "{assignment}, {action}: {finished:?}"
+            );
+            assert!(
+                finished.stderr.contains(&format!("`{key}`")),
+                "{assignment}, {action}: {finished:?}"
+            );
+        }
+        assert!(
+            !daemon.pid_path().exists(),
+            "{assignment}: a refused config left a pidfile"
+        );
+        assert!(is_port_bindable(daemon.port), "{assignment}: it listened");
+        common::assert_config_refused(
+            common::Launch::new().config(&assignment),
+            &format!("`{key}`"),
+        );
+    }
+}
+
+impl Daemon {
+    /// Runs riftd in the foreground on this daemon's config, to completion.
+    fn foreground(&self) -> Finished {
+        let mut command = Command::new(RIFTD);
+        command
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET");
+        run(command)
+    }
+}
+
+#[test]
+fn a_foreground_start_that_cannot_bind_leaves_no_pidfile_behind() {
+    let daemon = Daemon::new("");
+    let _holder = TcpListener::bind(daemon.address()).expect("cannot hold the port for the test");
+    let finished = daemon.foreground();
+    assert_eq!(finished.code(), Some(1), "{finished:?}");
+    assert!(
+        finished.stderr.contains(&daemon.address().to_string()),
+        "{finished:?}"
+    );
+    assert!(
+        !daemon.pid_path().exists(),
+        "the pidfile names the dead pid {:?}",
+        std::fs::read_to_string(daemon.pid_path())
+    );
+    let status = daemon.ctl("status");
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    assert!(!status.stdout.contains("stale"), "{status:?}");
+}
+
+#[test]
+fn a_pid_file_that_names_the_config_itself_is_refused_with_exit_2_and_left_intact() {
+    let daemon = Daemon::with_pid_file("riftd.toml");
+    let config = std::fs::read_to_string(daemon.config_path()).expect("cannot read the config");
+    for finished in [daemon.ctl("start"), daemon.foreground()] {
+        assert_eq!(finished.code(), Some(2), "{finished:?}");
+        assert!(finished.stderr.contains("riftd.toml"), "{finished:?}");
+        assert!(finished.stderr.contains("not a pid"), "{finished:?}");
+        assert_eq!(
+            std::fs::read_to_string(daemon.config_path())
+                .ok()
+                .as_deref(),
+            Some(config.as_str()),
+            "the config was overwritten or deleted"
+        );
+        assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
+    }
+}
+
+#[test]
+fn a_pid_file_that_is_a_symlink_is_refused_with_exit_2_and_its_target_left_intact() {
+    let daemon = Daemon::with_pid_file("riftd.pid");
+    let target = daemon.path("precious");
+    for text in ["precious data\n", ""] {
+        std::fs::write(&target, text).expect("cannot write the target");
+        let _ = std::fs::remove_file(daemon.pid_path());
+        std::os::unix::fs::symlink(&target, daemon.pid_path()).expect("cannot make the symlink");
+        for finished in [daemon.ctl("start"), daemon.foreground()] {
+            assert_eq!(finished.code(), Some(2), "{finished:?}");
+            assert!(finished.stderr.contains("symbolic link"), "{finished:?}");
+            assert_eq!(
+                std::fs::read_to_string(&target).ok().as_deref(),
+                Some(text),
+                "the symlink's target was written"
+            );
+            assert!(
+                std::fs::symlink_metadata(daemon.pid_path())
+                    .is_ok_and(|metadata| metadata.file_type().is_symlink()),
+                "the symlink was replaced or deleted"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_reload_with_a_number_outside_its_range_keeps_the_old_configuration() {
+    let daemon = Daemon::new("shutdown_timeout_secs = 5");
+    let pid = daemon.start();
+    std::fs::write(
+        daemon.config_path(),
+        std::fs::read_to_string(daemon.config_path())
+            .expect("cannot read the config")
+            .replace(
+                "shutdown_timeout_secs = 5",
+                "shutdown_timeout_secs = 9223372036854775807",
+            ),
+    )
+    .expect("cannot rewrite the config");
+    send_signal(pid, "HUP");
+    let log = daemon.wait_for_log("keeping the old configuration");
+    assert!(log.contains("`shutdown_timeout_secs`"), "{log}");
+    // SIGTERM still ends it within the old timeout, removing the pidfile.
+    let (mut json_client, mut text_client) = logged_in_pair(daemon.address());
+    send_signal(pid, "TERM");
+    assert_told_going_down(&mut json_client, &mut text_client);
+    daemon.wait_pidfile_gone();
 }

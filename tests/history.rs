@@ -227,3 +227,253 @@ fn history_can_be_turned_off() {
         "{error}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Issue 11: the journal, ids, back-off and reload.
+
+/// A server whose config file (`riftd.toml`, returned) holds `settings`,
+/// history included; the config can be rewritten for a SIGHUP.
+fn configured(settings: &str) -> (Server, PathBuf) {
+    let launch = Launch::new().config(&format!("listen = \"127.0.0.1:0\"\n{settings}\n"));
+    let config = launch.dir().join("riftd.toml");
+    (launch.start(), config)
+}
+
+/// Rewrites the config, sends SIGHUP and waits for the reload's verdict.
+fn reload(server: &mut Server, config: &Path, settings: &str, verdict: &str) -> String {
+    std::fs::write(config, format!("listen = \"127.0.0.1:0\"\n{settings}\n"))
+        .expect("rewrite the config");
+    server.signal("HUP");
+    server.wait_for_log(verdict)
+}
+
+#[test]
+fn a_history_file_that_is_a_device_or_a_symlink_is_refused_with_exit_2() {
+    common::assert_config_refused(
+        Launch::new().args(&["--history-file", "/dev/null"]),
+        "history_file",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("precious.txt");
+    std::fs::write(&target, "precious\n").expect("write the target");
+    let link = history_path(&dir);
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let finished = Launch::new()
+        .args(&["--listen", "127.0.0.1:0", "--history-file"])
+        .arg(link.to_str().expect("UTF-8 path"))
+        .run_to_exit();
+    assert_eq!(finished.status.code(), Some(2), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("is a symlink, not a regular file")
+            && finished.stderr.contains("history_file = \"\""),
+        "{}",
+        finished.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("target"),
+        "precious\n"
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn a_reload_that_points_history_at_a_device_is_refused_and_history_goes_on() {
+    let (mut server, config) = configured("history_file = \"history.jsonl\"");
+    let (mut alice, _) = join(server.port(), "alice");
+    let line = reload(
+        &mut server,
+        &config,
+        "history_file = \"/dev/null\"",
+        "keeping the old configuration",
+    );
+    assert!(
+        line.contains("history_file") && line.contains("character device"),
+        "{line}"
+    );
+    say_all(&mut alice, &["still kept"]);
+    alice.send_json(&json!({"code": 106}));
+    assert_eq!(texts(&alice.expect_code(208)), vec!["still kept"]);
+    let journal = config.with_file_name("history.jsonl");
+    let file = std::fs::read_to_string(&journal).expect("history file");
+    assert!(file.contains("still kept"), "{file}");
+}
+
+#[test]
+fn private_message_ids_are_not_reused_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let dm_id = {
+        let server = server(&path, "");
+        let (mut alice, _) = join(server.port(), "alice");
+        let (mut bob, _) = join(server.port(), "bob");
+        alice.expect_code(201);
+        alice.send_json(&json!({"code": 102, "to": "bob", "message": "psst"}));
+        let dm = bob.expect_code(200);
+        alice.expect_code(200);
+        dm["message"]["id"].as_u64().expect("id")
+    };
+    let server = server(&path, "");
+    let (mut carol, _) = join(server.port(), "carol");
+    let (mut dave, _) = join(server.port(), "dave");
+    carol.send_json(&json!({"code": 102, "to": "dave", "message": "again"}));
+    let dm = dave.expect_code(200);
+    assert_eq!(carol.expect_code(200), dm);
+    let id = dm["message"]["id"].as_u64().expect("id");
+    assert!(id > dm_id, "DM id {id} after a restart reuses {dm_id}");
+    let said = say_all(&mut carol, &["aloud"]);
+    assert!(said[0]["message"]["id"].as_u64().expect("id") > id);
+}
+
+#[test]
+fn a_journal_record_with_the_largest_id_is_skipped_and_new_messages_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    std::fs::write(
+        &path,
+        "{\"id\":7,\"ts\":1,\"room\":\"lobby\",\"from\":\"old\",\"text\":\"kept\"}\n\
+         {\"id\":18446744073709551615,\"ts\":2,\"room\":\"lobby\",\"from\":\"old\",\"text\":\"bogus\"}\n",
+    )
+    .expect("write history");
+    let server = server(&path, "");
+    // Logged before `listening on`, which the harness waited for.
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|line| line.contains("line 2 skipped") && line.contains("above the largest id")),
+        "{:#?}",
+        server.log
+    );
+    let (mut alice, backlog) = join(server.port(), "alice");
+    assert_eq!(texts(&backlog), vec!["kept"]);
+    let said = say_all(&mut alice, &["new"]);
+    assert_eq!(said[0]["message"]["id"], 8);
+    alice.send_json(&json!({"code": 106}));
+    assert_eq!(texts(&alice.expect_code(208)), vec!["kept", "new"]);
+}
+
+#[test]
+fn a_failing_compaction_backs_off_instead_of_retrying_every_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    // As root no permission stops a write, so block the temporary file.
+    std::fs::create_dir(dir.path().join("history.jsonl.compact")).expect("mkdir");
+    let mut server = server(
+        &path,
+        "history_keep = 5\nhistory_fsync = \"never\"\nflood_rate = 0",
+    );
+    let (mut alice, _) = join(server.port(), "alice");
+    for index in 0..1100 {
+        alice.send_json(&json!({"code": 100, "message": format!("m{index}")}));
+    }
+    alice.send_json(&json!({"code": 108, "token": "done"}));
+    alice.expect_code(207);
+    server.wait_for_log("compaction failed");
+    // Thirty more turns, each with a message to journal.
+    for index in 0..30 {
+        alice.send_json(&json!({"code": 100, "message": format!("n{index}")}));
+        alice.send_json(&json!({"code": 108, "token": format!("t{index}")}));
+        alice.expect_code(207);
+    }
+    // A login logs a line after all of the above: every earlier line is in.
+    let _zed = join(server.port(), "zed");
+    server.wait_for_log("login zed");
+    let failures = server
+        .log
+        .iter()
+        .filter(|line| line.contains("compaction failed"))
+        .count();
+    assert!(
+        failures < 10,
+        "{failures} failed compactions logged: {:#?}",
+        server.log
+    );
+    let first = server
+        .log
+        .iter()
+        .find(|line| line.contains("compaction failed"))
+        .expect("a failure");
+    assert!(first.contains("next attempt in 1 s"), "{first}");
+}
+
+#[test]
+fn a_reload_that_turns_history_off_keeps_it_on_until_a_restart() {
+    let (mut server, config) = configured("history_file = \"history.jsonl\"");
+    let (mut alice, _) = join(server.port(), "alice");
+    say_all(&mut alice, &["before"]);
+    let line = reload(
+        &mut server,
+        &config,
+        "history_file = \"\"\nhistory_backlog = 7",
+        "history_file or history_fsync changed",
+    );
+    assert!(line.contains("history stays on"), "{line}");
+    server.wait_for_log("SIGHUP: configuration reloaded");
+    say_all(&mut alice, &["after"]);
+    alice.send_json(&json!({"code": 106}));
+    assert_eq!(texts(&alice.expect_code(208)), vec!["before", "after"]);
+    let file = std::fs::read_to_string(config.with_file_name("history.jsonl")).expect("journal");
+    assert!(
+        file.contains("after"),
+        "not journaled after the reload: {file}"
+    );
+}
+
+#[test]
+fn a_reload_that_turns_history_on_keeps_it_off_until_a_restart() {
+    let (mut server, config) = configured("history_file = \"\"");
+    let mut alice = Client::json(server.port());
+    alice.login("alice");
+    let line = reload(
+        &mut server,
+        &config,
+        "history_file = \"history.jsonl\"",
+        "history_file or history_fsync changed",
+    );
+    assert!(line.contains("history stays off"), "{line}");
+    server.wait_for_log("SIGHUP: configuration reloaded");
+    say_all(&mut alice, &["unjournaled"]);
+    alice.send_json(&json!({"code": 106}));
+    let error = alice.expect_code(404);
+    assert!(
+        error["error"]
+            .as_str()
+            .expect("error")
+            .contains("history is off"),
+        "{error}"
+    );
+    assert!(!config.with_file_name("history.jsonl").exists());
+}
+
+#[test]
+fn cycling_through_many_rooms_keeps_history_within_history_max_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    // 1 MiB, the least allowed, holds about 250 messages of 4000 bytes.
+    let server = server(
+        &path,
+        "history_max_bytes = 1048576\nflood_rate = 0\nhistory_fsync = \"never\"\nmax_output_bytes = 16777216",
+    );
+    let (mut alice, _) = join(server.port(), "alice");
+    let text = "x".repeat(4000);
+    for index in 0..400 {
+        let room = format!("r{index}");
+        alice.send_json(&json!({"code": 104, "room": room}));
+        alice.send_json(&json!({"code": 100, "room": room, "message": text}));
+        alice.send_json(&json!({"code": 105, "room": room}));
+    }
+    alice.send_json(&json!({"code": 108, "token": "done"}));
+    alice.expect_code(207);
+    // The least recently active rooms' history went first; the newest stayed.
+    let (mut bob, _) = join(server.port(), "bob");
+    for (room, expected) in [("r0", 0), ("r399", 1)] {
+        bob.send_json(&json!({"code": 104, "room": room}));
+        let backlog = bob.expect_code(208);
+        assert_eq!(texts(&backlog).len(), expected, "{room}: {backlog}");
+    }
+}

@@ -34,6 +34,7 @@ fn test_config() -> HubConfig {
         require_tls_for_password: false,
         history_backlog: None,
         history_keep: 100,
+        history_max_bytes: usize::MAX,
         quiet_room_size: 0,
         auth_timeout_ms: u64::MAX / 4,
         idle_timeout_ms: 0,
@@ -2709,6 +2710,92 @@ mod room_history {
         assert_eq!(chat.received(alice)[0]["message"]["id"], 42);
     }
 
+    fn old_message(id: u64, text: &str) -> ChatMessage {
+        ChatMessage {
+            id,
+            ts: 5,
+            target: Target::Room(room(LOBBY)),
+            from: Username::parse("old").unwrap(),
+            text: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_journal_record_with_the_largest_u64_id_is_skipped_so_ids_never_wrap() {
+        let mut chat = history_chat(50, 100);
+        let skipped = chat
+            .hub
+            .restore_history([old_message(7, "kept"), old_message(u64::MAX, "bogus")]);
+        assert_eq!(skipped, 1);
+        let (alice, backlog) = login_with_backlog(&mut chat, "alice");
+        assert_eq!(texts(&backlog), vec!["kept"]);
+        chat.send_json(alice, json!({"code": 100, "message": "new"}));
+        assert_eq!(chat.received(alice)[0]["message"]["id"], 8);
+        // The new message is history, not silently dropped behind id 2^64-1.
+        chat.send_json(alice, json!({"code": 106}));
+        assert_eq!(texts(&chat.received(alice)[0]), vec!["kept", "new"]);
+    }
+
+    #[test]
+    fn when_ids_run_out_messages_are_refused_with_503_not_wrapped() {
+        let mut chat = history_chat(50, 100);
+        let last = crate::history::MAX_MESSAGE_ID;
+        assert_eq!(chat.hub.restore_history([old_message(last, "last")]), 0);
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        chat.send_json(alice, json!({"code": 100, "message": "one more"}));
+        chat.expect_error(alice, 503, "ids are exhausted");
+        chat.send_json(alice, json!({"code": 102, "to": "alice", "message": "dm"}));
+        chat.expect_error(alice, 503, "ids are exhausted");
+    }
+
+    #[test]
+    fn ids_keep_rising_past_private_messages_across_a_restart() {
+        let mut before = history_chat(50, 100);
+        let (alice, _) = login_with_backlog(&mut before, "alice");
+        let (bob, _) = login_with_backlog(&mut before, "bob");
+        before.received(alice);
+        before.send_json(alice, json!({"code": 102, "to": "bob", "message": "psst"}));
+        let dm_id = before.received(bob)[0]["message"]["id"].as_u64().unwrap();
+        // Private messages are never history, but their ids are reserved.
+        assert!(before.hub.take_unwritten_history().is_empty());
+        let reserved = before.hub.take_id_reservation().expect("a reservation");
+        assert!(reserved > dm_id, "{reserved} does not cover {dm_id}");
+        assert_eq!(before.hub.take_id_reservation(), None);
+
+        // A restart: nothing but the reservation was journaled.
+        let mut after = history_chat(50, 100);
+        after.hub.restore_history([]);
+        after.hub.restore_next_id(reserved).unwrap();
+        let (carol, _) = login_with_backlog(&mut after, "carol");
+        after.send_json(carol, json!({"code": 100, "message": "hello"}));
+        let id = after.received(carol)[0]["message"]["id"].as_u64().unwrap();
+        assert!(id > dm_id, "id {id} reuses the private message's {dm_id}");
+    }
+
+    #[test]
+    fn the_history_bound_drops_the_least_recently_active_rooms_and_their_backlog() {
+        let mut chat = history_chat(50, 100);
+        let one = crate::history::cost(&old_message(1, "x"));
+        chat.hub.set_config(HubConfig {
+            history_backlog: Some(50),
+            history_max_bytes: one * 3,
+            ..test_config()
+        });
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        chat.send_json(alice, json!({"code": 100, "message": "x"}));
+        // Bob's login caches the lobby's 208.
+        let (_, backlog) = login_with_backlog(&mut chat, "bob");
+        assert_eq!(texts(&backlog), vec!["x"]);
+        for name in ["r1", "r2", "r3"] {
+            chat.send_json(alice, json!({"code": 104, "room": name}));
+            chat.send_json(alice, json!({"code": 100, "room": name, "message": "x"}));
+        }
+        // Four rooms' worth at a bound of three: the lobby went first.
+        assert!(chat.hub.history().bytes() <= one * 3);
+        let (_, backlog) = login_with_backlog(&mut chat, "carol");
+        assert_eq!(texts(&backlog), Vec::<String>::new());
+    }
+
     #[test]
     fn text_users_see_history_as_marked_lines() {
         let mut chat = history_chat(50, 100);
@@ -2764,6 +2851,28 @@ mod limits {
         chat.hub.handle_timeout(conn, chat.now);
         chat.expect_error(conn, 408, "not logged in in time");
         assert!(chat.hub.is_quitting(conn));
+    }
+
+    #[test]
+    fn enormous_timeouts_saturate_instead_of_wrapping_into_an_immediate_408() {
+        let mut chat = limited_chat(u64::MAX, u64::MAX, 0.0);
+        at(&mut chat, 5_000);
+        let conn = ConnId(chat.next_conn);
+        chat.next_conn += 1;
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        chat.hub.handle_connected(conn, peer, false, chat.now);
+        chat.raw(conn);
+        assert_eq!(chat.hub.deadline(conn), Some(u64::MAX));
+        at(&mut chat, 10_000);
+        chat.hub.handle_timeout(conn, chat.now);
+        assert!(chat.raw(conn).is_empty(), "a login deadline wrapped");
+        // The idle deadline of a logged-in JSON client, counted from its
+        // last input, saturates the same way.
+        let alice = chat.login("alice");
+        assert_eq!(chat.hub.deadline(alice), Some(u64::MAX));
+        at(&mut chat, 20_000);
+        chat.hub.handle_timeout(alice, chat.now);
+        assert!(chat.raw(alice).is_empty(), "an idle deadline wrapped");
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl HeapTrim {
         (self.churn >= CHURN)
             .then_some(self.last_churn)
             .flatten()
-            .map(|last| last + QUIET)
+            .and_then(|last| last.checked_add(QUIET))
     }
 
     /// Trims if enough churn has happened and it has been quiet long

@@ -7,10 +7,18 @@
 //! `everysec` leaves fsync to a flusher thread that syncs at most once a
 //! second, so the loop never waits for the disk. `never` leaves it to the
 //! kernel. See `design/architecture.md`, "History".
+//!
+//! Besides messages the file holds id reservations (`{"next_id":N}`), so
+//! ids keep rising across restarts even for private messages, which are
+//! never written. It must never buffer an unbounded line, follow a symlink
+//! or replace anything but a regular file.
 
 use crate::config::FsyncPolicy;
-use crate::history::History;
-use crate::proto::{ChatMessage, parse_history_record, write_history_record};
+use crate::history::{History, MAX_MESSAGE_ID};
+use crate::proto::{
+    ChatMessage, parse_history_record, parse_id_reservation, write_history_record,
+    write_id_reservation,
+};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,7 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use thiserror::Error;
 
 /// Compaction runs when the file holds this many more records than the
 /// kept history (and at least `COMPACT_FACTOR` times as many), so its size
@@ -30,6 +39,16 @@ const COMPACT_SLACK: usize = 1024;
 /// (about 8 ms for 10,000 records here), so it should be rare; the file
 /// stays within this factor of the kept history.
 const COMPACT_FACTOR: usize = 4;
+/// The longest record replay reads: a message's text is at most 4096
+/// bytes, six times that when every byte is JSON-escaped, plus the other
+/// fields. A longer line is corrupt and skipped without being buffered.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// After a failed compaction the next attempt waits this long, doubling
+/// with each failure in a row up to `MAX_COMPACT_RETRY`.
+const FIRST_COMPACT_RETRY: Duration = Duration::from_secs(1);
+const MAX_COMPACT_RETRY: Duration = Duration::from_secs(300);
+/// At most one "cannot append" log line per this interval.
+const APPEND_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Journal {
     path: PathBuf,
@@ -40,22 +59,192 @@ pub struct Journal {
     flusher: Option<Flusher>,
     /// Reused per batch: all records of one turn, for one `write`.
     batch: Vec<u8>,
+    /// When compaction may be tried again after a failure.
+    backoff: Backoff,
+    /// Rate limit of the "cannot append" log line.
+    append_failures: FailureLog,
 }
 
 /// What the journal held at start.
 pub struct Replayed {
     pub messages: Vec<ChatMessage>,
-    /// Lines that could not be read (torn or corrupt), skipped with a warning.
+    /// The highest id reservation (`{"next_id":N}`), 0 when there was none.
+    pub next_id: u64,
+    /// Lines that could not be read (torn, corrupt, over-long, or an id out
+    /// of range), skipped with a warning.
     pub skipped: usize,
 }
 
+/// A compaction that failed, and when the next attempt is due.
+#[derive(Debug, Error)]
+#[error("{source}; next attempt in {} s", retry_in.as_secs())]
+pub struct CompactionFailed {
+    #[source]
+    pub source: io::Error,
+    pub retry_in: Duration,
+}
+
+/// The back-off of compaction after failures (EACCES, ENOSPC, a read-only
+/// directory): without it every turn would re-serialise the whole kept
+/// history and log an error.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Backoff {
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| now >= at)
+    }
+
+    /// Records a failure at `now`; returns how long until the next attempt.
+    pub fn failed(&mut self, now: Instant) -> Duration {
+        let doublings = self.failures.min(31);
+        self.failures = self.failures.saturating_add(1);
+        let delay = FIRST_COMPACT_RETRY
+            .saturating_mul(1u32 << doublings)
+            .min(MAX_COMPACT_RETRY);
+        self.retry_at = Some(now.checked_add(delay).unwrap_or(now));
+        delay
+    }
+
+    pub fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
+/// One log line per `APPEND_LOG_INTERVAL` for a failure that recurs every
+/// turn (a full disk), with how many were not logged.
+#[derive(Debug, Default)]
+pub struct FailureLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl FailureLog {
+    /// Counts a failure at `now`; returns how many failures the line due
+    /// now reports (this one included), or `None` while the interval runs.
+    pub fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged = self.unlogged.saturating_add(1);
+        let is_due = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= APPEND_LOG_INTERVAL);
+        if !is_due {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+/// Opens the journal for appending without following a symlink, and
+/// refuses anything but a regular file: compaction renames over the path.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .read(true)
         .mode(0o640)
-        .open(path)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    let file_type = file.metadata()?.file_type();
+    if !file_type.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {}, not a regular file",
+                path.display(),
+                crate::config::describe_file_type(&file_type)
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// One line read by `read_record`.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A whole line (its newline included) of `length` bytes; the bytes are
+    /// in the buffer unless it `is_too_long`.
+    Whole {
+        length: u64,
+        is_too_long: bool,
+    },
+    /// The file ended inside a line of `length` bytes.
+    Torn {
+        length: u64,
+    },
+    End,
+}
+
+/// Reads one line into `line`, keeping at most `max` bytes of it: the rest
+/// of an over-long line is consumed without being buffered.
+fn read_record(reader: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    line.clear();
+    let mut length = 0u64;
+    let mut is_too_long = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok(if length == 0 {
+                Line::End
+            } else {
+                Line::Torn { length }
+            });
+        }
+        let newline = available.iter().position(|&byte| byte == b'\n');
+        let chunk = match newline {
+            Some(at) => &available[..=at],
+            None => available,
+        };
+        let taken = chunk.len();
+        if !is_too_long {
+            if line.len().saturating_add(taken) > max {
+                is_too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        length = length.saturating_add(taken as u64);
+        reader.consume(taken);
+        if newline.is_some() {
+            return Ok(Line::Whole {
+                length,
+                is_too_long,
+            });
+        }
+    }
+}
+
+/// What one whole line of the journal holds.
+enum Record {
+    Message(ChatMessage),
+    NextId(u64),
+}
+
+fn parse_record(line: &[u8]) -> Result<Record, String> {
+    let text = std::str::from_utf8(line).map_err(|error| error.to_string())?;
+    let text = text.trim_end();
+    match parse_history_record(text) {
+        Ok(message) if message.id > MAX_MESSAGE_ID => Err(format!(
+            "message id {} is above the largest id, {MAX_MESSAGE_ID}",
+            message.id
+        )),
+        Ok(message) => Ok(Record::Message(message)),
+        Err(error) => match parse_id_reservation(text) {
+            Ok(next_id) if next_id > MAX_MESSAGE_ID.saturating_add(1) => Err(format!(
+                "id reservation {next_id} is above the largest id, {MAX_MESSAGE_ID}"
+            )),
+            Ok(next_id) => Ok(Record::NextId(next_id)),
+            Err(_) => Err(error),
+        },
+    }
 }
 
 impl Journal {
@@ -69,39 +258,45 @@ impl Journal {
         }
         let mut file = open_append(path)?;
         let mut messages = Vec::new();
-        let mut skipped = 0;
+        let mut next_id = 0u64;
+        let mut skipped = 0usize;
         let mut good_length = 0u64;
         let mut reader = BufReader::new(&file);
         let mut line = Vec::new();
-        let mut number = 0usize;
+        let mut number = 0u64;
         loop {
-            line.clear();
-            let read = reader.read_until(b'\n', &mut line)?;
-            if read == 0 {
-                break;
-            }
-            number += 1;
-            let is_complete = line.last() == Some(&b'\n');
-            let parsed = std::str::from_utf8(&line)
-                .map_err(|error| error.to_string())
-                .and_then(|text| parse_history_record(text.trim_end()));
-            match (parsed, is_complete) {
-                (Ok(message), true) => {
-                    messages.push(message);
-                    good_length += read as u64;
-                }
-                (_, false) => {
+            let read = read_record(&mut reader, &mut line, MAX_RECORD_BYTES)?;
+            number = number.saturating_add(1);
+            let parsed = match read {
+                Line::End => break,
+                Line::Torn { length } => {
                     log::warn!(
-                        "history {}: torn last record at line {number} ({read} bytes) cut off",
+                        "history {}: torn last record at line {number} ({length} bytes) cut off",
                         path.display()
                     );
-                    skipped += 1;
+                    skipped = skipped.saturating_add(1);
                     break;
                 }
-                (Err(error), true) => {
-                    log::warn!("history {}: line {number} skipped: {error}", path.display());
-                    skipped += 1;
-                    good_length += read as u64;
+                Line::Whole { length, .. } => {
+                    good_length = good_length.saturating_add(length);
+                    match read {
+                        Line::Whole {
+                            is_too_long: true, ..
+                        } => Err(format!("longer than {MAX_RECORD_BYTES} bytes ({length})")),
+                        _ => parse_record(&line),
+                    }
+                }
+            };
+            match parsed {
+                Ok(Record::Message(message)) => messages.push(message),
+                Ok(Record::NextId(mark)) => next_id = next_id.max(mark),
+                Err(error) => {
+                    log::warn!(
+                        "history {}: line {number} skipped: {}",
+                        path.display(),
+                        error.escape_debug()
+                    );
+                    skipped = skipped.saturating_add(1);
                 }
             }
         }
@@ -123,23 +318,36 @@ impl Journal {
                 records,
                 flusher,
                 batch: Vec::new(),
+                backoff: Backoff::default(),
+                append_failures: FailureLog::default(),
             },
-            Replayed { messages, skipped },
+            Replayed {
+                messages,
+                next_id,
+                skipped,
+            },
         ))
     }
 
-    /// Appends one turn's messages with one `write`, then fsyncs under
-    /// `always` (before the caller flushes any client's output).
-    pub fn append(&mut self, messages: &[ChatMessage]) -> io::Result<()> {
-        if messages.is_empty() {
+    /// Appends one turn's id reservation (if any) and messages with one
+    /// `write`, then fsyncs under `always` (before the caller flushes any
+    /// client's output).
+    pub fn append(&mut self, next_id: Option<u64>, messages: &[ChatMessage]) -> io::Result<()> {
+        if messages.is_empty() && next_id.is_none() {
             return Ok(());
         }
         self.batch.clear();
+        if let Some(next_id) = next_id {
+            write_id_reservation(next_id, &mut self.batch);
+        }
         for message in messages {
             write_history_record(message, &mut self.batch);
         }
         self.file.write_all(&self.batch)?;
-        self.records += messages.len();
+        self.records = self
+            .records
+            .saturating_add(messages.len())
+            .saturating_add(usize::from(next_id.is_some()));
         match self.policy {
             FsyncPolicy::Always => self.file.sync_data()?,
             FsyncPolicy::Everysec => {
@@ -152,14 +360,40 @@ impl Journal {
         Ok(())
     }
 
-    /// True when the file has grown well past what is kept.
-    pub fn needs_compaction(&self, kept: usize) -> bool {
-        self.records > (COMPACT_FACTOR * kept).max(kept + COMPACT_SLACK)
+    /// Counts a failed `append`; `Some(count)` when it is time to log it.
+    pub fn append_failed(&mut self, now: Instant) -> Option<u64> {
+        self.append_failures.failed(now)
     }
 
-    /// Rewrites the file with only the kept messages: temp file, fsync,
-    /// rename, fsync of the directory; then appends go to the new file.
-    pub fn compact(&mut self, history: &History) -> io::Result<()> {
+    /// True when the file has grown well past what is kept, and no failed
+    /// compaction is backing off at `now`.
+    pub fn needs_compaction(&self, kept: usize, now: Instant) -> bool {
+        let due_at = COMPACT_FACTOR
+            .saturating_mul(kept)
+            .max(kept.saturating_add(COMPACT_SLACK));
+        self.records > due_at && self.backoff.is_due(now)
+    }
+
+    /// Rewrites the file with only the kept messages, after the id
+    /// reservation `next_id` (every id handed out is below it): temp file,
+    /// fsync, rename, fsync of the directory; then appends go to the new
+    /// file. A failure backs off (see `Backoff`).
+    pub fn compact(
+        &mut self,
+        history: &History,
+        next_id: u64,
+        now: Instant,
+    ) -> Result<(), CompactionFailed> {
+        self.rewrite(history, next_id)
+            .map_err(|source| CompactionFailed {
+                source,
+                retry_in: self.backoff.failed(now),
+            })?;
+        self.backoff.succeeded();
+        Ok(())
+    }
+
+    fn rewrite(&mut self, history: &History, next_id: u64) -> io::Result<()> {
         let dir = match self.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
@@ -168,13 +402,19 @@ impl Journal {
         let started = std::time::Instant::now();
         let kept = history.all();
         let result = (|| {
+            // A leftover (ours, from a crash) is removed; `create_new`
+            // (O_EXCL) then never follows a symlink planted at the path,
+            // so no other file can be truncated by a compaction.
+            if std::fs::symlink_metadata(&temp).is_ok_and(|metadata| !metadata.is_dir()) {
+                std::fs::remove_file(&temp)?;
+            }
             let mut file = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o640)
                 .open(&temp)?;
-            let mut buffer = Vec::with_capacity(kept.len() * 128);
+            let mut buffer = Vec::with_capacity(kept.len().saturating_mul(128));
+            write_id_reservation(next_id, &mut buffer);
             for message in &kept {
                 write_history_record(message, &mut buffer);
             }
@@ -188,7 +428,7 @@ impl Journal {
             return Err(error);
         }
         self.file = open_append(&self.path)?;
-        self.records = kept.len();
+        self.records = kept.len().saturating_add(1);
         if let Some(flusher) = &self.flusher {
             flusher.replace(self.file.try_clone()?);
         }
@@ -266,11 +506,12 @@ mod tests {
     use super::*;
     use crate::proto::history_record;
     use crate::proto::{RoomName, Target, Username};
+    use std::os::unix::fs::FileTypeExt;
 
     fn message(id: u64, room: &str) -> ChatMessage {
         ChatMessage {
             id,
-            ts: 1_700_000_000_000 + id,
+            ts: 1_700_000_000_000u64.saturating_add(id),
             target: Target::Room(RoomName::parse(room).unwrap()),
             from: Username::parse("alice").unwrap(),
             text: format!("message {id} \"quoted\" ✓"),
@@ -284,8 +525,10 @@ mod tests {
         {
             let (mut journal, replayed) = Journal::open(&path, FsyncPolicy::Always).unwrap();
             assert!(replayed.messages.is_empty());
-            journal.append(&[message(1, "a"), message(2, "b")]).unwrap();
-            journal.append(&[message(3, "a")]).unwrap();
+            journal
+                .append(None, &[message(1, "a"), message(2, "b")])
+                .unwrap();
+            journal.append(None, &[message(3, "a")]).unwrap();
         }
         let (_, replayed) = Journal::open(&path, FsyncPolicy::Everysec).unwrap();
         assert_eq!(
@@ -305,7 +548,7 @@ mod tests {
         let (mut journal, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(replayed.messages, vec![message(1, "a")]);
         assert_eq!(replayed.skipped, 1);
-        journal.append(&[message(2, "a")]).unwrap();
+        journal.append(None, &[message(2, "a")]).unwrap();
         drop(journal);
         let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(replayed.messages, vec![message(1, "a"), message(2, "a")]);
@@ -333,11 +576,11 @@ mod tests {
         for id in 1..=10 {
             let room = if id % 2 == 0 { "a" } else { "b" };
             history.record(&message(id, room));
-            journal.append(&[message(id, room)]).unwrap();
+            journal.append(None, &[message(id, room)]).unwrap();
         }
-        assert!(!journal.needs_compaction(history.len() + 5000));
-        journal.compact(&history).unwrap();
-        journal.append(&[message(11, "b")]).unwrap();
+        assert!(!journal.needs_compaction(history.len() + 5000, Instant::now()));
+        journal.compact(&history, 11, Instant::now()).unwrap();
+        journal.append(None, &[message(11, "b")]).unwrap();
         drop(journal);
         let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
         let ids: Vec<u64> = replayed.messages.iter().map(|m| m.id).collect();
@@ -346,13 +589,199 @@ mod tests {
     }
 
     #[test]
+    fn an_over_long_line_is_skipped_without_being_buffered() {
+        let mut text = history_record(&message(1, "a"));
+        text.extend(std::iter::repeat_n(b'x', 1_000_000));
+        text.push(b'\n');
+        text.extend_from_slice(&history_record(&message(3, "a")));
+        let mut reader = BufReader::with_capacity(64, text.as_slice());
+        let mut line = Vec::new();
+        let max = 200;
+        assert!(matches!(
+            read_record(&mut reader, &mut line, max).unwrap(),
+            Line::Whole {
+                is_too_long: false,
+                ..
+            }
+        ));
+        assert_eq!(line, history_record(&message(1, "a")));
+        assert_eq!(
+            read_record(&mut reader, &mut line, max).unwrap(),
+            Line::Whole {
+                length: 1_000_001,
+                is_too_long: true
+            }
+        );
+        assert!(line.capacity() <= 2 * max, "{} bytes", line.capacity());
+        read_record(&mut reader, &mut line, max).unwrap();
+        assert_eq!(line, history_record(&message(3, "a")));
+        assert_eq!(read_record(&mut reader, &mut line, max).unwrap(), Line::End);
+
+        // The same through a journal: the long line is one skipped record.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let mut long = text.clone();
+        long.extend(std::iter::repeat_n(b'y', MAX_RECORD_BYTES + 1));
+        std::fs::write(&path, &long).unwrap();
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(replayed.messages, vec![message(1, "a"), message(3, "a")]);
+        // The over-long middle line, and the torn over-long tail.
+        assert_eq!(replayed.skipped, 2);
+        assert_eq!(std::fs::read(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn records_with_ids_past_the_largest_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let mut text = history_record(&message(1, "a"));
+        text.extend_from_slice(&history_record(&message(u64::MAX, "a")));
+        text.extend_from_slice(&history_record(&message(MAX_MESSAGE_ID + 1, "a")));
+        write_id_reservation(u64::MAX, &mut text);
+        text.extend_from_slice(&history_record(&message(2, "a")));
+        std::fs::write(&path, &text).unwrap();
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(replayed.messages, vec![message(1, "a"), message(2, "a")]);
+        assert_eq!(replayed.next_id, 0);
+        assert_eq!(replayed.skipped, 3);
+    }
+
+    #[test]
+    fn id_reservations_are_replayed_and_survive_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let (mut journal, _) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        journal.append(Some(1025), &[message(1, "a")]).unwrap();
+        journal.append(Some(2049), &[]).unwrap();
+        drop(journal);
+        let (mut journal, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(replayed.next_id, 2049);
+        assert_eq!(replayed.messages, vec![message(1, "a")]);
+        let mut history = History::new(10);
+        history.restore(message(1, "a"));
+        journal.compact(&history, 3073, Instant::now()).unwrap();
+        drop(journal);
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(replayed.next_id, 3073);
+        assert_eq!(replayed.messages, vec![message(1, "a")]);
+        assert_eq!(replayed.skipped, 0);
+    }
+
+    #[test]
+    fn a_journal_that_is_a_symlink_or_a_device_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "not history\n").unwrap();
+        let link = dir.path().join("history.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(Journal::open(&link, FsyncPolicy::Never).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"not history\n");
+        let error = Journal::open(Path::new("/dev/null"), FsyncPolicy::Never)
+            .err()
+            .expect("/dev/null refused");
+        assert!(error.to_string().contains("character device"), "{error}");
+        assert!(
+            std::fs::metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+    }
+
+    #[test]
+    fn compaction_never_writes_through_a_symlink_at_its_temporary_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("history.jsonl.compact")).unwrap();
+        let (mut journal, _) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let mut history = History::new(10);
+        history.record(&message(1, "a"));
+        journal.append(None, &history.take_unwritten()).unwrap();
+        journal.compact(&history, 1025, Instant::now()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(replayed.messages, vec![message(1, "a")]);
+    }
+
+    #[test]
+    fn a_recurring_append_failure_is_logged_once_per_interval_with_a_count() {
+        let start = Instant::now();
+        let mut log = FailureLog::default();
+        assert_eq!(log.failed(start), Some(1));
+        for turn in 1..100 {
+            assert_eq!(log.failed(start + Duration::from_millis(turn)), None);
+        }
+        assert_eq!(log.failed(start + APPEND_LOG_INTERVAL), Some(100));
+        assert_eq!(log.failed(start + APPEND_LOG_INTERVAL), None);
+    }
+
+    #[test]
+    fn compaction_backs_off_from_one_second_doubling_to_five_minutes() {
+        let start = Instant::now();
+        let mut backoff = Backoff::default();
+        assert!(backoff.is_due(start));
+        let mut now = start;
+        let mut delays = Vec::new();
+        for _ in 0..12 {
+            let delay = backoff.failed(now);
+            assert!(!backoff.is_due(now));
+            assert!(!backoff.is_due(now + delay - Duration::from_millis(1)));
+            now += delay;
+            assert!(backoff.is_due(now));
+            delays.push(delay.as_secs());
+        }
+        assert_eq!(
+            delays,
+            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+        );
+        backoff.succeeded();
+        assert_eq!(backoff.failed(now), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_failing_compaction_waits_for_its_back_off_and_then_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let (mut journal, _) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let batch: Vec<ChatMessage> = (1..=1100).map(|id| message(id, "a")).collect();
+        journal.append(None, &batch).unwrap();
+        let mut history = History::new(5);
+        for message in &batch {
+            history.restore(message.clone());
+        }
+        // The temporary file cannot be created: a directory is in its way.
+        let temp = dir.path().join("history.jsonl.compact");
+        std::fs::create_dir(&temp).unwrap();
+        let now = Instant::now();
+        assert!(journal.needs_compaction(history.len(), now));
+        let failed = journal.compact(&history, 1101, now).unwrap_err();
+        assert_eq!(failed.retry_in, Duration::from_secs(1));
+        assert!(!journal.needs_compaction(history.len(), now));
+        let later = now + Duration::from_secs(1);
+        assert!(journal.needs_compaction(history.len(), later));
+        let failed = journal.compact(&history, 1101, later).unwrap_err();
+        assert_eq!(failed.retry_in, Duration::from_secs(2));
+        assert!(!journal.needs_compaction(history.len(), later + Duration::from_secs(1)));
+        std::fs::remove_dir(&temp).unwrap();
+        let latest = later + Duration::from_secs(2);
+        assert!(journal.needs_compaction(history.len(), latest));
+        journal.compact(&history, 1101, latest).unwrap();
+        assert!(!journal.needs_compaction(history.len(), latest));
+        drop(journal);
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(replayed.messages.len(), 5);
+    }
+
+    #[test]
     fn compaction_is_due_when_the_file_outgrows_the_history() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) =
             Journal::open(&dir.path().join("h.jsonl"), FsyncPolicy::Never).unwrap();
         let batch: Vec<ChatMessage> = (1..=1100).map(|id| message(id, "a")).collect();
-        journal.append(&batch).unwrap();
-        assert!(journal.needs_compaction(50));
-        assert!(!journal.needs_compaction(1000));
+        journal.append(None, &batch).unwrap();
+        assert!(journal.needs_compaction(50, Instant::now()));
+        assert!(!journal.needs_compaction(1000, Instant::now()));
     }
 }

@@ -5,6 +5,7 @@
 //! It moves bytes and nothing else: every chat decision is the hub's. See
 //! `design/architecture.md` for one turn of the loop and the life of a byte.
 
+mod activation;
 mod conn;
 mod heap;
 mod journal;
@@ -84,6 +85,10 @@ pub enum ServerError {
     Verifier(#[source] io::Error),
     #[error("second signal during shutdown: exiting at once")]
     ForcedExit,
+    /// The sockets systemd passed (socket activation) cannot be used: a
+    /// mistake in the socket unit, refused like a configuration.
+    #[error("socket activation: {0}")]
+    Activation(#[from] activation::ActivationError),
 }
 
 /// The bound listening sockets, plain and TLS.
@@ -106,7 +111,31 @@ impl Listeners {
 
 /// Binds every configured address, plain and TLS. Done before anything else
 /// (and, in daemon mode, before forking) so a busy port is reported at once.
+///
+/// Under socket activation (systemd passed listening sockets: `LISTEN_FDS`)
+/// those sockets replace `listen` and `tls_listen`: a socket named `tls`
+/// (`FileDescriptorName=tls`) serves TLS, the others plain text; nothing is
+/// bound. Call it before any thread is started: it unsets `LISTEN_*`.
 pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
+    let adopted = activation::take(config.tls.is_some())?;
+    if !adopted.is_empty() {
+        let mut listeners = Listeners {
+            plain: Vec::new(),
+            tls: Vec::new(),
+        };
+        for socket in adopted {
+            match socket.kind {
+                activation::Kind::Plain => listeners.plain.push(socket.listener),
+                activation::Kind::Tls => listeners.tls.push(socket.listener),
+            }
+        }
+        log::info!(
+            "socket activation: systemd passed {} plain and {} TLS listening socket(s); they replace listen and tls_listen",
+            listeners.plain.len(),
+            listeners.tls.len()
+        );
+        return Ok(listeners);
+    }
     Ok(Listeners {
         plain: bind_all(&config.listen)?,
         tls: bind_all(&config.tls_listen)?,
@@ -139,23 +168,30 @@ fn listen_on(address: SocketAddr) -> io::Result<std::net::TcpListener> {
         None,
     )?;
     sockopt::set_socket_reuseaddr(&socket, true)?;
+    tune_listener(std::os::fd::AsFd::as_fd(&socket), address);
+    rustix::net::bind(&socket, &address)?;
+    rustix::net::listen(&socket, LISTEN_BACKLOG)?;
+    Ok(std::net::TcpListener::from(socket))
+}
+
+/// Sets the options every accepted connection inherits on a listening
+/// socket, bound here or passed by systemd.
+fn tune_listener(socket: std::os::fd::BorrowedFd<'_>, address: SocketAddr) {
+    use rustix::net::sockopt;
     // Wanted, not required: a sandbox that refuses one must not stop the
     // daemon (std's accept path ignored these errors too).
     for (name, result) in [
-        ("TCP_NODELAY", sockopt::set_tcp_nodelay(&socket, true)),
-        ("SO_KEEPALIVE", sockopt::set_socket_keepalive(&socket, true)),
+        ("TCP_NODELAY", sockopt::set_tcp_nodelay(socket, true)),
+        ("SO_KEEPALIVE", sockopt::set_socket_keepalive(socket, true)),
         (
             "TCP_KEEPIDLE",
-            sockopt::set_tcp_keepidle(&socket, KEEPALIVE_IDLE),
+            sockopt::set_tcp_keepidle(socket, KEEPALIVE_IDLE),
         ),
     ] {
         if let Err(error) = result {
             log::warn!("{address}: cannot set {name}: {error}");
         }
     }
-    rustix::net::bind(&socket, &address)?;
-    rustix::net::listen(&socket, LISTEN_BACKLOG)?;
-    Ok(std::net::TcpListener::from(socket))
 }
 
 /// Raises the soft open-files limit to the hard limit, so the daemon can
@@ -235,6 +271,21 @@ fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// `now + wait`, or the latest instant the clock can express when that
+/// overflows: a wait too long to count means "not before the end", never a
+/// panic. Every instant the loop computes from a duration goes through here.
+pub fn instant_after(now: Instant, wait: Duration) -> Instant {
+    let mut wait = wait;
+    loop {
+        if let Some(later) = now.checked_add(wait) {
+            return later;
+        }
+        // Halving reaches a representable sum (at worst `now` itself) in
+        // at most 64 + 30 steps.
+        wait /= 2;
+    }
+}
+
 fn listener_token(index: usize) -> Token {
     Token(LISTENER_BASE - index)
 }
@@ -286,7 +337,13 @@ impl Server {
                         String::new()
                     }
                 );
-                hub.restore_history(replayed.messages);
+                let out_of_range = hub.restore_history(replayed.messages);
+                if out_of_range > 0 || hub.restore_next_id(replayed.next_id).is_err() {
+                    log::warn!(
+                        "history {}: records with ids out of range skipped",
+                        path.display()
+                    );
+                }
                 Some(journal)
             }
         };
@@ -374,7 +431,8 @@ impl Server {
             let now = Instant::now();
             let wall = Now {
                 unix_ms: now_unix_ms(),
-                mono_ms: now.duration_since(self.started).as_millis() as u64,
+                mono_ms: u64::try_from(now.duration_since(self.started).as_millis())
+                    .unwrap_or(u64::MAX),
             };
             // Connections left with input by last turn's budget go first.
             for id in std::mem::take(&mut self.ready) {
@@ -429,7 +487,7 @@ impl Server {
         let hub_timer = self
             .timers
             .peek()
-            .map(|Reverse((ms, _))| self.started + Duration::from_millis(*ms));
+            .map(|Reverse((ms, _))| instant_after(self.started, Duration::from_millis(*ms)));
         let lingering = self
             .lingering
             .iter()
@@ -476,7 +534,7 @@ impl Server {
         self.listeners.clear();
         self.accept_paused_until = None;
         self.hub.handle_shutdown();
-        self.shutdown_deadline = Some(now + self.config.shutdown_timeout());
+        self.shutdown_deadline = Some(instant_after(now, self.config.shutdown_timeout()));
     }
 
     fn reload(&mut self) {
@@ -486,15 +544,32 @@ impl Server {
         };
         notify(&[sd_notify::NotifyState::Reloading]);
         match reloader() {
-            Ok(config) => {
+            Ok(mut config) => {
                 if config.listen != self.config.listen
                     || config.tls_listen != self.config.tls_listen
-                    || config.history_file != self.config.history_file
+                {
+                    log::warn!("SIGHUP: listen or tls_listen changed; that needs a restart");
+                }
+                if config.history_file != self.config.history_file
                     || config.history_fsync != self.config.history_fsync
                 {
+                    // The journal is opened once: history goes on exactly
+                    // as it started (on or off, same file, same fsync)
+                    // rather than half-applied.
                     log::warn!(
-                        "SIGHUP: listen, tls_listen, history_file or history_fsync changed; that needs a restart"
+                        "SIGHUP: history_file or history_fsync changed; that needs a restart, \
+                         until then history stays {}",
+                        match self.config.history_path() {
+                            Some(path) => format!(
+                                "on in {} with history_fsync = \"{}\"",
+                                path.display(),
+                                format!("{:?}", self.config.history_fsync).to_lowercase()
+                            ),
+                            None => "off".to_owned(),
+                        }
                     );
+                    config.history_file = self.config.history_file.clone();
+                    config.history_fsync = self.config.history_fsync;
                 }
                 for (_, conn) in self.conns.iter_mut() {
                     conn.codec.set_max_line(config.max_line_bytes);
@@ -534,7 +609,7 @@ impl Server {
                         self.last_accept_log = Some(now);
                         self.accept_errors_unlogged = 0;
                     }
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    self.accept_paused_until = Some(instant_after(now, ACCEPT_PAUSE));
                     return;
                 }
                 // ECONNABORTED and the like concern one connection only.
@@ -743,21 +818,25 @@ impl Server {
         }
     }
 
-    /// Appends this turn's room messages to the journal (one write; one
-    /// fsync under `always`) before any client is sent them.
-    fn write_history(&mut self) {
+    /// Appends this turn's id reservation and room messages to the journal
+    /// (one write; one fsync under `always`) before any client is sent
+    /// them; compacts when due, backing off after a failure.
+    fn write_history(&mut self, now: Instant) {
         let messages = self.hub.take_unwritten_history();
+        let next_id = self.hub.take_id_reservation();
         let Some(journal) = self.journal.as_mut() else {
             return;
         };
-        if let Err(error) = journal.append(&messages) {
+        if let Err(error) = journal.append(next_id, &messages)
+            && let Some(failures) = journal.append_failed(now)
+        {
             log::error!(
-                "history: cannot append {} message(s): {error}",
+                "history: cannot append {} message(s): {error} ({failures} failed append(s) since the last report)",
                 messages.len()
             );
         }
-        if journal.needs_compaction(self.hub.history().len())
-            && let Err(error) = journal.compact(self.hub.history())
+        if journal.needs_compaction(self.hub.history().len(), now)
+            && let Err(error) = journal.compact(self.hub.history(), self.hub.id_reservation(), now)
         {
             log::error!("history: compaction failed: {error}");
         }
@@ -840,7 +919,7 @@ impl Server {
     /// Writes every dirty outbox once, then removes closed connections;
     /// repeats while removals queue 204s for others.
     fn flush_and_reap(&mut self, now: Instant) {
-        self.write_history();
+        self.write_history(now);
         loop {
             let mut dirty = std::mem::take(&mut self.to_flush);
             // Swapped with the hub's list, so both keep their capacity.
@@ -926,12 +1005,13 @@ impl Server {
                 }
                 let _ = conn.stream.shutdown(Shutdown::Write);
                 conn.linger_until = Some(match *shutdown_deadline {
-                    Some(deadline) => deadline.min(now + SHUTDOWN_DRAIN_LINGER),
-                    None => now + DRAIN_LINGER,
+                    Some(deadline) => deadline.min(instant_after(now, SHUTDOWN_DRAIN_LINGER)),
+                    None => instant_after(now, DRAIN_LINGER),
                 });
                 lingering.push(id);
             } else if conn.linger_until.is_none() {
-                conn.linger_until = Some(shutdown_deadline.unwrap_or(now + QUIT_LINGER));
+                conn.linger_until =
+                    Some(shutdown_deadline.unwrap_or_else(|| instant_after(now, QUIT_LINGER)));
                 lingering.push(id);
             }
         }
@@ -985,6 +1065,19 @@ fn reregister(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instant_after_a_wait_too_long_to_count_is_late_instead_of_a_panic() {
+        let now = Instant::now();
+        assert_eq!(
+            instant_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        // `shutdown_timeout_secs = 9223372036854775807` used to panic here.
+        let far = instant_after(now, Duration::from_secs(i64::MAX as u64));
+        assert!(far > now + Duration::from_secs(86_400 * 365 * 100));
+        assert!(instant_after(now, Duration::MAX) >= far);
+    }
 
     #[test]
     fn accepted_sockets_inherit_the_listeners_options() {

@@ -132,10 +132,16 @@ impl Launch {
         if with_default_listen && !self.args.iter().any(|arg| arg == "--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }
-        // History is off unless a test asks for it: servers of parallel
-        // tests must not share the default journal, and most tests expect
-        // no 208 backlog after login.
-        if !self.args.iter().any(|arg| arg == "--history-file") {
+        // History is off unless a test asks for it (with `--history-file`,
+        // or `history_file` in its config): servers of parallel tests must
+        // not share the default journal, and most tests expect no 208
+        // backlog after login.
+        let is_history_configured = self.args.iter().any(|arg| arg == "--history-file")
+            || self
+                .config
+                .as_ref()
+                .is_some_and(|text| text.contains("history_file"));
+        if !is_history_configured {
             command.args(["--history-file", ""]);
         }
         command.args(&self.args);
