@@ -1080,13 +1080,33 @@ impl Hub {
                 // Someone logged in under this name while the password was
                 // checked: the name is held only once verified.
                 self.transition(conn, Input::NameTaken);
-                self.refuse(
-                    conn,
-                    Refusal::new(
-                        Code::Conflict,
-                        format!("username {username} is taken; send USER again"),
-                    ),
-                );
+                let is_text = self
+                    .clients
+                    .get(conn)
+                    .is_some_and(|client| client.mode == Some(Mode::Text));
+                if is_text {
+                    // A person may already be typing at what was the
+                    // password prompt; read as a username, that line could
+                    // be announced. Close instead (issue 11).
+                    self.clients.send(
+                        conn,
+                        &ServerMsg::error(
+                            Code::Conflict,
+                            format!(
+                                "username {username} was taken while your password was checked; connect again to choose another"
+                            ),
+                        ),
+                    );
+                    self.quit(conn, "name taken during the password check");
+                } else {
+                    self.refuse(
+                        conn,
+                        Refusal::new(
+                            Code::Conflict,
+                            format!("username {username} is taken; send USER again"),
+                        ),
+                    );
+                }
                 return;
             }
             self.names.insert(username.key(), conn);

@@ -533,6 +533,26 @@ fn issue_11_a_name_is_held_only_once_its_password_is_verified() {
 }
 
 #[test]
+fn issue_11_a_text_user_whose_name_was_taken_during_the_check_is_closed_not_sent_back_to_the_name_prompt()
+ {
+    // What the person types next was meant for the password prompt: read as
+    // a username it could be announced, so the connection closes.
+    let mut chat = Chat::with_password();
+    let text = chat.connect();
+    chat.send(text, "alice");
+    chat.login_with_password("ALICE");
+    chat.raw(text);
+    chat.send(text, SECRET);
+    let lines = chat.received_text(text);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("was taken") && lines[0].ends_with("(409)"),
+        "{lines:?}"
+    );
+    assert!(chat.hub.is_quitting(text));
+}
+
+#[test]
 fn a_name_waiting_for_its_password_can_be_taken_by_rename_and_its_pass_then_gets_409() {
     let mut chat = Chat::with_password();
     let bob = chat.login_with_password("bob");
