@@ -366,6 +366,15 @@ impl Config {
             check_range(key, value)?;
         }
         check_history_file(self.history_path())?;
+        // An echo of one line (a PONG's token, an error naming a key) must
+        // fit in the answer share, like every answer: it can never trip the
+        // slow-consumer cap by itself.
+        if self.max_line_bytes > self.max_output_bytes / crate::hub::ANSWER_SHARE {
+            return Err(invalid(
+                "max_line_bytes",
+                "must be at most half of max_output_bytes",
+            ));
+        }
         self.password = match (self.auth, &self.password_file) {
             (AuthSetting::Open, _) => None,
             (AuthSetting::Password, None) => {
@@ -589,10 +598,14 @@ mod tests {
         assert!(error.to_string().contains("max_connections"), "{error}");
     }
 
-    /// TOML for `key = value`, as a float for the one float key.
+    /// TOML for `key = value`, as a float for the one float key. A line
+    /// may take at most half of `max_output_bytes`, so a long one comes with
+    /// the largest output cap.
     fn assignment(key: &str, value: u64) -> String {
         if key == "flood_rate" {
             format!("{key} = {value}.0")
+        } else if key == "max_line_bytes" {
+            format!("{key} = {value}\nmax_output_bytes = 1073741824")
         } else {
             format!("{key} = {value}")
         }
@@ -670,6 +683,20 @@ mod tests {
         let hub = config.hub_config();
         assert_eq!(hub.auth_timeout_ms, 86_400_000);
         assert_eq!(hub.idle_timeout_ms, 86_400_000);
+    }
+
+    #[test]
+    fn issue_11_a_line_longer_than_half_of_max_output_bytes_is_refused() {
+        let error = Config::from_toml("max_output_bytes = 65536\nmax_line_bytes = 32769")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("max_line_bytes"), "{error}");
+        assert!(error.to_string().contains("max_output_bytes"), "{error}");
+        let config = Config::from_toml("max_output_bytes = 65536\nmax_line_bytes = 32768")
+            .unwrap()
+            .validate();
+        assert!(config.is_ok(), "{config:?}");
     }
 
     #[test]

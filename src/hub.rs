@@ -8,12 +8,12 @@
 
 use crate::auth::{Auth, Check};
 use crate::codec::CodecError;
-use crate::flood::TokenBucket;
-use crate::history::{History, IdsExhausted, MessageIds};
+use crate::flood::{ByteBudget, TokenBucket};
+use crate::history::{History, IdsExhausted, MAX_HISTORY_REPLY_BYTES, MessageIds, Slice};
 use crate::outbox::{Arena, Outbox, Span};
 use crate::proto::{
-    AuthKind, ChatMessage, Code, NameKey, ProtoError, Request, RoomName, ServerMsg, Target,
-    TextExpect, Username, parse_json, parse_text,
+    AuthKind, BACKLOG_FRAME_BYTES, ChatMessage, Code, MAX_NAME_BYTES, NameKey, ProtoError, Request,
+    RoomName, ServerMsg, Target, TextExpect, Username, parse_json, parse_text,
 };
 use crate::session::{Input, Mode, State};
 use crate::throttle::{Throttle, Wait};
@@ -27,6 +27,26 @@ pub const MAX_PASSWORD_FAILURES: u8 = 3;
 pub const MAX_ROOMS_PER_USER: usize = 20;
 /// Names per 206 frame, so a WHO of a huge room stays within line limits.
 pub const WHO_CHUNK: usize = 200;
+/// Rooms per 212 frame, for the same reason.
+pub const ROOMS_CHUNK: usize = 200;
+/// An answer whose size the server chooses (a 208 backlog or HISTORY, the
+/// frames of one WHO or ROOMS answer) is at most `max_output_bytes` divided
+/// by this, so no such answer can trip the slow-consumer cap by itself; a
+/// 208 also fits in what is left of that share after what the client
+/// already owes, so many at once (20 JOINs, 20 HISTORYs) cannot either.
+pub const ANSWER_SHARE: usize = 2;
+/// Answers (HISTORY, WHO, ROOMS, PING, help) may cost this many full
+/// HISTORY answers at once, in encoded bytes: a client rejoining every room
+/// it may be in and catching each up with one HISTORY is never refused.
+pub const ANSWER_BURST: usize = MAX_ROOMS_PER_USER + 4;
+/// ... and this many full HISTORY answers per second after the burst.
+pub const ANSWER_RATE: usize = 4;
+/// Most bytes one name adds to a 206 (JSON: quotes and a comma).
+const WHO_ENTRY_BYTES: usize = MAX_NAME_BYTES + 3;
+/// Most bytes one room adds to a 212 (JSON: `{"name":"…","users":N},`).
+const ROOMS_ENTRY_BYTES: usize = MAX_NAME_BYTES + 42;
+/// Bytes a 206 or 212 frame spends besides its entries.
+const LIST_FRAME_BYTES: usize = 128;
 
 /// A connection's identity, shared with the server shell (it is the mio
 /// token). The shell may reuse an id only after `handle_closed`.
@@ -56,6 +76,9 @@ pub struct HubConfig {
     /// The room every user joins at login; it exists even when empty.
     pub default_room: RoomName,
     /// Output a client may owe before it is cut off as a slow consumer.
+    /// Answers are sized from it: one answer takes at most
+    /// `max_output_bytes / ANSWER_SHARE`, and the answer budget counts in
+    /// full HISTORY answers (`ANSWER_BURST`, `ANSWER_RATE`).
     pub max_output_bytes: usize,
     /// Refuse logins that need a password over plaintext from a
     /// non-loopback address.
@@ -155,6 +178,9 @@ struct Client {
     flood: TokenBucket,
     /// Consecutive frames refused for flooding.
     flood_strikes: u32,
+    /// Bytes of answers (HISTORY, WHO, ROOMS, PING, help) it was sent,
+    /// against a rate; never counted as flooding.
+    answers: ByteBudget,
 }
 
 impl Client {
@@ -311,8 +337,21 @@ pub struct Hub {
     next_ticket: u64,
 }
 
+/// Requests answered to the sender only, whose output is bounded by the
+/// answer budget (bytes per second), not by the flood bucket.
+fn is_answer(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::History { .. }
+            | Request::Who { .. }
+            | Request::Rooms
+            | Request::Ping { .. }
+            | Request::Help
+    )
+}
+
 /// Frames that reach other people count against the flood bucket; PING,
-/// WHO, ROOMS and HISTORY only answer the sender.
+/// WHO, ROOMS and HISTORY only answer the sender (`is_answer`).
 fn is_flood_counted(request: &Request) -> bool {
     matches!(
         request,
@@ -334,6 +373,26 @@ fn throttle_refusal(wait: Wait) -> Refusal {
         ),
     };
     Refusal::new(Code::TooMany, error)
+}
+
+/// Splits a list answer into frames of at most `chunk` entries, as many
+/// frames as fit in `cap` bytes (each entry at most `entry_bytes`, each frame
+/// `LIST_FRAME_BYTES` more), and always one frame, if only an empty one.
+fn capped_chunks<T>(items: &[T], chunk: usize, entry_bytes: usize, cap: usize) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let mut used = LIST_FRAME_BYTES;
+    for piece in items.chunks(chunk) {
+        let size = LIST_FRAME_BYTES.saturating_add(piece.len().saturating_mul(entry_bytes));
+        if used.saturating_add(size) > cap {
+            break;
+        }
+        used = used.saturating_add(size);
+        chunks.push(piece);
+    }
+    if chunks.is_empty() {
+        chunks.push(&items[..0]);
+    }
+    chunks
 }
 
 /// A request refused with an error frame; the session goes on.
@@ -495,6 +554,7 @@ impl Hub {
             ping_sent_ms: None,
             flood: TokenBucket::new(self.config.flood_burst, now.mono_ms),
             flood_strikes: 0,
+            answers: ByteBudget::default(),
         });
         self.clients.send(
             conn,
@@ -587,8 +647,82 @@ impl Hub {
         if is_flood_counted(&request) && !self.take_flood_token(conn, now) {
             return;
         }
+        if is_answer(&request) {
+            if let Err(refusal) = self.check_answer_budget(conn, now) {
+                self.refuse(conn, refusal);
+                return;
+            }
+            let before = self.pending_bytes(conn);
+            if let Err(refusal) = self.dispatch(conn, state, request, now) {
+                self.refuse(conn, refusal);
+            }
+            let cost = self.pending_bytes(conn).saturating_sub(before);
+            let rate = self.answer_rate();
+            if let Some(client) = self.clients.get_mut(conn) {
+                client.answers.spend(cost, rate, now.mono_ms);
+            }
+            return;
+        }
         if let Err(refusal) = self.dispatch(conn, state, request, now) {
             self.refuse(conn, refusal);
+        }
+    }
+
+    /// Bytes the client owes (queued, not yet written).
+    fn pending_bytes(&self, conn: ConnId) -> usize {
+        self.clients
+            .get(conn)
+            .map_or(0, |client| client.outbox.pending_bytes())
+    }
+
+    /// The most one answer of the server's choosing may cost, in bytes.
+    fn answer_cap(&self) -> usize {
+        self.config.max_output_bytes / ANSWER_SHARE
+    }
+
+    /// A full HISTORY answer (the unit of the answer budget), in bytes.
+    fn full_history_answer(&self) -> usize {
+        self.answer_cap().min(MAX_HISTORY_REPLY_BYTES)
+    }
+
+    /// Bytes of answers a client may be sent at once...
+    fn answer_burst(&self) -> f64 {
+        self.full_history_answer().saturating_mul(ANSWER_BURST) as f64
+    }
+
+    /// ... and per second after that.
+    fn answer_rate(&self) -> f64 {
+        self.full_history_answer().saturating_mul(ANSWER_RATE) as f64
+    }
+
+    /// Bytes of messages a 208 to this client may carry now: its share of
+    /// the output cap, less what it already owes and the frame itself.
+    fn backlog_budget(&self, conn: ConnId) -> usize {
+        self.full_history_answer()
+            .min(self.answer_cap().saturating_sub(self.pending_bytes(conn)))
+            .saturating_sub(BACKLOG_FRAME_BYTES)
+    }
+
+    /// Answers are allowed while the client's answer budget is not in debt
+    /// (the answer is charged after, at its encoded size); otherwise 429,
+    /// which is never a flood strike.
+    fn check_answer_budget(&self, conn: ConnId, now: Now) -> Result<(), Refusal> {
+        let rate = self.answer_rate();
+        let Some(client) = self.clients.get(conn) else {
+            return Ok(());
+        };
+        match client
+            .answers
+            .wait_ms(rate, self.answer_burst(), now.mono_ms)
+        {
+            0 => Ok(()),
+            wait_ms => Err(Refusal::new(
+                Code::TooMany,
+                format!(
+                    "slow down: answers to HISTORY, WHO, ROOMS and PING may send you at most {} bytes a second; this request was dropped, try again in {wait_ms} ms",
+                    rate as u64
+                ),
+            )),
         }
     }
 
@@ -942,12 +1076,7 @@ impl Hub {
             Request::Join { room } => self.join(conn, username, room),
             Request::Part { room } => self.part(conn, username, room),
             Request::Rooms => {
-                let rooms = self
-                    .rooms
-                    .iter()
-                    .map(|(name, room)| (name.clone(), room.members.len()))
-                    .collect();
-                self.clients.send(conn, &ServerMsg::RoomList { rooms });
+                self.room_list(conn);
                 Ok(())
             }
             _ => Err(Refusal::new(Code::Forbidden, "not allowed in BROADCAST")),
@@ -1364,12 +1493,9 @@ impl Hub {
             .iter()
             .filter_map(|&member| self.clients.get(member)?.state.username().cloned())
             .collect();
-        let chunks: Vec<&[Username]> = if users.is_empty() {
-            vec![&[]]
-        } else {
-            users.chunks(WHO_CHUNK).collect()
-        };
+        let chunks = capped_chunks(&users, WHO_CHUNK, WHO_ENTRY_BYTES, self.answer_cap());
         let last = chunks.len() - 1;
+        let omitted = users.len() - chunks.iter().map(|chunk| chunk.len()).sum::<usize>();
         for (index, chunk) in chunks.into_iter().enumerate() {
             self.clients.send(
                 conn,
@@ -1377,10 +1503,35 @@ impl Hub {
                     room: room.clone(),
                     users: chunk.to_vec(),
                     more: index < last,
+                    omitted: if index == last { omitted } else { 0 },
                 },
             );
         }
         Ok(())
+    }
+
+    /// ROOMS: every room with its member count, sorted by name, in 212
+    /// frames of at most `ROOMS_CHUNK` rooms, the whole answer within its
+    /// share of the output cap (`omitted` counts the rooms left out).
+    fn room_list(&mut self, conn: ConnId) {
+        let rooms: Vec<(RoomName, usize)> = self
+            .rooms
+            .iter()
+            .map(|(name, room)| (name.clone(), room.members.len()))
+            .collect();
+        let chunks = capped_chunks(&rooms, ROOMS_CHUNK, ROOMS_ENTRY_BYTES, self.answer_cap());
+        let last = chunks.len() - 1;
+        let omitted = rooms.len() - chunks.iter().map(|chunk| chunk.len()).sum::<usize>();
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            self.clients.send(
+                conn,
+                &ServerMsg::RoomList {
+                    rooms: chunk.to_vec(),
+                    more: index < last,
+                    omitted: if index == last { omitted } else { 0 },
+                },
+            );
+        }
     }
 
     fn join(&mut self, conn: ConnId, username: Username, room: RoomName) -> Result<(), Refusal> {
@@ -1427,28 +1578,43 @@ impl Hub {
             self.clients.deliver(entry.members.iter(), &joined);
         }
         if let Some(backlog) = self.config.history_backlog {
+            // The 208 must fit in what is left of the client's answer share:
+            // the cached JSON frame (built for a client that owes nothing)
+            // if it does, else a shorter one, built for this client alone.
+            let room_left = self.answer_cap().saturating_sub(self.pending_bytes(conn));
+            let budget = self.backlog_budget(conn);
+            let full_budget = self
+                .full_history_answer()
+                .saturating_sub(BACKLOG_FRAME_BYTES);
             let Hub {
                 clients,
                 history,
                 join_backlogs,
                 ..
             } = self;
-            let frame = || {
-                let slice = history.last(&room, backlog);
+            let frame = |budget: usize| {
+                let slice = history.last(&room, backlog, budget);
                 ServerMsg::Backlog {
                     room: room.clone(),
                     messages: slice.messages,
                     more: slice.more,
+                    gap: slice.gap,
                 }
             };
             clients.enqueue_with(conn, |mode, arena| match mode {
                 Mode::Json => {
-                    let bytes = join_backlogs
+                    let cached = join_backlogs
                         .entry(room.clone())
-                        .or_insert_with(|| frame().to_json_line().into_boxed_slice());
-                    arena.append(|out| out.extend_from_slice(bytes))
+                        .or_insert_with(|| frame(full_budget).to_json_line().into_boxed_slice());
+                    if cached.len() <= room_left {
+                        arena.append(|out| out.extend_from_slice(cached))
+                    } else {
+                        arena.append(|out| frame(budget).write_json_line(out))
+                    }
                 }
-                Mode::Text => arena.append(|out| out.extend_from_slice(&frame().to_text_lines())),
+                Mode::Text => {
+                    arena.append(|out| out.extend_from_slice(&frame(budget).to_text_lines()))
+                }
             });
         }
     }
@@ -1474,21 +1640,23 @@ impl Hub {
             ));
         }
         let limit = limit.unwrap_or(backlog.max(1));
+        let budget = self.backlog_budget(conn);
         let slice = match after {
-            Some(after) => self.history.after(&room, after, limit),
-            None => self.history.last(&room, limit),
+            Some(after) => self.history.after(&room, after, limit, budget),
+            None => self.history.last(&room, limit, budget),
         };
         self.send_backlog(conn, room, slice);
         Ok(())
     }
 
-    fn send_backlog(&mut self, conn: ConnId, room: RoomName, slice: crate::history::Slice) {
+    fn send_backlog(&mut self, conn: ConnId, room: RoomName, slice: Slice) {
         self.clients.send(
             conn,
             &ServerMsg::Backlog {
                 room,
                 messages: slice.messages,
                 more: slice.more,
+                gap: slice.gap,
             },
         );
     }

@@ -683,21 +683,27 @@ pub enum ServerMsg {
         room: Option<RoomName>,
     },
     GoingDown,
-    /// One chunk of a WHO answer; `more` is true on every chunk but the last.
+    /// One chunk of a WHO answer; `more` is true on every chunk but the
+    /// last. `omitted` (on the last chunk) counts members left out to keep
+    /// the answer under its share of the output cap.
     Users {
         room: RoomName,
         users: Vec<Username>,
         more: bool,
+        omitted: usize,
     },
     Pong {
         token: Option<Token>,
     },
     /// Room history, oldest first; `more` when the answer was cut short
-    /// (ask again with `after` = the last id).
+    /// (ask again with `after` = the last id); `gap` when messages between
+    /// the asked-for `after` and the first one here were dropped from the
+    /// kept history.
     Backlog {
         room: RoomName,
         messages: Vec<ChatMessage>,
         more: bool,
+        gap: bool,
     },
     /// "Say something": the server has heard nothing for a while.
     ServerPing,
@@ -705,8 +711,13 @@ pub enum ServerMsg {
         auth: AuthKind,
     },
     PassNeeded,
+    /// One chunk of a ROOMS answer, sorted by name; `more` is true on every
+    /// chunk but the last. `omitted` (on the last chunk) counts rooms left
+    /// out to keep the answer under its share of the output cap.
     RoomList {
         rooms: Vec<(RoomName, usize)>,
+        more: bool,
+        omitted: usize,
     },
     Error {
         code: Code,
@@ -774,9 +785,18 @@ impl ServerMsg {
                 room: None,
             } => format!("* {username} quit"),
             ServerMsg::GoingDown => "* server going down".to_owned(),
-            ServerMsg::Users { room, users, .. } => {
+            ServerMsg::Users {
+                room,
+                users,
+                omitted,
+                ..
+            } => {
                 let names: Vec<&str> = users.iter().map(Username::as_str).collect();
-                format!("* in #{room}: {}", names.join(" "))
+                let mut line = format!("* in #{room}: {}", names.join(" "));
+                if *omitted > 0 {
+                    line.push_str(&format!(" (and {omitted} more, not shown)"));
+                }
+                line
             }
             ServerMsg::Pong { .. } => "* pong".to_owned(),
             ServerMsg::ServerPing => "* are you there?".to_owned(),
@@ -784,8 +804,14 @@ impl ServerMsg {
                 room,
                 messages,
                 more,
+                gap,
             } => {
                 let mut lines = format!("* history of #{room}: {} message(s)", messages.len());
+                if *gap {
+                    lines.push_str(
+                        "\n* history: (older messages are missing: some were dropped before these)",
+                    );
+                }
                 for message in messages {
                     lines.push_str("\n* history: ");
                     lines.push_str(&render_message(message));
@@ -803,12 +829,16 @@ impl ServerMsg {
                 )
             }
             ServerMsg::PassNeeded => "* password:".to_owned(),
-            ServerMsg::RoomList { rooms } => {
+            ServerMsg::RoomList { rooms, omitted, .. } => {
                 let rooms: Vec<String> = rooms
                     .iter()
                     .map(|(room, users)| format!("#{room} ({users})"))
                     .collect();
-                format!("* rooms: {}", rooms.join(" "))
+                let mut line = format!("* rooms: {}", rooms.join(" "));
+                if *omitted > 0 {
+                    line.push_str(&format!(" (and {omitted} more, not shown)"));
+                }
+                line
             }
             ServerMsg::Error { code, error } => format!("! {error} ({})", code.number()),
             ServerMsg::Help => HELP_TEXT.to_owned(),
@@ -877,6 +907,38 @@ fn render_message(message: &ChatMessage) -> String {
         (Target::User(to), false) => format!("[{time}] *{from} -> {to}* {text}"),
         (Target::User(to), true) => format!("[{time}] *{from} -> {to}* * {from} {text}"),
     }
+}
+
+/// Counts bytes instead of keeping them.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(bytes.len());
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes a 208 spends on its frame (code, room, brackets, `more`, `gap`;
+/// text mode's header and trailer lines), message entries aside.
+pub const BACKLOG_FRAME_BYTES: usize = 512;
+
+/// Bytes one message adds to a 208, in the longer of its two encodings: a
+/// JSON entry (escaping makes a control character six bytes) or a text
+/// `* history:` line (escaping makes one two). Budgets of history answers
+/// count these, never raw text bytes.
+pub fn backlog_entry_bytes(message: &ChatMessage) -> usize {
+    let mut json = ByteCount(1); // the comma between entries
+    // Writing into a counter cannot fail, and every field serialises.
+    serde_json::to_writer(&mut json, &MessageBody(message)).expect("records always serialise");
+    let text = "\n* history: "
+        .len()
+        .saturating_add(render_message(message).len());
+    json.0.max(text)
 }
 
 /// One history record as stored on disk: the `message` object of a 200
@@ -979,12 +1041,20 @@ impl Serialize for ServerMsg {
             | ServerMsg::PassNeeded
             | ServerMsg::Help
             | ServerMsg::ServerPing => {}
-            ServerMsg::Users { room, users, more } => {
+            ServerMsg::Users {
+                room,
+                users,
+                more,
+                omitted,
+            } => {
                 map.serialize_entry("room", room.as_str())?;
                 let names: Vec<&str> = users.iter().map(Username::as_str).collect();
                 map.serialize_entry("users", &names)?;
                 if *more {
                     map.serialize_entry("more", &true)?;
+                }
+                if *omitted > 0 {
+                    map.serialize_entry("omitted", omitted)?;
                 }
             }
             ServerMsg::Pong { token } => {
@@ -996,12 +1066,16 @@ impl Serialize for ServerMsg {
                 room,
                 messages,
                 more,
+                gap,
             } => {
                 map.serialize_entry("room", room.as_str())?;
                 let bodies: Vec<MessageBody> = messages.iter().map(MessageBody).collect();
                 map.serialize_entry("messages", &bodies)?;
                 if *more {
                     map.serialize_entry("more", &true)?;
+                }
+                if *gap {
+                    map.serialize_entry("gap", &true)?;
                 }
             }
             ServerMsg::Hello { auth } => {
@@ -1013,7 +1087,11 @@ impl Serialize for ServerMsg {
                     "send JSON frames, or type a username to chat in plain text",
                 )?;
             }
-            ServerMsg::RoomList { rooms } => {
+            ServerMsg::RoomList {
+                rooms,
+                more,
+                omitted,
+            } => {
                 let rooms: Vec<RoomEntry> = rooms
                     .iter()
                     .map(|(room, users)| RoomEntry {
@@ -1022,6 +1100,12 @@ impl Serialize for ServerMsg {
                     })
                     .collect();
                 map.serialize_entry("rooms", &rooms)?;
+                if *more {
+                    map.serialize_entry("more", &true)?;
+                }
+                if *omitted > 0 {
+                    map.serialize_entry("omitted", omitted)?;
+                }
             }
             ServerMsg::Error { error, .. } => map.serialize_entry("error", error)?,
         }
@@ -1385,10 +1469,104 @@ mod tests {
         )));
         assert_eq!(
             json(&ServerMsg::RoomList {
-                rooms: vec![(room("lobby"), 2)]
+                rooms: vec![(room("lobby"), 2)],
+                more: false,
+                omitted: 0,
             }),
             "{\"code\":212,\"rooms\":[{\"name\":\"lobby\",\"users\":2}]}\n"
         );
+    }
+
+    #[test]
+    fn issue_11_gap_more_and_omitted_appear_only_when_set_in_json_and_text() {
+        let message = ChatMessage {
+            id: 9,
+            ts: 0,
+            target: Target::Room(room("lobby")),
+            from: user("alice"),
+            text: "hi".to_owned(),
+        };
+        let backlog = |more, gap| ServerMsg::Backlog {
+            room: room("lobby"),
+            messages: vec![message.clone()],
+            more,
+            gap,
+        };
+        let plain = json(&backlog(false, false));
+        assert!(!plain.contains("gap") && !plain.contains("more"), "{plain}");
+        assert!(json(&backlog(false, true)).ends_with("}],\"gap\":true}\n"));
+        assert!(json(&backlog(true, true)).ends_with("}],\"more\":true,\"gap\":true}\n"));
+        assert!(!text(&backlog(false, false)).contains("missing"));
+        assert_eq!(
+            text(&backlog(false, true)),
+            "* history of #lobby: 1 message(s)\n\
+             * history: (older messages are missing: some were dropped before these)\n\
+             * history: [00:00:00] #lobby <alice> hi\n"
+        );
+        let rooms = |more, omitted| ServerMsg::RoomList {
+            rooms: vec![(room("a"), 1), (room("b"), 2)],
+            more,
+            omitted,
+        };
+        assert_eq!(
+            json(&rooms(true, 0)),
+            "{\"code\":212,\"rooms\":[{\"name\":\"a\",\"users\":1},{\"name\":\"b\",\"users\":2}],\"more\":true}\n"
+        );
+        assert!(json(&rooms(false, 7)).ends_with("}],\"omitted\":7}\n"));
+        assert_eq!(text(&rooms(true, 0)), "* rooms: #a (1) #b (2)\n");
+        assert_eq!(
+            text(&rooms(false, 7)),
+            "* rooms: #a (1) #b (2) (and 7 more, not shown)\n"
+        );
+        let users = ServerMsg::Users {
+            room: room("lobby"),
+            users: vec![user("alice")],
+            more: false,
+            omitted: 3,
+        };
+        assert_eq!(
+            json(&users),
+            "{\"code\":206,\"room\":\"lobby\",\"users\":[\"alice\"],\"omitted\":3}\n"
+        );
+        assert_eq!(text(&users), "* in #lobby: alice (and 3 more, not shown)\n");
+    }
+
+    #[test]
+    fn a_backlog_entry_is_budgeted_at_its_longest_encoding() {
+        let message = |text: &str| ChatMessage {
+            id: 12,
+            ts: 34,
+            target: Target::Room(room("lobby")),
+            from: user("alice"),
+            text: text.to_owned(),
+        };
+        for body in [
+            "plain",
+            "\u{1}\u{1}\u{1}",
+            "\u{7f}\u{7f}\u{7f}\u{7f}",
+            "\"quoted\"",
+            "\u{85}é",
+        ] {
+            let entry = message(body);
+            let frame = ServerMsg::Backlog {
+                room: room("lobby"),
+                messages: vec![entry.clone(), entry.clone()],
+                more: false,
+                gap: false,
+            };
+            let empty = ServerMsg::Backlog {
+                room: room("lobby"),
+                messages: vec![],
+                more: false,
+                gap: false,
+            };
+            let bytes = backlog_entry_bytes(&entry);
+            for render in [json, text] {
+                let grown = render(&frame).len() - render(&empty).len();
+                assert!(grown <= 2 * bytes, "{body:?}: {grown} > 2 × {bytes}");
+            }
+            assert!(json(&empty).len() <= BACKLOG_FRAME_BYTES);
+        }
     }
 
     #[test]

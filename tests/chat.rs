@@ -122,6 +122,10 @@ fn a_bad_config_value_is_refused_with_exit_2_naming_the_key() {
         ("max_line_bytes = \"big\"\n", "max_line_bytes"),
         ("max_line_bytes = 10\n", "max_line_bytes"),
         ("max_connections = 0\n", "max_connections"),
+        (
+            "max_output_bytes = 65536\nmax_line_bytes = 65536\n",
+            "max_line_bytes",
+        ),
         ("auth = \"kerberos\"\n", "auth"),
         ("listen = \"nowhere\"\n", "listen"),
         ("default_room = \"no spaces\"\n", "default_room"),

@@ -477,3 +477,157 @@ fn cycling_through_many_rooms_keeps_history_within_history_max_bytes() {
         assert_eq!(texts(&backlog).len(), expected, "{room}: {backlog}");
     }
 }
+
+/// A journal of `count` records per room, each `text`, ids rising across
+/// rooms in turn.
+fn journal(path: &Path, rooms: &[String], count: usize, text: &str) {
+    let mut file = String::new();
+    let mut id = 0;
+    for _ in 0..count {
+        for room in rooms {
+            id += 1;
+            let record = json!({"id": id, "ts": 1, "room": room, "from": "old", "text": text});
+            file.push_str(&record.to_string());
+            file.push('\n');
+        }
+    }
+    std::fs::write(path, file).expect("write history");
+}
+
+#[test]
+fn issue_11_a_lobby_of_control_characters_does_not_cut_off_logins_at_the_minimum_max_output_bytes()
+{
+    // 50 × 4096 × \x01: 200 KiB of text, 1.2 MB as JSON, kept across restarts.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let text = "\u{1}".repeat(4096);
+    journal(&path, &["lobby".to_owned()], 50, &text);
+    let server = server(&path, "max_output_bytes = 65536");
+    for name in ["alice", "bob"] {
+        let (_client, backlog) = join(server.port(), name);
+        let ids = ids(&backlog);
+        assert!(!ids.is_empty(), "{backlog}");
+        assert_eq!(ids.last(), Some(&50), "the newest ones");
+        assert_eq!(backlog["more"], true);
+        assert_eq!(texts(&backlog)[0], text);
+    }
+    let mut carol = Client::text(server.port());
+    carol.send("carol");
+    carol.expect_line("* you are now carol");
+    carol.expect_line("* history of #lobby: ");
+    carol.expect_line("* history: ");
+    // Each of them is still connected and served.
+    carol.send("/ping");
+    carol.expect_line("* pong");
+}
+
+#[test]
+fn issue_11_history_after_an_id_older_than_the_kept_window_says_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&history_path(&dir), "history_keep = 3");
+    let (mut alice, _) = join(server.port(), "alice");
+    let said = say_all(&mut alice, &["a", "b", "c", "d", "e"]);
+    let id = |index: usize| said[index]["message"]["id"].as_u64().expect("id");
+    alice.send_json(&json!({"code": 106, "after": id(0)}));
+    let answer = alice.expect_code(208);
+    assert_eq!(texts(&answer), vec!["c", "d", "e"]);
+    assert_eq!(answer["gap"], true, "b is gone: {answer}");
+    alice.send_json(&json!({"code": 106, "after": id(1)}));
+    let answer = alice.expect_code(208);
+    assert_eq!(texts(&answer), vec!["c", "d", "e"]);
+    assert_eq!(
+        answer.get("gap"),
+        None,
+        "nothing is missing after b: {answer}"
+    );
+}
+
+#[test]
+fn twenty_rooms_caught_up_with_history_at_once_are_never_refused() {
+    // At the minimum max_output_bytes a full HISTORY answer is 32 KiB, and
+    // the answer budget's burst is 24 of them. Each room holds a little
+    // more than one full answer (eight messages of 4000 bytes), and the
+    // twenty answers at once owe more than the client's share of output, so
+    // they come shortened, with `more`, and the client pages on.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let rooms: Vec<String> = (0..20)
+        .map(|index| {
+            if index == 0 {
+                "lobby".to_owned()
+            } else {
+                format!("r{index}")
+            }
+        })
+        .collect();
+    let per_room = 8;
+    journal(&path, &rooms, per_room, &"x".repeat(4000));
+    let server = server(&path, "max_output_bytes = 65536");
+    let (mut alice, _) = join(server.port(), "alice");
+    for room in &rooms[1..] {
+        alice.send_json(&json!({"code": 104, "room": room}));
+        alice.expect_code(208);
+    }
+    let mut behind: Vec<(String, u64)> = rooms.iter().map(|room| (room.clone(), 0)).collect();
+    let mut received = 0;
+    for _round in 0..50 {
+        if behind.is_empty() {
+            break;
+        }
+        // One HISTORY per room still behind, all in one write.
+        let mut batch = String::new();
+        for (room, after) in &behind {
+            let request = json!({"code": 106, "room": room, "after": after, "limit": 1000});
+            batch.push_str(&request.to_string());
+            batch.push('\n');
+        }
+        alice.send_raw(batch.as_bytes());
+        let mut still = Vec::new();
+        for (room, after) in &behind {
+            let answer = alice.recv_json();
+            assert_eq!(answer["code"], 208, "refused: {answer}");
+            assert_eq!(answer["room"], room.as_str());
+            let ids = ids(&answer);
+            received += ids.len();
+            if answer["more"] == true {
+                still.push((room.clone(), ids.last().copied().unwrap_or(*after)));
+            }
+        }
+        behind = still;
+    }
+    assert!(behind.is_empty(), "still behind: {behind:?}");
+    assert_eq!(received, rooms.len() * per_room);
+}
+
+#[test]
+fn a_flood_of_history_requests_is_refused_with_429_past_the_answer_budget_and_never_disconnected() {
+    // Each HISTORY of this lobby is a full answer (256 KiB by default); the
+    // budget lets 24 of them through at once, then 4 a second.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    journal(&path, &["lobby".to_owned()], 1000, &"x".repeat(4000));
+    let server = server(&path, "");
+    let (mut alice, _) = join(server.port(), "alice");
+    // One at a time, each answer read before the next request, so that
+    // every answer is a full one (nothing else is owed), until refused:
+    // 400 full answers (100 MiB) would take the budget 94 s to earn.
+    let mut answered = 0;
+    let mut refusal = None;
+    while answered < 400 && refusal.is_none() {
+        alice.send_json(&json!({"code": 106, "limit": 1000}));
+        let frame = alice.recv_json();
+        match frame["code"].as_u64() {
+            Some(208) => answered += 1,
+            Some(429) => refusal = Some(frame),
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    let refusal = refusal.unwrap_or_else(|| panic!("{answered} full answers, no 429"));
+    let error = refusal["error"].as_str().expect("error");
+    assert!(error.contains("bytes a second"), "{error}");
+    assert!(error.contains("try again in"), "{error}");
+    assert!(answered >= 24, "{answered}");
+    // Not a flood: chat goes on, and nobody was disconnected.
+    let said = say_all(&mut alice, &["still here"]);
+    assert_eq!(said[0]["message"]["text"], "still here");
+}

@@ -3245,3 +3245,433 @@ mod telnet_echo {
         }
     }
 }
+
+// Sizes and budgets of server answers (issue 11, items 15 and 18, and the
+// weaknesses "unthrottled answers" and "212 is one frame").
+
+mod answers {
+    use super::*;
+
+    /// The documented minimum of `max_output_bytes`.
+    const MIN_OUTPUT: usize = 65_536;
+
+    fn history_chat(max_output_bytes: usize, backlog: usize, keep: usize) -> Chat {
+        let mut chat = Chat::with(Auth::Open, max_output_bytes);
+        chat.hub.set_config(HubConfig {
+            max_output_bytes,
+            history_backlog: Some(backlog),
+            history_keep: keep,
+            ..test_config()
+        });
+        chat
+    }
+
+    fn chat_message(id: u64, room_name: &str, text: &str) -> ChatMessage {
+        ChatMessage {
+            id,
+            ts: TS,
+            target: Target::Room(room(room_name)),
+            from: user("old"),
+            text: text.to_owned(),
+        }
+    }
+
+    /// Every frame's code and the whole output's size, as read.
+    fn codes_and_bytes(chat: &mut Chat, conn: ConnId) -> (Vec<Value>, usize) {
+        let raw = chat.raw(conn);
+        let frames = raw
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("JSON"))
+            .collect();
+        (frames, raw.len())
+    }
+
+    /// A JSON login on a hub with history: 210, 202, 201 and a 208, read.
+    fn login(chat: &mut Chat, name: &str) -> ConnId {
+        let conn = chat.connect();
+        chat.send_json(conn, json!({"code": 110, "username": name}));
+        assert_eq!(
+            chat.codes(conn),
+            vec![210, 202, 201, 208],
+            "login of {name}"
+        );
+        conn
+    }
+
+    fn code_list(frames: &[Value]) -> Vec<u64> {
+        frames.iter().map(|f| f["code"].as_u64().unwrap()).collect()
+    }
+
+    #[test]
+    fn issue_11_a_json_login_into_a_lobby_of_control_characters_gets_its_202_and_a_208_under_the_cap()
+     {
+        // 50 messages of 4096 × \x01: 200 KiB of text, 1.2 MB of JSON.
+        let mut chat = history_chat(MIN_OUTPUT, 50, 100);
+        let text = "\u{1}".repeat(4096);
+        chat.hub
+            .restore_history((1..=50).map(|id| chat_message(id, LOBBY, &text)));
+        let alice = chat.connect();
+        chat.send_json(alice, json!({"code": 110, "username": "alice"}));
+        // Nothing was written yet: what the client owes is the whole login.
+        assert!(
+            !chat.hub.enforce_output_cap(alice),
+            "cut off: owed {} bytes",
+            chat.hub.outbox_mut(alice).unwrap().pending_bytes()
+        );
+        let (frames, bytes) = codes_and_bytes(&mut chat, alice);
+        assert_eq!(code_list(&frames), vec![210, 202, 201, 208]);
+        assert!(bytes <= MIN_OUTPUT / ANSWER_SHARE, "{bytes}");
+        let messages = frames[3]["messages"].as_array().unwrap();
+        assert!(!messages.is_empty());
+        assert_eq!(messages.last().unwrap()["id"], 50, "the newest ones");
+        assert_eq!(messages[0]["text"], text);
+        assert_eq!(frames[3]["more"], true);
+
+        // A text client too (text mode escapes as well).
+        let bob = chat.connect();
+        chat.send(bob, "bob");
+        assert!(!chat.hub.enforce_output_cap(bob));
+        let lines = chat.received_text(bob);
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with("* history of #lobby")),
+            "{lines:?}"
+        );
+        assert!(lines.len() > 4, "{lines:?}");
+    }
+
+    #[test]
+    fn issue_11_history_of_control_characters_fits_the_cap_and_pages_on_with_more() {
+        let mut chat = history_chat(MIN_OUTPUT, 50, 1000);
+        let text = "\u{1}".repeat(4096);
+        chat.hub
+            .restore_history((1..=50).map(|id| chat_message(id, LOBBY, &text)));
+        let alice = chat.connect();
+        chat.send_json(alice, json!({"code": 110, "username": "alice"}));
+        chat.raw(alice);
+        let mut after = 0;
+        let mut seen: Vec<u64> = Vec::new();
+        for _ in 0..100 {
+            // A second apart: this test is about sizes, not the byte rate.
+            chat.now.mono_ms += 1000;
+            chat.send_json(alice, json!({"code": 106, "after": after, "limit": 1000}));
+            assert!(!chat.hub.enforce_output_cap(alice));
+            let (frames, bytes) = codes_and_bytes(&mut chat, alice);
+            assert_eq!(code_list(&frames), vec![208]);
+            assert!(bytes <= MIN_OUTPUT / ANSWER_SHARE, "{bytes}");
+            let ids = message_ids_of(&frames[0]);
+            assert!(
+                !ids.is_empty(),
+                "an answer to a reader that keeps up moves on"
+            );
+            seen.extend(&ids);
+            after = *ids.last().unwrap();
+            if frames[0].get("more").is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, (1..=50).collect::<Vec<u64>>());
+    }
+
+    fn message_ids_of(frame: &Value) -> Vec<u64> {
+        frame["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|message| message["id"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn issue_11_twenty_joins_at_once_never_owe_more_than_the_answer_share() {
+        let mut chat = history_chat(MIN_OUTPUT, 50, 100);
+        let text = "\u{1}".repeat(4096);
+        let rooms: Vec<String> = (1..MAX_ROOMS_PER_USER).map(|i| format!("r{i}")).collect();
+        let mut id = 0;
+        for name in &rooms {
+            for _ in 0..5 {
+                id += 1;
+                chat.hub.restore_history([chat_message(id, name, &text)]);
+            }
+        }
+        let alice = login(&mut chat, "alice");
+        // Nineteen JOINs, none of their answers read.
+        for name in &rooms {
+            chat.send_json(alice, join(name));
+        }
+        assert!(!chat.hub.enforce_output_cap(alice));
+        let (frames, bytes) = codes_and_bytes(&mut chat, alice);
+        assert!(bytes <= MIN_OUTPUT / ANSWER_SHARE, "{bytes}");
+        let backlogs: Vec<&Value> = frames.iter().filter(|f| f["code"] == 208).collect();
+        assert_eq!(backlogs.len(), rooms.len(), "every JOIN still gets its 208");
+        assert!(backlogs.iter().all(|frame| frame["more"] == true));
+    }
+
+    #[test]
+    fn issue_11_history_after_an_id_older_than_the_kept_window_says_gap() {
+        let mut chat = history_chat(PLENTY_OF_OUTPUT, 50, 3);
+        let alice = login(&mut chat, "alice");
+        chat.raw(alice);
+        let bob = login(&mut chat, "bob");
+        chat.send_json(bob, join("side"));
+        let mut ids = Vec::new();
+        for index in 1..=5 {
+            chat.send_json(alice, say(&format!("m{index}")));
+            // Ids are global: a DM between lobby messages takes one.
+            chat.send_json(bob, dm("alice", "psst"));
+            ids.extend(message_ids(&chat.received(alice)));
+        }
+        let lobby: Vec<u64> = ids.iter().copied().step_by(2).collect();
+        // m1 and m2 are gone; m3, m4, m5 are kept.
+        chat.send_json(alice, json!({"code": 106, "after": lobby[0]}));
+        let frame = &chat.received(alice)[0];
+        assert_eq!(message_ids_of(frame), lobby[2..].to_vec());
+        assert_eq!(frame["gap"], true, "m2 was dropped: {frame}");
+        // After m2, or after the DM that followed it, nothing is missing.
+        for after in [lobby[1], lobby[1] + 1] {
+            chat.send_json(alice, json!({"code": 106, "after": after}));
+            let frame = &chat.received(alice)[0];
+            assert_eq!(message_ids_of(frame), lobby[2..].to_vec());
+            assert_eq!(frame.get("gap"), None, "after {after}: {frame}");
+        }
+        // The join backlog is the newest messages: it continues nothing.
+        let carol = chat.connect();
+        chat.send_json(carol, json!({"code": 110, "username": "carol"}));
+        let frames = chat.received(carol);
+        assert_eq!(frames[3]["code"], 208);
+        assert_eq!(frames[3].get("gap"), None);
+        // Text mode says it in words.
+        let dave = chat.connect();
+        chat.send(dave, "dave");
+        chat.raw(dave);
+        chat.send_json(alice, say("m6"));
+        chat.raw(dave);
+        chat.send(dave, "/history 2");
+        let lines = chat.received_text(dave);
+        assert!(
+            !lines.iter().any(|line| line.contains("missing")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_gap_is_said_for_history_after_an_id_never_for_the_newest_messages() {
+        let mut chat = history_chat(PLENTY_OF_OUTPUT, 50, 1);
+        chat.hub.restore_history([
+            chat_message(1, LOBBY, "gone"),
+            chat_message(2, LOBBY, "kept"),
+        ]);
+        let alice = login(&mut chat, "alice");
+        chat.send_json(alice, json!({"code": 106, "after": 0}));
+        let frame = &chat.received(alice)[0];
+        assert_eq!(frame["gap"], true);
+        // Text mode has no `after`: its /history is the newest, never a gap.
+        let bob = chat.connect();
+        chat.send(bob, "bob");
+        chat.raw(bob);
+        chat.send(bob, "/history");
+        let lines = chat.received_text(bob);
+        assert!(
+            !lines.iter().any(|line| line.contains("missing")),
+            "{lines:?}"
+        );
+    }
+
+    /// A chat where `alice` sits in 20 rooms, each with `per_room` messages
+    /// of `size` bytes; her own output is read.
+    fn twenty_rooms(max_output_bytes: usize, per_room: u64, size: usize) -> (Chat, ConnId) {
+        let mut chat = history_chat(max_output_bytes, 0, 1000);
+        let text = "x".repeat(size);
+        let mut id = 0;
+        let rooms: Vec<String> = (1..MAX_ROOMS_PER_USER).map(|i| format!("r{i}")).collect();
+        for name in rooms.iter().map(String::as_str).chain([LOBBY]) {
+            for _ in 0..per_room {
+                id += 1;
+                chat.hub.restore_history([chat_message(id, name, &text)]);
+            }
+        }
+        let alice = login(&mut chat, "alice");
+        for name in &rooms {
+            chat.send_json(alice, join(name));
+        }
+        chat.raw(alice);
+        (chat, alice)
+    }
+
+    #[test]
+    fn twenty_rooms_caught_up_with_history_at_once_are_never_refused() {
+        for max_output_bytes in [MIN_OUTPUT, 1024 * 1024] {
+            // Each room holds a full HISTORY answer of history, or more.
+            let per_room = (max_output_bytes / ANSWER_SHARE).min(256 * 1024) / 4000 + 1;
+            let (mut chat, alice) = twenty_rooms(max_output_bytes, per_room as u64, 4000);
+            let mut rooms: Vec<(String, u64)> = (1..MAX_ROOMS_PER_USER)
+                .map(|i| (format!("r{i}"), 0))
+                .chain([(LOBBY.to_owned(), 0)])
+                .collect();
+            let mut received = 0;
+            for _round in 0..100 {
+                if rooms.is_empty() {
+                    break;
+                }
+                // One HISTORY per room still behind, all at once, unread.
+                for (name, after) in &rooms {
+                    chat.send_json(
+                        alice,
+                        json!({"code": 106, "room": name, "after": after, "limit": 1000}),
+                    );
+                }
+                assert!(!chat.hub.enforce_output_cap(alice));
+                let frames = chat.received(alice);
+                assert!(
+                    frames.iter().all(|frame| frame["code"] == 208),
+                    "{max_output_bytes}: refused: {:?}",
+                    frames.iter().find(|frame| frame["code"] != 208)
+                );
+                let mut behind = Vec::new();
+                for ((name, after), frame) in rooms.iter().zip(&frames) {
+                    let ids = message_ids_of(frame);
+                    received += ids.len();
+                    let after = ids.last().copied().unwrap_or(*after);
+                    if frame["more"] == true {
+                        behind.push((name.clone(), after));
+                    }
+                }
+                rooms = behind;
+            }
+            assert!(rooms.is_empty(), "{max_output_bytes}: still behind");
+            assert_eq!(received, MAX_ROOMS_PER_USER * per_room);
+        }
+    }
+
+    #[test]
+    fn answers_past_their_byte_budget_get_429_without_counting_as_flood() {
+        let max_output_bytes = MIN_OUTPUT;
+        let (mut chat, alice) = twenty_rooms(max_output_bytes, 10, 4000);
+        let full = max_output_bytes / ANSWER_SHARE;
+        let burst = full * ANSWER_BURST;
+        let mut answered = 0;
+        let mut answered_bytes = 0;
+        let mut refused = 0;
+        // Far more than the burst, from one client, without a pause.
+        for _ in 0..(4 * ANSWER_BURST) {
+            chat.send_json(alice, json!({"code": 106, "after": 0, "limit": 1000}));
+            for line in chat.received_text(alice) {
+                let frame: Value = serde_json::from_str(&line).unwrap();
+                match frame["code"].as_u64() {
+                    Some(208) => {
+                        answered += 1;
+                        answered_bytes += line.len() + 1;
+                    }
+                    Some(429) => {
+                        refused += 1;
+                        let error = frame["error"].as_str().unwrap();
+                        assert!(error.contains("bytes a second"), "{error}");
+                        assert!(error.contains("try again in"), "{error}");
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        // The burst, and at most one answer beyond it (the one that ran
+        // the budget into debt).
+        assert!(answered_bytes >= burst, "{answered_bytes} < {burst}");
+        assert!(answered_bytes <= burst + full, "{answered_bytes}");
+        assert!(refused >= 4 * ANSWER_BURST - answered, "{refused}");
+        // Never an "excess flood" disconnect, and chat is unaffected.
+        assert!(!chat.hub.is_quitting(alice));
+        chat.send_json(alice, say("still here"));
+        assert_eq!(chat.codes(alice), vec![200]);
+        // PING, WHO and ROOMS share that budget.
+        for code in [108, 103, 107] {
+            chat.send_json(alice, json!({"code": code}));
+            assert_eq!(chat.codes(alice), vec![429], "code {code}");
+        }
+        // The budget comes back with time: a full answer every 1/RATE s.
+        chat.now.mono_ms += 2 * 1000 * full as u64 / (full * ANSWER_RATE) as u64;
+        chat.send_json(alice, json!({"code": 108}));
+        assert_eq!(chat.codes(alice), vec![207]);
+    }
+
+    #[test]
+    fn rooms_is_chunked_like_who_with_more_on_every_frame_but_the_last() {
+        let mut chat = Chat::open();
+        let total = 2 * ROOMS_CHUNK + 49; // plus the lobby
+        let mut member = chat.login("u0");
+        for index in 0..total {
+            if index % (MAX_ROOMS_PER_USER - 1) == 0 {
+                member = chat.login(&format!("u{index}x"));
+            }
+            chat.send_json(member, join(&format!("room{index:03}")));
+        }
+        chat.clear_all();
+        let alice = chat.login("alice");
+        chat.send_json(alice, json!({"code": 107}));
+        let frames = chat.received(alice);
+        assert_eq!(frames.len(), 3);
+        let mut listed = Vec::new();
+        for (index, frame) in frames.iter().enumerate() {
+            assert_eq!(frame["code"], 212);
+            let rooms = frame["rooms"].as_array().unwrap();
+            if index < 2 {
+                assert_eq!(frame["more"], true);
+                assert_eq!(rooms.len(), ROOMS_CHUNK);
+            } else {
+                assert_eq!(frame.get("more"), None);
+                assert_eq!(rooms.len(), 50);
+            }
+            assert_eq!(frame.get("omitted"), None);
+            listed.extend(rooms.iter().map(|r| r["name"].as_str().unwrap().to_owned()));
+        }
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(listed, sorted, "sorted by name across frames");
+        assert_eq!(listed.len(), total + 1);
+        // Text mode: one line per frame.
+        let bob = chat.login_text("bob");
+        chat.send(bob, "/rooms");
+        let lines = chat.received_text(bob);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines.iter().all(|line| line.starts_with("* rooms: #")));
+    }
+
+    #[test]
+    fn issue_11_a_room_list_or_who_longer_than_the_answer_share_is_cut_and_says_omitted() {
+        let mut chat = Chat::with(Auth::Open, MIN_OUTPUT);
+        // 1000 users with 32-byte names, 19 rooms each beside the lobby.
+        let names: Vec<String> = (0..1000).map(|index| format!("{index:0>32}")).collect();
+        let first = chat.login(&names[0]);
+        for (index, name) in names.iter().enumerate().skip(1) {
+            let conn = chat.login(name);
+            if index < 250 {
+                for room_index in 0..MAX_ROOMS_PER_USER - 1 {
+                    let room_name = format!("{:0>30}{room_index:02}", index);
+                    chat.send_json(conn, join(&room_name));
+                }
+            }
+            chat.clear_all();
+        }
+        for (code, key, entries) in [(103, "users", 1000), (107, "rooms", 1 + 249 * 19)] {
+            chat.send_json(first, json!({"code": code}));
+            assert!(!chat.hub.enforce_output_cap(first));
+            let raw = chat.raw(first);
+            assert!(
+                raw.len() <= MIN_OUTPUT / ANSWER_SHARE,
+                "{code}: {}",
+                raw.len()
+            );
+            let frames: Vec<Value> = raw
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            let shown: usize = frames
+                .iter()
+                .map(|frame| frame[key].as_array().unwrap().len())
+                .sum();
+            let last = frames.last().unwrap();
+            assert_eq!(last.get("more"), None);
+            assert!(shown > 0);
+            assert_eq!(last["omitted"], entries - shown, "{code}: {last}");
+        }
+    }
+}
