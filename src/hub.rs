@@ -319,7 +319,8 @@ impl Room {
 pub struct Hub {
     config: HubConfig,
     clients: Clients,
-    /// Case-folded username → holder, including names reserved in PASS AUTH.
+    /// Case-folded username → holder: logged-in sessions only (behind a
+    /// password a name is held once verified, never by USER alone).
     names: HashMap<NameKey, ConnId>,
     /// The 208 a JSON client gets on joining a room, encoded once and kept
     /// until the room's next message: a reconnect storm into a quiet room

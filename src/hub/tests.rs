@@ -454,7 +454,7 @@ fn the_right_password_logs_in_with_202_and_201_to_the_room() {
 }
 
 #[test]
-fn a_wrong_password_gets_401_and_returns_to_user_auth_with_the_name_freed() {
+fn a_wrong_password_in_json_mode_gets_401_and_returns_to_user_auth() {
     let mut chat = Chat::with_password();
     let conn = chat.connect();
     chat.received(conn);
@@ -567,7 +567,7 @@ fn a_name_waiting_for_its_password_can_be_taken_by_rename_and_its_pass_then_gets
 }
 
 #[test]
-fn closing_in_pass_auth_frees_the_reserved_name() {
+fn closing_in_pass_auth_leaves_the_name_free() {
     let mut chat = Chat::with_password();
     let pending = chat.connect();
     chat.send_json(pending, json!({"code": 110, "username": "alice"}));
