@@ -18,7 +18,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use thiserror::Error;
 
 use crate::proto::{NameKey, Username};
@@ -394,29 +393,38 @@ pub fn hash_password(password: &str) -> Result<String, AccountsError> {
         .map_err(|error| AccountsError::Hash(error.to_string()))
 }
 
-/// A hash of nothing anyone knows, verified when the user does not exist so
+/// Verifies passwords, holding the dummy hash checked for unknown users so
 /// that an unknown user costs the same time as a wrong password.
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        hash_password("riftd dummy password for unknown users")
-            .unwrap_or_else(|_| String::from("$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
-    })
+///
+/// The dummy is built in `new`, which the verifier calls at start: were it
+/// built on first use, the first unknown-user check after a start would
+/// cost twice as much and tell that the account does not exist.
+pub struct Checker {
+    dummy_hash: String,
 }
 
-/// Checks a password against a PHC hash, or against the dummy hash when
-/// the account does not exist (always false then, after the same work).
-/// Argon2's comparison of the computed tag is constant-time.
-pub fn verify(hash: Option<&str>, password: &str) -> bool {
-    let is_known = hash.is_some();
-    let hash = hash.unwrap_or_else(|| dummy_hash());
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
-    };
-    let matches = Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok();
-    is_known && matches
+impl Checker {
+    /// Hashes the dummy now (one argon2 hash: tens of milliseconds).
+    pub fn new() -> Result<Checker, AccountsError> {
+        Ok(Checker {
+            dummy_hash: hash_password("riftd dummy password for unknown users")?,
+        })
+    }
+
+    /// Checks a password against a PHC hash, or against the dummy hash
+    /// when the account does not exist (always false then, after the same
+    /// work). Argon2's comparison of the computed tag is constant-time.
+    pub fn verify(&self, hash: Option<&str>, password: &str) -> bool {
+        let is_known = hash.is_some();
+        let hash = hash.unwrap_or(&self.dummy_hash);
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return false;
+        };
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        is_known && matches
+    }
 }
 
 #[cfg(test)]
@@ -429,12 +437,29 @@ mod tests {
 
     #[test]
     fn hashes_verify_only_their_password() {
+        let checker = Checker::new().unwrap();
         let hash = hash_password("correct horse").unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify(Some(&hash), "correct horse"));
-        assert!(!verify(Some(&hash), "correct hors"));
-        assert!(!verify(None, "correct horse"));
-        assert!(!verify(Some("not a hash"), "x"));
+        assert!(checker.verify(Some(&hash), "correct horse"));
+        assert!(!checker.verify(Some(&hash), "correct hors"));
+        assert!(!checker.verify(None, "correct horse"));
+        assert!(!checker.verify(Some("not a hash"), "x"));
+    }
+
+    #[test]
+    fn issue_11_a_checker_holds_its_dummy_hash_from_construction_with_the_real_parameters() {
+        // The dummy exists as soon as the checker does (there is no lazy
+        // path left), and costs what a real account's hash costs.
+        let checker = Checker::new().unwrap();
+        let dummy = PasswordHash::new(&checker.dummy_hash).expect("a PHC string");
+        let real_hash = hash_password("x").unwrap();
+        let real = PasswordHash::new(&real_hash).unwrap();
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(
+            dummy.params.iter().collect::<Vec<_>>(),
+            real.params.iter().collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -460,7 +485,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["Alice", "bob"]
         );
-        assert!(verify(loaded.hash_of(&name("alice")), "s3cret-one"));
+        let checker = Checker::new().unwrap();
+        assert!(checker.verify(loaded.hash_of(&name("alice")), "s3cret-one"));
         // No temp file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -551,7 +577,11 @@ mod tests {
             Err(AccountsError::Duplicate(_))
         ));
         users.set_password(&name("alice"), "new").unwrap();
-        assert!(verify(users.hash_of(&name("alice")), "new"));
+        assert!(
+            Checker::new()
+                .unwrap()
+                .verify(users.hash_of(&name("alice")), "new")
+        );
         assert!(matches!(
             users.set_password(&name("carol"), "x"),
             Err(AccountsError::Unknown(_))

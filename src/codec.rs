@@ -122,6 +122,8 @@ struct Input {
     /// True after an over-long line until its newline arrives.
     is_discarding: bool,
     telnet: Telnet,
+    /// True once bytes held telnet negotiation (see `has_seen_iac`).
+    has_seen_iac: bool,
 }
 
 impl LineCodec {
@@ -178,9 +180,17 @@ impl LineCodec {
                     scanned: 0,
                     is_discarding: false,
                     telnet: Telnet::Data,
+                    has_seen_iac: false,
                 })
             })
             .push(bytes);
+    }
+
+    /// True if the bytes pushed since the input memory was last given back
+    /// (`shrink_if_idle`) held telnet negotiation (IAC): the peer is a
+    /// telnet client. The shell asks after each push and remembers it.
+    pub fn has_seen_iac(&self) -> bool {
+        self.input.as_ref().is_some_and(|input| input.has_seen_iac)
     }
 
     /// Takes the next complete line, without its terminator. `None` means
@@ -204,6 +214,8 @@ impl Input {
         if self.telnet == Telnet::Data && !bytes.contains(&IAC) {
             self.buf.extend_from_slice(bytes);
         } else {
+            // Here only with an IAC in these bytes or a sequence under way.
+            self.has_seen_iac = true;
             for &byte in bytes {
                 self.push_telnet(byte);
             }
@@ -407,6 +419,18 @@ mod tests {
         codec.push(b"\xff");
         codec.push(b"\xfb\x1f\n");
         assert_eq!(drain(&mut codec), vec![ok("alice")]);
+    }
+
+    #[test]
+    fn issue_11_the_codec_tells_a_telnet_peer_from_one_that_never_sent_iac() {
+        let mut plain = LineCodec::new(64);
+        plain.push(b"alice\r\nhello\n");
+        assert!(!plain.has_seen_iac());
+        let mut telnet = LineCodec::new(64);
+        telnet.push(b"alice");
+        assert!(!telnet.has_seen_iac());
+        telnet.push(&[IAC, WILL, 31, b'\r', b'\n']);
+        assert!(telnet.has_seen_iac());
     }
 
     #[test]

@@ -12,11 +12,11 @@ use crate::flood::{ByteBudget, TokenBucket};
 use crate::history::{History, IdsExhausted, MAX_HISTORY_REPLY_BYTES, MessageIds, Slice};
 use crate::outbox::{Arena, Outbox, Span};
 use crate::proto::{
-    BACKLOG_FRAME_BYTES, ChatMessage, Code, MAX_NAME_BYTES, NameKey, ProtoError, Request, RoomName,
-    ServerMsg, Target, TextExpect, Username, parse_json, parse_text,
+    AuthKind, BACKLOG_FRAME_BYTES, ChatMessage, Code, MAX_NAME_BYTES, NameKey, ProtoError, Request,
+    RoomName, ServerMsg, Target, TextExpect, Username, parse_json, parse_text,
 };
 use crate::session::{Input, Mode, State};
-use crate::throttle::Throttle;
+use crate::throttle::{Throttle, Wait};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -104,6 +104,13 @@ pub struct HubConfig {
     pub flood_burst: f64,
 }
 
+/// Telnet: the server will echo (so the client stops its local echo), and
+/// the end of that.
+const WILL_ECHO: &[u8] = &[255, 251, 1];
+const WONT_ECHO: &[u8] = &[255, 252, 1];
+/// What the server echoes of a line typed with echo off: its end only.
+const ECHOED_LINE_END: &[u8] = b"\r\n";
+
 /// Consecutive flood refusals (429) after which a client is disconnected.
 pub const MAX_FLOOD_STRIKES: u32 = 20;
 
@@ -151,6 +158,10 @@ struct Client {
     mode: Option<Mode>,
     /// Wrong passwords so far on this connection.
     failures: u8,
+    /// The peer sent telnet negotiation: it understands `IAC WILL ECHO`.
+    is_telnet: bool,
+    /// We sent `IAC WILL ECHO` (the password prompt) and owe `IAC WONT ECHO`.
+    is_echo_off: bool,
     /// Rooms joined, oldest first; the last one is the current room, where
     /// a SAY without `room` goes.
     rooms: Vec<RoomName>,
@@ -308,7 +319,8 @@ impl Room {
 pub struct Hub {
     config: HubConfig,
     clients: Clients,
-    /// Case-folded username → holder, including names reserved in PASS AUTH.
+    /// Case-folded username → holder: logged-in sessions only (behind a
+    /// password a name is held once verified, never by USER alone).
     names: HashMap<NameKey, ConnId>,
     /// The 208 a JSON client gets on joining a room, encoded once and kept
     /// until the room's next message: a reconnect storm into a quiet room
@@ -350,6 +362,18 @@ fn is_flood_counted(request: &Request) -> bool {
             | Request::Join { .. }
             | Request::Part { .. }
     )
+}
+
+/// The 429 for a throttled login attempt.
+fn throttle_refusal(wait: Wait) -> Refusal {
+    let seconds = wait.ms().div_ceil(1000);
+    let error = match wait {
+        Wait::Blocked { .. } => format!("too many failed logins; try again in {seconds} s"),
+        Wait::InFlight => format!(
+            "too many logins are being checked for this address or name; try again in {seconds} s"
+        ),
+    };
+    Refusal::new(Code::TooMany, error)
 }
 
 /// Splits a list answer into frames of at most `chunk` entries, as many
@@ -427,8 +451,36 @@ impl Hub {
         self.clients.max_output_bytes = config.max_output_bytes;
         self.history.set_keep(config.history_keep);
         self.history.set_max_bytes(config.history_max_bytes);
+        let was_accounts = self.config.auth.kind() == AuthKind::Accounts;
         self.config = config;
         self.join_backlogs.clear();
+        if !was_accounts && self.config.auth.kind() == AuthKind::Accounts {
+            self.close_unaccounted_sessions();
+        }
+    }
+
+    /// Names have just become accounts (a reload to `auth = "accounts"`): a
+    /// session logged in under open or password auth never proved it owns
+    /// its name's account, so it is told (403) and closed, as a RENAME into
+    /// that name would be refused (issue 11).
+    fn close_unaccounted_sessions(&mut self) {
+        for index in 0..self.clients.slots.len() {
+            let conn = ConnId(index);
+            let is_logged_in = self
+                .clients
+                .get(conn)
+                .is_some_and(|client| client.state.username().is_some());
+            if is_logged_in {
+                self.clients.send(
+                    conn,
+                    &ServerMsg::error(
+                        Code::Forbidden,
+                        "names are accounts on this server now; log in again with your account",
+                    ),
+                );
+                self.quit(conn, "auth changed to accounts");
+            }
+        }
     }
 
     /// Loads messages read back from the journal; ids continue after the
@@ -493,6 +545,8 @@ impl Hub {
             state: State::Listen,
             mode: None,
             failures: 0,
+            is_telnet: false,
+            is_echo_off: false,
             rooms: Vec::new(),
             outbox: Outbox::default(),
             cut_off: None,
@@ -521,6 +575,16 @@ impl Hub {
         }
         client.last_input_ms = now.mono_ms;
         client.ping_sent_ms = None;
+        if client.is_echo_off {
+            // The client echoes nothing now: end the prompt's line for it,
+            // never with anything of what was typed.
+            self.clients.enqueue_with(conn, |_, arena| {
+                arena.append(|out| out.extend_from_slice(ECHOED_LINE_END))
+            });
+        }
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
         if client.state == State::Listen {
             client.mode = Some(if line.starts_with('{') {
                 Mode::Json
@@ -540,7 +604,14 @@ impl Hub {
             }
             _ => parse_json(line),
         };
-        if !matches!(request, Ok(Request::Pass { .. })) {
+        // A raw line is logged (debug, escaped) only once it has parsed into
+        // a request that carries no password, and never in PASS AUTH, where
+        // every text line is a password: a line that does not parse (an
+        // extra key, a truncated frame) may still hold one. A refused line
+        // is logged through its refusal, escaped (issue 11).
+        let is_loggable = !matches!(client.state, State::PassAuth { .. })
+            && matches!(&request, Ok(request) if !matches!(request, Request::Pass { .. }));
+        if is_loggable {
             log::debug!("{} line {line:?}", client.tag(conn));
         }
         let state = client.state.clone();
@@ -752,6 +823,15 @@ impl Hub {
         self.refuse(conn, Refusal::new(code, error.to_string()));
     }
 
+    /// The peer has shown itself to be a telnet client (the codec saw IAC):
+    /// its password prompt will turn the client's local echo off.
+    /// Idempotent; the shell may say it after every read.
+    pub fn handle_telnet(&mut self, conn: ConnId) {
+        if let Some(client) = self.clients.get_mut(conn) {
+            client.is_telnet = true;
+        }
+    }
+
     /// The socket is gone (EOF, error, or the shell closed it). Frees the
     /// name, leaves every room and forgets the connection.
     pub fn handle_closed(&mut self, conn: ConnId) {
@@ -817,7 +897,7 @@ impl Hub {
             return;
         };
         if client.pending_check.map(NonZeroU64::get) == Some(ticket) {
-            client.pending_check = None;
+            self.end_pending_check(conn);
             self.clients.send(
                 conn,
                 &ServerMsg::error(
@@ -935,8 +1015,10 @@ impl Hub {
 
     fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
         if let Some(client) = self.clients.get(conn) {
+            // The error may quote peer text (an unknown key, a command):
+            // escaped, so it cannot forge a log line or reach a terminal.
             log::debug!(
-                "{} refused: {} {}",
+                "{} refused: {} {:?}",
                 client.tag(conn),
                 refusal.code.number(),
                 refusal.error
@@ -1015,15 +1097,7 @@ impl Hub {
         };
         self.throttle
             .check(client.peer.ip(), username.key().as_str(), now.unix_ms)
-            .map_err(|wait_ms| {
-                Refusal::new(
-                    Code::TooMany,
-                    format!(
-                        "too many failed logins; try again in {} s",
-                        wait_ms.div_ceil(1000)
-                    ),
-                )
-            })
+            .map_err(throttle_refusal)
     }
 
     /// Passwords travel only over TLS, or over loopback, when so configured.
@@ -1055,8 +1129,12 @@ impl Hub {
         if needs_password {
             self.check_password_transport(conn)?;
             self.check_throttle(conn, &username, now)?;
+        } else {
+            self.names.insert(username.key(), conn);
         }
-        self.names.insert(username.key(), conn);
+        // Behind a password the name is held only once the password is
+        // verified (`finish_pass`): an unauthenticated USER holds nothing,
+        // so nobody can squat an account's name (issue 11).
         self.transition(
             conn,
             Input::UserAccepted {
@@ -1065,7 +1143,7 @@ impl Hub {
             },
         );
         if needs_password {
-            self.clients.send(conn, &ServerMsg::PassNeeded);
+            self.prompt_password(conn);
         } else {
             self.logged_in(conn, username);
         }
@@ -1090,7 +1168,18 @@ impl Hub {
                 "a password check is already under way; wait for its answer",
             ));
         }
-        self.check_throttle(conn, &username, now)?;
+        // Counted from now, not from the verdict: checks in flight count
+        // against the throttle, so parallel guesses are no cheaper than
+        // sequential ones (issue 11). `finish_pass` or `end_pending_check`
+        // ends the count.
+        let address = self
+            .clients
+            .get(conn)
+            .map(|client| client.peer.ip())
+            .ok_or_else(|| Refusal::new(Code::Forbidden, "connection is gone"))?;
+        self.throttle
+            .begin(address, username.key().as_str(), now.unix_ms)
+            .map_err(throttle_refusal)?;
         match self.config.auth.check(&username, &password) {
             Check::Decided(is_valid) => self.finish_pass(conn, username, is_valid, now),
             Check::Hash(hash) => {
@@ -1117,19 +1206,52 @@ impl Hub {
         if is_valid {
             self.throttle
                 .record_success(address, username.key().as_str());
+            if !self.is_name_free_for(conn, &username) {
+                // Someone logged in under this name while the password was
+                // checked: the name is held only once verified.
+                self.transition(conn, Input::NameTaken);
+                let is_text = self
+                    .clients
+                    .get(conn)
+                    .is_some_and(|client| client.mode == Some(Mode::Text));
+                if is_text {
+                    // A person may already be typing at what was the
+                    // password prompt; read as a username, that line could
+                    // be announced. Close instead (issue 11).
+                    self.clients.send(
+                        conn,
+                        &ServerMsg::error(
+                            Code::Conflict,
+                            format!(
+                                "username {username} was taken while your password was checked; connect again to choose another"
+                            ),
+                        ),
+                    );
+                    self.quit(conn, "name taken during the password check");
+                } else {
+                    self.refuse(
+                        conn,
+                        Refusal::new(
+                            Code::Conflict,
+                            format!("username {username} is taken; send USER again"),
+                        ),
+                    );
+                }
+                return;
+            }
+            self.names.insert(username.key(), conn);
             self.transition(conn, Input::PasswordAccepted);
             self.logged_in(conn, username);
             return;
         }
         self.throttle
             .record_failure(address, username.key().as_str(), now.unix_ms);
-        self.names.remove(&username.key());
-        self.transition(conn, Input::PasswordRejected);
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
         client.failures += 1;
         let failures = client.failures;
+        let is_text = client.mode == Some(Mode::Text);
         log::info!(
             "{} wrong password for {username} ({failures} of {MAX_PASSWORD_FAILURES})",
             client.tag(conn)
@@ -1143,7 +1265,20 @@ impl Hub {
                 ),
             );
             self.quit(conn, "too many wrong passwords");
+        } else if is_text {
+            // A person retypes what they typed: keep reading passwords, so
+            // a retyped password is never taken for a username and
+            // announced (issue 11). `/quit` leaves.
+            self.clients.send(
+                conn,
+                &ServerMsg::error(
+                    Code::WrongPassword,
+                    "wrong password; type it again, or /quit",
+                ),
+            );
+            self.prompt_password(conn);
         } else {
+            self.transition(conn, Input::PasswordRejected);
             self.clients.send(
                 conn,
                 &ServerMsg::error(Code::WrongPassword, "wrong password; send USER again"),
@@ -1170,7 +1305,12 @@ impl Hub {
             return;
         };
         match client.state.next(input) {
-            Ok(next) => client.state = next,
+            Ok(next) => {
+                client.state = next;
+                if !matches!(client.state, State::PassAuth { .. }) {
+                    self.restore_echo(conn);
+                }
+            }
             // The hub only feeds inputs that `allows` screened; reaching
             // this is a bug, so log it loudly and leave the state alone.
             Err(error) => log::error!("{} {error}", client.tag(conn)),
@@ -1284,6 +1424,14 @@ impl Hub {
     }
 
     fn rename(&mut self, conn: ConnId, old: Username, new: Username) -> Result<(), Refusal> {
+        if self.config.auth.kind() == AuthKind::Accounts {
+            // A name is an account here: appearing under another one would
+            // impersonate its owner (issue 11, item 1).
+            return Err(Refusal::new(
+                Code::Forbidden,
+                "names are accounts on this server: log in as another account to use another name",
+            ));
+        }
         if !self.is_name_free_for(conn, &new) {
             return Err(Refusal::new(
                 Code::Conflict,
@@ -1565,9 +1713,7 @@ impl Hub {
             return;
         };
         let username = client.state.username().cloned();
-        if let State::PassAuth { username } = &client.state {
-            self.names.remove(&username.key());
-        }
+        self.end_pending_check(conn);
         if let Some(username) = username {
             let neighbours = self.neighbours(conn, false);
             self.clients.deliver(
@@ -1589,6 +1735,51 @@ impl Hub {
         }
         if self.state(conn).is_some_and(|state| *state != State::Quit) {
             self.transition(conn, Input::Leave);
+        }
+    }
+
+    /// Asks for the password (211 / `* password:`). A telnet client in text
+    /// mode is first told `IAC WILL ECHO`, so it stops echoing what is
+    /// typed; `transition` turns echo back on when PASS AUTH ends.
+    fn prompt_password(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.is_telnet && client.mode == Some(Mode::Text) && !client.is_echo_off {
+            client.is_echo_off = true;
+            self.clients.enqueue_with(conn, |_, arena| {
+                arena.append(|out| out.extend_from_slice(WILL_ECHO))
+            });
+        }
+        self.clients.send(conn, &ServerMsg::PassNeeded);
+    }
+
+    /// Gives a telnet client its local echo back (`IAC WONT ECHO`) if the
+    /// password prompt took it.
+    fn restore_echo(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.is_echo_off {
+            client.is_echo_off = false;
+            self.clients.enqueue_with(conn, |_, arena| {
+                arena.append(|out| out.extend_from_slice(WONT_ECHO))
+            });
+        }
+    }
+
+    /// Forgets the password check under way, if any, without a verdict:
+    /// the throttle stops counting it in flight.
+    fn end_pending_check(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.pending_check.take().is_none() {
+            return;
+        }
+        if let State::PassAuth { username } = &client.state {
+            self.throttle
+                .abandon(client.peer.ip(), username.key().as_str());
         }
     }
 

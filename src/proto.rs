@@ -551,18 +551,33 @@ pub fn parse_text(line: &str, expect: TextExpect) -> Result<Request, ProtoError>
             }
             let name = line.trim();
             // Let a user type "/quit" or "/help" before choosing a name.
-            match name.to_ascii_lowercase().as_str() {
-                "/quit" => Ok(Request::Quit),
-                "/help" => Ok(Request::Help),
-                _ => Ok(Request::User {
+            match prompt_command(name) {
+                Some(request) => Ok(request),
+                None => Ok(Request::User {
                     username: Username::parse(name)?,
                 }),
             }
         }
-        TextExpect::Password => Ok(Request::Pass {
-            password: line.to_owned(),
-        }),
+        // At the password prompt too: "/quit" and "/help" are commands, not
+        // failed passwords (so a text user cannot have a password that is
+        // exactly one of them; a JSON client can).
+        TextExpect::Password => Ok(
+            prompt_command(line.trim()).unwrap_or_else(|| Request::Pass {
+                password: line.to_owned(),
+            }),
+        ),
         TextExpect::Chat => parse_chat_line(line),
+    }
+}
+
+/// The commands a text user may type at the name and password prompts.
+fn prompt_command(line: &str) -> Option<Request> {
+    if line.eq_ignore_ascii_case("/quit") {
+        Some(Request::Quit)
+    } else if line.eq_ignore_ascii_case("/help") {
+        Some(Request::Help)
+    } else {
+        None
     }
 }
 
@@ -877,15 +892,18 @@ impl ServerMsg {
 
 const HELP_TEXT: &str = "\
 * Type a line to say it in your current room. Commands:
-*   /nick NAME        change your name
+*   /nick NAME        change your name (not where names are accounts)
 *   /msg NAME TEXT    private message
 *   /join ROOM        join (or create) a room and make it current
-*   /part [ROOM]      leave a room (default: the current one)
-*   /who [ROOM]       who is in a room
-*   /rooms            list rooms
+*   /part [ROOM]      leave a room (default: the current one); also /leave
+*   /who [ROOM]       who is in a room; also /names
+*   /rooms            list rooms; also /list
+*   /history [COUNT]  the last messages of the current room
 *   /me TEXT          an action (* you TEXT)
+*   /ping             ask the server for a * pong
 *   //TEXT            say a line that starts with /
-*   /quit             leave";
+*   /help             this list (also at the name and password prompts)
+*   /quit             leave; also /exit";
 
 /// `HH:MM:SS` in UTC for a Unix-milliseconds timestamp.
 fn clock(ts_ms: u64) -> String {
@@ -1352,6 +1370,71 @@ mod tests {
             "/me  ",
         ] {
             assert!(parse_text(bad, TextExpect::Chat).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn issue_11_quit_and_help_at_the_password_prompt_are_commands_not_passwords() {
+        for line in ["/quit", "/QUIT "] {
+            let parsed = parse_text(line, TextExpect::Password);
+            assert!(matches!(parsed, Ok(Request::Quit)), "{line:?}");
+        }
+        for line in ["/help", " /Help"] {
+            let parsed = parse_text(line, TextExpect::Password);
+            assert!(matches!(parsed, Ok(Request::Help)), "{line:?}");
+        }
+        // Anything else, other slash words included, is a password.
+        for line in ["/quitx", "/ping", "/help me", "hunter2"] {
+            let parsed = parse_text(line, TextExpect::Password);
+            assert!(
+                matches!(&parsed, Ok(Request::Pass { password }) if password == line),
+                "{line:?}"
+            );
+        }
+    }
+
+    /// Every command word `parse_chat_line` knows, aliases included.
+    const TEXT_COMMANDS: [&str; 15] = [
+        "nick", "msg", "join", "part", "leave", "who", "names", "rooms", "list", "history", "me",
+        "ping", "quit", "exit", "help",
+    ];
+
+    #[test]
+    fn issue_11_help_lists_every_command_the_text_parser_accepts_and_no_other() {
+        // Each known command is accepted (with an argument where it needs
+        // one) and named in /help ...
+        for command in TEXT_COMMANDS {
+            let line = format!("/{command} bob hello");
+            assert!(
+                !matches!(
+                    parse_text(&line, TextExpect::Chat),
+                    Err(ProtoError::UnknownCommand(_))
+                ),
+                "{line}"
+            );
+            assert!(
+                HELP_TEXT.contains(&format!("/{command} "))
+                    || HELP_TEXT.contains(&format!("/{command}\n"))
+                    || HELP_TEXT.ends_with(&format!("/{command}")),
+                "/help does not name /{command}"
+            );
+        }
+        // ... and every /word that /help names is a command the parser
+        // knows (so the sweep above is complete).
+        let named: Vec<&str> = HELP_TEXT
+            .split(|c: char| c.is_whitespace() || c == ';' || c == '(' || c == ')')
+            .filter_map(|word| word.strip_prefix('/'))
+            .filter(|word| !word.is_empty() && !word.starts_with('/'))
+            .collect();
+        for word in &named {
+            assert!(TEXT_COMMANDS.contains(word), "/help names unknown /{word}");
+        }
+        // Every unknown word is refused, so the list above is the whole set.
+        for word in ["bogus", "user", "pass", "kick", "away"] {
+            assert!(matches!(
+                parse_text(&format!("/{word}"), TextExpect::Chat),
+                Err(ProtoError::UnknownCommand(_))
+            ));
         }
     }
 

@@ -24,7 +24,8 @@ pub enum State {
     Listen,
     /// Waiting for a username (USER, or the first text line).
     UserAuth,
-    /// The name is reserved for this connection until the password is checked.
+    /// The name to log in as once the password is verified. It is not
+    /// held yet: others may take it meanwhile (then PASS gets 409).
     PassAuth { username: Username },
     /// Logged in and chatting.
     Broadcast { username: Username },
@@ -44,6 +45,8 @@ pub enum Input {
     },
     PasswordAccepted,
     PasswordRejected,
+    /// The password was right but the name was taken meanwhile.
+    NameTaken,
     Renamed {
         username: Username,
     },
@@ -124,7 +127,7 @@ impl State {
             (State::PassAuth { username }, Input::PasswordAccepted) => State::Broadcast {
                 username: username.clone(),
             },
-            (State::PassAuth { .. }, Input::PasswordRejected) => State::UserAuth,
+            (State::PassAuth { .. }, Input::PasswordRejected | Input::NameTaken) => State::UserAuth,
             (State::Broadcast { .. }, Input::Renamed { username }) => State::Broadcast {
                 username: username.clone(),
             },
@@ -227,7 +230,9 @@ mod tests {
             Ok(State::Broadcast { username: alice() })
         );
         assert_eq!(state.next(Input::PasswordRejected), Ok(State::UserAuth));
+        assert_eq!(state.next(Input::NameTaken), Ok(State::UserAuth));
         assert!(state.next(Input::Renamed { username: bob() }).is_err());
+        assert!(State::UserAuth.next(Input::NameTaken).is_err());
     }
 
     #[test]
@@ -293,6 +298,7 @@ mod tests {
             }),
             Just(Input::PasswordAccepted),
             Just(Input::PasswordRejected),
+            Just(Input::NameTaken),
             Just(Input::Renamed {
                 username: Username::parse("bob").unwrap()
             }),

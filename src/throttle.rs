@@ -1,18 +1,37 @@
-//! Login throttling: failed passwords per client address and per username
-//! earn a growing wait, during which further attempts get 429. A success
-//! clears both. Pure: time arrives as Unix milliseconds.
+//! Login throttling: failed passwords earn a growing wait, during which
+//! further attempts get 429. Pure: time arrives as Unix milliseconds.
 //!
-//! Defaults (documented in `design/security.md`): the first
-//! `FREE_FAILURES` failures cost nothing; each further one blocks the address
-//! and the name for `BASE_BLOCK_MS` × 2^(n-1), capped at `MAX_BLOCK_MS`.
-//! IPv6 addresses are grouped by /64, since one host usually owns a /64.
+//! Three records per attempt, each with its own allowance (documented in
+//! `design/security.md`, "Guessing"):
+//! - the client **address** (IPv6 grouped per /64), for any name: a guesser
+//!   spraying many names, with room for a few people behind one NAT;
+//! - the **address and name** pair: one address guessing one account, the
+//!   tightest budget, and blocks that grow to 15 minutes;
+//! - the **name**, from any address: many addresses guessing one account.
+//!   Its blocks are capped short (`NAME_MAX_BLOCK_MS`), because they also
+//!   stop the account's owner: other addresses can delay an owner, never
+//!   lock them out for long.
+//!
+//! A check counts from the moment it starts (`begin`), not when its verdict
+//! returns: checks in flight count as failures that may come, so N guesses
+//! sent at once are treated like N sent one after another.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// Failures one address may make on one name before it waits.
 pub const FREE_FAILURES: u32 = 3;
+/// Failures one address may make over all names before it waits.
+pub const ADDRESS_FREE_FAILURES: u32 = 10;
+/// Failures from all addresses on one name before the name waits.
+pub const NAME_FREE_FAILURES: u32 = 10;
 pub const BASE_BLOCK_MS: u64 = 1_000;
+/// The longest block of an address, or of an address and name.
 pub const MAX_BLOCK_MS: u64 = 15 * 60 * 1_000;
+/// The longest block of a name on its own (it stops the owner too).
+pub const NAME_MAX_BLOCK_MS: u64 = 30 * 1_000;
+/// The wait suggested while earlier checks are still under way.
+pub const IN_FLIGHT_WAIT_MS: u64 = 1_000;
 /// An entry with no failure for this long is forgotten.
 const FORGET_AFTER_MS: u64 = 60 * 60 * 1_000;
 /// Above this many entries, forgotten ones are pruned (bounded memory
@@ -22,14 +41,68 @@ const PRUNE_ABOVE: usize = 65_536;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Address(IpAddr),
-    User(String),
+    Pair(IpAddr, String),
+    Name(String),
 }
 
-#[derive(Debug, Clone, Copy)]
+impl Key {
+    /// Free failures, then the cap on the doubling block.
+    fn policy(&self) -> (u32, u64) {
+        match self {
+            Key::Address(_) => (ADDRESS_FREE_FAILURES, MAX_BLOCK_MS),
+            Key::Pair(..) => (FREE_FAILURES, MAX_BLOCK_MS),
+            Key::Name(_) => (NAME_FREE_FAILURES, NAME_MAX_BLOCK_MS),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     failures: u32,
+    /// Checks begun and not yet ended.
+    in_flight: u32,
     last_failure_ms: u64,
     blocked_until_ms: u64,
+}
+
+/// Why an attempt must wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Too many failures: blocked for this long.
+    Blocked { ms: u64 },
+    /// Past an allowance with checks still under way, whose failures would
+    /// block: try again once they are answered.
+    InFlight,
+}
+
+impl Wait {
+    /// How long to wait before trying again, in milliseconds.
+    pub fn ms(self) -> u64 {
+        match self {
+            Wait::Blocked { ms } => ms,
+            Wait::InFlight => IN_FLIGHT_WAIT_MS,
+        }
+    }
+}
+
+impl Entry {
+    /// Why an attempt must wait, if it must: blocked, or past the
+    /// allowance with a check still under way (its failure would block).
+    fn admits(&self, free: u32, now_ms: u64) -> Result<(), Wait> {
+        let ms = self.blocked_until_ms.saturating_sub(now_ms);
+        if ms > 0 {
+            return Err(Wait::Blocked { ms });
+        }
+        let may_fail = self.failures.saturating_add(self.in_flight);
+        if self.in_flight > 0 && may_fail > free {
+            return Err(Wait::InFlight);
+        }
+        Ok(())
+    }
+
+    fn is_idle(&self) -> bool {
+        self.failures == 0 && self.in_flight == 0 && self.blocked_until_ms == 0
+    }
 }
 
 #[derive(Debug, Default)]
@@ -52,54 +125,122 @@ pub fn group(address: IpAddr) -> IpAddr {
 }
 
 impl Throttle {
-    fn keys(address: IpAddr, username_key: &str) -> [Key; 2] {
+    fn keys(address: IpAddr, username_key: &str) -> [Key; 3] {
+        let address = group(address);
         [
-            Key::Address(group(address)),
-            Key::User(username_key.to_owned()),
+            Key::Address(address),
+            Key::Pair(address, username_key.to_owned()),
+            Key::Name(username_key.to_owned()),
         ]
     }
 
-    /// `Err(ms)` while the address or the name is blocked: retry after `ms`.
-    pub fn check(&self, address: IpAddr, username_key: &str, now_ms: u64) -> Result<(), u64> {
-        let wait = Throttle::keys(address, username_key)
-            .iter()
-            .filter_map(|key| self.entries.get(key))
-            .map(|entry| entry.blocked_until_ms.saturating_sub(now_ms))
-            .max()
-            .unwrap_or(0);
-        if wait > 0 { Err(wait) } else { Ok(()) }
+    /// Why an attempt for this name from this address must wait, if it
+    /// must (the longest block wins). Counts nothing (USER asks this).
+    pub fn check(&self, address: IpAddr, username_key: &str, now_ms: u64) -> Result<(), Wait> {
+        let mut verdict = Ok(());
+        for key in Throttle::keys(address, username_key) {
+            let Some(entry) = self.entries.get(&key) else {
+                continue;
+            };
+            match (entry.admits(key.policy().0, now_ms), verdict) {
+                (Ok(()), _) => {}
+                (Err(wait), Ok(())) => verdict = Err(wait),
+                (Err(Wait::Blocked { ms }), Err(Wait::Blocked { ms: longest })) => {
+                    verdict = Err(Wait::Blocked {
+                        ms: ms.max(longest),
+                    })
+                }
+                (Err(Wait::Blocked { ms }), Err(Wait::InFlight)) => {
+                    verdict = Err(Wait::Blocked { ms })
+                }
+                (Err(Wait::InFlight), Err(_)) => {}
+            }
+        }
+        verdict
     }
 
-    pub fn record_failure(&mut self, address: IpAddr, username_key: &str, now_ms: u64) {
-        if self.entries.len() > PRUNE_ABOVE {
-            self.entries.retain(|_, entry| {
-                now_ms.saturating_sub(entry.last_failure_ms) < FORGET_AFTER_MS
-                    || entry.blocked_until_ms > now_ms
-            });
-        }
+    /// Starts a password check if the throttle admits it, and counts it in
+    /// flight until `record_failure`, `record_success` or `abandon` ends it.
+    pub fn begin(&mut self, address: IpAddr, username_key: &str, now_ms: u64) -> Result<(), Wait> {
+        self.check(address, username_key, now_ms)?;
+        self.prune(now_ms);
         for key in Throttle::keys(address, username_key) {
-            let entry = self.entries.entry(key).or_insert(Entry {
-                failures: 0,
-                last_failure_ms: now_ms,
-                blocked_until_ms: 0,
-            });
+            let entry = self.entries.entry(key).or_default();
+            entry.in_flight = entry.in_flight.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    /// Ends a check with a wrong password: it counts against all three
+    /// records, and past an allowance blocks that record.
+    pub fn record_failure(&mut self, address: IpAddr, username_key: &str, now_ms: u64) {
+        for key in Throttle::keys(address, username_key) {
+            let (free, max_block_ms) = key.policy();
+            let entry = self.entries.entry(key).or_default();
+            entry.in_flight = entry.in_flight.saturating_sub(1);
             if now_ms.saturating_sub(entry.last_failure_ms) >= FORGET_AFTER_MS {
                 entry.failures = 0;
             }
             entry.failures = entry.failures.saturating_add(1);
             entry.last_failure_ms = now_ms;
-            if entry.failures > FREE_FAILURES {
-                let doublings = (entry.failures - FREE_FAILURES - 1).min(20);
-                let block = (BASE_BLOCK_MS << doublings).min(MAX_BLOCK_MS);
+            if entry.failures > free {
+                let doublings = (entry.failures - free - 1).min(20);
+                let block = (BASE_BLOCK_MS << doublings).min(max_block_ms);
                 entry.blocked_until_ms = now_ms.saturating_add(block);
             }
         }
     }
 
+    /// Ends a check with the right password: the name's records are
+    /// cleared. The address keeps its failures on other names (a guesser
+    /// with one account of its own cannot wipe its record by logging in).
     pub fn record_success(&mut self, address: IpAddr, username_key: &str) {
         for key in Throttle::keys(address, username_key) {
-            self.entries.remove(&key);
+            let is_address = matches!(key, Key::Address(_));
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            if !is_address {
+                entry.failures = 0;
+                entry.blocked_until_ms = 0;
+            }
+            if entry.is_idle() {
+                self.entries.remove(&key);
+            }
         }
+    }
+
+    /// Ends a check that got no verdict (the client left, the queue was
+    /// full): nothing is learnt, so nothing is counted.
+    pub fn abandon(&mut self, address: IpAddr, username_key: &str) {
+        for key in Throttle::keys(address, username_key) {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            if entry.is_idle() {
+                self.entries.remove(&key);
+            }
+        }
+    }
+
+    /// Keeps the table bounded: above `PRUNE_ABOVE` entries, those with
+    /// nothing in flight, no block and no recent failure go.
+    fn prune(&mut self, now_ms: u64) {
+        if self.entries.len() > PRUNE_ABOVE {
+            self.entries.retain(|_, entry| {
+                entry.in_flight > 0
+                    || entry.blocked_until_ms > now_ms
+                    || now_ms.saturating_sub(entry.last_failure_ms) < FORGET_AFTER_MS
+            });
+        }
+    }
+
+    /// Entries held (for tests of the bound).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -111,19 +252,28 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// One whole check: begun, then failed.
+    fn fail(throttle: &mut Throttle, address: IpAddr, name: &str, now: u64) {
+        throttle.begin(address, name, now).expect("admitted");
+        throttle.record_failure(address, name, now);
+    }
+
     #[test]
     fn free_failures_cost_nothing_then_the_wait_doubles_up_to_the_cap() {
         let mut throttle = Throttle::default();
         let address = ip("192.0.2.1");
         let mut now = 1_000_000;
         for _ in 0..FREE_FAILURES {
-            throttle.record_failure(address, "alice", now);
+            fail(&mut throttle, address, "alice", now);
             assert_eq!(throttle.check(address, "alice", now), Ok(()));
         }
         let mut expected = BASE_BLOCK_MS;
         for _ in 0..30 {
-            throttle.record_failure(address, "alice", now);
-            assert_eq!(throttle.check(address, "alice", now), Err(expected));
+            fail(&mut throttle, address, "alice", now);
+            assert_eq!(
+                throttle.check(address, "alice", now),
+                Err(Wait::Blocked { ms: expected })
+            );
             now += expected;
             assert_eq!(throttle.check(address, "alice", now), Ok(()));
             expected = (expected * 2).min(MAX_BLOCK_MS);
@@ -132,31 +282,157 @@ mod tests {
     }
 
     #[test]
-    fn a_blocked_name_is_blocked_from_any_address_and_an_address_for_any_name() {
-        let mut throttle = Throttle::default();
-        for _ in 0..=FREE_FAILURES {
-            throttle.record_failure(ip("192.0.2.1"), "alice", 0);
+    fn issue_11_checks_in_flight_count_so_parallel_guesses_are_throttled_like_sequential_ones() {
+        let address = ip("192.0.2.1");
+        // Twelve guesses one after another: FREE_FAILURES + 1 are checked,
+        // then the address and name are blocked.
+        let mut sequential = Throttle::default();
+        let mut checked_sequentially = 0;
+        for _ in 0..12 {
+            if sequential.begin(address, "alice", 0).is_ok() {
+                sequential.record_failure(address, "alice", 0);
+                checked_sequentially += 1;
+            }
         }
-        assert!(throttle.check(ip("198.51.100.7"), "alice", 10).is_err());
-        assert!(throttle.check(ip("192.0.2.1"), "bob", 10).is_err());
-        assert!(throttle.check(ip("198.51.100.7"), "bob", 10).is_ok());
+        // Twelve guesses at once, before any verdict: the same number.
+        let mut parallel = Throttle::default();
+        let admitted = (0..12)
+            .filter(|_| parallel.begin(address, "alice", 0).is_ok())
+            .count();
+        assert_eq!(checked_sequentially, FREE_FAILURES as usize + 1);
+        assert_eq!(admitted, checked_sequentially);
+        // The refused ones are told to wait, and the verdicts then block.
+        assert_eq!(parallel.check(address, "alice", 0), Err(Wait::InFlight));
+        for _ in 0..admitted {
+            parallel.record_failure(address, "alice", 0);
+        }
+        assert_eq!(
+            parallel.check(address, "alice", 0),
+            Err(Wait::Blocked { ms: BASE_BLOCK_MS })
+        );
     }
 
     #[test]
-    fn success_clears_both() {
+    fn past_the_allowance_one_check_at_a_time_is_admitted() {
+        let address = ip("192.0.2.1");
         let mut throttle = Throttle::default();
         for _ in 0..=FREE_FAILURES {
-            throttle.record_failure(ip("192.0.2.1"), "alice", 0);
+            fail(&mut throttle, address, "alice", 0);
         }
-        throttle.record_success(ip("192.0.2.1"), "alice");
-        assert!(throttle.check(ip("192.0.2.1"), "alice", 0).is_ok());
+        let now = BASE_BLOCK_MS;
+        assert!(throttle.begin(address, "alice", now).is_ok());
+        assert_eq!(throttle.begin(address, "alice", now), Err(Wait::InFlight));
+    }
+
+    #[test]
+    fn right_passwords_at_once_within_the_allowances_are_all_admitted() {
+        // People behind one address logging in at once are not refused.
+        let mut throttle = Throttle::default();
+        let address = ip("192.0.2.1");
+        for index in 0..=ADDRESS_FREE_FAILURES {
+            let name = format!("user{index}");
+            assert!(throttle.begin(address, &name, 0).is_ok(), "{name}");
+        }
+        for index in 0..=ADDRESS_FREE_FAILURES {
+            throttle.record_success(address, &format!("user{index}"));
+        }
+        assert_eq!(throttle.len(), 0, "successes leave nothing behind");
+    }
+
+    #[test]
+    fn issue_11_other_addresses_delay_an_owner_only_briefly() {
+        let mut throttle = Throttle::default();
+        // Many addresses, each within its own allowance, guess alice.
+        let mut now = 0;
+        for index in 0..200u32 {
+            let address = IpAddr::from([198, 18, (index / 250) as u8, (index % 250) as u8]);
+            if throttle.begin(address, "alice", now).is_ok() {
+                throttle.record_failure(address, "alice", now);
+            }
+            now += 10;
+        }
+        // The owner, from an address of their own, waits at most the
+        // short name cap, never the long address cap.
+        let owner = ip("203.0.113.5");
+        match throttle.check(owner, "alice", now) {
+            Ok(()) => {}
+            Err(wait) => assert!(wait.ms() <= NAME_MAX_BLOCK_MS, "owner waits {wait:?}"),
+        }
+        assert!(
+            throttle
+                .check(owner, "alice", now + NAME_MAX_BLOCK_MS)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_guessing_address_is_blocked_long_for_that_name_and_then_for_every_name() {
+        let mut throttle = Throttle::default();
+        let guesser = ip("192.0.2.1");
+        for _ in 0..=FREE_FAILURES {
+            fail(&mut throttle, guesser, "alice", 0);
+        }
+        // The pair is blocked; the name from elsewhere and other names from
+        // the guesser are not (yet).
+        assert!(throttle.check(guesser, "alice", 10).is_err());
+        assert!(throttle.check(ip("198.51.100.7"), "alice", 10).is_ok());
+        assert!(throttle.check(guesser, "bob", 10).is_ok());
+        // Spraying many names exhausts the address's own allowance.
+        let mut now = 10;
+        for index in 0..ADDRESS_FREE_FAILURES {
+            let name = format!("user{index}");
+            if throttle.begin(guesser, &name, now).is_ok() {
+                throttle.record_failure(guesser, &name, now);
+            }
+            now += 1;
+        }
+        assert!(throttle.check(guesser, "zed", now).is_err());
+        assert!(throttle.check(ip("198.51.100.7"), "zed", now).is_ok());
+    }
+
+    #[test]
+    fn success_clears_the_name_but_not_the_addresss_other_failures() {
+        let mut throttle = Throttle::default();
+        let address = ip("192.0.2.1");
+        for _ in 0..=FREE_FAILURES {
+            fail(&mut throttle, address, "alice", 0);
+        }
+        throttle.begin(address, "alice", BASE_BLOCK_MS).unwrap();
+        throttle.record_success(address, "alice");
+        assert!(throttle.check(address, "alice", BASE_BLOCK_MS).is_ok());
+        // The address still carries its failures toward its own allowance.
+        let left = ADDRESS_FREE_FAILURES - (FREE_FAILURES + 1);
+        for index in 0..left {
+            fail(&mut throttle, address, &format!("u{index}"), BASE_BLOCK_MS);
+        }
+        fail(&mut throttle, address, "last", BASE_BLOCK_MS);
+        assert!(throttle.check(address, "anyone", BASE_BLOCK_MS).is_err());
+    }
+
+    #[test]
+    fn an_abandoned_check_counts_nothing() {
+        let mut throttle = Throttle::default();
+        let address = ip("192.0.2.1");
+        for _ in 0..=FREE_FAILURES {
+            throttle.begin(address, "alice", 0).unwrap();
+        }
+        for _ in 0..=FREE_FAILURES {
+            throttle.abandon(address, "alice");
+        }
+        assert_eq!(throttle.len(), 0);
+        assert!(throttle.check(address, "alice", 0).is_ok());
     }
 
     #[test]
     fn ipv6_addresses_in_one_slash_64_share_a_budget() {
         let mut throttle = Throttle::default();
         for index in 0..=FREE_FAILURES {
-            throttle.record_failure(ip(&format!("2001:db8::{index}")), &format!("u{index}"), 0);
+            fail(
+                &mut throttle,
+                ip(&format!("2001:db8::{index}")),
+                "someone",
+                0,
+            );
         }
         assert!(throttle.check(ip("2001:db8::ffff"), "someone", 1).is_err());
         assert!(throttle.check(ip("2001:db8:0:1::1"), "someone", 1).is_ok());
@@ -166,9 +442,9 @@ mod tests {
     fn old_failures_are_forgotten() {
         let mut throttle = Throttle::default();
         for _ in 0..FREE_FAILURES {
-            throttle.record_failure(ip("192.0.2.1"), "alice", 0);
+            fail(&mut throttle, ip("192.0.2.1"), "alice", 0);
         }
-        throttle.record_failure(ip("192.0.2.1"), "alice", FORGET_AFTER_MS + 1);
+        fail(&mut throttle, ip("192.0.2.1"), "alice", FORGET_AFTER_MS + 1);
         assert!(
             throttle
                 .check(ip("192.0.2.1"), "alice", FORGET_AFTER_MS + 1)

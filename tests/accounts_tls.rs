@@ -618,6 +618,87 @@ fn accounts_log_in_with_the_right_password_only_and_unknown_users_look_the_same(
 }
 
 // ---------------------------------------------------------------------------
+// Names are accounts (issue 11).
+
+#[test]
+fn under_accounts_rename_is_refused_so_nobody_can_become_another_account() {
+    let (launch, _) = accounts_launch(
+        ACCOUNTS_CONFIG,
+        &[("alice", "a-secret"), ("bob", "b-secret")],
+    );
+    let server = launch.start();
+    let mut mallory = Client::json(server.port());
+    login_account(&mut mallory, "alice", "a-secret");
+    mallory.send_json(&json!({"code": 101, "username": "bob"}));
+    let refused = mallory.expect_code(403);
+    assert!(
+        error_text(&refused).contains("names are accounts"),
+        "{refused}"
+    );
+    // The same in text mode, with /nick.
+    let mut text = Client::text(server.port());
+    text.send("bob");
+    text.expect_line("* password:");
+    text.send("b-secret");
+    text.expect_line("* you are now bob");
+    text.send("/nick carol");
+    let line = text.expect_line("(403)");
+    assert!(line.contains("names are accounts"), "{line}");
+
+    // Nobody appears under another name: a message from each session still
+    // carries its account's name.
+    say(&mut mallory, "still alice");
+    assert_eq!(heard_from(&mut mallory, "alice"), "still alice");
+}
+
+#[test]
+fn a_reload_to_accounts_closes_sessions_logged_in_under_open_auth() {
+    // The users file is made with an accounts config; the server starts
+    // with the open one the harness writes, and is then switched.
+    let open_config = "auth = \"open\"\n";
+    let launch = Launch::new().config(open_config);
+    let config_path = launch.dir().join("riftd.toml");
+    std::fs::write(&config_path, ACCOUNTS_CONFIG).unwrap();
+    riftd_user_ok(&config_path, &["add", "alice"], "a-secret\n");
+    let mut server = launch.start();
+    let mut mallory = Client::json(server.port());
+    mallory.login("alice");
+
+    std::fs::write(&config_path, ACCOUNTS_CONFIG).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP: configuration reloaded");
+    let closed = mallory.expect_code(403);
+    assert!(
+        error_text(&closed).contains("names are accounts"),
+        "{closed}"
+    );
+    mallory.expect_eof();
+    let mut alice = Client::json(server.port());
+    login_account(&mut alice, "alice", "a-secret");
+}
+
+#[test]
+fn a_user_that_never_sends_the_password_does_not_keep_the_owner_out() {
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    let mut squatter = Client::json(server.port());
+    send_user(&mut squatter, "alice");
+    let mut late = Client::json(server.port());
+    send_user(&mut late, "alice");
+    // The owner logs in while both sit in PASS AUTH for the same name.
+    let mut owner = Client::json(server.port());
+    login_account(&mut owner, "alice", "a-secret");
+    // A wrong password is still just 401; even the right one is 409 now:
+    // the name went to the first verified password.
+    squatter.send_json(&json!({"code": 111, "password": "guess"}));
+    assert_eq!(squatter.recv_json()["code"], 401);
+    late.send_json(&json!({"code": 111, "password": "a-secret"}));
+    let taken = late.recv_json();
+    assert_eq!(taken["code"], 409, "{taken}");
+    assert!(error_text(&taken).contains("taken"), "{taken}");
+}
+
+// ---------------------------------------------------------------------------
 // Throttling.
 
 #[test]
@@ -645,13 +726,10 @@ fn a_fourth_failed_login_blocks_logins_from_the_address_until_the_wait_passes() 
         blocked,
         json!({"code": 429, "error": "too many failed logins; try again in 1 s"})
     );
-    // The address is blocked for every name, known or not.
+    // Only this address and this name: the address may still try other
+    // names (it has a budget of its own), and other addresses this name.
     let other_name = user_answer(port, "bob");
-    assert_eq!(other_name["code"], 429, "{other_name}");
-    assert!(
-        error_text(&other_name).contains("try again"),
-        "{other_name}"
-    );
+    assert_eq!(other_name, json!({"code": 211}));
 
     // Once the wait has passed, the right password logs in. Each try is a
     // fresh connection; a 429 costs nothing, so trying again is harmless.
@@ -674,12 +752,43 @@ fn a_fourth_failed_login_blocks_logins_from_the_address_until_the_wait_passes() 
     assert_eq!(alice.recv_json(), json!({"code": 202, "new": "alice"}));
     alice.expect_code(201);
 
-    // The success cleared the address: one more failure is free again (a
-    // fifth failure in a row would have blocked for 2 s).
+    // The success cleared the name's record: once alice has left, one
+    // more failure is free again (a fifth failure in a row would have
+    // blocked for 2 s).
+    alice.send_json(&json!({"code": 109}));
+    alice.expect_eof();
     let mut client = Client::json(port);
-    let wrong = try_password(&mut client, "bob", "guess");
+    let wrong = try_password(&mut client, "alice", "guess");
     assert_eq!(wrong["code"], 401, "{wrong}");
-    send_user(&mut client, "bob");
+    send_user(&mut client, "alice");
+}
+
+#[test]
+fn twelve_parallel_wrong_passwords_from_one_address_are_throttled_like_twelve_in_a_row() {
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    // Loopback is not exempt from the throttle (only from the TLS rule):
+    // every connection comes from 127.0.0.1.
+    let mut guessers: Vec<Client> = (0..12).map(|_| Client::json(server.port())).collect();
+    for guesser in &mut guessers {
+        send_user(guesser, "alice");
+    }
+    // Every PASS is sent before the first verdict can come back.
+    for (index, guesser) in guessers.iter_mut().enumerate() {
+        guesser.send_json(&json!({"code": 111, "password": format!("guess {index}")}));
+    }
+    let answers: Vec<Value> = guessers.iter_mut().map(Client::recv_json).collect();
+    let checked = answers
+        .iter()
+        .filter(|answer| answer["code"] == 401)
+        .count();
+    let throttled = answers
+        .iter()
+        .filter(|answer| answer["code"] == 429)
+        .count();
+    // Three failures are free and the fourth blocks: twelve guesses in a
+    // row get four 401s and eight 429s, and so do twelve at once.
+    assert_eq!((checked, throttled), (4, 8), "{answers:#?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -904,4 +1013,116 @@ fn a_storm_of_logins_does_not_stall_other_clients() {
         }
     }
     assert!(wrong_passwords > 0, "no password was checked");
+}
+
+// ---------------------------------------------------------------------------
+// What reaches the log at debug level (issue 11).
+
+/// A riftd child killed when dropped, even when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a log line holding `needle`, keeping every line seen.
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    needle: &str,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|error| panic!("no log line with {needle:?} ({error}): {seen:#?}"));
+        seen.push(line.clone());
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn at_debug_level_no_password_reaches_the_log_and_peer_text_is_escaped() {
+    // The harness runs riftd at info; this test needs debug, where raw
+    // lines are logged.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+    let config = dir.path().join("riftd.toml");
+    std::fs::write(&config, "auth = \"password\"\npassword_file = \"pw\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riftd"))
+        .env("RUST_LOG", "debug")
+        .env_remove("JOURNAL_STREAM")
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0", "--history-file", ""])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start riftd");
+    let lines = common::forward_lines(child.stderr.take().expect("stderr is piped"));
+    let _child = KillOnDrop(child);
+    let mut seen = Vec::new();
+    let listening = wait_for_line(&lines, &mut seen, "listening on ");
+    let address: SocketAddr = listening
+        .rsplit("listening on ")
+        .next()
+        .and_then(|address| address.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+
+    let secret = "Hunter2-item20";
+    // Malformed PASS frames: an extra key, truncated JSON, a PASS in USER
+    // AUTH with a stray key.
+    let mut json = Client::greeted(address);
+    json.send(&format!(r#"{{"code":111,"password":"{secret}","x":1}}"#));
+    json.expect_code(400);
+    json.send_json(&json!({"code": 110, "username": "alice"}));
+    json.expect_code(211);
+    json.send(&format!(
+        r#"{{"code":111,"password":"{secret}","extra":true}}"#
+    ));
+    json.expect_code(400);
+    json.send(&format!(r#"{{"code":111,"password":"{secret}"#));
+    json.expect_code(400);
+    // A forged log line in an unknown key, and ESC/OSC in a text command.
+    json.send(r#"{"code":108,"a\n2026-01-01T00:00:00.000Z INFO  forged-item20":1}"#);
+    json.expect_code(400);
+    let mut text = Client::greeted(address);
+    text.send("bob");
+    text.expect_line("* password:");
+    text.send(secret);
+    text.expect_line("(401)");
+    text.send("s3cret");
+    text.expect_line("* you are now bob");
+    text.send("/item20\u{1b}]0;owned\u{7}");
+    text.expect_line("(400)");
+    // A chat line is logged at debug: once it is there, every line before
+    // it is too.
+    text.send("item20-end");
+    wait_for_line(&lines, &mut seen, "item20-end");
+
+    for line in &seen {
+        assert!(
+            !line.contains(secret),
+            "a password reached the log: {line:?}"
+        );
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\u{7}'),
+            "raw control characters in the log: {line:?}"
+        );
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00.000Z"),
+            "a peer forged a log line: {line:?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|line| line.contains("forged-item20")),
+        "the refusal was not logged at all: {seen:#?}"
+    );
 }

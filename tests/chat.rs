@@ -565,6 +565,121 @@ fn three_wrong_passwords_close_the_connection() {
 }
 
 #[test]
+fn a_text_user_who_retypes_a_password_is_asked_for_it_again_and_it_is_never_announced_or_logged() {
+    let mut server = password_server();
+    let mut alice = Client::json(server.port());
+    alice.send_json(&json!({"code": 110, "username": "alice"}));
+    alice.send_json(&json!({"code": 111, "password": "s3cret"}));
+    alice.expect_code(201);
+
+    let mut bob = Client::text(server.port());
+    bob.send("bob");
+    assert_eq!(bob.recv_line(), "* password:");
+    bob.send("Tr0ub4dor");
+    assert_eq!(
+        bob.recv_line(),
+        "! wrong password; type it again, or /quit (401)"
+    );
+    assert_eq!(bob.recv_line(), "* password:");
+    // /help at the password prompt is help, not a second failure, and it
+    // lists every command.
+    bob.send("/help");
+    let mut help = Vec::new();
+    loop {
+        let line = bob.recv_line();
+        let is_last = line.contains("/quit");
+        help.push(line);
+        if is_last {
+            break;
+        }
+    }
+    for command in ["/history", "/ping", "/nick", "/who", "/quit"] {
+        assert!(
+            help.iter().any(|line| line.contains(command)),
+            "/help lacks {command}: {help:#?}"
+        );
+    }
+    // The person retypes the same wrong password, then the right one: both
+    // are passwords (two failures of three), and bob logs in as bob.
+    bob.send("Tr0ub4dor");
+    assert_eq!(
+        bob.recv_line(),
+        "! wrong password; type it again, or /quit (401)"
+    );
+    assert_eq!(bob.recv_line(), "* password:");
+    bob.send("s3cret");
+    assert_eq!(bob.recv_line(), "* you are now bob");
+    assert_eq!(
+        alice.expect_code(201),
+        json!({"code": 201, "new": "bob", "room": "lobby"})
+    );
+    server.wait_for_log("login bob");
+    let leaked: Vec<&String> = server
+        .drain_log()
+        .iter()
+        .filter(|line| line.contains("Tr0ub4dor"))
+        .collect();
+    assert!(leaked.is_empty(), "a password reached the log: {leaked:#?}");
+
+    // /quit at the password prompt leaves without a failed password.
+    let mut carol = Client::text(server.port());
+    carol.send("carol");
+    assert_eq!(carol.recv_line(), "* password:");
+    carol.send("/quit");
+    carol.expect_eof();
+}
+
+/// Reads raw bytes until they hold `needle` (bounded by the harness's read
+/// timeout); telnet commands are not UTF-8, so lines will not do.
+fn read_until_holding(stream: &mut std::net::TcpStream, needle: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(common::READ_TIMEOUT))
+        .expect("set_read_timeout");
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 512];
+    while !bytes.windows(needle.len()).any(|window| window == needle) {
+        let count = stream
+            .read(&mut buf)
+            .unwrap_or_else(|error| panic!("read failed after {bytes:?}: {error}"));
+        assert!(count > 0, "EOF after {:?}", String::from_utf8_lossy(&bytes));
+        bytes.extend_from_slice(&buf[..count]);
+    }
+    bytes
+}
+
+#[test]
+fn a_telnet_client_gets_its_echo_turned_off_for_the_password_and_back_on_after() {
+    use std::io::Write;
+    let server = password_server();
+    let mut telnet = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    read_until_holding(&mut telnet, b"\n");
+    // What a telnet client sends first: negotiation (IAC WILL NAWS), then
+    // the name the person typed.
+    telnet.write_all(b"\xff\xfb\x1fbob\r\n").unwrap();
+    assert_eq!(
+        read_until_holding(&mut telnet, b"* password:\n"),
+        b"\xff\xfb\x01* password:\n"
+    );
+    telnet.write_all(b"s3cret\r\n").unwrap();
+    let after = read_until_holding(&mut telnet, b"* you are now bob\n");
+    assert!(
+        after.starts_with(b"\r\n\xff\xfc\x01* you are now bob\n"),
+        "{after:?}"
+    );
+
+    // nc sends no IAC and gets none.
+    let mut nc = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    read_until_holding(&mut nc, b"\n");
+    nc.write_all(b"carol\n").unwrap();
+    assert_eq!(read_until_holding(&mut nc, b"\n"), b"* password:\n");
+    nc.write_all(b"s3cret\n").unwrap();
+    let after = read_until_holding(&mut nc, b"* you are now carol\n");
+    assert!(after.starts_with(b"* you are now carol\n"), "{after:?}");
+    assert!(!after.contains(&255), "{after:?}");
+}
+
+#[test]
 fn say_before_login_gets_403_naming_the_state() {
     let server = Server::start();
     let mut client = Client::json(server.port());

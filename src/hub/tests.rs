@@ -454,7 +454,7 @@ fn the_right_password_logs_in_with_202_and_201_to_the_room() {
 }
 
 #[test]
-fn a_wrong_password_gets_401_and_returns_to_user_auth_with_the_name_freed() {
+fn a_wrong_password_in_json_mode_gets_401_and_returns_to_user_auth() {
     let mut chat = Chat::with_password();
     let conn = chat.connect();
     chat.received(conn);
@@ -507,34 +507,67 @@ fn three_wrong_passwords_close_the_connection() {
 }
 
 #[test]
-fn a_name_reserved_in_pass_auth_is_taken_for_others_until_the_password_fails() {
+fn issue_11_a_name_is_held_only_once_its_password_is_verified() {
     let mut chat = Chat::with_password();
-    let first = chat.connect();
-    chat.send_json(first, json!({"code": 110, "username": "alice"}));
-    let second = chat.connect();
+    let squatter = chat.connect();
+    chat.send_json(squatter, json!({"code": 110, "username": "alice"}));
+    let owner = chat.connect();
     chat.clear_all();
-    chat.send_json(second, json!({"code": 110, "username": "ALICE"}));
-    chat.expect_error(second, 409, "username ALICE is taken");
-    assert_eq!(chat.state_of(second), Some(State::UserAuth));
-
-    chat.send_json(first, json!({"code": 111, "password": "nope"}));
-    chat.send_json(second, json!({"code": 110, "username": "ALICE"}));
-    assert_eq!(chat.received(second), vec![json!({"code": 211})]);
+    // USER alone holds nothing: the owner is asked for the password too.
+    chat.send_json(owner, json!({"code": 110, "username": "ALICE"}));
+    assert_eq!(chat.received(owner), vec![json!({"code": 211})]);
+    chat.send_json(owner, json!({"code": 111, "password": SECRET}));
+    assert_eq!(
+        chat.received(owner),
+        vec![your_name("ALICE"), joined("ALICE", LOBBY)]
+    );
+    // The one who came first, verified later, finds the name taken: 409,
+    // back in USER AUTH, no failure counted.
+    chat.send_json(squatter, json!({"code": 111, "password": SECRET}));
+    chat.expect_error(squatter, 409, "username alice is taken");
+    assert_eq!(chat.state_of(squatter), Some(State::UserAuth));
+    assert!(chat.received(owner).is_empty(), "nothing is announced");
+    chat.send_json(squatter, json!({"code": 110, "username": "carol"}));
+    chat.send_json(squatter, json!({"code": 111, "password": SECRET}));
+    assert_eq!(chat.codes(squatter), vec![211, 202, 201]);
 }
 
 #[test]
-fn a_name_reserved_in_pass_auth_cannot_be_taken_by_rename() {
+fn issue_11_a_text_user_whose_name_was_taken_during_the_check_is_closed_not_sent_back_to_the_name_prompt()
+ {
+    // What the person types next was meant for the password prompt: read as
+    // a username it could be announced, so the connection closes.
+    let mut chat = Chat::with_password();
+    let text = chat.connect();
+    chat.send(text, "alice");
+    chat.login_with_password("ALICE");
+    chat.raw(text);
+    chat.send(text, SECRET);
+    let lines = chat.received_text(text);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("was taken") && lines[0].ends_with("(409)"),
+        "{lines:?}"
+    );
+    assert!(chat.hub.is_quitting(text));
+}
+
+#[test]
+fn a_name_waiting_for_its_password_can_be_taken_by_rename_and_its_pass_then_gets_409() {
     let mut chat = Chat::with_password();
     let bob = chat.login_with_password("bob");
     let pending = chat.connect();
     chat.send_json(pending, json!({"code": 110, "username": "alice"}));
+    chat.clear_all();
     chat.send_json(bob, rename("alice"));
-    chat.expect_error(bob, 409, "taken");
-    assert_eq!(chat.state_of(bob), Some(broadcast("bob")));
+    assert_eq!(chat.received(bob), vec![your_name("alice")]);
+    chat.send_json(pending, json!({"code": 111, "password": SECRET}));
+    chat.expect_error(pending, 409, "taken");
+    assert_eq!(chat.state_of(bob), Some(broadcast("alice")));
 }
 
 #[test]
-fn closing_in_pass_auth_frees_the_reserved_name() {
+fn closing_in_pass_auth_leaves_the_name_free() {
     let mut chat = Chat::with_password();
     let pending = chat.connect();
     chat.send_json(pending, json!({"code": 110, "username": "alice"}));
@@ -550,7 +583,7 @@ fn closing_in_pass_auth_frees_the_reserved_name() {
 }
 
 #[test]
-fn a_text_user_on_a_password_server_is_asked_for_the_password() {
+fn a_text_user_on_a_password_server_is_asked_for_the_password_again_after_a_wrong_one() {
     let mut chat = Chat::with_password();
     let conn = chat.connect();
     chat.received(conn);
@@ -559,17 +592,76 @@ fn a_text_user_on_a_password_server_is_asked_for_the_password() {
     chat.send(conn, "s3cret ");
     assert_eq!(
         chat.received_text(conn),
-        vec!["! wrong password; send USER again (401)"]
+        vec![
+            "! wrong password; type it again, or /quit (401)",
+            "* password:"
+        ]
     );
-    chat.send(conn, "alice");
+    assert_eq!(
+        chat.state_of(conn),
+        Some(State::PassAuth {
+            username: user("alice")
+        })
+    );
     chat.send(conn, SECRET);
     assert_eq!(
         chat.received_text(conn),
-        vec![
-            "* password:",
-            "* you are now alice",
-            "* alice joined #lobby"
-        ]
+        vec!["* you are now alice", "* alice joined #lobby"]
+    );
+}
+
+#[test]
+fn issue_11_a_retyped_password_is_read_as_a_password_never_announced_as_a_name() {
+    // The attack: a person mistypes, then retypes the password, which the
+    // server used to read as a username and announce to the lobby.
+    let mut chat = Chat::with_password();
+    let lobby = chat.login_with_password("watcher");
+    let conn = chat.connect();
+    chat.send(conn, "alice");
+    chat.send(conn, "Tr0ub4dor");
+    chat.send(conn, SECRET);
+    assert_eq!(chat.received(lobby), vec![joined("alice", LOBBY)]);
+    assert!(chat.raw(conn).contains("* you are now alice"));
+    assert_eq!(chat.state_of(conn), Some(broadcast("alice")));
+    // In text mode every wrong password keeps the password prompt, up to
+    // the third, which closes.
+    let typo = chat.connect();
+    chat.send(typo, "bob");
+    for _ in 0..MAX_PASSWORD_FAILURES {
+        chat.send(typo, "Tr0ub4dor");
+    }
+    let lines = chat.received_text(typo);
+    assert_eq!(
+        lines.iter().filter(|line| *line == "* password:").count(),
+        usize::from(MAX_PASSWORD_FAILURES),
+        "{lines:?}"
+    );
+    assert!(chat.hub.is_quitting(typo));
+    assert!(chat.raw(lobby).is_empty(), "nothing reached the lobby");
+}
+
+#[test]
+fn issue_11_quit_and_help_at_the_password_prompt_are_commands_not_failed_passwords() {
+    let mut chat = Chat::with_password();
+    let conn = chat.connect();
+    chat.send(conn, "alice");
+    chat.clear_all();
+    for _ in 0..MAX_PASSWORD_FAILURES {
+        chat.send(conn, "/help");
+    }
+    let lines = chat.received_text(conn);
+    assert!(lines.iter().all(|line| line.starts_with('*')), "{lines:?}");
+    assert!(
+        lines.iter().any(|line| line.contains("/history")),
+        "{lines:?}"
+    );
+    assert!(!chat.hub.is_quitting(conn), "/help counted as a failure");
+    assert!(matches!(chat.state_of(conn), Some(State::PassAuth { .. })));
+    chat.send(conn, "/quit");
+    assert!(chat.hub.is_quitting(conn));
+    assert!(
+        !chat.raw(conn).contains("401"),
+        "/quit counted as a failed password"
     );
 }
 
@@ -1925,13 +2017,11 @@ fn any_step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// The names held (logged in or reserved in PASS AUTH) by live connections.
+/// The names held by live connections: logged-in ones only (a name
+/// waiting in PASS AUTH is not held).
 fn held_names(hub: &Hub, connected: &[bool]) -> Vec<Username> {
     (0..connected.len())
-        .filter_map(|slot| match hub.state(ConnId(slot))? {
-            State::PassAuth { username } | State::Broadcast { username } => Some(username.clone()),
-            _ => None,
-        })
+        .filter_map(|slot| hub.state(ConnId(slot))?.username().cloned())
         .collect()
 }
 
@@ -2252,11 +2342,12 @@ mod accounts_auth {
                 .unwrap()
                 .contains("try again in 1 s")
         );
-        // The name is blocked from any address, too.
+        // Another address is not blocked by these failures: the owner of
+        // the name is not locked out by someone else's guesses.
         let elsewhere = connect_from(&mut chat, [192, 0, 2, 9], false);
         chat.raw(elsewhere);
         chat.send_json(elsewhere, json!({"code": 110, "username": "alice"}));
-        assert_eq!(chat.codes(elsewhere), vec![429]);
+        assert_eq!(chat.codes(elsewhere), vec![211]);
         // After the wait, the right password logs in and clears the record.
         chat.now.unix_ms += crate::throttle::BASE_BLOCK_MS;
         let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
@@ -2323,6 +2414,155 @@ mod accounts_auth {
             password: "hunter2".to_owned(),
         };
         assert!(!format!("{job:?}").contains("hunter2"));
+    }
+
+    /// Logs `name` in with its account (the test plays the verifier).
+    fn login_account(chat: &mut Chat, name: &str) -> ConnId {
+        let conn = chat.connect();
+        let job = attempt(chat, conn, name, ALICE_PASSWORD);
+        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        assert_eq!(
+            chat.codes(conn),
+            vec![210, 211, 202, 201],
+            "login of {name}"
+        );
+        conn
+    }
+
+    #[test]
+    fn issue_11_parallel_guesses_are_throttled_like_sequential_ones() {
+        let mut chat = accounts_chat(false);
+        // Twelve connections from one address send USER and PASS before any
+        // verdict returns.
+        let conns: Vec<ConnId> = (0..12).map(|_| chat.connect()).collect();
+        for &conn in &conns {
+            chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+            chat.send_json(conn, json!({"code": 111, "password": "guess"}));
+        }
+        let jobs: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
+        let free = crate::throttle::FREE_FAILURES as usize;
+        assert_eq!(
+            jobs.len(),
+            free + 1,
+            "as many checks as sequential guesses get"
+        );
+        // Refused at USER already (then PASS is 403 in USER AUTH), or at
+        // PASS: 429 either way, and no check.
+        let refused = conns
+            .iter()
+            .filter(|&&conn| {
+                let codes = chat.codes(conn);
+                codes == vec![210, 429, 403] || codes == vec![210, 211, 429]
+            })
+            .count();
+        assert_eq!(refused, 12 - (free + 1));
+        for job in jobs {
+            chat.hub
+                .handle_verified(job.conn, job.ticket, false, chat.now);
+        }
+        // The verdicts then block the name from this address, as after
+        // that many sequential failures.
+        let late = chat.connect();
+        chat.raw(late);
+        chat.send_json(late, json!({"code": 110, "username": "alice"}));
+        chat.expect_error(late, 429, "try again in 1 s");
+    }
+
+    #[test]
+    fn a_check_that_gets_no_verdict_stops_counting_against_the_throttle() {
+        let mut chat = accounts_chat(false);
+        let free = crate::throttle::FREE_FAILURES as usize;
+        // Checks refused by a full queue, or whose client left, are not
+        // failures: as many again are admitted afterwards.
+        for round in 0..3 {
+            let conns: Vec<ConnId> = (0..=free).map(|_| chat.connect()).collect();
+            for &conn in &conns {
+                chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+                chat.send_json(conn, json!({"code": 111, "password": "guess"}));
+            }
+            let jobs: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
+            assert_eq!(jobs.len(), free + 1, "round {round}");
+            for job in jobs {
+                if round == 0 {
+                    chat.hub.handle_verify_busy(job.conn, job.ticket);
+                } else {
+                    chat.hub.handle_closed(job.conn);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn issue_11_rename_under_accounts_is_refused_with_403_saying_names_are_accounts() {
+        let mut chat = accounts_chat(false);
+        let alice = login_account(&mut chat, "alice");
+        // The test plays the verifier, so any name can log in here.
+        let watcher = login_account(&mut chat, "watcher");
+        chat.clear_all();
+        chat.send_json(alice, rename("bob"));
+        chat.expect_error(alice, 403, "names are accounts");
+        assert_eq!(chat.state_of(alice), Some(broadcast("alice")));
+        assert!(
+            chat.received(watcher).is_empty(),
+            "a refused rename is not announced"
+        );
+        // The name alice still holds, bob is still free for its owner.
+        let probe = chat.connect();
+        chat.raw(probe);
+        chat.send_json(probe, json!({"code": 110, "username": "alice"}));
+        assert_eq!(chat.codes(probe), vec![409]);
+        chat.send_json(probe, json!({"code": 110, "username": "bob"}));
+        assert_eq!(chat.codes(probe), vec![211]);
+    }
+
+    #[test]
+    fn issue_11_a_reload_to_accounts_closes_sessions_whose_names_were_never_verified() {
+        let mut chat = Chat::open();
+        let alice = chat.login("alice");
+        let pending = chat.connect();
+        chat.send_json(pending, json!({"code": 108}));
+        chat.clear_all();
+        let users = match accounts_chat(false).hub.config.auth.clone() {
+            Auth::Accounts { users } => users,
+            other => panic!("{other:?}"),
+        };
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Accounts {
+                users: users.clone(),
+            },
+            ..test_config()
+        });
+        let frames = chat.received(alice);
+        assert_eq!(frames[0]["code"], 403, "{frames:?}");
+        assert!(chat.hub.is_quitting(alice));
+        // A session still choosing a name holds none: it is untouched and
+        // will log in with an account.
+        assert!(!chat.hub.is_quitting(pending));
+        // Sessions that logged in with an account survive a reload.
+        let verified = login_account(&mut chat, "alice");
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Accounts { users },
+            ..test_config()
+        });
+        assert!(!chat.hub.is_quitting(verified));
+        assert!(chat.received(verified).is_empty());
+    }
+
+    #[test]
+    fn issue_11_text_nick_under_accounts_is_refused_too() {
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        chat.send(conn, "alice");
+        chat.send(conn, ALICE_PASSWORD);
+        let job = chat.hub.drain_verify_jobs().next().expect("one check");
+        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        chat.raw(conn);
+        chat.send(conn, "/nick bob");
+        let lines = chat.received_text(conn);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("names are accounts"), "{lines:?}");
+        assert!(lines[0].ends_with("(403)"), "{lines:?}");
+        assert_eq!(chat.state_of(conn), Some(broadcast("alice")));
     }
 }
 
@@ -2805,6 +3045,204 @@ mod quiet_rooms {
         chat.clear_all();
         chat.send_json(carol, json!({"code": 101, "username": "caroline"}));
         assert_eq!(chat.codes(alice), vec![203]);
+    }
+}
+
+// What reaches the log (issue 11, item 20).
+
+mod logs {
+    use super::*;
+    use std::sync::{Mutex, Once};
+
+    /// Every record logged in this test process, formatted as the daemon's
+    /// logger would print its message. Tests run in parallel, so each looks
+    /// only at records with a marker of its own.
+    static RECORDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+
+        fn log(&self, record: &log::Record) {
+            let text = record.args().to_string();
+            RECORDS
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(text);
+        }
+
+        fn flush(&self) {}
+    }
+
+    fn capture() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            log::set_logger(&Capture).expect("no other logger in unit tests");
+            log::set_max_level(log::LevelFilter::Trace);
+        });
+    }
+
+    /// The records that mention `marker`.
+    fn logged_with(marker: &str) -> Vec<String> {
+        RECORDS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|text| text.contains(marker))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn issue_11_no_line_that_may_carry_a_password_is_logged_at_any_level() {
+        capture();
+        let secret = "Hunter2-item20-pw";
+        let mut chat = Chat::with_password();
+        // Malformed PASS frames (an extra key, truncated JSON, a wrong
+        // type, a PASS out of place), in every state before login.
+        let json = chat.connect();
+        let text = chat.connect();
+        chat.send_json(json, json!({"code": 108}));
+        let malformed = [
+            format!(r#"{{"code":111,"password":"{secret}","extra":1}}"#),
+            format!(r#"{{"code":111,"password":"{secret}"#),
+            format!(r#"{{"code":111,"password":["{secret}"]}}"#),
+            format!(r#"{{"code":110,"username":"x","password":"{secret}"}}"#),
+            format!(r#"{{"code":111,"password":"{secret}"}}"#),
+        ];
+        for line in &malformed {
+            chat.send(json, line);
+        }
+        chat.send_json(json, json!({"code": 110, "username": "alice"}));
+        for line in &malformed {
+            chat.send(json, line);
+        }
+        // A text user at the password prompt: whatever is typed.
+        chat.send(text, "bob");
+        for line in [
+            secret.to_owned(),
+            format!("/{secret}"),
+            format!("{{{secret}"),
+        ] {
+            chat.send(text, &line);
+        }
+        chat.clear_all();
+        assert_eq!(logged_with(secret), Vec::<String>::new());
+        // The same lines after login are chat, and logged (escaped) at
+        // debug: the filter is by state and content, not by accident.
+        let alice = chat.login_with_password("alice-logs");
+        chat.send_json(alice, say("item20-visible-marker"));
+        assert!(!logged_with("item20-visible-marker").is_empty());
+    }
+
+    #[test]
+    fn issue_11_peer_text_in_the_log_is_escaped_so_it_cannot_forge_lines_or_reach_a_terminal() {
+        capture();
+        let mut chat = Chat::open();
+        let json = chat.connect();
+        // An unknown key with an escaped newline: serde decodes it, and the
+        // refusal quotes it.
+        chat.send(
+            json,
+            r#"{"code":108,"item20\n2026-01-01T00:00:00.000Z INFO  forged":1}"#,
+        );
+        let text = chat.login_text("item20text");
+        // A text command with ESC, OSC and BEL.
+        chat.send(text, "/item20cmd\u{1b}]0;owned\u{7}\u{1b}[2J");
+        chat.send(text, "item20say \u{1b}[31m red");
+        chat.clear_all();
+        let records = logged_with("item20");
+        assert!(records.len() >= 3, "{records:#?}");
+        for record in &records {
+            assert!(
+                !record.chars().any(|c| c.is_control()),
+                "raw control character in {record:?}"
+            );
+        }
+    }
+}
+
+// Telnet echo at the password prompt (issue 11).
+
+mod telnet_echo {
+    use super::*;
+
+    /// Everything the connection is owed, as raw bytes (telnet commands
+    /// are not UTF-8).
+    fn raw_bytes(chat: &mut Chat, conn: ConnId) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        if let Some(written) = chat
+            .hub
+            .with_output(conn, |outbox, arena| outbox.write_to(arena, &mut bytes))
+        {
+            written.expect("a Vec takes every byte it is offered");
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_telnet_client_is_told_will_echo_at_the_password_prompt_and_wont_echo_after() {
+        let mut chat = Chat::with_password();
+        let conn = chat.connect();
+        raw_bytes(&mut chat, conn);
+        chat.hub.handle_telnet(conn);
+        chat.send(conn, "alice");
+        assert_eq!(raw_bytes(&mut chat, conn), b"\xff\xfb\x01* password:\n");
+        // A wrong password: the prompt again, echo still off (no second
+        // WILL), and only the end of the typed line is echoed.
+        chat.send(conn, "wrong");
+        assert_eq!(
+            raw_bytes(&mut chat, conn),
+            b"\r\n! wrong password; type it again, or /quit (401)\n* password:\n"
+        );
+        chat.send(conn, SECRET);
+        let bytes = raw_bytes(&mut chat, conn);
+        assert!(
+            bytes.starts_with(b"\r\n\xff\xfc\x01* you are now alice\n"),
+            "{:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        // Logged in: echo is the client's again, and nothing more is sent.
+        chat.send(conn, "hello");
+        let bytes = raw_bytes(&mut chat, conn);
+        assert!(!bytes.contains(&255) && !bytes.starts_with(b"\r\n"));
+    }
+
+    #[test]
+    fn echo_comes_back_whenever_the_prompt_ends_without_a_login() {
+        let mut chat = Chat::with_password();
+        let quitter = chat.connect();
+        chat.hub.handle_telnet(quitter);
+        chat.send(quitter, "alice");
+        raw_bytes(&mut chat, quitter);
+        chat.send(quitter, "/quit");
+        assert_eq!(raw_bytes(&mut chat, quitter), b"\r\n\xff\xfc\x01");
+    }
+
+    #[test]
+    fn nc_and_json_clients_never_get_telnet_bytes() {
+        let mut chat = Chat::with_password();
+        let nc = chat.connect();
+        let json = chat.connect();
+        chat.hub.handle_telnet(json);
+        chat.clear_all();
+        chat.send(nc, "alice");
+        chat.send(nc, "wrong");
+        chat.send(nc, SECRET);
+        chat.send_json(json, json!({"code": 110, "username": "bob"}));
+        chat.send_json(json, json!({"code": 111, "password": SECRET}));
+        for conn in [nc, json] {
+            let bytes = raw_bytes(&mut chat, conn);
+            assert!(
+                !bytes.contains(&255),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert!(!bytes.contains(&b'\r'));
+        }
     }
 }
 

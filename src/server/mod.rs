@@ -803,6 +803,9 @@ impl Server {
                         continue;
                     }
                     conn.codec.push(&read_buf[..count]);
+                    if conn.codec.has_seen_iac() {
+                        hub.handle_telnet(conn_id);
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {

@@ -31,15 +31,18 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Starts the worker. Call after any fork.
+    /// Starts the worker. Call after any fork. The dummy hash for unknown
+    /// users is built here, before the server listens, so the first
+    /// unknown-user check costs what every other one costs.
     pub fn start(waker: Arc<Waker>) -> std::io::Result<Verifier> {
+        let checker = accounts::Checker::new().map_err(std::io::Error::other)?;
         let (jobs, job_queue) = mpsc::sync_channel::<VerifyJob>(QUEUE);
         let (verdict_sender, verdicts) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("riftd-verify".to_owned())
             .spawn(move || {
                 for job in job_queue {
-                    let is_valid = accounts::verify(job.hash.as_deref(), &job.password);
+                    let is_valid = checker.verify(job.hash.as_deref(), &job.password);
                     let verdict = Verdict {
                         conn: job.conn,
                         ticket: job.ticket,
@@ -82,6 +85,51 @@ impl Drop for Verifier {
         self.jobs = None;
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll, Token};
+    use std::time::Duration;
+
+    /// Waits (bounded) for the worker's wake-up and its verdict.
+    fn next_verdict(poll: &mut Poll, verifier: &Verifier) -> Verdict {
+        let mut events = Events::with_capacity(4);
+        for _ in 0..100 {
+            if let Some(verdict) = verifier.verdicts().next() {
+                return verdict;
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .expect("poll works");
+        }
+        panic!("no verdict within 10 s");
+    }
+
+    #[test]
+    fn the_started_worker_checks_unknown_users_against_the_dummy_built_at_start() {
+        let mut poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        // `start` builds the dummy hash (`accounts::Checker::new`) before it
+        // returns; the worker owns it and has no lazy path.
+        let verifier = Verifier::start(waker).unwrap();
+        let known = accounts::hash_password("right").unwrap();
+        for (ticket, hash, password, expected) in [
+            (1, None, "anything", false),
+            (2, Some(known.clone()), "wrong", false),
+            (3, Some(known), "right", true),
+        ] {
+            let job = VerifyJob {
+                conn: ConnId(7),
+                ticket,
+                hash,
+                password: password.to_owned(),
+            };
+            assert!(verifier.submit(job).is_ok());
+            let verdict = next_verdict(&mut poll, &verifier);
+            assert_eq!((verdict.ticket, verdict.is_valid), (ticket, expected));
         }
     }
 }
