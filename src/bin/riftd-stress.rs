@@ -19,8 +19,9 @@
 //!   pairs as fast as the socket takes them (issue 11, item 2).
 //! - `connects`: for S seconds, N threads each connect and close at once,
 //!   over and over (most are refused by the per-address cap).
-//! - `guesses`: N connections from one address each send USER, wait for
-//!   211, and then all send a wrong PASS at the same moment; the answers are
+//! - `guesses`: N connections from one address each send USER with the
+//!   same name, wait for 211, and then all send a wrong PASS at the same
+//!   moment; the answers are
 //!   counted (401 wrong password, 429 throttled). Needs a server with
 //!   `auth = "accounts"` or `"password"`; skipped under open auth.
 //!
@@ -663,17 +664,16 @@ fn run_guesses(options: &Options) -> Option<PairReport> {
         return None;
     }
     drop(probe);
-    let deadline = Instant::now() + Duration::from_secs(options.seconds);
     let ready = Arc::new(Barrier::new(options.connections + 1));
     let guessers: Vec<_> = (0..options.connections)
-        .map(|index| {
+        .map(|_| {
             let ready = Arc::clone(&ready);
             thread::spawn(move || -> Option<String> {
                 let peer = Peer::connect(port);
                 let mut peer = match peer {
                     Some(mut peer) => {
                         let setup = Instant::now() + Duration::from_secs(5);
-                        peer.send(&format!("{{\"code\":110,\"username\":\"guess{index}\"}}"));
+                        peer.send("{\"code\":110,\"username\":\"stress-guess\"}");
                         peer.expect(&["\"code\":211"], setup).then_some(peer)
                     }
                     None => None,
@@ -696,6 +696,7 @@ fn run_guesses(options: &Options) -> Option<PairReport> {
         })
         .collect();
     ready.wait();
+    let deadline = Instant::now() + Duration::from_secs(options.seconds);
     let report = thread::scope(|scope| {
         let probing = scope.spawn(|| probe_pair(port, deadline, "guesses"));
         let answers: Vec<Option<String>> = guessers
