@@ -18,6 +18,62 @@ const DONT: u8 = 254;
 /// stray `IAC SB` cannot swallow the rest of a session.
 const MAX_SUBNEGOTIATION: usize = 512;
 
+/// Lines one connection may have handed on per loop turn.
+pub const LINES_PER_TURN: usize = 64;
+/// Bytes one connection may have read per loop turn, whatever they turn
+/// out to be: frames, empty lines, telnet commands, the discarded tail of an
+/// over-long line, TLS records. One full read of the shell's 64 KiB buffer.
+pub const BYTES_PER_TURN: usize = 64 * 1024;
+
+/// One connection's share of a loop turn. The shell charges every line it
+/// hands on and every byte it reads, before the codec decides what they
+/// are, and ends the connection's turn when either runs out: input the
+/// codec skips or strips (empty lines, `\r\n`, `IAC NOP`, subnegotiation
+/// garbage, discarded tails) costs its bytes like any other, so no input
+/// of any shape can hold the loop. See `design/robustness.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnBudget {
+    lines: usize,
+    bytes: usize,
+}
+
+impl Default for TurnBudget {
+    fn default() -> Self {
+        TurnBudget {
+            lines: LINES_PER_TURN,
+            bytes: BYTES_PER_TURN,
+        }
+    }
+}
+
+impl TurnBudget {
+    /// True while another line may be handed on this turn.
+    pub fn has_lines(&self) -> bool {
+        self.lines > 0
+    }
+
+    /// Charges one line handed on (a frame or a codec error).
+    pub fn charge_line(&mut self) {
+        self.lines = self.lines.saturating_sub(1);
+    }
+
+    /// Charges bytes taken from the peer.
+    pub fn charge_bytes(&mut self, count: usize) {
+        self.bytes = self.bytes.saturating_sub(count);
+    }
+
+    /// True once the turn is used up: lines or bytes.
+    pub fn is_spent(&self) -> bool {
+        self.lines == 0 || self.bytes == 0
+    }
+
+    /// How much the next read may take from a buffer of `buffer` bytes, so
+    /// a read never overshoots the budget.
+    pub fn read_len(&self, buffer: usize) -> usize {
+        buffer.min(self.bytes)
+    }
+}
+
 /// Why a line could not be delivered; the session goes on after either.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CodecError {
@@ -179,13 +235,14 @@ impl Input {
             (Telnet::Command, WILL..=DONT) => Telnet::Option,
             (Telnet::Command, _) => Telnet::Data,
             (Telnet::Option, _) => Telnet::Data,
-            (Telnet::Sub(_), IAC) | (Telnet::SubCommand(_), IAC) => {
-                Telnet::SubCommand(MAX_SUBNEGOTIATION)
-            }
+            // IAC SE ends a subnegotiation; nothing else does but its cap.
             (Telnet::SubCommand(_), SE) => Telnet::Data,
             (Telnet::Sub(n), _) | (Telnet::SubCommand(n), _) if n >= MAX_SUBNEGOTIATION => {
                 Telnet::Data
             }
+            (Telnet::Sub(n), IAC) => Telnet::SubCommand(n + 1),
+            // IAC IAC inside a subnegotiation is an escaped 255, part of its
+            // data (RFC 855); so is any other byte after IAC there.
             (Telnet::Sub(n), _) | (Telnet::SubCommand(n), _) => Telnet::Sub(n + 1),
         };
     }
@@ -384,6 +441,31 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_255_inside_a_subnegotiation_is_its_data_not_its_end() {
+        let mut codec = LineCodec::new(100);
+        // IAC SB NAWS 0 255 255 0 24 IAC SE: a width of 255 is sent as
+        // IAC IAC; nothing of the subnegotiation may leak into the line.
+        codec.push(b"\xff\xfa\x1f\x00\xff\xff\x00\x18leak\xff\xf0bob\n");
+        assert_eq!(drain(&mut codec), vec![ok("bob")]);
+        // The same cut into single bytes, and an IAC IAC as the last data.
+        for byte in b"\xff\xfaxx\xff\xff\xff\xf0carol\n" {
+            codec.push(&[*byte]);
+        }
+        assert_eq!(drain(&mut codec), vec![ok("carol")]);
+    }
+
+    #[test]
+    fn a_subnegotiation_of_escaped_255s_is_still_bounded_by_its_cap() {
+        let mut codec = LineCodec::new(100);
+        codec.push(b"\xff\xfa");
+        // Escaped 255s count towards the cap like any byte: the cap's
+        // byte ends the subnegotiation and the next line is whole.
+        codec.push(&[IAC; MAX_SUBNEGOTIATION + 1]);
+        codec.push(b"dave\n");
+        assert_eq!(drain(&mut codec), vec![ok("dave")]);
+    }
+
+    #[test]
     fn an_unterminated_subnegotiation_ends_after_its_cap() {
         let mut codec = LineCodec::new(100);
         codec.push(b"\xff\xfa");
@@ -418,6 +500,69 @@ mod tests {
         codec.shrink_if_idle();
         codec.push(b"tail\nok\n");
         assert_eq!(drain(&mut codec), vec![ok("ok")]);
+    }
+
+    /// One connection's turn the way `Server::read` runs it, against an
+    /// input that always has more: hand on buffered lines while the budget
+    /// has lines, stop once it is spent, else read at most `read_len` of a
+    /// 64 KiB buffer, charge it and push it. Returns (bytes read, lines).
+    fn one_turn(codec: &mut LineCodec, input: &[u8], at: &mut usize) -> (usize, usize) {
+        let mut budget = TurnBudget::default();
+        let (mut read, mut lines) = (0, 0);
+        loop {
+            while budget.has_lines() {
+                if codec.next_line().is_none() {
+                    break;
+                }
+                budget.charge_line();
+                lines += 1;
+            }
+            if budget.is_spent() {
+                return (read, lines);
+            }
+            let len = budget.read_len(64 * 1024);
+            let chunk = &input[*at % input.len()..][..len.min(input.len() - *at % input.len())];
+            *at += chunk.len();
+            budget.charge_bytes(chunk.len());
+            read += chunk.len();
+            codec.push(chunk);
+        }
+    }
+
+    #[test]
+    fn no_input_shape_gets_more_than_its_share_of_a_turn() {
+        let mut sub_garbage = vec![IAC, SB];
+        sub_garbage.extend([b'g'; 100]);
+        let shapes: [(&str, Vec<u8>); 8] = [
+            ("empty lines", b"\n".to_vec()),
+            ("\\r\\n", b"\r\n".to_vec()),
+            ("IAC NOP", vec![IAC, 241]),
+            ("IAC IAC", vec![IAC, IAC]),
+            ("IAC SB garbage", sub_garbage),
+            ("an endless line", vec![b'x'; 4096]),
+            ("long lines", [vec![b'y'; 9000], b"\n".to_vec()].concat()),
+            ("valid frames", b"{\"code\":108}\n".to_vec()),
+        ];
+        for (name, unit) in shapes {
+            // 4 MiB of the shape: far more than one turn's share.
+            let input = unit.repeat((4 << 20) / unit.len());
+            let mut codec = LineCodec::new(8192);
+            let mut at = 0;
+            let mut turns = 0;
+            while at < input.len() {
+                let (read, lines) = one_turn(&mut codec, &input, &mut at);
+                assert!(read <= BYTES_PER_TURN, "{name}: {read} bytes in one turn");
+                assert!(lines <= LINES_PER_TURN, "{name}: {lines} lines in one turn");
+                assert!(read > 0 || lines > 0, "{name}: a turn made no progress");
+                assert!(codec.buffered() <= 8192 + 1 + BYTES_PER_TURN, "{name}");
+                turns += 1;
+            }
+            assert!(
+                turns >= input.len() / BYTES_PER_TURN,
+                "{name}: {} bytes in {turns} turns",
+                input.len()
+            );
+        }
     }
 
     proptest! {

@@ -1787,8 +1787,13 @@ impl Hub {
     fn quit(&mut self, conn: ConnId, reason: &str) {
         if let Some(client) = self.clients.get(conn) {
             // The shell logs every disconnect with its cause at info; the
-            // ordinary ones need no second line.
-            if matches!(reason, "peer closed" | "quit") {
+            // ordinary ones need no second line, nor those a peer causes
+            // for the price of a connect (an HTTP request line, silence
+            // until the login deadline): the shell's line is rate-limited.
+            if matches!(
+                reason,
+                "peer closed" | "quit" | "sent HTTP" | "login timeout"
+            ) {
                 log::debug!("{} leaving: {reason}", client.tag(conn));
             } else {
                 log::info!("{} leaving: {reason}", client.tag(conn));

@@ -384,8 +384,46 @@ fn optional_integer_field(
     .transpose()
 }
 
+/// True for a character that shows nothing yet changes what a terminal
+/// shows around it or hides text: Unicode's default-ignorable code points,
+/// which include the bidi embeddings, overrides, isolates and marks
+/// (U+202A–E, U+2066–9, U+200E, U+200F, U+061C), the zero-width characters
+/// (U+200B–D, U+2060, U+FEFF), the soft hyphen, variation selectors, the
+/// Hangul fillers and the tag characters (U+E0000–E007F).
+fn is_invisible(ch: char) -> bool {
+    matches!(
+        ch,
+        '\u{ad}'
+            | '\u{34f}'
+            | '\u{61c}'
+            | '\u{115f}'..='\u{1160}'
+            | '\u{17b4}'..='\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fff8}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'
+    )
+}
+
+/// True when `text` would show nothing: only white space and invisible
+/// characters.
+fn is_blank(text: &str) -> bool {
+    text.chars()
+        .all(|ch| ch.is_whitespace() || is_invisible(ch))
+}
+
+/// A message shows something: not only white space and invisible
+/// characters, nor an action (`/me `) of only those.
 fn message_text(text: String) -> Result<String, ProtoError> {
-    if text.trim().is_empty() {
+    if is_blank(&text) || text.strip_prefix("/me ").is_some_and(is_blank) {
         Err(ProtoError::EmptyMessage)
     } else if text.len() > MAX_MESSAGE_BYTES {
         Err(ProtoError::MessageTooLong)
@@ -840,7 +878,10 @@ impl ServerMsg {
                 }
                 line
             }
-            ServerMsg::Error { code, error } => format!("! {error} ({})", code.number()),
+            // An error may quote the peer (`unknown command /…`).
+            ServerMsg::Error { code, error } => {
+                format!("! {} ({})", escape_controls(error), code.number())
+            }
             ServerMsg::Help => HELP_TEXT.to_owned(),
         };
         let mut bytes = text.into_bytes();
@@ -876,8 +917,13 @@ fn clock(ts_ms: u64) -> String {
 }
 
 /// Replaces control characters with caret notation (`ESC` → `^[`) so that
-/// nobody can drive another user's terminal.
+/// nobody can drive another user's terminal, and invisible characters
+/// (bidi controls, zero-width characters, tags: `is_invisible`) with their
+/// code point (`<U+202E>`), so nobody can reorder or hide text on it. The
+/// emoji and text presentation selectors (U+FE0F, U+FE0E) are kept: they
+/// only choose how the character before them is drawn.
 fn escape_controls(text: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {
@@ -888,6 +934,11 @@ fn escape_controls(text: &str) -> String {
             }
             '\u{7f}' => out.push_str("^?"),
             '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' => out.push('?'),
+            '\u{fe0e}' | '\u{fe0f}' => out.push(ch),
+            ch if is_invisible(ch) => {
+                // Writing into a String cannot fail.
+                let _ = write!(out, "<U+{:04X}>", u32::from(ch));
+            }
             _ => out.push(ch),
         }
     }
@@ -1475,6 +1526,115 @@ mod tests {
             }),
             "{\"code\":212,\"rooms\":[{\"name\":\"lobby\",\"users\":2}]}\n"
         );
+    }
+
+    #[test]
+    fn text_rendering_shows_bidi_controls_zero_width_and_tag_characters_as_code_points() {
+        let invisible = [
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{61c}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{e0001}',
+            '\u{e0041}',
+            '\u{e007f}',
+            '\u{ad}',
+        ];
+        for ch in invisible {
+            let shown = format!("<U+{:04X}>", u32::from(ch));
+            let message = ChatMessage {
+                id: 1,
+                ts: 0,
+                target: Target::Room(room("lobby")),
+                from: user("mallory"),
+                text: format!("a{ch}b"),
+            };
+            assert_eq!(
+                text(&ServerMsg::Message(message.clone())),
+                format!("[00:00:00] #lobby <mallory> a{shown}b\n")
+            );
+            let action = ChatMessage {
+                text: format!("/me x{ch}"),
+                ..message.clone()
+            };
+            assert!(text(&ServerMsg::Message(action.clone())).ends_with(&format!("x{shown}\n")));
+            let backlog = ServerMsg::Backlog {
+                room: room("lobby"),
+                messages: vec![message, action],
+                more: false,
+                gap: false,
+            };
+            assert!(!text(&backlog).contains(ch), "{ch:?} in a backlog");
+        }
+        // An error quoting the peer is escaped too.
+        let unknown = ProtoError::UnknownCommand("x\u{202e}\u{1b}]0;pwned".to_owned());
+        assert_eq!(
+            text(&ServerMsg::error(Code::BadRequest, unknown.to_string())),
+            "! unknown command /x<U+202E>^[]0;pwned; type /help (400)\n"
+        );
+        // Emoji keep their presentation selector.
+        let heart = ChatMessage {
+            id: 1,
+            ts: 0,
+            target: Target::Room(room("lobby")),
+            from: user("alice"),
+            text: "\u{2764}\u{fe0f}".to_owned(),
+        };
+        assert!(text(&ServerMsg::Message(heart)).ends_with("<alice> \u{2764}\u{fe0f}\n"));
+    }
+
+    #[test]
+    fn a_message_of_only_invisible_characters_is_empty_in_both_modes() {
+        for blank in [
+            "\u{200b}",
+            "\u{feff}",
+            " \u{200b}\u{200d} \u{2060}",
+            "\u{202e}",
+            "\u{e0020}\u{e0041}",
+            "\u{3000}\u{200b}",
+        ] {
+            let say = serde_json::json!({"code": 100, "message": blank}).to_string();
+            assert_eq!(
+                parse_json(&say).unwrap_err(),
+                ProtoError::EmptyMessage,
+                "{blank:?}"
+            );
+            let dm = serde_json::json!({"code": 102, "to": "bob", "message": blank}).to_string();
+            assert_eq!(
+                parse_json(&dm).unwrap_err(),
+                ProtoError::EmptyMessage,
+                "{blank:?}"
+            );
+            let action = serde_json::json!({"code": 100, "message": format!("/me {blank}")});
+            assert_eq!(
+                parse_json(&action.to_string()).unwrap_err(),
+                ProtoError::EmptyMessage,
+                "{blank:?}"
+            );
+            for line in [
+                blank.to_owned(),
+                format!("/msg bob {blank}"),
+                format!("/me {blank}"),
+            ] {
+                assert!(
+                    matches!(
+                        parse_text(&line, TextExpect::Chat),
+                        Err(ProtoError::EmptyMessage | ProtoError::Usage(_))
+                    ),
+                    "{line:?}"
+                );
+            }
+        }
+        // Visible text around invisible characters is a message.
+        assert!(parse_text("a\u{200b}", TextExpect::Chat).is_ok());
+        assert!(parse_text("/me \u{200b}waves", TextExpect::Chat).is_ok());
     }
 
     #[test]

@@ -56,14 +56,18 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerC
 #[derive(Debug)]
 pub enum Received {
     Data(usize),
+    /// This many bytes of TLS records were taken from the socket and gave
+    /// no plaintext yet; call again. Returned after each socket read, so
+    /// the caller can charge them to its budget.
+    Records(usize),
     WouldBlock,
     /// The peer closed (with or without close_notify).
     Closed,
 }
 
-/// Reads plaintext: first what rustls already decrypted, then more records
-/// from the socket. A TLS protocol error is returned as `InvalidData` after
-/// the alert (if any) has been queued for sending.
+/// Reads plaintext: what rustls already decrypted, or else one read of
+/// records from the socket (`Records`). A TLS protocol error is returned as
+/// `InvalidData` after the alert (if any) has been queued for sending.
 pub fn read_plaintext<S: Read>(
     tls: &mut ServerConnection,
     socket: &mut S,
@@ -81,9 +85,10 @@ pub fn read_plaintext<S: Read>(
         }
         match tls.read_tls(socket) {
             Ok(0) => return Ok(Received::Closed),
-            Ok(_) => {
+            Ok(count) => {
                 tls.process_new_packets()
                     .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+                return Ok(Received::Records(count));
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 return Ok(Received::WouldBlock);

@@ -323,6 +323,68 @@ fn many_frames_in_one_write_are_answered_in_order() {
 }
 
 #[test]
+fn bidi_overrides_zero_width_and_tag_characters_reach_a_text_terminal_as_code_points() {
+    let server = Server::start();
+    let mut alice = Client::text(server.port());
+    alice.login_text("alice");
+    let mut bob = Client::json(server.port());
+    bob.login("bob");
+    assert_eq!(alice.recv_line(), "* bob joined #lobby");
+
+    say(
+        &mut bob,
+        "evil\u{202e}txt.exe\u{2066}\u{200b}\u{feff}\u{e0041}",
+    );
+    // JSON clients get the text as sent.
+    assert_eq!(
+        bob.expect_code(200)["message"]["text"],
+        "evil\u{202e}txt.exe\u{2066}\u{200b}\u{feff}\u{e0041}"
+    );
+    assert_eq!(
+        without_clock(&alice.recv_line()),
+        "#lobby <bob> evil<U+202E>txt.exe<U+2066><U+200B><U+FEFF><U+E0041>"
+    );
+    // An unknown command quoting one is escaped in the error too.
+    alice.send("/x\u{202e}y");
+    assert_eq!(
+        alice.recv_line(),
+        "! unknown command /x<U+202E>y; type /help (400)"
+    );
+}
+
+#[test]
+fn a_message_of_only_invisible_characters_is_refused_as_empty_in_both_modes() {
+    let server = Server::start();
+    let mut alice = Client::text(server.port());
+    alice.login_text("alice");
+    let mut bob = Client::json(server.port());
+    bob.login("bob");
+    assert_eq!(alice.recv_line(), "* bob joined #lobby");
+
+    say(&mut bob, "\u{200b}");
+    let refused = bob.expect_code(400);
+    assert_eq!(error_text(&refused), "message is empty");
+    bob.send_json(&json!({"code": 102, "to": "alice", "message": "\u{feff} \u{2060}"}));
+    assert_eq!(error_text(&bob.expect_code(400)), "message is empty");
+    alice.send("\u{200b}\u{200d}");
+    assert_eq!(alice.recv_line(), "! message is empty (400)");
+    // Nothing was relayed: the next thing each sees is a real message.
+    say(&mut bob, "visible");
+    assert_eq!(bob.expect_code(200)["message"]["text"], "visible");
+    assert_eq!(without_clock(&alice.recv_line()), "#lobby <bob> visible");
+}
+
+#[test]
+fn a_telnet_window_size_of_255_escaped_as_iac_iac_does_not_leak_into_the_username() {
+    let server = Server::start();
+    let mut alice = Client::text(server.port());
+    // What telnet sends for a 255-column window: IAC SB NAWS 0 IAC IAC 0 24
+    // IAC SE; the doubled IAC is the escaped 255 inside the subnegotiation.
+    alice.send_raw(b"\xff\xfa\x1f\x00\xff\xff\x00\x18\xff\xf0");
+    alice.login_text("alice");
+}
+
+#[test]
 fn crlf_terminated_frames_are_accepted() {
     let server = Server::start();
     let mut client = Client::json(server.port());

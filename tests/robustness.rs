@@ -1,7 +1,7 @@
 //! Robustness under abuse and load, against the real binary: slow consumers,
 //! the login and idle deadlines, the connection caps, flood control, per-turn
 //! fairness, descriptor exhaustion, and garbage or trickling peers beside a
-//! healthy pair. See `/work/shared/robustness-checklist.md` for the items.
+//! healthy pair. `design/robustness.md` states the limits these tests check.
 //!
 //! Each test starts its own server. Every wait is on a frame, a log line or
 //! EOF; only process state (CPU time, RSS) is sampled, within deadlines.
@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -508,6 +510,74 @@ fn the_per_ip_cap_refuses_with_503_but_admits_another_address_and_a_freed_slot()
     again.login("again");
 }
 
+/// Lines of `log` containing `needle`.
+fn count_lines(log: &[String], needle: &str) -> usize {
+    log.iter().filter(|line| line.contains(needle)).count()
+}
+
+#[test]
+fn three_hundred_refused_connects_write_a_bounded_number_of_log_lines() {
+    let mut server = Server::with_config("max_connections_per_ip = 1\n");
+    let port = server.port();
+    let started = Instant::now();
+    let mut holder = Client::json(port);
+    holder.login("holder");
+    for _ in 0..300 {
+        let mut refused = Raw::connect(address(port));
+        assert_eq!(refused.frame()["code"], 503);
+        refused.expect_eof();
+    }
+    // A line logged after every refusal, to synchronise on: the log is
+    // written in order by the loop thread.
+    let elsewhere = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let mut marker = connect_with(Some(elsewhere), None, address(port));
+    assert_eq!(marker.frame()["code"], 210);
+    marker.login("marker");
+    server.wait_for_log("login marker");
+    let windows = started.elapsed().as_secs() / 5 + 1;
+    let refusals = count_lines(&server.log, "refused: max_connections_per_ip");
+    // One line per 5 s window (plus one for a window boundary).
+    assert!(
+        (1..=windows as usize + 1).contains(&refusals),
+        "{refusals} refusal lines for 300 refusals: {:#?}",
+        server.log
+    );
+    drop(holder);
+}
+
+#[test]
+fn a_storm_of_connect_and_close_or_http_requests_writes_a_bounded_number_of_log_lines() {
+    let mut server = Server::start();
+    let port = server.port();
+    let started = Instant::now();
+    for _ in 0..300 {
+        let raw = Raw::greeted(address(port));
+        raw.stream
+            .shutdown(std::net::Shutdown::Both)
+            .expect("shutdown");
+    }
+    // An HTTP request line costs a connect and one line, too.
+    for _ in 0..100 {
+        let mut raw = Raw::greeted(address(port));
+        raw.send_raw(b"GET / HTTP/1.1\r\n");
+        match raw.within(READ_TIMEOUT) {
+            Got::Line(line) => assert!(line.contains("not an HTTP server"), "{line}"),
+            _ => panic!("no answer to an HTTP request line"),
+        }
+        raw.expect_eof();
+    }
+    let mut marker = Raw::greeted(address(port));
+    marker.login("marker");
+    server.wait_for_log("login marker");
+    let windows = started.elapsed().as_secs() / 5 + 2;
+    let disconnects = count_lines(&server.log, "disconnected (");
+    assert!(
+        disconnects <= 50 * windows as usize,
+        "{disconnects} disconnect lines for 400 connects"
+    );
+    assert_eq!(count_lines(&server.log, "leaving: sent HTTP"), 0);
+}
+
 // ---------------------------------------------------------------------------
 // Flood control
 // ---------------------------------------------------------------------------
@@ -642,6 +712,116 @@ fn a_client_pumping_twenty_thousand_pings_does_not_starve_another_clients_ping()
     eprintln!(
         "fairness: probe round trip {round_trip:?} during a {PINGS}-PING pump answered in {pump_took:?}"
     );
+}
+
+/// Streams `lead` and then `unit` over and over from a connection of its
+/// own, until `stop` is set or 1 GiB is sent, counting in `sent`; reports on
+/// `started` once 16 MiB are out (far more than the socket buffers hold, so
+/// the server is reading), and sets `ended` when it stops for any reason.
+fn flood(
+    port: u16,
+    lead: &'static [u8],
+    unit: &'static [u8],
+    stop: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
+    started: mpsc::Sender<()>,
+    counted: Arc<AtomicUsize>,
+) -> thread::JoinHandle<()> {
+    const BOUND: usize = 1 << 30;
+    const STARTED: usize = 16 << 20;
+    let mut stream = TcpStream::connect(address(port)).expect("cannot connect the flooder");
+    stream
+        .set_write_timeout(Some(READ_TIMEOUT))
+        .expect("set_write_timeout");
+    thread::spawn(move || {
+        let chunk = unit.repeat(64 * 1024 / unit.len());
+        let mut sent = 0;
+        if stream.write_all(lead).is_ok() {
+            while !stop.load(Ordering::Relaxed) && sent < BOUND {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+                let before = sent;
+                sent += chunk.len();
+                counted.store(sent, Ordering::SeqCst);
+                if before < STARTED && sent >= STARTED {
+                    let _ = started.send(());
+                }
+            }
+        }
+        ended.store(true, Ordering::SeqCst);
+    })
+}
+
+#[test]
+fn a_flood_of_empty_lines_crlf_or_telnet_nops_cannot_hold_another_clients_pings_until_it_ends() {
+    let server = Server::start();
+    let port = server.port();
+    let mut prober = Client::json(port);
+    prober.login("prober");
+    let shapes: [(&str, &[u8], &[u8]); 4] = [
+        ("empty lines", b"", b"\n"),
+        ("\\r\\n", b"", b"\r\n"),
+        ("IAC NOP", b"", &[255, 241]),
+        (
+            "IAC SB garbage",
+            b"",
+            b"\xff\xfagarbage of a subnegotiation",
+        ),
+    ];
+    for (round, (name, lead, unit)) in shapes.into_iter().enumerate() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
+        let (started, is_started) = mpsc::channel();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let flooder = flood(
+            port,
+            lead,
+            unit,
+            stop.clone(),
+            ended.clone(),
+            started,
+            sent.clone(),
+        );
+        is_started
+            .recv_timeout(READ_TIMEOUT)
+            .unwrap_or_else(|_| panic!("{name}: the flood did not get going"));
+        // 16384 PINGs take the prober 256 turns of 64 lines; in those turns
+        // the flooder has its share, one read of at most 64 KiB per turn:
+        // 16 MiB. What it sends beyond waits in socket buffers (a few MiB).
+        // A flooder read more than once per turn, or without a budget,
+        // gets far more while the prober waits.
+        const PINGS: usize = 16_384;
+        const SHARE: usize = 16 << 20;
+        let at_start = sent.load(Ordering::SeqCst);
+        prober.send_raw(&b"{\"code\":108}\n".repeat(PINGS));
+        for _ in 0..PINGS {
+            prober.expect_code(207);
+            // Slack for buffers and for this thread being scheduled late.
+            let flooded = sent.load(Ordering::SeqCst) - at_start;
+            assert!(
+                flooded <= 6 * SHARE,
+                "{name}: {flooded} bytes of flood went through while {PINGS} PINGs waited"
+            );
+        }
+        eprintln!(
+            "{name}: {} bytes of flood while the PINGs were answered",
+            sent.load(Ordering::SeqCst) - at_start
+        );
+        prober.send_json(&json!({"code": 108, "token": round}));
+        assert_eq!(
+            prober.expect_code(207),
+            json!({"code": 207, "token": round}),
+            "{name}"
+        );
+        // Order, not time: every answer came while the flood still ran.
+        assert!(
+            !ended.load(Ordering::SeqCst),
+            "{name}: the PINGs were answered only after the flood ended"
+        );
+        stop.store(true, Ordering::SeqCst);
+        flooder.join().expect("the flooder panicked");
+    }
 }
 
 // ---------------------------------------------------------------------------

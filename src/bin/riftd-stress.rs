@@ -1,17 +1,39 @@
 //! riftd-stress: abuse a running riftd on loopback for a bounded time while
-//! a well-behaved pair chats, and check that the pair loses nothing.
+//! a well-behaved pair talks to it, and report what the abuse did to them.
 //!
-//! `riftd-stress --port PORT [--seconds S] [--connections N] [--pid PID]`
+//! `riftd-stress --port PORT [--seconds S] [--connections N] [--pid PID]
+//!               [--attacks LIST]`
 //!
-//! For S seconds (default 5) it runs N connections (default 10) of each
-//! kind: random bytes, half lines left hanging, endless lines, slowloris
-//! trickles (one byte every 100 ms) and flooders (SAY as fast as the socket
-//! takes it). Meanwhile `stress-a` and `stress-b` log in and each send four
-//! numbered messages a second, within the default flood limit, to the room
-//! `stress`; each checks that it receives every message of the other. With
-//! `--pid` it samples the server's VmRSS. It prints what it tried and what
-//! arrived, and exits 0 only if the pair lost nothing. Loopback only; every
-//! loop ends by the deadline.
+//! LIST is a comma-separated choice of phases, run one after the other
+//! (default: all of them):
+//!
+//! - `baseline`: no attack, only the probe pair below, for S seconds: the
+//!   round trip to compare the others with.
+//! - `mix`: for S seconds, N connections of each kind — random bytes, half
+//!   lines left hanging, endless lines, slowloris trickles (one byte every
+//!   100 ms) and flooders (SAY as fast as the socket takes it) — while
+//!   `stress-a` and `stress-b` each send four numbered messages a second to
+//!   the room `stress` and check that every message of the other arrives.
+//! - `empty-lines`, `crlf`, `iac-nop`: for S seconds, N connections that
+//!   never log in stream only `\n`, only `\r\n`, or only telnet `IAC NOP`
+//!   pairs as fast as the socket takes them (issue 11, item 2).
+//! - `connects`: for S seconds, N threads each connect and close at once,
+//!   over and over (most are refused by the per-address cap).
+//! - `guesses`: N connections from one address each send USER with the
+//!   same name, wait for 211, and then all send a wrong PASS at the same
+//!   moment; the answers are
+//!   counted (401 wrong password, 429 throttled). Needs a server with
+//!   `auth = "accounts"` or `"password"`; skipped under open auth.
+//!
+//! During every phase but `mix` a probe pair measures the effect: one client
+//! sends PINGs one after the other (a new one 10 ms after each answer) and
+//! reports the round trip's median and maximum; under open auth both log in
+//! and one sends four messages a second that the other must all receive
+//! (under other auth they only PING: PING is allowed before login). A pair
+//! is healthy when every PING was answered within 5 s and no message was
+//! lost. With `--pid` the server's peak VmRSS is sampled. The tool exits 0
+//! only if no pair lost anything. Loopback only; every loop ends by its
+//! deadline.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -20,11 +42,23 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+const ATTACKS: [&str; 7] = [
+    "baseline",
+    "mix",
+    "empty-lines",
+    "crlf",
+    "iac-nop",
+    "connects",
+    "guesses",
+];
+const USAGE: &str = "usage: riftd-stress --port PORT [--seconds S] [--connections N] [--pid PID] [--attacks baseline,mix,empty-lines,crlf,iac-nop,connects,guesses]";
+
 struct Options {
     port: u16,
     seconds: u64,
     connections: usize,
     pid: Option<u32>,
+    attacks: Vec<&'static str>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -33,6 +67,7 @@ fn parse_options() -> Result<Options, String> {
         seconds: 5,
         connections: 10,
         pid: None,
+        attacks: ATTACKS.to_vec(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -45,13 +80,22 @@ fn parse_options() -> Result<Options, String> {
         match flag.as_str() {
             "--port" => options.port = u16::try_from(number()?).map_err(|_| "bad port")?,
             "--seconds" => options.seconds = number()?.clamp(1, 3600),
-            "--connections" => options.connections = usize::try_from(number()?).unwrap_or(10),
-            "--pid" => options.pid = Some(u32::try_from(number()?).map_err(|_| "bad pid")?),
-            _ => {
-                return Err(format!(
-                    "unknown option {flag}\nusage: riftd-stress --port PORT [--seconds S] [--connections N] [--pid PID]"
-                ));
+            "--connections" => {
+                options.connections = usize::try_from(number()?.clamp(1, 1000)).unwrap_or(10)
             }
+            "--pid" => options.pid = Some(u32::try_from(number()?).map_err(|_| "bad pid")?),
+            "--attacks" => {
+                options.attacks = value
+                    .split(',')
+                    .map(|name| {
+                        ATTACKS
+                            .into_iter()
+                            .find(|attack| *attack == name)
+                            .ok_or_else(|| format!("unknown attack {name}\n{USAGE}"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
     Ok(options)
@@ -233,14 +277,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn main() {
-    let options = match parse_options() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("riftd-stress: {message}");
-            std::process::exit(2);
-        }
-    };
+/// The `mix` phase; returns the messages the pair lost and the peak RSS.
+fn run_mix(options: &Options) -> (usize, u64) {
     let port = options.port;
     let deadline = Instant::now() + Duration::from_secs(options.seconds);
     let tally = Arc::new(Tally::default());
@@ -320,7 +358,7 @@ fn main() {
     }
     let kinds_tried: Vec<&str> = kinds.iter().map(|(name, _, _)| *name).collect();
     println!(
-        "tried for {} s: {} connection(s) of each kind ({}); connected {}, refused {}, closed by the server {}, {} bytes of abuse sent",
+        "mix: tried for {} s: {} connection(s) of each kind ({}); connected {}, refused {}, closed by the server {}, {} bytes of abuse sent",
         options.seconds,
         options.connections,
         kinds_tried.join(", "),
@@ -330,13 +368,430 @@ fn main() {
         tally.bytes_sent.load(Ordering::Relaxed)
     );
     println!(
-        "healthy pair: stress-b received {}/{messages} of stress-a's messages, stress-a received {}/{messages} of stress-b's",
+        "  healthy pair: stress-b received {}/{messages} of stress-a's messages, stress-a received {}/{messages} of stress-b's",
         received[1], received[0]
     );
-    if options.pid.is_some() {
-        println!("server peak RSS: {peak_rss} KiB");
-    }
     let lost = 2 * messages - received.iter().sum::<usize>();
+    (lost, peak_rss)
+}
+
+/// What a probe pair saw during one phase.
+#[derive(Default)]
+struct PairReport {
+    /// How long connecting (and under open auth logging in and joining)
+    /// took; `None` if it did not finish before the phase ended.
+    setup: Option<Duration>,
+    /// Round trips of PINGs answered before the phase ended, i.e. during
+    /// the attack (the last PING of a phase is often answered just after).
+    round_trips: Vec<Duration>,
+    unanswered: usize,
+    /// Messages sent by one and received by the other (open auth only).
+    messages: Option<(usize, usize)>,
+}
+
+impl PairReport {
+    /// Healthy: set up and answered during the attack, nothing lost.
+    fn is_healthy(&self) -> bool {
+        self.setup.is_some()
+            && self.unanswered == 0
+            && !self.round_trips.is_empty()
+            && self
+                .messages
+                .is_none_or(|(sent, received)| sent == received)
+    }
+
+    fn lost(&self) -> usize {
+        self.messages
+            .map_or(0, |(sent, received)| sent.saturating_sub(received))
+            + self.unanswered
+    }
+
+    fn print(&self) {
+        let mut sorted = self.round_trips.clone();
+        sorted.sort_unstable();
+        let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+        let median = sorted.get(sorted.len() / 2).copied().map_or(0.0, ms);
+        let max = sorted.last().copied().map_or(0.0, ms);
+        let messages = match self.messages {
+            Some((sent, received)) => format!("messages {received}/{sent}"),
+            None if self.setup.is_none() => "messages not checked".to_owned(),
+            None => "messages not checked (no login: auth is not open)".to_owned(),
+        };
+        let setup = match self.setup {
+            Some(setup) => format!("set up in {:.2} ms", ms(setup)),
+            None => "NOT set up before the phase ended".to_owned(),
+        };
+        println!(
+            "  probe pair: {setup}; PING round trip median {median:.2} ms, max {max:.2} ms over {} ping(s) answered during the attack, {} unanswered; {messages}; healthy: {}",
+            sorted.len(),
+            self.unanswered,
+            if self.is_healthy() { "yes" } else { "NO" }
+        );
+    }
+}
+
+/// A line-reading connection whose reads give up at a deadline and keep
+/// what they had of a line.
+struct Peer {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    partial: Vec<u8>,
+}
+
+impl Peer {
+    fn connect(port: u16) -> Option<Peer> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_nodelay(true).ok()?;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .ok()?;
+        let reader = BufReader::new(stream.try_clone().ok()?);
+        Some(Peer {
+            stream,
+            reader,
+            partial: Vec::new(),
+        })
+    }
+
+    fn send(&mut self, line: &str) -> bool {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .is_ok()
+    }
+
+    /// The next line, or `None` at the deadline, EOF or an error.
+    fn line_by(&mut self, deadline: Instant) -> Option<String> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).ok()?;
+            match self.reader.read_until(b'\n', &mut self.partial) {
+                Ok(0) => return None,
+                Ok(_) if self.partial.ends_with(b"\n") => {
+                    let line = std::mem::take(&mut self.partial);
+                    return Some(String::from_utf8_lossy(&line).trim_end().to_owned());
+                }
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Reads until a line containing every one of `needles`.
+    fn expect(&mut self, needles: &[&str], deadline: Instant) -> bool {
+        while let Some(line) = self.line_by(deadline) {
+            if needles.iter().all(|needle| line.contains(needle)) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Runs the probe pair until `deadline` (see the module doc).
+fn probe_pair(port: u16, deadline: Instant, tag: &str) -> PairReport {
+    let mut report = PairReport::default();
+    let started = Instant::now();
+    let (Some(mut a), Some(mut b)) = (Peer::connect(port), Peer::connect(port)) else {
+        report.unanswered = 1;
+        return report;
+    };
+    let setup = Instant::now() + Duration::from_secs(5);
+    let Some(greeting) = a.line_by(setup) else {
+        report.unanswered = 1;
+        return report;
+    };
+    let is_open = greeting.contains("\"auth\":\"open\"");
+    let (name_a, name_b) = (format!("probe-{tag}-a"), format!("probe-{tag}-b"));
+    let room = format!("probe-{tag}");
+    if is_open {
+        for (peer, name) in [(&mut a, &name_a), (&mut b, &name_b)] {
+            peer.send(&format!("{{\"code\":110,\"username\":\"{name}\"}}"));
+            peer.send(&format!("{{\"code\":104,\"room\":\"{room}\"}}"));
+            let joined = [
+                "\"code\":201".to_owned(),
+                format!("\"new\":\"{name}\""),
+                format!("\"room\":\"{room}\""),
+            ];
+            let joined: Vec<&str> = joined.iter().map(String::as_str).collect();
+            if !peer.expect(&joined, setup) {
+                report.unanswered = 1;
+                return report;
+            }
+        }
+        report.messages = Some((0, 0));
+    }
+    if Instant::now() < deadline {
+        report.setup = Some(started.elapsed());
+    }
+    let mut sent = 0;
+    let mut next_say = Instant::now();
+    let mut token = 0u64;
+    while Instant::now() < deadline {
+        if is_open && Instant::now() >= next_say {
+            a.send(&format!(
+                "{{\"code\":100,\"room\":\"{room}\",\"message\":\"probe {sent}\"}}"
+            ));
+            sent += 1;
+            next_say += Duration::from_millis(250);
+        }
+        token += 1;
+        let asked = Instant::now();
+        a.send(&format!("{{\"code\":108,\"token\":{token}}}"));
+        let token_field = format!("\"token\":{token}");
+        if a.expect(
+            &["\"code\":207", &token_field],
+            asked + Duration::from_secs(5),
+        ) {
+            if Instant::now() < deadline {
+                report.round_trips.push(asked.elapsed());
+            }
+        } else {
+            report.unanswered += 1;
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    if is_open {
+        let mut received = 0;
+        let until = Instant::now() + Duration::from_secs(5);
+        let needle = format!("\"from\":\"{name_a}\"");
+        while received < sent && b.expect(&["\"code\":200", &needle], until) {
+            received += 1;
+        }
+        report.messages = Some((sent, received));
+    }
+    report
+}
+
+/// One flood phase: `connections` never-logged-in connections stream
+/// `unit` over and over while the probe pair measures.
+fn run_flood(options: &Options, name: &str, unit: &'static [u8]) -> PairReport {
+    let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let tally = Arc::new(Tally::default());
+    let chunk: Arc<Vec<u8>> = Arc::new(unit.repeat(64 * 1024 / unit.len()));
+    let flooders: Vec<_> = (0..options.connections)
+        .map(|_| {
+            let tally = Arc::clone(&tally);
+            let chunk = Arc::clone(&chunk);
+            let port = options.port;
+            thread::spawn(move || {
+                abuse(port, deadline, &tally, Duration::ZERO, |_| chunk.to_vec());
+            })
+        })
+        .collect();
+    let report = probe_pair(options.port, deadline, name);
+    for flooder in flooders {
+        let _ = flooder.join();
+    }
+    println!(
+        "{name}: {} connection(s) streamed only {} for {} s: connected {}, refused {}, closed by the server {}, {} bytes sent",
+        options.connections,
+        match name {
+            "empty-lines" => "\\n",
+            "crlf" => "\\r\\n",
+            _ => "IAC NOP",
+        },
+        options.seconds,
+        tally.connected.load(Ordering::Relaxed),
+        tally.refused.load(Ordering::Relaxed),
+        tally.closed_by_server.load(Ordering::Relaxed),
+        tally.bytes_sent.load(Ordering::Relaxed)
+    );
+    report.print();
+    report
+}
+
+/// The `connects` phase: threads that connect and close as fast as they can.
+fn run_connects(options: &Options) -> PairReport {
+    let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let connects = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let stormers: Vec<_> = (0..options.connections)
+        .map(|_| {
+            let (connects, failures) = (Arc::clone(&connects), Arc::clone(&failures));
+            let port = options.port;
+            thread::spawn(move || {
+                while Instant::now() < deadline {
+                    match TcpStream::connect(("127.0.0.1", port)) {
+                        Ok(stream) => {
+                            connects.fetch_add(1, Ordering::Relaxed);
+                            drop(stream);
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let report = probe_pair(options.port, deadline, "connects");
+    for stormer in stormers {
+        let _ = stormer.join();
+    }
+    println!(
+        "connects: {} thread(s) connected and closed for {} s: {} connect(s), {} failed",
+        options.connections,
+        options.seconds,
+        connects.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed)
+    );
+    report.print();
+    report
+}
+
+/// The `guesses` phase: every connection sends USER, then all send a wrong
+/// PASS at once; the answers are counted.
+fn run_guesses(options: &Options) -> Option<PairReport> {
+    let port = options.port;
+    let mut probe = Peer::connect(port)?;
+    let greeting = probe.line_by(Instant::now() + Duration::from_secs(5))?;
+    if greeting.contains("\"auth\":\"open\"") {
+        println!(
+            "guesses: skipped: the server's auth is open (run it against auth = \"accounts\")"
+        );
+        return None;
+    }
+    drop(probe);
+    let ready = Arc::new(Barrier::new(options.connections + 1));
+    let guessers: Vec<_> = (0..options.connections)
+        .map(|_| {
+            let ready = Arc::clone(&ready);
+            thread::spawn(move || -> Option<String> {
+                let peer = Peer::connect(port);
+                let mut peer = match peer {
+                    Some(mut peer) => {
+                        let setup = Instant::now() + Duration::from_secs(5);
+                        peer.send("{\"code\":110,\"username\":\"stress-guess\"}");
+                        peer.expect(&["\"code\":211"], setup).then_some(peer)
+                    }
+                    None => None,
+                };
+                // Everyone waits here, whether or not it got ready.
+                ready.wait();
+                let peer = peer.as_mut()?;
+                peer.send("{\"code\":111,\"password\":\"wrong guess\"}");
+                let until = Instant::now() + Duration::from_secs(10);
+                while let Some(line) = peer.line_by(until) {
+                    if let Some(code) = ["401", "429", "503", "403", "408"]
+                        .into_iter()
+                        .find(|code| line.contains(&format!("\"code\":{code}")))
+                    {
+                        return Some(code.to_owned());
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    ready.wait();
+    let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let report = thread::scope(|scope| {
+        let probing = scope.spawn(|| probe_pair(port, deadline, "guesses"));
+        let answers: Vec<Option<String>> = guessers
+            .into_iter()
+            .map(|guesser| guesser.join().unwrap_or(None))
+            .collect();
+        let count = |code: &str| {
+            answers
+                .iter()
+                .filter(|answer| answer.as_deref() == Some(code))
+                .count()
+        };
+        let (wrong, throttled) = (count("401"), count("429"));
+        println!(
+            "guesses: {} connection(s) from 127.0.0.1 sent a wrong PASS at once: {wrong} got 401, {throttled} got 429, {} other or none",
+            answers.len(),
+            answers.len() - wrong - throttled
+        );
+        probing.join().unwrap_or_default()
+    });
+    report.print();
+    Some(report)
+}
+
+fn main() {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("riftd-stress: {message}");
+            std::process::exit(2);
+        }
+    };
+    let peak_rss = Arc::new(AtomicU64::new(0));
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampler = options.pid.map(|pid| {
+        let peak_rss = Arc::clone(&peak_rss);
+        let stop = Arc::clone(&stop_sampling);
+        // Bounded like every loop here: every phase's time and a margin.
+        let phases = options.attacks.len() as u64;
+        let until = Instant::now() + Duration::from_secs((options.seconds + 30) * phases);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                if let Some(rss) = rss_kib(pid) {
+                    peak_rss.fetch_max(rss, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    });
+    let mut lost = 0;
+    let mut unhealthy = 0;
+    let mut probed = |report: PairReport| {
+        lost += report.lost();
+        if !report.is_healthy() {
+            unhealthy += 1;
+        }
+    };
+    let mut mix_lost = 0;
+    for attack in &options.attacks {
+        match *attack {
+            "baseline" => {
+                let deadline = Instant::now() + Duration::from_secs(options.seconds);
+                let report = probe_pair(options.port, deadline, "baseline");
+                println!("baseline: no attack for {} s", options.seconds);
+                report.print();
+                probed(report);
+            }
+            "mix" => {
+                let (lost, mix_rss) = run_mix(&options);
+                peak_rss.fetch_max(mix_rss, Ordering::Relaxed);
+                mix_lost += lost;
+            }
+            "empty-lines" => probed(run_flood(&options, attack, b"\n")),
+            "crlf" => probed(run_flood(&options, attack, b"\r\n")),
+            "iac-nop" => probed(run_flood(&options, attack, &[255, 241])),
+            "connects" => probed(run_connects(&options)),
+            _ => {
+                if let Some(report) = run_guesses(&options) {
+                    probed(report);
+                }
+            }
+        }
+    }
+    let lost = lost + mix_lost;
+    stop_sampling.store(true, Ordering::Relaxed);
+    if let Some(sampler) = sampler {
+        let _ = sampler.join();
+    }
+    if let Some(rss) = options.pid.and_then(rss_kib) {
+        peak_rss.fetch_max(rss, Ordering::Relaxed);
+    }
+    if options.pid.is_some() {
+        println!("server peak RSS: {} KiB", peak_rss.load(Ordering::Relaxed));
+    }
     println!("lost: {lost}");
-    std::process::exit(if lost == 0 { 0 } else { 1 });
+    println!("unhealthy probe pairs: {unhealthy}");
+    std::process::exit(if lost == 0 && unhealthy == 0 { 0 } else { 1 });
 }

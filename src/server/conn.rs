@@ -46,6 +46,10 @@ pub struct Conn {
     pub timer_ms: u64,
     /// When a quitting connection is closed even if output is still owed.
     pub linger_until: Option<Instant>,
+    /// The loop turn in which it was last read: a connection is read at
+    /// most once per turn (from the ready list or for its event), so it
+    /// gets one turn's budget and is carried to the next turn only once.
+    pub read_turn: u64,
 }
 
 impl Conn {
@@ -65,6 +69,7 @@ impl Conn {
             has_peer_closed: false,
             timer_ms: NO_TIMER,
             linger_until: None,
+            read_turn: 0,
         }
     }
 

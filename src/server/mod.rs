@@ -9,8 +9,10 @@ mod activation;
 mod conn;
 mod heap;
 mod journal;
+mod log_limit;
 mod verifier;
 
+use crate::codec::TurnBudget;
 use crate::config::{Config, ConfigError};
 use crate::hub::{ConnId, Hub, Now};
 use crate::outbox::Flushed;
@@ -18,6 +20,7 @@ use crate::proto::{Code, ServerMsg};
 use crate::tls::{self, Received};
 use conn::{CloseReason, Conn, NO_TIMER};
 use journal::Journal;
+use log_limit::{LogLimiter, suppressed_note};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -48,13 +51,16 @@ const DRAIN_LINGER: Duration = Duration::from_secs(2);
 const SHUTDOWN_DRAIN_LINGER: Duration = Duration::from_millis(500);
 /// Back-off before accepting again after EMFILE and friends.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// At most one "cannot accept" log line per this interval.
+/// At most one "cannot accept" log line per this interval; the same for
+/// refused connections and failed TLS starts, which a peer causes at the
+/// price of a connect.
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// At most this many disconnect lines per `ACCEPT_LOG_INTERVAL`: a session
+/// ends with one line at info, but a connect-and-close storm must not turn
+/// into a log storm.
+const DISCONNECT_LOG_BURST: u32 = 50;
 /// One read call's buffer, shared by every connection.
 const READ_CHUNK: usize = 64 * 1024;
-/// Lines one connection may have handled per loop turn; the rest waits for
-/// the next turn, so one busy client cannot delay the others.
-const LINES_PER_TURN: usize = 64;
 /// TCP keepalive: probe a silent peer after this long, so half-open
 /// connections (a vanished host) are found and their names freed.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
@@ -246,8 +252,12 @@ pub struct Server {
     lingering: Vec<usize>,
     /// Set after EMFILE and friends: accepting resumes at this instant.
     accept_paused_until: Option<Instant>,
-    last_accept_log: Option<Instant>,
-    accept_errors_unlogged: u64,
+    /// Rate limits for lines a peer can cause per connect (`log_limit`).
+    accept_log: LogLimiter,
+    refusal_log: LogLimiter,
+    tls_start_log: LogLimiter,
+    disconnect_log: LogLimiter,
+    verifier_busy_log: LogLimiter,
     /// Set once SIGTERM/SIGINT arrived: the loop ends by this instant.
     shutdown_deadline: Option<Instant>,
     /// The origin of `Now::mono_ms`.
@@ -259,9 +269,12 @@ pub struct Server {
     heap_trim: heap::HeapTrim,
     /// Connections per client address group (IPv6 /64).
     per_ip: HashMap<IpAddr, usize>,
-    /// Connections that stopped at their per-turn line budget with input
-    /// left: edge-triggered readiness will not report them again.
+    /// Connections that stopped at their per-turn budget (`TurnBudget`:
+    /// lines or bytes) with input maybe left: edge-triggered readiness will
+    /// not report them again. Each at most once (`Conn::read_turn`).
     ready: Vec<usize>,
+    /// Counts loop turns, from 1; see `Conn::read_turn`.
+    turn: u64,
 }
 
 fn now_unix_ms() -> u64 {
@@ -380,14 +393,18 @@ impl Server {
             closing: Vec::new(),
             lingering: Vec::new(),
             accept_paused_until: None,
-            last_accept_log: None,
-            accept_errors_unlogged: 0,
+            accept_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
+            refusal_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
+            tls_start_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
+            disconnect_log: LogLimiter::new(DISCONNECT_LOG_BURST, ACCEPT_LOG_INTERVAL),
+            verifier_busy_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
             shutdown_deadline: None,
             started: Instant::now(),
             timers: BinaryHeap::with_capacity(max_connections),
             heap_trim: heap::HeapTrim::default(),
             per_ip: HashMap::new(),
             ready: Vec::new(),
+            turn: 0,
         })
     }
 
@@ -434,6 +451,7 @@ impl Server {
                 mono_ms: u64::try_from(now.duration_since(self.started).as_millis())
                     .unwrap_or(u64::MAX),
             };
+            self.turn += 1;
             // Connections left with input by last turn's budget go first.
             for id in std::mem::take(&mut self.ready) {
                 self.read(id, wall);
@@ -593,21 +611,15 @@ impl Server {
             };
             let is_tls = *is_tls;
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, is_tls, wall),
+                Ok((stream, peer)) => self.admit(stream, peer, is_tls, now, wall),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if is_fd_exhaustion(&error) => {
-                    self.accept_errors_unlogged += 1;
-                    let is_log_due = self
-                        .last_accept_log
-                        .is_none_or(|last| now.duration_since(last) >= ACCEPT_LOG_INTERVAL);
-                    if is_log_due {
+                    if let Some(suppressed) = self.accept_log.event(now) {
                         log::error!(
                             "cannot accept: {error} ({} time(s) since the last report); pausing accepts",
-                            self.accept_errors_unlogged
+                            suppressed.saturating_add(1)
                         );
-                        self.last_accept_log = Some(now);
-                        self.accept_errors_unlogged = 0;
                     }
                     self.accept_paused_until = Some(instant_after(now, ACCEPT_PAUSE));
                     return;
@@ -623,6 +635,7 @@ impl Server {
         mut stream: mio::net::TcpStream,
         peer: SocketAddr,
         is_tls: bool,
+        now: Instant,
         wall: Now,
     ) {
         let tls = match (is_tls, &self.config.tls) {
@@ -631,12 +644,18 @@ impl Server {
             {
                 Ok(session) => Some(Box::new(session)),
                 Err(error) => {
-                    log::error!("peer={peer} cannot start TLS: {error}");
+                    if let Some(suppressed) = self.tls_start_log.event(now) {
+                        let note = suppressed_note(suppressed, "failure(s)");
+                        log::error!("peer={peer} cannot start TLS: {error}{note}");
+                    }
                     return;
                 }
             },
             (true, None) => {
-                log::error!("peer={peer} arrived on a TLS listener without a TLS config");
+                if let Some(suppressed) = self.tls_start_log.event(now) {
+                    let note = suppressed_note(suppressed, "failure(s)");
+                    log::error!("peer={peer} arrived on a TLS listener without a TLS config{note}");
+                }
                 return;
             }
         };
@@ -655,7 +674,11 @@ impl Server {
             None
         };
         if let Some(limit) = refusal {
-            log::warn!("peer={peer} refused: {limit} reached");
+            // A refusal costs the peer one connect: rate-limited.
+            if let Some(suppressed) = self.refusal_log.event(now) {
+                let note = suppressed_note(suppressed, "refusal(s)");
+                log::warn!("peer={peer} refused: {limit} reached{note}");
+            }
             let frame = ServerMsg::error(
                 Code::Unavailable,
                 format!("server full ({limit} reached); try again later"),
@@ -708,19 +731,25 @@ impl Server {
             closing,
             to_flush,
             ready,
+            turn,
             ..
         } = self;
         let Some(conn) = conns.get_mut(id) else {
             return;
         };
-        if conn.closing.is_some() {
+        if conn.closing.is_some() || conn.read_turn == *turn {
+            // Already read this turn (from the ready list, then its event):
+            // one budget per turn, and one place on the ready list.
             return;
         }
+        conn.read_turn = *turn;
         let conn_id = ConnId(id);
-        let mut budget = LINES_PER_TURN;
+        // Every line handed on and every byte read is charged, whatever the
+        // codec makes of it, so no input of any shape holds the loop.
+        let mut budget = TurnBudget::default();
         loop {
             // Lines already buffered first, within this turn's budget.
-            while budget > 0 && !hub.is_quitting(conn_id) && hub.state(conn_id).is_some() {
+            while budget.has_lines() && !hub.is_quitting(conn_id) && hub.state(conn_id).is_some() {
                 let Some(line) = conn.codec.next_line() else {
                     break;
                 };
@@ -728,19 +757,20 @@ impl Server {
                     Ok(line) => hub.handle_line(conn_id, line, wall),
                     Err(error) => hub.handle_codec_error(conn_id, error),
                 }
-                budget -= 1;
+                budget.charge_line();
             }
-            if budget == 0 {
+            if budget.is_spent() {
                 // More may wait in the codec or the socket: next turn.
                 ready.push(id);
                 break;
             }
+            let buf = &mut read_buf[..budget.read_len(READ_CHUNK)];
             let received = match &mut conn.tls {
-                None => conn.stream.read(read_buf).map(|count| match count {
+                None => conn.stream.read(buf).map(|count| match count {
                     0 => Received::Closed,
                     count => Received::Data(count),
                 }),
-                Some(tls) => tls::read_plaintext(tls, &mut conn.stream, read_buf),
+                Some(tls) => tls::read_plaintext(tls, &mut conn.stream, buf),
             };
             let received = match received {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(Received::WouldBlock),
@@ -764,9 +794,12 @@ impl Server {
                     }
                     break;
                 }
+                Ok(Received::Records(count)) => budget.charge_bytes(count),
                 Ok(Received::Data(count)) => {
+                    budget.charge_bytes(count);
                     if hub.is_quitting(conn_id) || hub.state(conn_id).is_none() {
-                        // Quitting or draining: input is discarded.
+                        // Quitting or draining: input is discarded (and
+                        // charged, so a drain cannot hold the loop either).
                         continue;
                     }
                     conn.codec.push(&read_buf[..count]);
@@ -847,10 +880,14 @@ impl Server {
         let jobs: Vec<_> = self.hub.drain_verify_jobs().collect();
         for job in jobs {
             if let Err(job) = self.verifier.submit(job) {
-                log::warn!(
-                    "conn={} password check refused: verifier queue full",
-                    job.conn
-                );
+                // A login storm would make one line per PASS: rate-limited.
+                if let Some(suppressed) = self.verifier_busy_log.event(Instant::now()) {
+                    let note = suppressed_note(suppressed, "refused check(s)");
+                    log::warn!(
+                        "conn={} password check refused: verifier queue full{note}",
+                        job.conn
+                    );
+                }
                 self.hub.handle_verify_busy(job.conn, job.ticket);
             }
         }
@@ -1034,11 +1071,20 @@ impl Server {
                 }
             }
             let reason = conn.closing.unwrap_or(CloseReason::IoError);
+            // One line per session, but a connect-and-close storm (garbage
+            // on the TLS port costs a peer one connect) is rate-limited.
+            let Some(suppressed) = self.disconnect_log.event(Instant::now()) else {
+                continue;
+            };
+            let note = suppressed_note(suppressed, "disconnect(s)");
             match reason {
                 CloseReason::SlowConsumer | CloseReason::Deadline => {
-                    log::warn!("conn={id} peer={} dropped: {reason:?}", conn.peer)
+                    log::warn!("conn={id} peer={} dropped: {reason:?}{note}", conn.peer)
                 }
-                _ => log::info!("conn={id} peer={} disconnected ({reason:?})", conn.peer),
+                _ => log::info!(
+                    "conn={id} peer={} disconnected ({reason:?}){note}",
+                    conn.peer
+                ),
             }
         }
     }
