@@ -336,6 +336,9 @@ pub struct Hub {
     /// Password checks for the shell to run off the loop.
     verify_jobs: Vec<VerifyJob>,
     next_ticket: u64,
+    /// Set once "message ids are exhausted" has been logged: every later
+    /// SAY or DM is refused the same way, and must not write a line each.
+    has_logged_ids_exhausted: bool,
 }
 
 /// Requests answered to the sender only, whose output is bounded by the
@@ -441,6 +444,7 @@ impl Hub {
             },
             verify_jobs: Vec::new(),
             next_ticket: 1,
+            has_logged_ids_exhausted: false,
         }
     }
 
@@ -897,14 +901,28 @@ impl Hub {
             return;
         };
         if client.pending_check.map(NonZeroU64::get) == Some(ticket) {
+            let is_text = client.mode == Some(Mode::Text);
             self.end_pending_check(conn);
-            self.clients.send(
-                conn,
-                &ServerMsg::error(
-                    Code::Unavailable,
-                    "too many logins at once; send PASS again shortly",
-                ),
-            );
+            if is_text {
+                // A person at a prompt types the password again; the
+                // prompt says so, in the words of text mode.
+                self.clients.send(
+                    conn,
+                    &ServerMsg::error(
+                        Code::Unavailable,
+                        "too many logins at once; type the password again shortly",
+                    ),
+                );
+                self.prompt_password(conn);
+            } else {
+                self.clients.send(
+                    conn,
+                    &ServerMsg::error(
+                        Code::Unavailable,
+                        "too many logins at once; send PASS again shortly",
+                    ),
+                );
+            }
         }
     }
 
@@ -1344,8 +1362,13 @@ impl Hub {
         text: String,
         now: Now,
     ) -> Result<ServerMsg, Refusal> {
+        let has_logged = &mut self.has_logged_ids_exhausted;
         let id = self.ids.take().map_err(|IdsExhausted| {
-            log::error!("message ids are exhausted: the history journal must be reset");
+            if !std::mem::replace(has_logged, true) {
+                log::error!(
+                    "message ids are exhausted: SAY and DM get 503 until the history journal is reset"
+                );
+            }
             Refusal::new(
                 Code::Unavailable,
                 "message ids are exhausted on this server",

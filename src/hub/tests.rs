@@ -2324,6 +2324,32 @@ mod accounts_auth {
     }
 
     #[test]
+    fn a_full_verifier_queue_asks_a_text_user_to_type_the_password_again() {
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        chat.received(conn);
+        chat.send(conn, "alice");
+        assert_eq!(chat.received_text(conn), vec!["* password:"]);
+        chat.send(conn, ALICE_PASSWORD);
+        let job = chat.hub.drain_verify_jobs().next().expect("a check");
+        chat.hub.handle_verify_busy(conn, job.ticket);
+        assert_eq!(
+            chat.received_text(conn),
+            vec![
+                "! too many logins at once; type the password again shortly (503)",
+                "* password:"
+            ]
+        );
+        chat.send(conn, ALICE_PASSWORD);
+        let retry = chat.hub.drain_verify_jobs().next().expect("a new check");
+        chat.hub.handle_verified(conn, retry.ticket, true, chat.now);
+        assert_eq!(
+            chat.received_text(conn),
+            vec!["* you are now alice", "* alice joined #lobby"]
+        );
+    }
+
+    #[test]
     fn repeated_failures_are_throttled_with_429_and_a_success_resets() {
         let mut chat = accounts_chat(false);
         for _ in 0..crate::throttle::FREE_FAILURES + 1 {
@@ -2766,6 +2792,22 @@ mod room_history {
         chat.expect_error(alice, 503, "ids are exhausted");
         chat.send_json(alice, json!({"code": 102, "to": "alice", "message": "dm"}));
         chat.expect_error(alice, 503, "ids are exhausted");
+    }
+
+    #[test]
+    fn exhausted_ids_are_logged_once_not_once_per_refused_message() {
+        let mut chat = history_chat(50, 100);
+        assert_eq!(
+            chat.hub
+                .restore_history([old_message(crate::history::MAX_MESSAGE_ID, "last")]),
+            0
+        );
+        let (alice, _) = login_with_backlog(&mut chat, "alice");
+        for _ in 0..3 {
+            chat.send_json(alice, json!({"code": 100, "message": "one more"}));
+            chat.expect_error(alice, 503, "ids are exhausted");
+        }
+        assert!(chat.hub.has_logged_ids_exhausted);
     }
 
     #[test]
