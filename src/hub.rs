@@ -450,6 +450,8 @@ impl Hub {
 
     /// Applies a reloaded configuration. Sessions keep their state; the new
     /// auth applies to logins from now on, the default room to new logins.
+    /// The exception: a switch to accounts closes every logged-in session,
+    /// whose name was never verified as an account.
     pub fn set_config(&mut self, config: HubConfig) {
         self.rooms.entry(config.default_room.clone()).or_default();
         self.clients.max_output_bytes = config.max_output_bytes;

@@ -4,13 +4,16 @@
 //! - [`codec`]: bytes to lines (cap, `\r\n`, telnet stripping, UTF-8).
 //! - [`proto`]: codes, names, requests and frames; the only JSON user.
 //! - [`session`]: the LISTEN → USER AUTH → PASS AUTH → BROADCAST → QUIT machine.
-//! - [`flood`]: the per-session token bucket for frames reaching others.
-//! - [`history`]: per-room history in memory: backlog, HISTORY answers.
+//! - [`flood`]: the per-session token bucket for frames reaching others,
+//!   and the byte budget of answers (HISTORY, WHO, ROOMS, PING).
+//! - [`history`]: room history in memory (per room and for all rooms),
+//!   backlog and HISTORY answers, message ids.
 //! - [`hub`]: names, rooms, private messages and fan-out into outboxes.
 //! - [`outbox`]: one connection's queue of shared encoded frames.
 //! - [`auth`]: open, shared password or accounts: what a login needs.
 //! - [`accounts`]: the users file (argon2id PHC strings), hashing, verifying.
-//! - [`throttle`]: growing waits after failed logins, per address and name.
+//! - [`throttle`]: growing waits after failed logins, per address, per
+//!   address and name, and per name; checks in flight count.
 //! - [`config`]: defaults + TOML file + flags, validated.
 //!
 //! The shell around it:
