@@ -217,10 +217,11 @@ impl Users {
 
     /// Reads and parses a users file.
     pub fn load(path: &Path) -> Result<Users, AccountsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AccountsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::config::read_regular_text(path, crate::config::MAX_USERS_FILE_BYTES)
+            .map_err(|source| AccountsError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Users::parse(&text, path)
     }
 

@@ -67,10 +67,13 @@ fn not_a_pid_file(path: &Path, reason: impl Into<String>) -> DaemonError {
 const MAX_PID_TEXT: u64 = 32;
 
 /// Opens an existing or new pidfile without following a symlink in its
-/// last component, and refuses anything but a regular file.
+/// last component, and refuses anything but a regular file. Non-blocking,
+/// so that a FIFO at the path is refused instead of hanging `status` and
+/// `stop` until some writer opens it.
 fn open_pid_file(path: &Path, options: &mut OpenOptions) -> Result<File, DaemonError> {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = options
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags(flags.bits() as i32)
         .open(path)
         .map_err(|error| {
             if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {

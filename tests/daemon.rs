@@ -1068,3 +1068,54 @@ fn a_reload_with_a_number_outside_its_range_keeps_the_old_configuration() {
     assert_told_going_down(&mut json_client, &mut text_client);
     daemon.wait_pidfile_gone();
 }
+
+/// `mkfifo PATH`, replacing whatever is there.
+fn make_fifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let made = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("cannot run mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_fifo_named_by_the_config_is_refused_and_never_hangs_a_command_or_a_reload() {
+    let daemon = Daemon::new("auth = \"password\"\npassword_file = \"pw\"");
+    std::fs::write(daemon.path("pw"), "old\n").expect("cannot write the password file");
+    let pid = daemon.start();
+    // A reload reads the files on the event loop: a FIFO there used to
+    // block it, freezing every client, until some writer came along.
+    make_fifo(&daemon.path("pw"));
+    send_signal(pid, "HUP");
+    let log = daemon.wait_for_log("keeping the old configuration");
+    assert!(log.contains("a FIFO, not a regular file"), "{log}");
+    assert_eq!(password_login(daemon.address(), "carol", "old"), 202);
+    let _ = std::fs::remove_file(daemon.path("pw"));
+    std::fs::write(daemon.path("pw"), "old\n").expect("cannot restore the password file");
+
+    // A FIFO as the pidfile: status and stop refuse it instead of waiting
+    // for a writer; a FIFO as the config file is refused too.
+    let other = Daemon::with_pid_file("fifo.pid");
+    make_fifo(&other.pid_path());
+    for action in ["status", "stop", "start"] {
+        let finished = other.ctl(action);
+        assert_eq!(finished.code(), Some(2), "{action}: {finished:?}");
+        assert!(
+            finished.stderr.contains("not a regular file"),
+            "{action}: {finished:?}"
+        );
+    }
+    let config_fifo = other.path("fifo.toml");
+    make_fifo(&config_fifo);
+    let mut command = Command::new(RIFTD);
+    command
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&config_fifo);
+    let finished = run(command);
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("a FIFO"), "{finished:?}");
+    // The guard reads the pidfile; a FIFO would block it.
+    let _ = std::fs::remove_file(other.pid_path());
+}
