@@ -1119,3 +1119,35 @@ fn a_fifo_named_by_the_config_is_refused_and_never_hangs_a_command_or_a_reload()
     // The guard reads the pidfile; a FIFO would block it.
     let _ = std::fs::remove_file(other.pid_path());
 }
+
+#[test]
+fn a_listen_fds_count_beyond_the_passed_sockets_is_refused_without_closing_riftds_own_files() {
+    // LISTEN_PID names riftd (the shell execs it, keeping its pid) and
+    // LISTEN_FDS claims two sockets where none were passed: descriptor 3 is
+    // then riftd's own pidfile. Adopting it to refuse it used to close it:
+    // the pidfile was left behind naming a dead pid (or a debug build
+    // aborted on the second close).
+    let daemon = Daemon::new("");
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=2 exec \"$0\" --config \"$1\"",
+            RIFTD,
+        ])
+        .arg(daemon.config_path())
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET");
+    let finished = run(command);
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(
+        finished.stderr.contains("is not a listening TCP socket"),
+        "{finished:?}"
+    );
+    assert!(
+        !daemon.pid_path().exists(),
+        "the pidfile was left behind: {finished:?}"
+    );
+    assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
+}
