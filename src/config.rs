@@ -147,6 +147,9 @@ pub struct Config {
     /// The TLS server config built from `tls_cert` and `tls_key`.
     #[serde(skip)]
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The file this config was read from, if any.
+    #[serde(skip)]
+    source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -181,6 +184,7 @@ impl Default for Config {
             password: None,
             users: None,
             tls: None,
+            source: None,
         }
     }
 }
@@ -329,6 +333,7 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
+        config.source = Some(path.to_owned());
         // Relative paths in the file are relative to the file.
         if let Some(dir) = path.parent() {
             for file in [
@@ -367,6 +372,7 @@ impl Config {
             check_range(key, value)?;
         }
         check_history_file(self.history_path())?;
+        self.check_distinct_files()?;
         self.password = match (self.auth, &self.password_file) {
             (AuthSetting::Open, _) => None,
             (AuthSetting::Password, None) => {
@@ -395,6 +401,60 @@ impl Config {
             (_, None) => return Err(invalid("tls_key", "tls_listen needs tls_cert and tls_key")),
         };
         Ok(self)
+    }
+
+    /// Refuses a file that riftd writes (`history_file`, `pid_file`,
+    /// `log_file`, and `users_file`, which `riftd user …` rewrites) when it
+    /// is the same file as the config file or another configured file,
+    /// compared by path and, for files that exist, by inode (so a symlink
+    /// or a second spelling is caught too). Writing one of them would
+    /// destroy the other: a log appended to the config made it unparsable,
+    /// so that even `riftd -d stop` refused to run.
+    pub fn check_distinct_files(&self) -> Result<(), ConfigError> {
+        const WRITTEN: [&str; 4] = ["history_file", "pid_file", "log_file", "users_file"];
+        let mut named: Vec<(&'static str, &Path)> = Vec::new();
+        if let Some(path) = &self.source {
+            named.push(("the config file", path));
+        }
+        for (key, path) in [
+            ("password_file", &self.password_file),
+            ("users_file", &self.users_file),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("pid_file", &self.pid_file),
+            ("log_file", &self.log_file),
+        ] {
+            if let Some(path) = path {
+                named.push((key, path));
+            }
+        }
+        if let Some(path) = self.history_path() {
+            named.push(("history_file", path));
+        }
+        for (index, &(first, first_path)) in named.iter().enumerate() {
+            for &(second, second_path) in &named[index + 1..] {
+                let written = WRITTEN.iter().find(|key| **key == second || **key == first);
+                let Some(written) = written else {
+                    continue;
+                };
+                if is_same_file(first_path, second_path) {
+                    let other = if *written == first { second } else { first };
+                    let other = if other.ends_with("_file") || other.starts_with("tls_") {
+                        format!("`{other}`")
+                    } else {
+                        other.to_owned()
+                    };
+                    return Err(invalid(
+                        written,
+                        format!(
+                            "{} is also {other}; riftd writes {written}, which would destroy it",
+                            first_path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every numeric key with its value, for the range checks.
@@ -547,6 +607,19 @@ pub fn read_regular_text(path: &Path, max: u64) -> std::io::Result<String> {
             "stream did not contain valid UTF-8",
         )
     })
+}
+
+/// Whether two configured paths name one file: the same absolute path, or
+/// (both existing, symlinks followed) the same inode.
+fn is_same_file(first: &Path, second: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if std::path::absolute(first).ok() == std::path::absolute(second).ok() {
+        return true;
+    }
+    match (std::fs::metadata(first), std::fs::metadata(second)) {
+        (Ok(first), Ok(second)) => first.dev() == second.dev() && first.ino() == second.ino(),
+        _ => false,
+    }
 }
 
 /// "a symlink", "a directory", "a character device", … for messages.
@@ -836,6 +909,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_file_riftd_writes_that_is_also_another_configured_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("riftd.toml");
+        std::fs::write(dir.path().join("users"), "").unwrap();
+        std::os::unix::fs::symlink(&config_path, dir.path().join("link.toml")).unwrap();
+        for (text, key, other) in [
+            ("log_file = \"riftd.toml\"", "log_file", "the config file"),
+            ("log_file = \"link.toml\"", "log_file", "the config file"),
+            ("log_file = \"./riftd.toml\"", "log_file", "the config file"),
+            (
+                "history_file = \"riftd.toml\"",
+                "history_file",
+                "the config file",
+            ),
+            (
+                "users_file = \"users\"\nhistory_file = \"users\"",
+                "history_file",
+                "`users_file`",
+            ),
+            (
+                "pid_file = \"x.log\"\nlog_file = \"x.log\"",
+                "log_file",
+                "`pid_file`",
+            ),
+            (
+                "users_file = \"riftd.toml\"",
+                "users_file",
+                "the config file",
+            ),
+        ] {
+            std::fs::write(&config_path, format!("listen = \"127.0.0.1:0\"\n{text}\n")).unwrap();
+            let config = Config::from_file(&config_path).unwrap();
+            let error = config.check_distinct_files().unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")), "{text}: {error}");
+            assert!(error.contains(other), "{text}: {error}");
+            assert!(error.contains("would destroy it"), "{text}: {error}");
+        }
+        std::fs::write(
+            &config_path,
+            "listen = \"127.0.0.1:0\"\nlog_file = \"riftd.log\"\npid_file = \"riftd.pid\"\nhistory_file = \"h.jsonl\"\n",
+        )
+        .unwrap();
+        Config::from_file(&config_path).unwrap().validate().unwrap();
+    }
+
     fn mkfifo(path: &Path) {
         let status = std::process::Command::new("mkfifo")
             .arg(path)
@@ -873,10 +992,15 @@ mod tests {
             };
             let mut config = Config::from_toml(text).unwrap();
             config.history_file = PathBuf::new();
-            config.password_file = Some(fifo.clone());
-            config.users_file = Some(fifo.clone());
-            config.tls_cert = Some(fifo.clone());
-            config.tls_key = Some(fifo.clone());
+            match key {
+                "password_file" => config.password_file = Some(fifo.clone()),
+                "users_file" => config.users_file = Some(fifo.clone()),
+                _ => {
+                    // One PEM file may hold both: not two jobs for one file.
+                    config.tls_cert = Some(fifo.clone());
+                    config.tls_key = Some(fifo.clone());
+                }
+            }
             let error = config.validate().unwrap_err().to_string();
             assert!(error.contains("a FIFO"), "{key}: {error}");
         }

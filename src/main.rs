@@ -393,6 +393,9 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
+    // A users_file that is also the config (or another file riftd writes)
+    // would be replaced by the accounts.
+    config.check_distinct_files()?;
     let path = config.users_file.clone().ok_or_else(|| {
         Failure::Usage(
             "the config sets no users_file; pass --config PATH with users_file = \"…\"".to_owned(),

@@ -1008,7 +1008,14 @@ fn a_pid_file_that_names_the_config_itself_is_refused_with_exit_2_and_left_intac
     for finished in [daemon.ctl("start"), daemon.foreground()] {
         assert_eq!(finished.code(), Some(2), "{finished:?}");
         assert!(finished.stderr.contains("riftd.toml"), "{finished:?}");
-        assert!(finished.stderr.contains("not a pid"), "{finished:?}");
+        // The config names itself as pid_file: refused before the pidfile
+        // is even opened (a pidfile holding anything but a pid is refused
+        // too: daemon::tests::a_file_that_does_not_hold_a_pid_…).
+        assert!(
+            finished.stderr.contains("`pid_file`")
+                && finished.stderr.contains("is also the config file"),
+            "{finished:?}"
+        );
         assert_eq!(
             std::fs::read_to_string(daemon.config_path())
                 .ok()
@@ -1150,4 +1157,37 @@ fn a_listen_fds_count_beyond_the_passed_sockets_is_refused_without_closing_riftd
         "the pidfile was left behind: {finished:?}"
     );
     assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
+}
+
+#[test]
+fn a_log_file_that_is_the_config_itself_is_refused_with_exit_2_and_left_intact() {
+    // The daemon used to append its log to the config, which then no longer
+    // parsed: even `riftd -d stop` refused to run.
+    let daemon = Daemon::new("");
+    daemon.write_config("log_file = \"riftd.toml\"");
+    let config = std::fs::read_to_string(daemon.config_path()).expect("cannot read the config");
+    // (The base config sets log_file already; TOML refuses a duplicate key,
+    // so the test's own line is the only one.)
+    let config = config.replace("log_file = \"riftd.log\"\n", "");
+    std::fs::write(daemon.config_path(), &config).expect("cannot write the config");
+    for finished in [daemon.ctl("start"), daemon.foreground()] {
+        assert_eq!(finished.code(), Some(2), "{finished:?}");
+        assert!(finished.stderr.contains("`log_file`"), "{finished:?}");
+        assert!(finished.stderr.contains("the config file"), "{finished:?}");
+        assert_eq!(
+            std::fs::read_to_string(daemon.config_path())
+                .ok()
+                .as_deref(),
+            Some(config.as_str()),
+            "the config was written"
+        );
+        assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
+    }
+    let mut command = Command::new(RIFTD);
+    command
+        .args(["user", "list", "--config"])
+        .arg(daemon.config_path());
+    let finished = run(command);
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("`log_file`"), "{finished:?}");
 }
