@@ -477,3 +477,32 @@ fn cycling_through_many_rooms_keeps_history_within_history_max_bytes() {
         assert_eq!(texts(&backlog).len(), expected, "{room}: {backlog}");
     }
 }
+
+#[test]
+fn a_second_riftd_on_the_same_journal_is_refused_and_the_first_one_keeps_it() {
+    // Two servers on one journal (two instances with the default state
+    // directory, say) used to both append: the first one's compaction then
+    // unlinked the file the second went on appending to, losing its
+    // messages, and a replay could cut the other's record in half.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let first = server(&path, "");
+    let (mut alice, _) = join(first.port(), "alice");
+    say_all(&mut alice, &["one"]);
+    let finished = Launch::new()
+        .args(&["--listen", "127.0.0.1:0", "--history-file"])
+        .arg(path.to_str().expect("temporary paths are UTF-8"))
+        .run_to_exit();
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("in use by another riftd"),
+        "{}",
+        finished.stderr
+    );
+    say_all(&mut alice, &["two"]);
+    drop(alice);
+    drop(first);
+    let second = server(&path, "");
+    let (_, backlog) = join(second.port(), "bob");
+    assert_eq!(texts(&backlog), vec!["one", "two"]);
+}

@@ -53,6 +53,12 @@ const APPEND_LOG_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Holds the exclusive `flock` on the file at `path` for this riftd's
+    /// life: a second riftd on the same journal is refused at start (its
+    /// appends would go to a file the first one's compaction unlinks, and
+    /// its replay could cut the first one's record in half). Compaction
+    /// locks the new file before renaming it into place.
+    _lock: File,
     policy: FsyncPolicy,
     /// Records in the file now (replayed + appended since).
     records: usize,
@@ -162,6 +168,24 @@ fn open_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Takes the journal's exclusive lock (on a duplicate of `file`'s
+/// descriptor, which shares it), or refuses when another process holds it.
+fn lock_journal(file: &File, path: &Path) -> io::Result<File> {
+    let lock = file.try_clone()?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!(
+                "{} is in use by another riftd (it holds the file's lock); \
+                 give each riftd its own history_file",
+                path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(error)) => Err(error),
+    }
+}
+
 /// One line read by `read_record`.
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
@@ -257,6 +281,7 @@ impl Journal {
             std::fs::create_dir_all(dir)?;
         }
         let mut file = open_append(path)?;
+        let lock = lock_journal(&file, path)?;
         let mut messages = Vec::new();
         let mut next_id = 0u64;
         let mut skipped = 0usize;
@@ -314,6 +339,7 @@ impl Journal {
             Journal {
                 path: path.to_owned(),
                 file,
+                _lock: lock,
                 policy,
                 records,
                 flusher,
@@ -420,13 +446,21 @@ impl Journal {
             }
             file.write_all(&buffer)?;
             file.sync_all()?;
+            // Locked before it takes the journal's name, so no other
+            // riftd can ever find it unlocked.
+            let lock = lock_journal(&file, &temp)?;
             std::fs::rename(&temp, &self.path)?;
-            File::open(&dir)?.sync_all()
+            File::open(&dir)?.sync_all()?;
+            Ok(lock)
         })();
-        if let Err(error) = result {
-            let _ = std::fs::remove_file(&temp);
-            return Err(error);
-        }
+        let lock = match result {
+            Ok(lock) => lock,
+            Err(error) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(error);
+            }
+        };
+        self._lock = lock;
         self.file = open_append(&self.path)?;
         self.records = kept.len().saturating_add(1);
         if let Some(flusher) = &self.flusher {
@@ -568,6 +602,32 @@ mod tests {
     }
 
     #[test]
+    fn a_second_journal_on_the_same_file_is_refused_also_after_a_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let (mut first, _) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let refused = |path: &Path| {
+            let Err(error) = Journal::open(path, FsyncPolicy::Never) else {
+                panic!("a second journal on {} was opened", path.display());
+            };
+            assert_eq!(error.kind(), io::ErrorKind::ResourceBusy, "{error}");
+            assert!(error.to_string().contains("another riftd"), "{error}");
+        };
+        refused(&path);
+        let mut history = History::new(2);
+        history.record(&message(1, "a"));
+        first.append(None, &[message(1, "a")]).unwrap();
+        // Compaction puts a new file at the path: it is locked too.
+        first.compact(&history, 2, Instant::now()).unwrap();
+        refused(&path);
+        first.append(None, &[message(2, "a")]).unwrap();
+        drop(first);
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let ids: Vec<u64> = replayed.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 2]);
+    }
+
+    #[test]
     fn compaction_keeps_only_the_kept_history() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.jsonl");
@@ -701,6 +761,7 @@ mod tests {
         journal.append(None, &history.take_unwritten()).unwrap();
         journal.compact(&history, 1025, Instant::now()).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+        drop(journal);
         let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(replayed.messages, vec![message(1, "a")]);
     }
