@@ -53,6 +53,23 @@ pub enum AccountsError {
     /// A rewrite could not keep the file's owner; nothing was written.
     #[error("users file {path} {reason}")]
     Owner { path: PathBuf, reason: String },
+    /// The users file is a symlink: a rewrite (a rename into place) would
+    /// replace the link with a regular file and leave its target stale,
+    /// and as root it must not write wherever a link points. Nothing was
+    /// written.
+    #[error(
+        "users file {path} is a symbolic link (to {target}); riftd user … replaces the file it \
+         names, which would turn the link into a file and leave {target} stale; set users_file to \
+         the real file instead"
+    )]
+    Symlink { path: PathBuf, target: String },
+}
+
+impl AccountsError {
+    /// Whether the configuration is at fault (exit 2), not the run.
+    pub fn is_refused_config(&self) -> bool {
+        matches!(self, AccountsError::Symlink { .. })
+    }
 }
 
 /// The owner, group and permission bits of an existing users file, which a
@@ -259,8 +276,18 @@ impl Users {
     }
 
     /// Refuses early (before a password is asked for) a rewrite that could
-    /// not keep the existing file's owner.
+    /// not keep the existing file's owner, or one of a symlink (`save`
+    /// checks again under the lock).
     pub fn check_rewritable(path: &Path) -> Result<(), AccountsError> {
+        if std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_symlink()) {
+            let target = std::fs::read_link(path)
+                .map(|target| target.display().to_string())
+                .unwrap_or_else(|_| "an unreadable target".to_owned());
+            return Err(AccountsError::Symlink {
+                path: path.to_owned(),
+                target,
+            });
+        }
         let euid = rustix::process::geteuid().as_raw();
         match existing_ownership(path)? {
             Some(old) => old
@@ -426,6 +453,32 @@ mod tests {
 
     fn name(text: &str) -> Username {
         Username::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_symlinked_users_file_is_refused_and_neither_link_nor_target_is_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real-users");
+        let link = dir.path().join("users");
+        let text = format!("{HEADER}\n");
+        std::fs::write(&target, &text).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        // Reading through the link is fine: the server loads it.
+        assert!(Users::load(&link).unwrap().is_empty());
+        let error = Users::check_rewritable(&link).unwrap_err();
+        assert!(error.is_refused_config(), "{error}");
+        assert!(error.to_string().contains("real-users"), "{error}");
+        let error = Users::update(&link, |users| users.remove(&name("nobody"))).unwrap_err();
+        assert!(matches!(error, AccountsError::Unknown(_)), "{error}");
+        let error = Users::default().save(&link).unwrap_err();
+        assert!(error.is_refused_config(), "{error}");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), text);
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl Failure {
         match self {
             Failure::Config(_) | Failure::Usage(_) => ExitCode::from(2),
             Failure::Daemon(error) if error.is_refused_config() => ExitCode::from(2),
+            Failure::Accounts(error) if error.is_refused_config() => ExitCode::from(2),
             // A socket unit that passes unusable sockets is a configuration
             // mistake too: exit 2, which the unit does not restart.
             Failure::Server(ServerError::Activation(_)) => ExitCode::from(2),
