@@ -506,3 +506,56 @@ fn a_second_riftd_on_the_same_journal_is_refused_and_the_first_one_keeps_it() {
     let (_, backlog) = join(second.port(), "bob");
     assert_eq!(texts(&backlog), vec!["one", "two"]);
 }
+
+#[test]
+fn a_journal_write_cut_short_by_a_full_disk_costs_no_message_written_after_it() {
+    // A write cut short (ENOSPC; here EFBIG under `ulimit -f`) left part of
+    // a record in the journal; the first record written once there was
+    // room again was glued to that fragment, and skipped at the next start
+    // as one corrupt line.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let settings = "listen = \"127.0.0.1:0\"\nflood_rate = 0.0\nhistory_fsync = \"never\"\n";
+    let mut server = Launch::new()
+        .config(settings)
+        .arg("--history-file")
+        .arg(path.to_str().expect("temporary paths are UTF-8"))
+        .file_size_kib(8)
+        .start();
+    let (mut alice, _) = join(server.port(), "alice");
+    let text = "x".repeat(1000);
+    // 8 KiB hold seven such records: the ninth write cannot fit.
+    for _ in 0..9 {
+        say_all(&mut alice, &[&text]);
+    }
+    server.wait_for_log("history: cannot append");
+    let lifted = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", server.pid()))
+        .arg("--fsize=unlimited:unlimited")
+        .status()
+        .expect("cannot run prlimit (util-linux)");
+    assert!(lifted.success());
+    say_all(&mut alice, &["after the disk had room again"]);
+    // A PING answered means the turn that journaled the message is over.
+    alice.send_json(&json!({"code": 108}));
+    alice.expect_code(207);
+    server.signal("KILL");
+    server.wait_exit();
+    let mut restarted = Launch::new()
+        .config(settings)
+        .arg("--history-file")
+        .arg(path.to_str().expect("temporary paths are UTF-8"))
+        .start();
+    let (_, backlog) = join(restarted.port(), "bob");
+    let texts = texts(&backlog);
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some("after the disk had room again"),
+        "{} message(s) replayed",
+        texts.len()
+    );
+    // Logged before `listening on`, which `start` waited for.
+    let log = restarted.drain_log().join("\n");
+    assert!(log.contains("message(s) replayed"), "{log}");
+    assert!(!log.contains("skipped"), "{log}");
+}

@@ -62,6 +62,15 @@ pub struct Journal {
     policy: FsyncPolicy,
     /// Records in the file now (replayed + appended since).
     records: usize,
+    /// The file's length up to its last whole record.
+    length: u64,
+    /// Set when a failed append left part of a record behind and cutting it
+    /// off failed too: the next append cuts it first.
+    is_torn: bool,
+    /// An id reservation whose append failed: it goes out with the next
+    /// batch, since ids handed out under it must never be reused after a
+    /// restart.
+    unwritten_reservation: Option<u64>,
     flusher: Option<Flusher>,
     /// Reused per batch: all records of one turn, for one `write`.
     batch: Vec<u8>,
@@ -342,6 +351,9 @@ impl Journal {
                 _lock: lock,
                 policy,
                 records,
+                length: good_length,
+                is_torn: false,
+                unwritten_reservation: None,
                 flusher,
                 batch: Vec::new(),
                 backoff: Backoff::default(),
@@ -358,7 +370,13 @@ impl Journal {
     /// Appends one turn's id reservation (if any) and messages with one
     /// `write`, then fsyncs under `always` (before the caller flushes any
     /// client's output).
+    ///
+    /// A failed write (ENOSPC, EFBIG, EIO) may have written part of the
+    /// batch: that fragment is cut off again, so that the next record does
+    /// not get glued to it and skipped at replay as one corrupt line; and
+    /// the batch's id reservation is kept for the next append.
     pub fn append(&mut self, next_id: Option<u64>, messages: &[ChatMessage]) -> io::Result<()> {
+        let next_id = next_id.max(self.unwritten_reservation.take());
         if messages.is_empty() && next_id.is_none() {
             return Ok(());
         }
@@ -369,7 +387,16 @@ impl Journal {
         for message in messages {
             write_history_record(message, &mut self.batch);
         }
-        self.file.write_all(&self.batch)?;
+        let written = self
+            .cut_torn_tail()
+            .and_then(|()| self.file.write_all(&self.batch));
+        if let Err(error) = written {
+            self.unwritten_reservation = next_id;
+            self.is_torn = true;
+            let _ = self.cut_torn_tail();
+            return Err(error);
+        }
+        self.length = self.length.saturating_add(self.batch.len() as u64);
         self.records = self
             .records
             .saturating_add(messages.len())
@@ -382,6 +409,15 @@ impl Journal {
                 }
             }
             FsyncPolicy::Never => {}
+        }
+        Ok(())
+    }
+
+    /// Cuts off what a failed append left after the last whole record.
+    fn cut_torn_tail(&mut self) -> io::Result<()> {
+        if self.is_torn {
+            self.file.set_len(self.length)?;
+            self.is_torn = false;
         }
         Ok(())
     }
@@ -446,15 +482,16 @@ impl Journal {
             }
             file.write_all(&buffer)?;
             file.sync_all()?;
+            let written = buffer.len() as u64;
             // Locked before it takes the journal's name, so no other
             // riftd can ever find it unlocked.
             let lock = lock_journal(&file, &temp)?;
             std::fs::rename(&temp, &self.path)?;
             File::open(&dir)?.sync_all()?;
-            Ok(lock)
+            Ok((lock, written))
         })();
-        let lock = match result {
-            Ok(lock) => lock,
+        let (lock, written) = match result {
+            Ok(done) => done,
             Err(error) => {
                 let _ = std::fs::remove_file(&temp);
                 return Err(error);
@@ -463,6 +500,8 @@ impl Journal {
         self._lock = lock;
         self.file = open_append(&self.path)?;
         self.records = kept.len().saturating_add(1);
+        self.length = written;
+        self.is_torn = false;
         if let Some(flusher) = &self.flusher {
             flusher.replace(self.file.try_clone()?);
         }
@@ -625,6 +664,28 @@ mod tests {
         let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
         let ids: Vec<u64> = replayed.messages.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_fragment_and_its_id_reservation_goes_out_with_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let (mut journal, _) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        journal.append(None, &[message(1, "a")]).unwrap();
+        // A write cut short: part of a record reached the file, then the
+        // file refused more (here: a read-only descriptor).
+        let writable = journal.file.try_clone().unwrap();
+        journal.file.write_all(b"{\"id\":2,\"ro").unwrap();
+        journal.file = File::open(&path).unwrap();
+        assert!(journal.append(Some(4096), &[message(2, "a")]).is_err());
+        journal.file = writable;
+        journal.append(None, &[message(3, "a")]).unwrap();
+        drop(journal);
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let ids: Vec<u64> = replayed.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 3]);
+        assert_eq!(replayed.next_id, 4096);
+        assert_eq!(replayed.skipped, 0);
     }
 
     #[test]
