@@ -41,6 +41,10 @@ pub enum DaemonError {
     /// configuration is refused.
     #[error("pid_file {path} {reason}; refusing to overwrite or delete it")]
     NotAPidFile { path: PathBuf, reason: String },
+    /// `log_file` names a FIFO, a directory or a socket: refused as a
+    /// configuration mistake.
+    #[error("log_file {path} is {kind}, not a regular file or a character device")]
+    NotALogFile { path: PathBuf, kind: &'static str },
     #[error("refusing to signal pid {pid} named in {path}: {reason}")]
     Unverified {
         pid: i32,
@@ -52,7 +56,10 @@ pub enum DaemonError {
 impl DaemonError {
     /// Whether the configuration is at fault (exit 2), not the run.
     pub fn is_refused_config(&self) -> bool {
-        matches!(self, DaemonError::NotAPidFile { .. })
+        matches!(
+            self,
+            DaemonError::NotAPidFile { .. } | DaemonError::NotALogFile { .. }
+        )
     }
 }
 
@@ -447,7 +454,12 @@ fn wait_for_pid(path: &Path, timeout: Duration) -> Result<Option<i32>, DaemonErr
 }
 
 /// Opens the daemon's log for appending (0640), creating its directory.
+/// It must be a regular file or a character device (`/dev/null`); it is
+/// opened non-blocking, so that a FIFO there is refused instead of
+/// blocking `start` — or, at SIGHUP, the event loop — until a reader
+/// comes.
 pub fn open_log(path: &Path) -> Result<File, DaemonError> {
+    use std::os::unix::fs::FileTypeExt;
     let error = |source| DaemonError::LogFile {
         path: path.to_owned(),
         source,
@@ -455,12 +467,35 @@ pub fn open_log(path: &Path) -> Result<File, DaemonError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(error)?;
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o640)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)
-        .map_err(error)
+        .map_err(|source| {
+            // ENXIO: a FIFO nobody reads (a non-blocking open for writing).
+            if source.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
+                DaemonError::NotALogFile {
+                    path: path.to_owned(),
+                    kind: "a FIFO",
+                }
+            } else {
+                error(source)
+            }
+        })?;
+    let file_type = file.metadata().map_err(error)?.file_type();
+    if !file_type.is_file() && !file_type.is_char_device() {
+        return Err(DaemonError::NotALogFile {
+            path: path.to_owned(),
+            kind: crate::config::describe_file_type(&file_type),
+        });
+    }
+    // Log lines are written with blocking writes, as before.
+    let flags = rustix::fs::fcntl_getfl(&file).map_err(|errno| error(errno.into()))?;
+    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+        .map_err(|errno| error(errno.into()))?;
+    Ok(file)
 }
 
 /// Points stdout and stderr at the log file again (after logrotate moved
@@ -754,6 +789,41 @@ mod tests {
             stop(&path, Duration::from_secs(1)).unwrap(),
             Stopped::NotRunning { is_stale: false }
         );
+    }
+
+    #[test]
+    fn a_log_file_that_is_a_fifo_or_a_directory_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("riftd.log");
+        // mknod, not a `mkfifo` child: a fork while another test holds a
+        // pidfile lock would share that lock for a moment.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Nobody reads it: a blocking open for writing would wait forever.
+        let error = open_log(&fifo).unwrap_err();
+        assert!(error.is_refused_config(), "{error}");
+        assert!(error.to_string().contains("a FIFO"), "{error}");
+        // Somebody reads it: still refused.
+        let _reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap();
+        assert!(open_log(&fifo).unwrap_err().is_refused_config());
+        assert!(open_log(dir.path()).is_err());
+        assert!(open_log(Path::new("/dev/null")).is_ok());
+        let file = dir.path().join("real.log");
+        let mut log = open_log(&file).unwrap();
+        writeln!(log, "line").unwrap();
+        let flags = rustix::fs::fcntl_getfl(&log).unwrap();
+        assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "line\n");
     }
 
     #[test]

@@ -1191,3 +1191,35 @@ fn a_log_file_that_is_the_config_itself_is_refused_with_exit_2_and_left_intact()
     assert_eq!(finished.code(), Some(2), "{finished:?}");
     assert!(finished.stderr.contains("`log_file`"), "{finished:?}");
 }
+
+#[test]
+fn a_log_file_that_is_a_fifo_is_refused_at_start_and_never_blocks_a_reload() {
+    let daemon = Daemon::new("");
+    let pid = daemon.start();
+    // The log moved away and a FIFO put in its place: the reopen at SIGHUP
+    // used to wait on the event loop for a reader, freezing every client.
+    let rotated = daemon.path("riftd.log.1");
+    std::fs::rename(daemon.path("riftd.log"), &rotated).expect("cannot move the log");
+    make_fifo(&daemon.path("riftd.log"));
+    send_signal(pid, "HUP");
+    // The reopen failed, so the daemon still writes to the moved file.
+    let mut log = String::new();
+    let reloaded = eventually(READ_TIMEOUT, || {
+        log = std::fs::read_to_string(&rotated).unwrap_or_default();
+        log.contains("SIGHUP: configuration reloaded")
+    });
+    assert!(reloaded, "no reload in the log:\n{log}");
+    assert!(log.contains("a FIFO"), "{log}");
+    let (mut json_client, mut text_client) = logged_in_pair(daemon.address());
+    send_signal(pid, "TERM");
+    assert_told_going_down(&mut json_client, &mut text_client);
+    daemon.wait_pidfile_gone();
+
+    // At start, a FIFO as the log is a refused configuration.
+    let finished = daemon.ctl("start");
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("a FIFO"), "{finished:?}");
+    assert!(!daemon.pid_path().exists(), "{finished:?}");
+    assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
+    let _ = std::fs::remove_file(daemon.path("riftd.log"));
+}
