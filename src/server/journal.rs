@@ -16,8 +16,8 @@
 use crate::config::FsyncPolicy;
 use crate::history::{History, MAX_MESSAGE_ID};
 use crate::proto::{
-    ChatMessage, parse_history_record, parse_id_reservation, write_history_record,
-    write_id_reservation,
+    ChatMessage, MAX_MESSAGE_BYTES, parse_history_record, parse_id_reservation,
+    write_history_record, write_id_reservation,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -268,6 +268,13 @@ fn parse_record(line: &[u8]) -> Result<Record, String> {
         Ok(message) if message.id > MAX_MESSAGE_ID => Err(format!(
             "message id {} is above the largest id, {MAX_MESSAGE_ID}",
             message.id
+        )),
+        // Nothing a client can send: a hand-edited or foreign journal must
+        // not bring a longer message back than SAY and DM accept.
+        Ok(message) if message.text.len() > MAX_MESSAGE_BYTES => Err(format!(
+            "message {} is {} bytes long, above the largest message, {MAX_MESSAGE_BYTES}",
+            message.id,
+            message.text.len()
         )),
         Ok(message) => Ok(Record::Message(message)),
         Err(error) => match parse_id_reservation(text) {
@@ -686,6 +693,25 @@ mod tests {
         assert_eq!(ids, vec![1, 3]);
         assert_eq!(replayed.next_id, 4096);
         assert_eq!(replayed.skipped, 0);
+    }
+
+    #[test]
+    fn a_record_with_a_message_longer_than_any_client_may_send_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let mut text = Vec::new();
+        let mut longest = message(1, "a");
+        longest.text = "y".repeat(MAX_MESSAGE_BYTES);
+        let mut too_long = message(2, "a");
+        too_long.text = "z".repeat(MAX_MESSAGE_BYTES + 1);
+        for record in [&longest, &too_long, &message(3, "a")] {
+            write_history_record(record, &mut text);
+        }
+        std::fs::write(&path, &text).unwrap();
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let ids: Vec<u64> = replayed.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 3]);
+        assert_eq!(replayed.skipped, 1);
     }
 
     #[test]
