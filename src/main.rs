@@ -474,7 +474,20 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // The daemon changes directory to `/` and re-reads its config on
+    // SIGHUP: a relative `--config riftd.toml` would then name `/riftd.toml`
+    // (so no reload could ever apply, or another file would be read), and
+    // a relative `--history-file` would seem changed. Both are made
+    // absolute once, against the directory riftd was started in.
+    cli.config = cli.config.as_deref().map(daemon::absolute);
+    cli.history_file = cli.history_file.as_deref().map(|path| {
+        if path.as_os_str().is_empty() {
+            PathBuf::new()
+        } else {
+            daemon::absolute(path)
+        }
+    });
     riftd::logging::init();
     match run(&cli) {
         Ok(code) => code,

@@ -1223,3 +1223,26 @@ fn a_log_file_that_is_a_fifo_is_refused_at_start_and_never_blocks_a_reload() {
     assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
     let _ = std::fs::remove_file(daemon.path("riftd.log"));
 }
+
+#[test]
+fn a_daemon_started_with_a_relative_config_path_applies_a_reload() {
+    // The daemon changes directory to `/`: a relative `--config` used to be
+    // re-read as `/riftd.toml` at SIGHUP, so no reload could ever apply.
+    let daemon = Daemon::new("auth = \"password\"\npassword_file = \"pw\"");
+    std::fs::write(daemon.path("pw"), "old\n").expect("cannot write the password file");
+    let mut command = Command::new(RIFTD);
+    command
+        .args(["-d", "start", "--config", "riftd.toml"])
+        .current_dir(daemon.dir.path())
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET");
+    let started = run(command);
+    assert_eq!(started.code(), Some(0), "{started:?}");
+    let pid = started_pid(&started.stdout);
+    std::fs::write(daemon.path("pw"), "new\n").expect("cannot rewrite the password file");
+    send_signal(pid, "HUP");
+    let log = daemon.wait_for_log("SIGHUP:");
+    assert!(log.contains("SIGHUP: configuration reloaded"), "{log}");
+    assert_eq!(password_login(daemon.address(), "carol", "new"), 202);
+}
