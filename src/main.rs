@@ -80,6 +80,23 @@ enum Action {
     Status,
 }
 
+/// `println!` without its panic: output to a closed pipe (`riftd user
+/// list | head -1`) is dropped instead of aborting with exit 101.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` without its panic (stderr may be a closed pipe too).
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// LSB `status` code for "program is not running".
 const NOT_RUNNING: u8 = 3;
 
@@ -288,7 +305,7 @@ fn start(cli: &Cli) -> Result<ExitCode, Failure> {
     match forked {
         Forked::Parent(readiness) => {
             let pid = readiness.wait()?;
-            println!(
+            say!(
                 "riftd started (pid {pid}), listening on {}; log {}",
                 addresses.join(", "),
                 log_path.display()
@@ -330,10 +347,10 @@ fn stop(cli: &Cli) -> Result<ExitCode, Failure> {
     match daemon::stop(&path, config.shutdown_timeout())? {
         Stopped::NotRunning { is_stale } => {
             let stale = if is_stale { " (stale pidfile)" } else { "" };
-            println!("riftd is not running{stale}; pidfile {}", path.display());
+            say!("riftd is not running{stale}; pidfile {}", path.display());
         }
-        Stopped::Terminated { pid } => println!("riftd stopped (pid {pid})"),
-        Stopped::Killed { pid } => println!(
+        Stopped::Terminated { pid } => say!("riftd stopped (pid {pid})"),
+        Stopped::Killed { pid } => say!(
             "riftd (pid {pid}) ignored SIGTERM for {} s and was killed with SIGKILL",
             config.shutdown_timeout_secs
         ),
@@ -346,16 +363,16 @@ fn status(cli: &Cli) -> Result<ExitCode, Failure> {
     let path = pid_path(&config);
     match daemon::probe(&path)? {
         Probe::Running { pid: Some(pid), .. } => {
-            println!("riftd is running (pid {pid})");
+            say!("riftd is running (pid {pid})");
             Ok(ExitCode::SUCCESS)
         }
         Probe::Running { pid: None, .. } => {
-            println!("riftd is starting");
+            say!("riftd is starting");
             Ok(ExitCode::SUCCESS)
         }
         Probe::NotRunning { is_stale } => {
             let stale = if is_stale { " (stale pidfile)" } else { "" };
-            println!("riftd is not running{stale}; pidfile {}", path.display());
+            say!("riftd is not running{stale}; pidfile {}", path.display());
             Ok(ExitCode::from(NOT_RUNNING))
         }
     }
@@ -412,7 +429,7 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
     let done = match action {
         UserAction::List => {
             for name in users.names() {
-                println!("{name}");
+                say!("{name}");
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -443,7 +460,7 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
             format!("removed {name}")
         }
     };
-    println!(
+    say!(
         "{done} in {}; a running riftd applies it on SIGHUP (systemctl reload riftd, or kill -HUP its pid)",
         path.display()
     );
@@ -451,6 +468,14 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+    if cli.check_config && (cli.daemon.is_some() || cli.command.is_some()) {
+        // It would otherwise be ignored, and a daemon started (or an
+        // account changed) by a command meant only to check.
+        return Err(Failure::Usage(
+            "--check-config only checks the configuration; run it without -d and without a subcommand"
+                .to_owned(),
+        ));
+    }
     if let Some(Command::User { action }) = &cli.command {
         return user_command(cli, action);
     }
@@ -458,7 +483,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         None => {
             let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
             if cli.check_config {
-                println!("configuration ok");
+                say!("configuration ok");
                 return Ok(ExitCode::SUCCESS);
             }
             foreground(cli, config)
@@ -496,7 +521,7 @@ fn main() -> ExitCode {
             if std::env::var_os("JOURNAL_STREAM").is_some() {
                 log::error!("{failure}");
             } else {
-                eprintln!("riftd: {failure}");
+                say_err!("riftd: {failure}");
             }
             failure.exit_code()
         }

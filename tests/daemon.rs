@@ -1246,3 +1246,61 @@ fn a_daemon_started_with_a_relative_config_path_applies_a_reload() {
     assert!(log.contains("SIGHUP: configuration reloaded"), "{log}");
     assert_eq!(password_login(daemon.address(), "carol", "new"), 202);
 }
+
+#[test]
+fn check_config_with_a_daemon_action_or_a_subcommand_is_refused_and_starts_nothing() {
+    // `--check-config -d start` used to ignore the check and start a daemon.
+    let daemon = Daemon::new("");
+    for args in [
+        &["--check-config", "-d", "start"][..],
+        &["--check-config", "user", "list"],
+    ] {
+        let mut command = Command::new(RIFTD);
+        command
+            .args(args)
+            .arg("--config")
+            .arg(daemon.config_path())
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET");
+        let finished = run(command);
+        assert_eq!(finished.code(), Some(2), "{args:?}: {finished:?}");
+        assert!(finished.stderr.contains("--check-config"), "{finished:?}");
+        assert!(!daemon.pid_path().exists(), "{args:?} made a pidfile");
+        assert!(is_port_bindable(daemon.port), "{args:?}: it listened");
+    }
+}
+
+#[test]
+fn user_list_into_a_closed_pipe_exits_quietly_instead_of_panicking() {
+    // `riftd user list | head -1` used to panic in println! (exit 101).
+    let daemon = Daemon::new("auth = \"accounts\"\nusers_file = \"users\"");
+    let mut add = Command::new(RIFTD)
+        .args(["user", "add", "alice", "--config"])
+        .arg(daemon.config_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run riftd user add");
+    add.stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(b"secret\n")
+        .expect("cannot send the password");
+    assert!(wait_exit(&mut add, EXIT_TIMEOUT).is_some_and(|status| status.success()));
+    let (reader, writer) = std::io::pipe().expect("cannot make a pipe");
+    drop(reader);
+    let mut list = Command::new(RIFTD)
+        .args(["user", "list", "--config"])
+        .arg(daemon.config_path())
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run riftd user list");
+    let stderr = collect(list.stderr.take().expect("stderr is piped"));
+    let status = wait_exit(&mut list, EXIT_TIMEOUT).expect("user list did not exit");
+    let stderr = stderr.recv_timeout(READ_TIMEOUT).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
