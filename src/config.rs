@@ -562,23 +562,26 @@ pub const MAX_TLS_FILE_BYTES: u64 = 1024 * 1024;
 /// Reads a file the configuration names (the config file itself, the
 /// password, users, certificate and key files): a regular file (symlinks
 /// are followed) of at most `max` bytes. It is opened non-blocking, so a
-/// FIFO or a device can never block the caller — at start, or on SIGHUP on
-/// the event loop, where a FIFO would freeze every client — and is then
-/// refused; `/dev/zero` or a huge file is refused without being read whole.
+/// FIFO can never block the caller — at start, or on SIGHUP on the event
+/// loop, where a FIFO would freeze every client — and is then refused, as
+/// are directories and sockets. A character device is read like a file
+/// (`--config /dev/null` is an empty config), within the same bound, so
+/// `/dev/zero` or a huge file is refused without being read whole.
 pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)?;
     let metadata = file.metadata()?;
-    if !metadata.file_type().is_file() {
+    let file_type = metadata.file_type();
+    if !file_type.is_file() && !file_type.is_char_device() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!(
                 "it is {}, not a regular file",
-                describe_file_type(&metadata.file_type())
+                describe_file_type(&file_type)
             ),
         ));
     }
@@ -976,7 +979,7 @@ mod tests {
         std::fs::write(&huge, vec![b'#'; 2048]).unwrap();
         for (path, expected) in [
             (fifo.as_path(), "a FIFO"),
-            (Path::new("/dev/zero"), "a character device"),
+            (Path::new("/dev/zero"), "larger than 1024 bytes"),
             (dir.path(), "a directory"),
             (huge.as_path(), "larger than 1024 bytes"),
         ] {
@@ -1009,6 +1012,11 @@ mod tests {
         }
         std::fs::write(&huge, "ok\n").unwrap();
         assert_eq!(read_regular_file(&huge, 1024).unwrap(), b"ok\n");
+        assert!(
+            read_regular_file(Path::new("/dev/null"), 1024)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
