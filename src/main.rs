@@ -514,6 +514,16 @@ fn main() -> ExitCode {
         }
     });
     riftd::logging::init();
+    // A write past RLIMIT_FSIZE (`ulimit -f`, systemd's LimitFSIZE=) must
+    // fail with EFBIG, which the journal and the log handle like a full
+    // disk, instead of killing riftd with SIGXFSZ without a word. A
+    // handler that does nothing has that effect and survives the fork.
+    if let Err(error) = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    ) {
+        log::warn!("cannot catch SIGXFSZ: {error}");
+    }
     match run(&cli) {
         Ok(code) => code,
         Err(failure) => {

@@ -559,3 +559,26 @@ fn a_journal_write_cut_short_by_a_full_disk_costs_no_message_written_after_it() 
     assert!(log.contains("message(s) replayed"), "{log}");
     assert!(!log.contains("skipped"), "{log}");
 }
+
+#[test]
+fn a_journal_reaching_the_file_size_limit_is_an_append_failure_not_a_crash() {
+    // Under `ulimit -f` (or systemd's LimitFSIZE=) the write past the limit
+    // raised SIGXFSZ, which killed riftd without a log line.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let mut server = Launch::new()
+        .config("listen = \"127.0.0.1:0\"\nflood_rate = 0.0\n")
+        .arg("--history-file")
+        .arg(path.to_str().expect("temporary paths are UTF-8"))
+        .file_size_kib(4)
+        .start();
+    let (mut alice, _) = join(server.port(), "alice");
+    let text = "x".repeat(1000);
+    for _ in 0..6 {
+        say_all(&mut alice, &[&text]);
+    }
+    let line = server.wait_for_log("history: cannot append");
+    assert!(line.contains("too large"), "{line}");
+    alice.send_json(&json!({"code": 108, "token": "alive"}));
+    alice.expect_code(207);
+}

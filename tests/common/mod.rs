@@ -53,8 +53,8 @@ pub struct Launch {
     files: Vec<(String, String)>,
     /// Run under `ulimit -n` with this many open files.
     open_files: Option<u32>,
-    /// Run under `ulimit -S -f` with this many KiB per file (SIGXFSZ ignored,
-    /// so a write past it fails with EFBIG, as on a full disk).
+    /// Run under `ulimit -S -f` with this many KiB per file (riftd catches
+    /// SIGXFSZ, so a write past it fails with EFBIG, as on a full disk).
     file_size_kib: Option<u32>,
     dir: TempDir,
 }
@@ -103,7 +103,7 @@ impl Launch {
     }
 
     /// Runs riftd under `ulimit -S -f KIB` (soft only, so that it can be
-    /// lifted again) with SIGXFSZ ignored: a write
+    /// lifted again); riftd catches SIGXFSZ, so a write
     /// that reaches the limit is cut short, then fails with EFBIG, the way
     /// a full disk cuts it short with ENOSPC (`prlimit --fsize` lifts it).
     pub fn file_size_kib(mut self, kib: u32) -> Launch {
@@ -125,7 +125,7 @@ impl Launch {
             limits.push_str(&format!("ulimit -n {open_files} && "));
         }
         if let Some(kib) = self.file_size_kib {
-            limits.push_str(&format!("trap '' XFSZ && ulimit -S -f {kib} && "));
+            limits.push_str(&format!("ulimit -S -f {kib} && "));
         }
         let mut command = if limits.is_empty() {
             Command::new(env!("CARGO_BIN_EXE_riftd"))
