@@ -1304,3 +1304,22 @@ fn user_list_into_a_closed_pipe_exits_quietly_instead_of_panicking() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn sigusr1_and_sigusr2_are_ignored_with_a_log_line_and_clients_stay() {
+    // Their default action ended the daemon on the spot: no 205 to its
+    // clients, a stale pidfile, and other daemons use SIGUSR1 to reopen
+    // their logs, so an operator may send one.
+    let daemon = Daemon::new("");
+    let pid = daemon.start();
+    let (mut json_client, mut text_client) = logged_in_pair(daemon.address());
+    for signal in ["USR1", "USR2"] {
+        send_signal(pid, signal);
+        daemon.wait_for_log(&format!("SIG{signal} ignored"));
+    }
+    json_client.send_json(&json!({"code": 108, "token": "still here"}));
+    json_client.expect_code(207);
+    send_signal(pid, "TERM");
+    assert_told_going_down(&mut json_client, &mut text_client);
+    daemon.wait_pidfile_gone();
+}

@@ -20,7 +20,7 @@ use conn::{CloseReason, Conn, NO_TIMER};
 use journal::Journal;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::cmp::Reverse;
@@ -309,7 +309,12 @@ impl Server {
         reloader: Option<Reloader>,
     ) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(ServerError::Signals)?;
+        // SIGUSR1 and SIGUSR2 are caught only to be ignored with a word:
+        // their default action would end riftd without a goodbye to its
+        // clients, and other daemons use them to reopen logs, so an
+        // operator may well send one.
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
+            .map_err(ServerError::Signals)?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(ServerError::Signals)?;
@@ -506,6 +511,17 @@ impl Server {
         for signal in pending {
             match signal {
                 SIGHUP => self.reload(),
+                SIGUSR1 | SIGUSR2 => {
+                    let name = if signal == SIGUSR1 {
+                        "SIGUSR1"
+                    } else {
+                        "SIGUSR2"
+                    };
+                    log::warn!(
+                        "{name} ignored: SIGHUP reloads the configuration and reopens the log, \
+                         SIGTERM stops riftd"
+                    );
+                }
                 _ => {
                     let name = if signal == SIGINT {
                         "SIGINT"
