@@ -149,10 +149,18 @@ pub struct UsersLock {
     _file: File,
 }
 
+/// How long `riftd user …` waits for another one's lock: that one holds it
+/// for one argon2 hash, well under a second. A lock held longer is some
+/// other process (or a stuck one), reported instead of waited on forever.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl UsersLock {
-    /// Waits for and takes the lock (another `riftd user …` holds it for
-    /// the time of one argon2 hash at most).
+    /// Waits for and takes the lock, for at most `LOCK_WAIT`.
     pub fn acquire(path: &Path) -> Result<UsersLock, AccountsError> {
+        UsersLock::acquire_within(path, LOCK_WAIT)
+    }
+
+    fn acquire_within(path: &Path, wait: std::time::Duration) -> Result<UsersLock, AccountsError> {
         let lock = lock_path(path);
         let error = |source| AccountsError::Lock {
             path: path.to_owned(),
@@ -174,8 +182,35 @@ impl UsersLock {
         {
             let _ = std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid));
         }
-        file.lock().map_err(error)?;
-        Ok(UsersLock { _file: file })
+        let started = std::time::Instant::now();
+        let mut is_told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(UsersLock { _file: file }),
+                Err(std::fs::TryLockError::Error(source)) => return Err(error(source)),
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() >= wait => {
+                    return Err(error(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another process has held it for {} s; if no other riftd user … \
+                             is running, find the holder with `fuser {}`",
+                            wait.as_secs(),
+                            lock.display()
+                        ),
+                    )));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !is_told {
+                        log::warn!(
+                            "waiting for the lock on {} (another riftd user … is running)",
+                            path.display()
+                        );
+                        is_told = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
     }
 }
 
@@ -479,6 +514,22 @@ mod tests {
                 .is_symlink()
         );
         assert_eq!(std::fs::read_to_string(&target).unwrap(), text);
+    }
+
+    #[test]
+    fn a_lock_held_by_another_process_is_reported_after_the_wait_not_waited_on_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        // Another open file description holding the lock stands in for
+        // another process.
+        let holder = File::create(lock_path(&path)).unwrap();
+        holder.lock().unwrap();
+        let error =
+            UsersLock::acquire_within(&path, std::time::Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(error, AccountsError::Lock { .. }), "{error}");
+        assert!(error.to_string().contains("held it for"), "{error}");
+        drop(holder);
+        UsersLock::acquire_within(&path, std::time::Duration::from_millis(100)).unwrap();
     }
 
     #[test]
