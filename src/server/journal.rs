@@ -82,7 +82,12 @@ pub struct Journal {
 
 /// What the journal held at start.
 pub struct Replayed {
+    /// The messages, from `open` (tests); `replay` hands them out one by
+    /// one instead.
+    #[cfg(test)]
     pub messages: Vec<ChatMessage>,
+    /// How many messages were replayed.
+    pub count: usize,
     /// The highest id reservation (`{"next_id":N}`), 0 when there was none.
     pub next_id: u64,
     /// Lines that could not be read (torn, corrupt, over-long, or an id out
@@ -288,17 +293,38 @@ fn parse_record(line: &[u8]) -> Result<Record, String> {
 }
 
 impl Journal {
-    /// Opens (creating it and its directory if needed) and replays the
-    /// journal. A torn last record (power loss mid-write) is cut off with a
-    /// warning; a corrupt line elsewhere is skipped with a warning. Never
-    /// refuses to start over the content; only an unreadable file is an error.
+    /// `replay`, collecting the messages (for tests).
+    #[cfg(test)]
     pub fn open(path: &Path, policy: FsyncPolicy) -> io::Result<(Journal, Replayed)> {
+        let mut messages = Vec::new();
+        let (journal, mut replayed) =
+            Journal::replay(path, policy, &mut |message| messages.push(message))?;
+        replayed.messages = messages;
+        Ok((journal, replayed))
+    }
+
+    /// Opens (creating it and its directory if needed), locks and replays
+    /// the journal. A torn last record (power loss mid-write) is cut off
+    /// with a warning; a corrupt line elsewhere is skipped with a warning.
+    /// Never refuses to start over the content; only an unreadable file, or
+    /// one another riftd holds, is an error.
+    ///
+    /// Each message goes to `restore` as it is read, none is collected: the
+    /// server keeps only what its history bounds keep, so a journal
+    /// many times larger than the kept history (up to `COMPACT_FACTOR`
+    /// times, more while compaction fails) never has to fit in memory at
+    /// once.
+    pub fn replay(
+        path: &Path,
+        policy: FsyncPolicy,
+        restore: &mut dyn FnMut(ChatMessage),
+    ) -> io::Result<(Journal, Replayed)> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let mut file = open_append(path)?;
         let lock = lock_journal(&file, path)?;
-        let mut messages = Vec::new();
+        let mut count = 0usize;
         let mut next_id = 0u64;
         let mut skipped = 0usize;
         let mut good_length = 0u64;
@@ -329,7 +355,10 @@ impl Journal {
                 }
             };
             match parsed {
-                Ok(Record::Message(message)) => messages.push(message),
+                Ok(Record::Message(message)) => {
+                    count = count.saturating_add(1);
+                    restore(message);
+                }
                 Ok(Record::NextId(mark)) => next_id = next_id.max(mark),
                 Err(error) => {
                     log::warn!(
@@ -350,7 +379,7 @@ impl Journal {
         let flusher = (policy == FsyncPolicy::Everysec)
             .then(|| Flusher::start(file.try_clone()?))
             .transpose()?;
-        let records = messages.len();
+        let records = count;
         Ok((
             Journal {
                 path: path.to_owned(),
@@ -367,7 +396,9 @@ impl Journal {
                 append_failures: FailureLog::default(),
             },
             Replayed {
-                messages,
+                #[cfg(test)]
+                messages: Vec::new(),
+                count,
                 next_id,
                 skipped,
             },

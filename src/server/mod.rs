@@ -330,19 +330,25 @@ impl Server {
                     path: path.to_owned(),
                     source,
                 };
+                // Restored as they are read: the history keeps what its
+                // bounds keep, and the journal never sits in memory whole.
+                let mut out_of_range = 0usize;
                 let (journal, replayed) =
-                    Journal::open(path, config.history_fsync).map_err(history_error)?;
+                    Journal::replay(path, config.history_fsync, &mut |message| {
+                        out_of_range = out_of_range
+                            .saturating_add(hub.restore_history(std::iter::once(message)));
+                    })
+                    .map_err(history_error)?;
                 log::info!(
                     "history {}: {} message(s) replayed{}",
                     path.display(),
-                    replayed.messages.len(),
+                    replayed.count,
                     if replayed.skipped > 0 {
                         format!(", {} unreadable line(s) skipped", replayed.skipped)
                     } else {
                         String::new()
                     }
                 );
-                let out_of_range = hub.restore_history(replayed.messages);
                 if out_of_range > 0 || hub.restore_next_id(replayed.next_id).is_err() {
                     log::warn!(
                         "history {}: records with ids out of range skipped",
