@@ -623,3 +623,32 @@ fn replaying_a_journal_far_larger_than_the_kept_history_never_holds_it_in_memory
         "peak RSS {peak} bytes while replaying a journal of {size} bytes"
     );
 }
+
+#[test]
+fn a_journal_of_garbage_logs_ten_skipped_lines_and_a_count_not_a_line_each() {
+    // Every unreadable line used to get its own WARN line: 200,000 lines of
+    // junk wrote 200,000 log lines at start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let mut journal = "junk\n".repeat(1000);
+    journal.push_str("{\"id\":7,\"ts\":1,\"room\":\"lobby\",\"from\":\"old\",\"text\":\"kept\"}\n");
+    std::fs::write(&path, journal).expect("write history");
+    let server = server(&path, "");
+    let skipped: Vec<&String> = server
+        .log
+        .iter()
+        .filter(|line| line.contains("skipped:"))
+        .collect();
+    assert_eq!(skipped.len(), 10, "{:#?}", server.log);
+    assert!(skipped[9].contains("only counted"), "{:#?}", server.log);
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|line| line.contains("1 message(s) replayed, 1000 unreadable line(s) skipped")),
+        "{:#?}",
+        server.log
+    );
+    let (_, backlog) = join(server.port(), "alice");
+    assert_eq!(texts(&backlog), vec!["kept"]);
+}

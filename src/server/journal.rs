@@ -43,6 +43,10 @@ const COMPACT_FACTOR: usize = 4;
 /// bytes, six times that when every byte is JSON-escaped, plus the other
 /// fields. A longer line is corrupt and skipped without being buffered.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Replay logs this many unreadable lines one by one; the rest are only
+/// counted (the server logs the total): a journal of garbage must not
+/// write a log line per line of it.
+const MAX_SKIPPED_LOGGED: usize = 10;
 /// After a failed compaction the next attempt waits this long, doubling
 /// with each failure in a row up to `MAX_COMPACT_RETRY`.
 const FIRST_COMPACT_RETRY: Duration = Duration::from_secs(1);
@@ -361,12 +365,19 @@ impl Journal {
                 }
                 Ok(Record::NextId(mark)) => next_id = next_id.max(mark),
                 Err(error) => {
-                    log::warn!(
-                        "history {}: line {number} skipped: {}",
-                        path.display(),
-                        error.escape_debug()
-                    );
                     skipped = skipped.saturating_add(1);
+                    if skipped <= MAX_SKIPPED_LOGGED {
+                        log::warn!(
+                            "history {}: line {number} skipped: {}{}",
+                            path.display(),
+                            error.escape_debug(),
+                            if skipped == MAX_SKIPPED_LOGGED {
+                                "; further unreadable lines are only counted"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
                 }
             }
         }
