@@ -1323,3 +1323,25 @@ fn sigusr1_and_sigusr2_are_ignored_with_a_log_line_and_clients_stay() {
     assert_told_going_down(&mut json_client, &mut text_client);
     daemon.wait_pidfile_gone();
 }
+
+#[test]
+fn a_reload_that_changes_log_file_or_pid_file_says_it_needs_a_restart() {
+    // Both were silently ignored: the operator saw "configuration
+    // reloaded" and waited for a log that never came.
+    let daemon = Daemon::new("");
+    let pid = daemon.start();
+    let text = std::fs::read_to_string(daemon.config_path()).expect("cannot read the config");
+    std::fs::write(
+        daemon.config_path(),
+        text.replace("log_file = \"riftd.log\"", "log_file = \"other.log\""),
+    )
+    .expect("cannot rewrite the config");
+    send_signal(pid, "HUP");
+    let log = daemon.wait_for_log("SIGHUP: configuration reloaded");
+    assert!(
+        log.contains("pid_file or log_file changed; that needs a restart"),
+        "{log}"
+    );
+    assert!(!daemon.path("other.log").exists());
+    std::fs::write(daemon.config_path(), text).expect("cannot restore the config");
+}

@@ -572,6 +572,19 @@ impl Server {
                 {
                     log::warn!("SIGHUP: listen or tls_listen changed; that needs a restart");
                 }
+                if config.pid_file != self.config.pid_file
+                    || config.log_file != self.config.log_file
+                {
+                    // Both are opened once, at start (SIGHUP reopens the
+                    // log riftd started with, for logrotate): said, not
+                    // silently ignored.
+                    log::warn!(
+                        "SIGHUP: pid_file or log_file changed; that needs a restart, \
+                         until then riftd keeps the ones it started with"
+                    );
+                    config.pid_file = self.config.pid_file.clone();
+                    config.log_file = self.config.log_file.clone();
+                }
                 if config.history_file != self.config.history_file
                     || config.history_fsync != self.config.history_fsync
                 {
