@@ -394,6 +394,21 @@ impl Config {
             (AuthSetting::Accounts, Some(path)) => Some(Arc::new(Users::load(path)?)),
             _ => None,
         };
+        for (key, path) in [
+            ("password_file", &self.password_file),
+            ("users_file", &self.users_file),
+            ("tls_key", &self.tls_key),
+        ] {
+            if let Some(path) = path
+                && let Some(mode) = world_readable_mode(path)
+            {
+                log::warn!(
+                    "{key} {} is readable by every local user (mode {mode:04o}); \
+                     it holds secrets: chmod o-rwx it",
+                    path.display()
+                );
+            }
+        }
         self.tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(load_server_config(cert, key)?),
             (None, None) if self.tls_listen.is_empty() => None,
@@ -610,6 +625,14 @@ pub fn read_regular_text(path: &Path, max: u64) -> std::io::Result<String> {
             "stream did not contain valid UTF-8",
         )
     })
+}
+
+/// The permission bits of `path` when others may read it (the secret
+/// files: the password, the account hashes, the TLS key), else `None`.
+fn world_readable_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o004 != 0).then_some(mode)
 }
 
 /// Whether two configured paths name one file: the same absolute path, or
@@ -956,6 +979,19 @@ mod tests {
         )
         .unwrap();
         Config::from_file(&config_path).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn a_secret_file_readable_by_every_local_user_is_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        for (mode, expected) in [(0o644, Some(0o644)), (0o640, None), (0o600, None)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(world_readable_mode(&path), expected, "{mode:o}");
+        }
+        assert_eq!(world_readable_mode(&dir.path().join("missing")), None);
     }
 
     fn mkfifo(path: &Path) {

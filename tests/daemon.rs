@@ -1345,3 +1345,24 @@ fn a_reload_that_changes_log_file_or_pid_file_says_it_needs_a_restart() {
     assert!(!daemon.path("other.log").exists());
     std::fs::write(daemon.config_path(), text).expect("cannot restore the config");
 }
+
+#[test]
+fn a_password_file_readable_by_every_local_user_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = Daemon::new("auth = \"password\"\npassword_file = \"pw\"");
+    std::fs::write(daemon.path("pw"), "s3cret\n").expect("cannot write the password file");
+    std::fs::set_permissions(daemon.path("pw"), std::fs::Permissions::from_mode(0o644))
+        .expect("cannot chmod the password file");
+    // Said by `start` on the operator's terminal (the config is checked
+    // before the fork), and logged again by every reload.
+    let started = daemon.ctl("start");
+    assert_eq!(started.code(), Some(0), "{started:?}");
+    assert!(
+        started.stderr.contains("password_file")
+            && started.stderr.contains("readable by every local user"),
+        "{started:?}"
+    );
+    send_signal(started_pid(&started.stdout), "HUP");
+    let log = daemon.wait_for_log("readable by every local user");
+    assert!(!log.contains("s3cret"), "{log}");
+}
