@@ -360,7 +360,30 @@ impl Config {
 
     /// Parses TOML text into a config, without validating cross-key rules.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|error| error.to_string().trim_end().to_owned())
+        let config: Config =
+            toml::from_str(text).map_err(|error| error.to_string().trim_end().to_owned())?;
+        // Only history_file takes "" (history off). An empty path elsewhere
+        // used to resolve to the config's directory and fail later as "Is a
+        // directory" (exit 1), when the operator most likely meant "none".
+        for (key, path) in [
+            ("password_file", &config.password_file),
+            ("users_file", &config.users_file),
+            ("tls_cert", &config.tls_cert),
+            ("tls_key", &config.tls_key),
+            ("pid_file", &config.pid_file),
+            ("log_file", &config.log_file),
+        ] {
+            if path
+                .as_ref()
+                .is_some_and(|path| path.as_os_str().is_empty())
+            {
+                return Err(format!(
+                    "`{key}` is empty; leave the key out for its default \
+                     (only history_file = \"\" turns something off)"
+                ));
+            }
+        }
+        Ok(config)
     }
 
     /// Checks the rules that span keys or need files, and loads secrets.
@@ -992,6 +1015,23 @@ mod tests {
             assert_eq!(world_readable_mode(&path), expected, "{mode:o}");
         }
         assert_eq!(world_readable_mode(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn an_empty_path_is_refused_by_name_except_history_files() {
+        for key in [
+            "password_file",
+            "users_file",
+            "tls_cert",
+            "tls_key",
+            "pid_file",
+            "log_file",
+        ] {
+            let error = Config::from_toml(&format!("{key} = \"\"")).unwrap_err();
+            assert!(error.contains(&format!("`{key}` is empty")), "{error}");
+        }
+        let config = Config::from_toml("history_file = \"\"").unwrap();
+        assert_eq!(config.history_path(), None);
     }
 
     fn mkfifo(path: &Path) {

@@ -1366,3 +1366,30 @@ fn a_password_file_readable_by_every_local_user_is_warned_about() {
     let log = daemon.wait_for_log("readable by every local user");
     assert!(!log.contains("s3cret"), "{log}");
 }
+
+#[test]
+fn an_empty_pid_file_or_log_file_is_refused_with_exit_2_naming_the_key() {
+    // "" used to resolve to the config's directory: exit 1 with "Is a
+    // directory", where history_file = "" means "off".
+    let daemon = Daemon::new("");
+    let base = std::fs::read_to_string(daemon.config_path()).expect("cannot read the config");
+    for (key, line) in [
+        ("pid_file", format!("pid_file = \"{}\"", daemon.pid_file)),
+        ("log_file", "log_file = \"riftd.log\"".to_owned()),
+    ] {
+        std::fs::write(
+            daemon.config_path(),
+            base.replace(&line, &format!("{key} = \"\"")),
+        )
+        .expect("cannot write the config");
+        for finished in [daemon.ctl("start"), daemon.foreground()] {
+            assert_eq!(finished.code(), Some(2), "{key}: {finished:?}");
+            assert!(
+                finished.stderr.contains(&format!("`{key}` is empty")),
+                "{finished:?}"
+            );
+            assert!(is_port_bindable(daemon.port), "{key}: it listened");
+        }
+    }
+    std::fs::write(daemon.config_path(), base).expect("cannot restore the config");
+}
