@@ -186,6 +186,17 @@ fn open_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// The compaction's temporary file: the journal's whole name plus
+/// `.compact` (`history.jsonl.compact`). Replacing the extension instead
+/// gave `h.one` and `h.two` the same temporary file, so one riftd's
+/// compaction removed the other's half-written file, or renamed it over
+/// its own journal.
+fn compaction_temp(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".compact");
+    path.with_file_name(name)
+}
+
 /// Takes the journal's exclusive lock (on a duplicate of `file`'s
 /// descriptor, which shares it), or refuses when another process holds it.
 fn lock_journal(file: &File, path: &Path) -> io::Result<File> {
@@ -509,7 +520,7 @@ impl Journal {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         };
-        let temp = self.path.with_extension("jsonl.compact");
+        let temp = compaction_temp(&self.path);
         let started = std::time::Instant::now();
         let kept = history.all();
         let result = (|| {
@@ -754,6 +765,32 @@ mod tests {
         let ids: Vec<u64> = replayed.messages.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![1, 3]);
         assert_eq!(replayed.skipped, 1);
+    }
+
+    #[test]
+    fn journals_that_differ_only_in_extension_compact_through_their_own_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            compaction_temp(&dir.path().join("history.jsonl")),
+            dir.path().join("history.jsonl.compact")
+        );
+        let one = dir.path().join("h.one");
+        let two = dir.path().join("h.two");
+        assert_ne!(compaction_temp(&one), compaction_temp(&two));
+        // Another journal's temporary file under the old naming is left
+        // alone by this journal's compaction.
+        let other = dir.path().join("h.jsonl.compact");
+        std::fs::write(&other, "another riftd's compaction\n").unwrap();
+        let (mut journal, _) = Journal::open(&one, FsyncPolicy::Never).unwrap();
+        let mut history = History::new(2);
+        history.record(&message(1, "a"));
+        journal.append(None, &[message(1, "a")]).unwrap();
+        journal.compact(&history, 2, Instant::now()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&other).unwrap(),
+            "another riftd's compaction\n"
+        );
+        assert!(!compaction_temp(&one).exists());
     }
 
     #[test]
