@@ -143,6 +143,24 @@ pub fn lock_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.lock"))
 }
 
+/// Why an opened lock file cannot be riftd's own (empty, regular, one
+/// link), or `None` when it can.
+fn foreign_lock_file(metadata: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !metadata.file_type().is_file() {
+        Some(format!(
+            "is {}",
+            crate::config::describe_file_type(&metadata.file_type())
+        ))
+    } else if metadata.nlink() != 1 {
+        Some(format!("has {} names (hard links)", metadata.nlink()))
+    } else if metadata.len() != 0 {
+        Some(format!("holds {} bytes", metadata.len()))
+    } else {
+        None
+    }
+}
+
 /// Holds the users file's exclusive lock until dropped.
 #[derive(Debug)]
 pub struct UsersLock {
@@ -176,6 +194,16 @@ impl UsersLock {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&lock)
             .map_err(error)?;
+        // A lock file is empty, with one name: anything else is some other
+        // file linked there (a hard link to /etc/shadow, say, by whoever
+        // may write the directory), which root must not chown below.
+        let metadata = file.metadata().map_err(error)?;
+        if let Some(reason) = foreign_lock_file(&metadata) {
+            return Err(error(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("it {reason}, so it is not riftd's lock file; remove it if it is stale"),
+            )));
+        }
         // Root makes the lock file usable by the users file's owner too.
         if rustix::process::geteuid().is_root()
             && let Ok(Some(owner)) = existing_ownership(path)
@@ -530,6 +558,28 @@ mod tests {
         assert!(error.to_string().contains("held it for"), "{error}");
         drop(holder);
         UsersLock::acquire_within(&path, std::time::Duration::from_millis(100)).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_that_is_another_file_linked_there_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "root:x:0:0\n").unwrap();
+        std::fs::hard_link(&precious, lock_path(&path)).unwrap();
+        let error = UsersLock::acquire(&path).unwrap_err();
+        assert!(error.to_string().contains("hard links"), "{error}");
+        std::fs::remove_file(&precious).unwrap();
+        // Now one name, but not empty: still not a lock file.
+        let error = UsersLock::acquire(&path).unwrap_err();
+        assert!(error.to_string().contains("holds 11 bytes"), "{error}");
+        assert_eq!(
+            std::fs::read_to_string(lock_path(&path)).unwrap(),
+            "root:x:0:0\n"
+        );
+        std::fs::remove_file(lock_path(&path)).unwrap();
+        let _held = UsersLock::acquire(&path).unwrap();
+        UsersLock::acquire_within(&path, std::time::Duration::ZERO).unwrap_err();
     }
 
     #[test]
