@@ -93,6 +93,17 @@ fn open_pid_file(path: &Path, options: &mut OpenOptions) -> Result<File, DaemonE
     if !metadata.file_type().is_file() {
         return Err(not_a_pid_file(path, "is not a regular file"));
     }
+    // A pidfile has one name: a hard link planted at the path would have
+    // another file (empty, say) overwritten with our pid.
+    if std::os::unix::fs::MetadataExt::nlink(&metadata) > 1 {
+        return Err(not_a_pid_file(
+            path,
+            format!(
+                "has {} names (hard links)",
+                std::os::unix::fs::MetadataExt::nlink(&metadata)
+            ),
+        ));
+    }
     Ok(file)
 }
 
@@ -676,6 +687,19 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&target).unwrap(), text);
             assert!(probe(&link).is_err(), "status follows no symlink either");
         }
+    }
+
+    #[test]
+    fn a_hard_link_to_another_file_is_not_a_pidfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, "").unwrap();
+        let path = dir.path().join("riftd.pid");
+        std::fs::hard_link(&other, &path).unwrap();
+        let error = PidFile::acquire(&path).unwrap_err();
+        assert!(error.is_refused_config(), "{error}");
+        assert!(error.to_string().contains("hard links"), "{error}");
+        assert_eq!(std::fs::read(&other).unwrap(), b"");
     }
 
     #[test]
