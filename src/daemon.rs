@@ -244,6 +244,46 @@ impl PidFile {
     }
 }
 
+/// What `acquire` would refuse about `path` as a pidfile (a symlink, a
+/// hard link, not a regular file, content that is not a pid), checked
+/// without creating, locking or changing anything: for `--check-config`.
+pub fn check_pid_file(path: &Path) -> Result<(), DaemonError> {
+    let file = match open_pid_file(path, OpenOptions::new().read(true)) {
+        Ok(file) => file,
+        Err(DaemonError::PidFile { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
+    let size = file.metadata().map_err(pid_error(path))?.len();
+    let is_pid = size == 0 || read_pid_text(&file).is_some_and(|text| parse_pid(&text).is_some());
+    if size > MAX_PID_TEXT || !is_pid {
+        return Err(not_a_pid_file(
+            path,
+            format!("holds {size} bytes that are not a pid"),
+        ));
+    }
+    Ok(())
+}
+
+/// What `open_log` would refuse about `path` (a FIFO, a directory, a
+/// socket), checked without creating or opening it: for `--check-config`.
+pub fn check_log_file(path: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() || metadata.file_type().is_char_device() => Ok(()),
+        Ok(metadata) => Err(DaemonError::NotALogFile {
+            path: path.to_owned(),
+            kind: crate::config::describe_file_type(&metadata.file_type()),
+        }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DaemonError::LogFile {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// The file's trimmed text, read at most `MAX_PID_TEXT` bytes deep (a
 /// huge file named by mistake is not read whole); `None` when empty.
 fn read_pid_text(mut file: &File) -> Option<String> {

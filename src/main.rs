@@ -483,6 +483,16 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         None => {
             let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
             if cli.check_config {
+                // What `start` (or a foreground run with pid_file set)
+                // would refuse about the pidfile and the log, looked at
+                // without touching them.
+                daemon::check_pid_file(&pid_path(&config))?;
+                daemon::check_log_file(&daemon::absolute(
+                    &config
+                        .log_file
+                        .clone()
+                        .unwrap_or_else(daemon::default_log_file),
+                ))?;
                 say!("configuration ok");
                 return Ok(ExitCode::SUCCESS);
             }

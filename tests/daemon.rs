@@ -1393,3 +1393,37 @@ fn an_empty_pid_file_or_log_file_is_refused_with_exit_2_naming_the_key() {
     }
     std::fs::write(daemon.config_path(), base).expect("cannot restore the config");
 }
+
+#[test]
+fn check_config_refuses_what_start_would_refuse_about_the_pidfile_and_the_log() {
+    // --check-config said "configuration ok" for a pidfile that start then
+    // refused (a symlink, the wrong content) and for a FIFO as the log.
+    let daemon = Daemon::new("");
+    let check = || {
+        let mut command = Command::new(RIFTD);
+        command
+            .args(["--check-config", "--config"])
+            .arg(daemon.config_path())
+            .env_remove("JOURNAL_STREAM");
+        run(command)
+    };
+    let fine = check();
+    assert_eq!(fine.code(), Some(0), "{fine:?}");
+    std::os::unix::fs::symlink(daemon.path("elsewhere"), daemon.pid_path())
+        .expect("cannot make the symlink");
+    let finished = check();
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("symbolic link"), "{finished:?}");
+    std::fs::remove_file(daemon.pid_path()).expect("cannot remove the symlink");
+    std::fs::write(daemon.pid_path(), "not a pid\n").expect("cannot write the pidfile");
+    let finished = check();
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("not a pid"), "{finished:?}");
+    std::fs::remove_file(daemon.pid_path()).expect("cannot remove the pidfile");
+    make_fifo(&daemon.path("riftd.log"));
+    let finished = check();
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("a FIFO"), "{finished:?}");
+    let _ = std::fs::remove_file(daemon.path("riftd.log"));
+    assert!(!daemon.pid_path().exists(), "--check-config made a pidfile");
+}
