@@ -52,6 +52,23 @@ pub enum AccountsError {
     /// A rewrite could not keep the file's owner; nothing was written.
     #[error("users file {path} {reason}")]
     Owner { path: PathBuf, reason: String },
+    /// The users file is a symlink: a rewrite (a rename into place) would
+    /// replace the link with a regular file and leave its target stale,
+    /// and as root it must not write wherever a link points. Nothing was
+    /// written.
+    #[error(
+        "users file {path} is a symbolic link (to {target}); riftd user … replaces the file it \
+         names, which would turn the link into a file and leave {target} stale; set users_file to \
+         the real file instead"
+    )]
+    Symlink { path: PathBuf, target: String },
+}
+
+impl AccountsError {
+    /// Whether the configuration is at fault (exit 2), not the run.
+    pub fn is_refused_config(&self) -> bool {
+        matches!(self, AccountsError::Symlink { .. })
+    }
 }
 
 /// The owner, group and permission bits of an existing users file, which a
@@ -125,16 +142,42 @@ pub fn lock_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.lock"))
 }
 
+/// Why an opened lock file cannot be riftd's own (empty, regular, one
+/// link), or `None` when it can.
+fn foreign_lock_file(metadata: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !metadata.file_type().is_file() {
+        Some(format!(
+            "is {}",
+            crate::config::describe_file_type(&metadata.file_type())
+        ))
+    } else if metadata.nlink() != 1 {
+        Some(format!("has {} names (hard links)", metadata.nlink()))
+    } else if metadata.len() != 0 {
+        Some(format!("holds {} bytes", metadata.len()))
+    } else {
+        None
+    }
+}
+
 /// Holds the users file's exclusive lock until dropped.
 #[derive(Debug)]
 pub struct UsersLock {
     _file: File,
 }
 
+/// How long `riftd user …` waits for another one's lock: that one holds it
+/// for one argon2 hash, well under a second. A lock held longer is some
+/// other process (or a stuck one), reported instead of waited on forever.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl UsersLock {
-    /// Waits for and takes the lock (another `riftd user …` holds it for
-    /// the time of one argon2 hash at most).
+    /// Waits for and takes the lock, for at most `LOCK_WAIT`.
     pub fn acquire(path: &Path) -> Result<UsersLock, AccountsError> {
+        UsersLock::acquire_within(path, LOCK_WAIT)
+    }
+
+    fn acquire_within(path: &Path, wait: std::time::Duration) -> Result<UsersLock, AccountsError> {
         let lock = lock_path(path);
         let error = |source| AccountsError::Lock {
             path: path.to_owned(),
@@ -150,14 +193,51 @@ impl UsersLock {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&lock)
             .map_err(error)?;
+        // A lock file is empty, with one name: anything else is some other
+        // file linked there (a hard link to /etc/shadow, say, by whoever
+        // may write the directory), which root must not chown below.
+        let metadata = file.metadata().map_err(error)?;
+        if let Some(reason) = foreign_lock_file(&metadata) {
+            return Err(error(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("it {reason}, so it is not riftd's lock file; remove it if it is stale"),
+            )));
+        }
         // Root makes the lock file usable by the users file's owner too.
         if rustix::process::geteuid().is_root()
             && let Ok(Some(owner)) = existing_ownership(path)
         {
             let _ = std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid));
         }
-        file.lock().map_err(error)?;
-        Ok(UsersLock { _file: file })
+        let started = std::time::Instant::now();
+        let mut is_told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(UsersLock { _file: file }),
+                Err(std::fs::TryLockError::Error(source)) => return Err(error(source)),
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() >= wait => {
+                    return Err(error(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another process has held it for {} s; if no other riftd user … \
+                             is running, find the holder with `fuser {}`",
+                            wait.as_secs(),
+                            lock.display()
+                        ),
+                    )));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !is_told {
+                        log::warn!(
+                            "waiting for the lock on {} (another riftd user … is running)",
+                            path.display()
+                        );
+                        is_told = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
     }
 }
 
@@ -216,10 +296,11 @@ impl Users {
 
     /// Reads and parses a users file.
     pub fn load(path: &Path) -> Result<Users, AccountsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AccountsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::config::read_regular_text(path, crate::config::MAX_USERS_FILE_BYTES)
+            .map_err(|source| AccountsError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Users::parse(&text, path)
     }
 
@@ -257,8 +338,18 @@ impl Users {
     }
 
     /// Refuses early (before a password is asked for) a rewrite that could
-    /// not keep the existing file's owner.
+    /// not keep the existing file's owner, or one of a symlink (`save`
+    /// checks again under the lock).
     pub fn check_rewritable(path: &Path) -> Result<(), AccountsError> {
+        if std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_symlink()) {
+            let target = std::fs::read_link(path)
+                .map(|target| target.display().to_string())
+                .unwrap_or_else(|_| "an unreadable target".to_owned());
+            return Err(AccountsError::Symlink {
+                path: path.to_owned(),
+                target,
+            });
+        }
         let euid = rustix::process::geteuid().as_raw();
         match existing_ownership(path)? {
             Some(old) => old
@@ -433,6 +524,70 @@ mod tests {
 
     fn name(text: &str) -> Username {
         Username::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_symlinked_users_file_is_refused_and_neither_link_nor_target_is_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real-users");
+        let link = dir.path().join("users");
+        let text = format!("{HEADER}\n");
+        std::fs::write(&target, &text).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        // Reading through the link is fine: the server loads it.
+        assert!(Users::load(&link).unwrap().is_empty());
+        let error = Users::check_rewritable(&link).unwrap_err();
+        assert!(error.is_refused_config(), "{error}");
+        assert!(error.to_string().contains("real-users"), "{error}");
+        let error = Users::update(&link, |users| users.remove(&name("nobody"))).unwrap_err();
+        assert!(matches!(error, AccountsError::Unknown(_)), "{error}");
+        let error = Users::default().save(&link).unwrap_err();
+        assert!(error.is_refused_config(), "{error}");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), text);
+    }
+
+    #[test]
+    fn a_lock_held_by_another_process_is_reported_after_the_wait_not_waited_on_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        // Another open file description holding the lock stands in for
+        // another process.
+        let holder = File::create(lock_path(&path)).unwrap();
+        holder.lock().unwrap();
+        let error =
+            UsersLock::acquire_within(&path, std::time::Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(error, AccountsError::Lock { .. }), "{error}");
+        assert!(error.to_string().contains("held it for"), "{error}");
+        drop(holder);
+        UsersLock::acquire_within(&path, std::time::Duration::from_millis(100)).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_that_is_another_file_linked_there_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "root:x:0:0\n").unwrap();
+        std::fs::hard_link(&precious, lock_path(&path)).unwrap();
+        let error = UsersLock::acquire(&path).unwrap_err();
+        assert!(error.to_string().contains("hard links"), "{error}");
+        std::fs::remove_file(&precious).unwrap();
+        // Now one name, but not empty: still not a lock file.
+        let error = UsersLock::acquire(&path).unwrap_err();
+        assert!(error.to_string().contains("holds 11 bytes"), "{error}");
+        assert_eq!(
+            std::fs::read_to_string(lock_path(&path)).unwrap(),
+            "root:x:0:0\n"
+        );
+        std::fs::remove_file(lock_path(&path)).unwrap();
+        let _held = UsersLock::acquire(&path).unwrap();
+        UsersLock::acquire_within(&path, std::time::Duration::ZERO).unwrap_err();
     }
 
     #[test]

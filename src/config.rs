@@ -147,6 +147,9 @@ pub struct Config {
     /// The TLS server config built from `tls_cert` and `tls_key`.
     #[serde(skip)]
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The file this config was read from, if any.
+    #[serde(skip)]
+    source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -181,6 +184,7 @@ impl Default for Config {
             password: None,
             users: None,
             tls: None,
+            source: None,
         }
     }
 }
@@ -319,15 +323,17 @@ impl Config {
         // right after a daemon changes directory to `/`.
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let path = absolute.as_path();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            kind: "config file",
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            read_regular_text(path, MAX_CONFIG_FILE_BYTES).map_err(|source| ConfigError::Read {
+                kind: "config file",
+                path: path.to_owned(),
+                source,
+            })?;
         let mut config = Config::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
         })?;
+        config.source = Some(path.to_owned());
         // Relative paths in the file are relative to the file.
         if let Some(dir) = path.parent() {
             for file in [
@@ -354,7 +360,30 @@ impl Config {
 
     /// Parses TOML text into a config, without validating cross-key rules.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|error| error.to_string().trim_end().to_owned())
+        let config: Config =
+            toml::from_str(text).map_err(|error| error.to_string().trim_end().to_owned())?;
+        // Only history_file takes "" (history off). An empty path elsewhere
+        // used to resolve to the config's directory and fail later as "Is a
+        // directory" (exit 1), when the operator most likely meant "none".
+        for (key, path) in [
+            ("password_file", &config.password_file),
+            ("users_file", &config.users_file),
+            ("tls_cert", &config.tls_cert),
+            ("tls_key", &config.tls_key),
+            ("pid_file", &config.pid_file),
+            ("log_file", &config.log_file),
+        ] {
+            if path
+                .as_ref()
+                .is_some_and(|path| path.as_os_str().is_empty())
+            {
+                return Err(format!(
+                    "`{key}` is empty; leave the key out for its default \
+                     (only history_file = \"\" turns something off)"
+                ));
+            }
+        }
+        Ok(config)
     }
 
     /// Checks the rules that span keys or need files, and loads secrets.
@@ -375,6 +404,7 @@ impl Config {
                 "must be at most half of max_output_bytes",
             ));
         }
+        self.check_distinct_files()?;
         self.password = match (self.auth, &self.password_file) {
             (AuthSetting::Open, _) => None,
             (AuthSetting::Password, None) => {
@@ -396,6 +426,21 @@ impl Config {
             (AuthSetting::Accounts, Some(path)) => Some(Arc::new(Users::load(path)?)),
             _ => None,
         };
+        for (key, path) in [
+            ("password_file", &self.password_file),
+            ("users_file", &self.users_file),
+            ("tls_key", &self.tls_key),
+        ] {
+            if let Some(path) = path
+                && let Some(mode) = world_readable_mode(path)
+            {
+                log::warn!(
+                    "{key} {} is readable by every local user (mode {mode:04o}); \
+                     it holds secrets: chmod o-rwx it",
+                    path.display()
+                );
+            }
+        }
         self.tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(load_server_config(cert, key)?),
             (None, None) if self.tls_listen.is_empty() => None,
@@ -403,6 +448,60 @@ impl Config {
             (_, None) => return Err(invalid("tls_key", "tls_listen needs tls_cert and tls_key")),
         };
         Ok(self)
+    }
+
+    /// Refuses a file that riftd writes (`history_file`, `pid_file`,
+    /// `log_file`, and `users_file`, which `riftd user …` rewrites) when it
+    /// is the same file as the config file or another configured file,
+    /// compared by path and, for files that exist, by inode (so a symlink
+    /// or a second spelling is caught too). Writing one of them would
+    /// destroy the other: a log appended to the config made it unparsable,
+    /// so that even `riftd -d stop` refused to run.
+    pub fn check_distinct_files(&self) -> Result<(), ConfigError> {
+        const WRITTEN: [&str; 4] = ["history_file", "pid_file", "log_file", "users_file"];
+        let mut named: Vec<(&'static str, &Path)> = Vec::new();
+        if let Some(path) = &self.source {
+            named.push(("the config file", path));
+        }
+        for (key, path) in [
+            ("password_file", &self.password_file),
+            ("users_file", &self.users_file),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("pid_file", &self.pid_file),
+            ("log_file", &self.log_file),
+        ] {
+            if let Some(path) = path {
+                named.push((key, path));
+            }
+        }
+        if let Some(path) = self.history_path() {
+            named.push(("history_file", path));
+        }
+        for (index, &(first, first_path)) in named.iter().enumerate() {
+            for &(second, second_path) in &named[index + 1..] {
+                let written = WRITTEN.iter().find(|key| **key == second || **key == first);
+                let Some(written) = written else {
+                    continue;
+                };
+                if is_same_file(first_path, second_path) {
+                    let other = if *written == first { second } else { first };
+                    let other = if other.ends_with("_file") || other.starts_with("tls_") {
+                        format!("`{other}`")
+                    } else {
+                        other.to_owned()
+                    };
+                    return Err(invalid(
+                        written,
+                        format!(
+                            "{} is also {other}; riftd writes {written}, which would destroy it",
+                            first_path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every numeric key with its value, for the range checks.
@@ -498,6 +597,89 @@ fn check_history_file(path: Option<&Path>) -> Result<(), ConfigError> {
     }
 }
 
+/// The most bytes riftd reads from each file the configuration names: far
+/// beyond any real file of that kind, so that a path pointing at something
+/// huge by mistake (a disk image, a log) is refused instead of read whole.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+pub const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
+/// About 450,000 accounts.
+pub const MAX_USERS_FILE_BYTES: u64 = 64 * 1024 * 1024;
+pub const MAX_TLS_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a file the configuration names (the config file itself, the
+/// password, users, certificate and key files): a regular file (symlinks
+/// are followed) of at most `max` bytes. It is opened non-blocking, so a
+/// FIFO can never block the caller — at start, or on SIGHUP on the event
+/// loop, where a FIFO would freeze every client — and is then refused, as
+/// are directories and sockets. A character device is read like a file
+/// (`--config /dev/null` is an empty config), within the same bound, so
+/// `/dev/zero` or a huge file is refused without being read whole.
+pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    let file_type = metadata.file_type();
+    if !file_type.is_file() && !file_type.is_char_device() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "it is {}, not a regular file",
+                describe_file_type(&file_type)
+            ),
+        ));
+    }
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {max} bytes, more than such a file can be"),
+        )
+    };
+    if metadata.len() > max {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
+/// `read_regular_file` as UTF-8 text.
+pub fn read_regular_text(path: &Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read_regular_file(path, max)?).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
+}
+
+/// The permission bits of `path` when others may read it (the secret
+/// files: the password, the account hashes, the TLS key), else `None`.
+fn world_readable_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o004 != 0).then_some(mode)
+}
+
+/// Whether two configured paths name one file: the same absolute path, or
+/// (both existing, symlinks followed) the same inode.
+fn is_same_file(first: &Path, second: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if std::path::absolute(first).ok() == std::path::absolute(second).ok() {
+        return true;
+    }
+    match (std::fs::metadata(first), std::fs::metadata(second)) {
+        (Ok(first), Ok(second)) => first.dev() == second.dev() && first.ino() == second.ino(),
+        _ => false,
+    }
+}
+
 /// "a symlink", "a directory", "a character device", … for messages.
 pub fn describe_file_type(file_type: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -522,11 +704,12 @@ pub fn describe_file_type(file_type: &std::fs::FileType) -> &'static str {
 
 /// The password is the file's first line, without its line ending.
 fn read_password(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        kind: "password_file",
-        path: path.to_owned(),
-        source,
-    })?;
+    let text =
+        read_regular_text(path, MAX_PASSWORD_FILE_BYTES).map_err(|source| ConfigError::Read {
+            kind: "password_file",
+            path: path.to_owned(),
+            source,
+        })?;
     let password = text.lines().next().unwrap_or("");
     if password.is_empty() {
         return Err(invalid(
@@ -800,6 +983,143 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_file_riftd_writes_that_is_also_another_configured_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("riftd.toml");
+        std::fs::write(dir.path().join("users"), "").unwrap();
+        std::os::unix::fs::symlink(&config_path, dir.path().join("link.toml")).unwrap();
+        for (text, key, other) in [
+            ("log_file = \"riftd.toml\"", "log_file", "the config file"),
+            ("log_file = \"link.toml\"", "log_file", "the config file"),
+            ("log_file = \"./riftd.toml\"", "log_file", "the config file"),
+            (
+                "history_file = \"riftd.toml\"",
+                "history_file",
+                "the config file",
+            ),
+            (
+                "users_file = \"users\"\nhistory_file = \"users\"",
+                "history_file",
+                "`users_file`",
+            ),
+            (
+                "pid_file = \"x.log\"\nlog_file = \"x.log\"",
+                "log_file",
+                "`pid_file`",
+            ),
+            (
+                "users_file = \"riftd.toml\"",
+                "users_file",
+                "the config file",
+            ),
+        ] {
+            std::fs::write(&config_path, format!("listen = \"127.0.0.1:0\"\n{text}\n")).unwrap();
+            let config = Config::from_file(&config_path).unwrap();
+            let error = config.check_distinct_files().unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")), "{text}: {error}");
+            assert!(error.contains(other), "{text}: {error}");
+            assert!(error.contains("would destroy it"), "{text}: {error}");
+        }
+        std::fs::write(
+            &config_path,
+            "listen = \"127.0.0.1:0\"\nlog_file = \"riftd.log\"\npid_file = \"riftd.pid\"\nhistory_file = \"h.jsonl\"\n",
+        )
+        .unwrap();
+        Config::from_file(&config_path).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn a_secret_file_readable_by_every_local_user_is_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        for (mode, expected) in [(0o644, Some(0o644)), (0o640, None), (0o600, None)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(world_readable_mode(&path), expected, "{mode:o}");
+        }
+        assert_eq!(world_readable_mode(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn an_empty_path_is_refused_by_name_except_history_files() {
+        for key in [
+            "password_file",
+            "users_file",
+            "tls_cert",
+            "tls_key",
+            "pid_file",
+            "log_file",
+        ] {
+            let error = Config::from_toml(&format!("{key} = \"\"")).unwrap_err();
+            assert!(error.contains(&format!("`{key}` is empty")), "{error}");
+        }
+        let config = Config::from_toml("history_file = \"\"").unwrap();
+        assert_eq!(config.history_path(), None);
+    }
+
+    fn mkfifo(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_fifo_a_device_a_directory_or_a_huge_file_is_refused_without_blocking_or_reading_it_whole()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo);
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, vec![b'#'; 2048]).unwrap();
+        for (path, expected) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/zero"), "larger than 1024 bytes"),
+            (dir.path(), "a directory"),
+            (huge.as_path(), "larger than 1024 bytes"),
+        ] {
+            let error = read_regular_file(path, 1024).unwrap_err().to_string();
+            assert!(error.contains(expected), "{}: {error}", path.display());
+        }
+        // Every configured file goes through it: a FIFO as the config file,
+        // the password file, the users file or a TLS file is refused.
+        let error = Config::from_file(&fifo).unwrap_err().to_string();
+        assert!(error.contains("a FIFO"), "{error}");
+        for key in ["password_file", "users_file", "tls_cert"] {
+            let text = match key {
+                "password_file" => "auth = \"password\"",
+                "users_file" => "auth = \"accounts\"",
+                _ => "tls_listen = \"127.0.0.1:0\"",
+            };
+            let mut config = Config::from_toml(text).unwrap();
+            config.history_file = PathBuf::new();
+            match key {
+                "password_file" => config.password_file = Some(fifo.clone()),
+                "users_file" => config.users_file = Some(fifo.clone()),
+                _ => {
+                    // One PEM file may hold both: not two jobs for one file.
+                    config.tls_cert = Some(fifo.clone());
+                    config.tls_key = Some(fifo.clone());
+                }
+            }
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("a FIFO"), "{key}: {error}");
+        }
+        std::fs::write(&huge, "ok\n").unwrap();
+        assert_eq!(read_regular_file(&huge, 1024).unwrap(), b"ok\n");
+        assert!(
+            read_regular_file(Path::new("/dev/null"), 1024)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

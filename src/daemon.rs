@@ -41,6 +41,10 @@ pub enum DaemonError {
     /// configuration is refused.
     #[error("pid_file {path} {reason}; refusing to overwrite or delete it")]
     NotAPidFile { path: PathBuf, reason: String },
+    /// `log_file` names a FIFO, a directory or a socket: refused as a
+    /// configuration mistake.
+    #[error("log_file {path} is {kind}, not a regular file or a character device")]
+    NotALogFile { path: PathBuf, kind: &'static str },
     #[error("refusing to signal pid {pid} named in {path}: {reason}")]
     Unverified {
         pid: i32,
@@ -52,7 +56,10 @@ pub enum DaemonError {
 impl DaemonError {
     /// Whether the configuration is at fault (exit 2), not the run.
     pub fn is_refused_config(&self) -> bool {
-        matches!(self, DaemonError::NotAPidFile { .. })
+        matches!(
+            self,
+            DaemonError::NotAPidFile { .. } | DaemonError::NotALogFile { .. }
+        )
     }
 }
 
@@ -67,10 +74,13 @@ fn not_a_pid_file(path: &Path, reason: impl Into<String>) -> DaemonError {
 const MAX_PID_TEXT: u64 = 32;
 
 /// Opens an existing or new pidfile without following a symlink in its
-/// last component, and refuses anything but a regular file.
+/// last component, and refuses anything but a regular file. Non-blocking,
+/// so that a FIFO at the path is refused instead of hanging `status` and
+/// `stop` until some writer opens it.
 fn open_pid_file(path: &Path, options: &mut OpenOptions) -> Result<File, DaemonError> {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = options
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags(flags.bits() as i32)
         .open(path)
         .map_err(|error| {
             if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
@@ -82,6 +92,17 @@ fn open_pid_file(path: &Path, options: &mut OpenOptions) -> Result<File, DaemonE
     let metadata = file.metadata().map_err(pid_error(path))?;
     if !metadata.file_type().is_file() {
         return Err(not_a_pid_file(path, "is not a regular file"));
+    }
+    // A pidfile has one name: a hard link planted at the path would have
+    // another file (empty, say) overwritten with our pid.
+    if std::os::unix::fs::MetadataExt::nlink(&metadata) > 1 {
+        return Err(not_a_pid_file(
+            path,
+            format!(
+                "has {} names (hard links)",
+                std::os::unix::fs::MetadataExt::nlink(&metadata)
+            ),
+        ));
     }
     Ok(file)
 }
@@ -220,6 +241,46 @@ impl PidFile {
         if let Err(error) = std::fs::remove_file(&self.path) {
             log::warn!("cannot remove pidfile {}: {error}", self.path.display());
         }
+    }
+}
+
+/// What `acquire` would refuse about `path` as a pidfile (a symlink, a
+/// hard link, not a regular file, content that is not a pid), checked
+/// without creating, locking or changing anything: for `--check-config`.
+pub fn check_pid_file(path: &Path) -> Result<(), DaemonError> {
+    let file = match open_pid_file(path, OpenOptions::new().read(true)) {
+        Ok(file) => file,
+        Err(DaemonError::PidFile { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
+    let size = file.metadata().map_err(pid_error(path))?.len();
+    let is_pid = size == 0 || read_pid_text(&file).is_some_and(|text| parse_pid(&text).is_some());
+    if size > MAX_PID_TEXT || !is_pid {
+        return Err(not_a_pid_file(
+            path,
+            format!("holds {size} bytes that are not a pid"),
+        ));
+    }
+    Ok(())
+}
+
+/// What `open_log` would refuse about `path` (a FIFO, a directory, a
+/// socket), checked without creating or opening it: for `--check-config`.
+pub fn check_log_file(path: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() || metadata.file_type().is_char_device() => Ok(()),
+        Ok(metadata) => Err(DaemonError::NotALogFile {
+            path: path.to_owned(),
+            kind: crate::config::describe_file_type(&metadata.file_type()),
+        }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DaemonError::LogFile {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -444,7 +505,12 @@ fn wait_for_pid(path: &Path, timeout: Duration) -> Result<Option<i32>, DaemonErr
 }
 
 /// Opens the daemon's log for appending (0640), creating its directory.
+/// It must be a regular file or a character device (`/dev/null`); it is
+/// opened non-blocking, so that a FIFO there is refused instead of
+/// blocking `start` — or, at SIGHUP, the event loop — until a reader
+/// comes.
 pub fn open_log(path: &Path) -> Result<File, DaemonError> {
+    use std::os::unix::fs::FileTypeExt;
     let error = |source| DaemonError::LogFile {
         path: path.to_owned(),
         source,
@@ -452,12 +518,35 @@ pub fn open_log(path: &Path) -> Result<File, DaemonError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(error)?;
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o640)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)
-        .map_err(error)
+        .map_err(|source| {
+            // ENXIO: a FIFO nobody reads (a non-blocking open for writing).
+            if source.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
+                DaemonError::NotALogFile {
+                    path: path.to_owned(),
+                    kind: "a FIFO",
+                }
+            } else {
+                error(source)
+            }
+        })?;
+    let file_type = file.metadata().map_err(error)?.file_type();
+    if !file_type.is_file() && !file_type.is_char_device() {
+        return Err(DaemonError::NotALogFile {
+            path: path.to_owned(),
+            kind: crate::config::describe_file_type(&file_type),
+        });
+    }
+    // Log lines are written with blocking writes, as before.
+    let flags = rustix::fs::fcntl_getfl(&file).map_err(|errno| error(errno.into()))?;
+    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+        .map_err(|errno| error(errno.into()))?;
+    Ok(file)
 }
 
 /// Points stdout and stderr at the log file again (after logrotate moved
@@ -641,6 +730,19 @@ mod tests {
     }
 
     #[test]
+    fn a_hard_link_to_another_file_is_not_a_pidfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, "").unwrap();
+        let path = dir.path().join("riftd.pid");
+        std::fs::hard_link(&other, &path).unwrap();
+        let error = PidFile::acquire(&path).unwrap_err();
+        assert!(error.is_refused_config(), "{error}");
+        assert!(error.to_string().contains("hard links"), "{error}");
+        assert_eq!(std::fs::read(&other).unwrap(), b"");
+    }
+
+    #[test]
     fn a_device_or_a_directory_is_not_a_pidfile() {
         for path in ["/dev/null", "/tmp"] {
             let error = PidFile::acquire(Path::new(path)).unwrap_err();
@@ -751,6 +853,41 @@ mod tests {
             stop(&path, Duration::from_secs(1)).unwrap(),
             Stopped::NotRunning { is_stale: false }
         );
+    }
+
+    #[test]
+    fn a_log_file_that_is_a_fifo_or_a_directory_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("riftd.log");
+        // mknod, not a `mkfifo` child: a fork while another test holds a
+        // pidfile lock would share that lock for a moment.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Nobody reads it: a blocking open for writing would wait forever.
+        let error = open_log(&fifo).unwrap_err();
+        assert!(error.is_refused_config(), "{error}");
+        assert!(error.to_string().contains("a FIFO"), "{error}");
+        // Somebody reads it: still refused.
+        let _reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap();
+        assert!(open_log(&fifo).unwrap_err().is_refused_config());
+        assert!(open_log(dir.path()).is_err());
+        assert!(open_log(Path::new("/dev/null")).is_ok());
+        let file = dir.path().join("real.log");
+        let mut log = open_log(&file).unwrap();
+        writeln!(log, "line").unwrap();
+        let flags = rustix::fs::fcntl_getfl(&log).unwrap();
+        assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "line\n");
     }
 
     #[test]

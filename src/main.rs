@@ -80,6 +80,23 @@ enum Action {
     Status,
 }
 
+/// `println!` without its panic: output to a closed pipe (`riftd user
+/// list | head -1`) is dropped instead of aborting with exit 101.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` without its panic (stderr may be a closed pipe too).
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// LSB `status` code for "program is not running".
 const NOT_RUNNING: u8 = 3;
 
@@ -98,6 +115,7 @@ impl Failure {
         match self {
             Failure::Config(_) | Failure::Usage(_) => ExitCode::from(2),
             Failure::Daemon(error) if error.is_refused_config() => ExitCode::from(2),
+            Failure::Accounts(error) if error.is_refused_config() => ExitCode::from(2),
             // A socket unit that passes unusable sockets is a configuration
             // mistake too: exit 2, which the unit does not restart.
             Failure::Server(ServerError::Activation(_)) => ExitCode::from(2),
@@ -287,7 +305,7 @@ fn start(cli: &Cli) -> Result<ExitCode, Failure> {
     match forked {
         Forked::Parent(readiness) => {
             let pid = readiness.wait()?;
-            println!(
+            say!(
                 "riftd started (pid {pid}), listening on {}; log {}",
                 addresses.join(", "),
                 log_path.display()
@@ -329,10 +347,10 @@ fn stop(cli: &Cli) -> Result<ExitCode, Failure> {
     match daemon::stop(&path, config.shutdown_timeout())? {
         Stopped::NotRunning { is_stale } => {
             let stale = if is_stale { " (stale pidfile)" } else { "" };
-            println!("riftd is not running{stale}; pidfile {}", path.display());
+            say!("riftd is not running{stale}; pidfile {}", path.display());
         }
-        Stopped::Terminated { pid } => println!("riftd stopped (pid {pid})"),
-        Stopped::Killed { pid } => println!(
+        Stopped::Terminated { pid } => say!("riftd stopped (pid {pid})"),
+        Stopped::Killed { pid } => say!(
             "riftd (pid {pid}) ignored SIGTERM for {} s and was killed with SIGKILL",
             config.shutdown_timeout_secs
         ),
@@ -345,16 +363,16 @@ fn status(cli: &Cli) -> Result<ExitCode, Failure> {
     let path = pid_path(&config);
     match daemon::probe(&path)? {
         Probe::Running { pid: Some(pid), .. } => {
-            println!("riftd is running (pid {pid})");
+            say!("riftd is running (pid {pid})");
             Ok(ExitCode::SUCCESS)
         }
         Probe::Running { pid: None, .. } => {
-            println!("riftd is starting");
+            say!("riftd is starting");
             Ok(ExitCode::SUCCESS)
         }
         Probe::NotRunning { is_stale } => {
             let stale = if is_stale { " (stale pidfile)" } else { "" };
-            println!("riftd is not running{stale}; pidfile {}", path.display());
+            say!("riftd is not running{stale}; pidfile {}", path.display());
             Ok(ExitCode::from(NOT_RUNNING))
         }
     }
@@ -393,6 +411,9 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
+    // A users_file that is also the config (or another file riftd writes)
+    // would be replaced by the accounts.
+    config.check_distinct_files()?;
     let path = config.users_file.clone().ok_or_else(|| {
         Failure::Usage(
             "the config sets no users_file; pass --config PATH with users_file = \"…\"".to_owned(),
@@ -408,7 +429,7 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
     let done = match action {
         UserAction::List => {
             for name in users.names() {
-                println!("{name}");
+                say!("{name}");
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -439,7 +460,7 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
             format!("removed {name}")
         }
     };
-    println!(
+    say!(
         "{done} in {}; a running riftd applies it on SIGHUP (systemctl reload riftd, or kill -HUP its pid)",
         path.display()
     );
@@ -447,6 +468,14 @@ fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+    if cli.check_config && (cli.daemon.is_some() || cli.command.is_some()) {
+        // It would otherwise be ignored, and a daemon started (or an
+        // account changed) by a command meant only to check.
+        return Err(Failure::Usage(
+            "--check-config only checks the configuration; run it without -d and without a subcommand"
+                .to_owned(),
+        ));
+    }
     if let Some(Command::User { action }) = &cli.command {
         return user_command(cli, action);
     }
@@ -454,7 +483,17 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         None => {
             let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
             if cli.check_config {
-                println!("configuration ok");
+                // What `start` (or a foreground run with pid_file set)
+                // would refuse about the pidfile and the log, looked at
+                // without touching them.
+                daemon::check_pid_file(&pid_path(&config))?;
+                daemon::check_log_file(&daemon::absolute(
+                    &config
+                        .log_file
+                        .clone()
+                        .unwrap_or_else(daemon::default_log_file),
+                ))?;
+                say!("configuration ok");
                 return Ok(ExitCode::SUCCESS);
             }
             foreground(cli, config)
@@ -470,8 +509,31 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // The daemon changes directory to `/` and re-reads its config on
+    // SIGHUP: a relative `--config riftd.toml` would then name `/riftd.toml`
+    // (so no reload could ever apply, or another file would be read), and
+    // a relative `--history-file` would seem changed. Both are made
+    // absolute once, against the directory riftd was started in.
+    cli.config = cli.config.as_deref().map(daemon::absolute);
+    cli.history_file = cli.history_file.as_deref().map(|path| {
+        if path.as_os_str().is_empty() {
+            PathBuf::new()
+        } else {
+            daemon::absolute(path)
+        }
+    });
     riftd::logging::init();
+    // A write past RLIMIT_FSIZE (`ulimit -f`, systemd's LimitFSIZE=) must
+    // fail with EFBIG, which the journal and the log handle like a full
+    // disk, instead of killing riftd with SIGXFSZ without a word. A
+    // handler that does nothing has that effect and survives the fork.
+    if let Err(error) = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    ) {
+        log::warn!("cannot catch SIGXFSZ: {error}");
+    }
     match run(&cli) {
         Ok(code) => code,
         Err(failure) => {
@@ -479,7 +541,7 @@ fn main() -> ExitCode {
             if std::env::var_os("JOURNAL_STREAM").is_some() {
                 log::error!("{failure}");
             } else {
-                eprintln!("riftd: {failure}");
+                say_err!("riftd: {failure}");
             }
             failure.exit_code()
         }

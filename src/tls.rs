@@ -31,14 +31,22 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerC
         path: cert.to_owned(),
         reason,
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|error| certificate_error(error.to_string()))?
+    // Read through the bounded, non-blocking reader every configured file
+    // goes through (a FIFO must not hang a reload).
+    let read =
+        |path: &Path| crate::config::read_regular_file(path, crate::config::MAX_TLS_FILE_BYTES);
+    let cert_pem = read(cert).map_err(|error| certificate_error(error.to_string()))?;
+    let key_pem = read(key).map_err(|error| TlsError::Key {
+        path: key.to_owned(),
+        reason: error.to_string(),
+    })?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|error| certificate_error(error.to_string()))?;
     if chain.is_empty() {
         return Err(certificate_error("no certificate in the file".to_owned()));
     }
-    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|error| TlsError::Key {
+    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| TlsError::Key {
         path: key.to_owned(),
         reason: error.to_string(),
     })?;

@@ -1126,3 +1126,36 @@ fn at_debug_level_no_password_reaches_the_log_and_peer_text_is_escaped() {
         "the refusal was not logged at all: {seen:#?}"
     );
 }
+
+#[test]
+fn a_users_file_that_is_a_symlink_is_refused_with_exit_2_and_the_link_kept() {
+    // A rewrite renames a new file into place: it used to replace the link
+    // with a regular file, leaving the link's target (which other tools or
+    // a second config may read) silently stale.
+    let (launch, config) = accounts_launch(ACCOUNTS_CONFIG, &[]);
+    let users_path = launch.dir().join("users");
+    let target = launch.dir().join("real-users");
+    riftd_user_ok(&config, &["add", "alice"], "alice-secret\n");
+    std::fs::rename(&users_path, &target).expect("cannot move the users file");
+    std::os::unix::fs::symlink(&target, &users_path).expect("cannot make the symlink");
+    let before = std::fs::read_to_string(&target).expect("cannot read the users file");
+    for args in [
+        &["add", "bob"][..],
+        &["passwd", "alice"],
+        &["remove", "alice"],
+    ] {
+        assert_user_refused(&config, args, 2, "symbolic link");
+        assert!(
+            std::fs::symlink_metadata(&users_path)
+                .is_ok_and(|metadata| metadata.file_type().is_symlink()),
+            "{args:?} replaced the symlink"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&target).ok().as_deref(),
+            Some(before.as_str()),
+            "{args:?} changed the target"
+        );
+    }
+    // Listing only reads: it follows the link.
+    assert_eq!(listed_users(&config), ["alice"]);
+}

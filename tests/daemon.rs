@@ -1008,7 +1008,14 @@ fn a_pid_file_that_names_the_config_itself_is_refused_with_exit_2_and_left_intac
     for finished in [daemon.ctl("start"), daemon.foreground()] {
         assert_eq!(finished.code(), Some(2), "{finished:?}");
         assert!(finished.stderr.contains("riftd.toml"), "{finished:?}");
-        assert!(finished.stderr.contains("not a pid"), "{finished:?}");
+        // The config names itself as pid_file: refused before the pidfile
+        // is even opened (a pidfile holding anything but a pid is refused
+        // too: daemon::tests::a_file_that_does_not_hold_a_pid_…).
+        assert!(
+            finished.stderr.contains("`pid_file`")
+                && finished.stderr.contains("is also the config file"),
+            "{finished:?}"
+        );
         assert_eq!(
             std::fs::read_to_string(daemon.config_path())
                 .ok()
@@ -1067,4 +1074,356 @@ fn a_reload_with_a_number_outside_its_range_keeps_the_old_configuration() {
     send_signal(pid, "TERM");
     assert_told_going_down(&mut json_client, &mut text_client);
     daemon.wait_pidfile_gone();
+}
+
+/// `mkfifo PATH`, replacing whatever is there.
+fn make_fifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let made = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("cannot run mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_fifo_named_by_the_config_is_refused_and_never_hangs_a_command_or_a_reload() {
+    let daemon = Daemon::new("auth = \"password\"\npassword_file = \"pw\"");
+    std::fs::write(daemon.path("pw"), "old\n").expect("cannot write the password file");
+    let pid = daemon.start();
+    // A reload reads the files on the event loop: a FIFO there used to
+    // block it, freezing every client, until some writer came along.
+    make_fifo(&daemon.path("pw"));
+    send_signal(pid, "HUP");
+    let log = daemon.wait_for_log("keeping the old configuration");
+    assert!(log.contains("a FIFO, not a regular file"), "{log}");
+    assert_eq!(password_login(daemon.address(), "carol", "old"), 202);
+    let _ = std::fs::remove_file(daemon.path("pw"));
+    std::fs::write(daemon.path("pw"), "old\n").expect("cannot restore the password file");
+
+    // A FIFO as the pidfile: status and stop refuse it instead of waiting
+    // for a writer; a FIFO as the config file is refused too.
+    let other = Daemon::with_pid_file("fifo.pid");
+    make_fifo(&other.pid_path());
+    for action in ["status", "stop", "start"] {
+        let finished = other.ctl(action);
+        assert_eq!(finished.code(), Some(2), "{action}: {finished:?}");
+        assert!(
+            finished.stderr.contains("not a regular file"),
+            "{action}: {finished:?}"
+        );
+    }
+    let config_fifo = other.path("fifo.toml");
+    make_fifo(&config_fifo);
+    let mut command = Command::new(RIFTD);
+    command
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&config_fifo);
+    let finished = run(command);
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("a FIFO"), "{finished:?}");
+    // The guard reads the pidfile; a FIFO would block it.
+    let _ = std::fs::remove_file(other.pid_path());
+}
+
+#[test]
+fn a_listen_fds_count_beyond_the_passed_sockets_is_refused_without_closing_riftds_own_files() {
+    // LISTEN_PID names riftd (the shell execs it, keeping its pid) and
+    // LISTEN_FDS claims two sockets where none were passed: descriptor 3 is
+    // then riftd's own pidfile. Adopting it to refuse it used to close it:
+    // the pidfile was left behind naming a dead pid (or a debug build
+    // aborted on the second close).
+    let daemon = Daemon::new("");
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=2 exec \"$0\" --config \"$1\"",
+            RIFTD,
+        ])
+        .arg(daemon.config_path())
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET");
+    let finished = run(command);
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(
+        finished.stderr.contains("is not a listening TCP socket"),
+        "{finished:?}"
+    );
+    assert!(
+        !daemon.pid_path().exists(),
+        "the pidfile was left behind: {finished:?}"
+    );
+    assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
+}
+
+#[test]
+fn a_log_file_that_is_the_config_itself_is_refused_with_exit_2_and_left_intact() {
+    // The daemon used to append its log to the config, which then no longer
+    // parsed: even `riftd -d stop` refused to run.
+    let daemon = Daemon::new("");
+    daemon.write_config("log_file = \"riftd.toml\"");
+    let config = std::fs::read_to_string(daemon.config_path()).expect("cannot read the config");
+    // (The base config sets log_file already; TOML refuses a duplicate key,
+    // so the test's own line is the only one.)
+    let config = config.replace("log_file = \"riftd.log\"\n", "");
+    std::fs::write(daemon.config_path(), &config).expect("cannot write the config");
+    for finished in [daemon.ctl("start"), daemon.foreground()] {
+        assert_eq!(finished.code(), Some(2), "{finished:?}");
+        assert!(finished.stderr.contains("`log_file`"), "{finished:?}");
+        assert!(finished.stderr.contains("the config file"), "{finished:?}");
+        assert_eq!(
+            std::fs::read_to_string(daemon.config_path())
+                .ok()
+                .as_deref(),
+            Some(config.as_str()),
+            "the config was written"
+        );
+        assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
+    }
+    let mut command = Command::new(RIFTD);
+    command
+        .args(["user", "list", "--config"])
+        .arg(daemon.config_path());
+    let finished = run(command);
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("`log_file`"), "{finished:?}");
+}
+
+#[test]
+fn a_log_file_that_is_a_fifo_is_refused_at_start_and_never_blocks_a_reload() {
+    let daemon = Daemon::new("");
+    let pid = daemon.start();
+    // The log moved away and a FIFO put in its place: the reopen at SIGHUP
+    // used to wait on the event loop for a reader, freezing every client.
+    let rotated = daemon.path("riftd.log.1");
+    std::fs::rename(daemon.path("riftd.log"), &rotated).expect("cannot move the log");
+    make_fifo(&daemon.path("riftd.log"));
+    send_signal(pid, "HUP");
+    // The reopen failed, so the daemon still writes to the moved file.
+    let mut log = String::new();
+    let reloaded = eventually(READ_TIMEOUT, || {
+        log = std::fs::read_to_string(&rotated).unwrap_or_default();
+        log.contains("SIGHUP: configuration reloaded")
+    });
+    assert!(reloaded, "no reload in the log:\n{log}");
+    assert!(log.contains("a FIFO"), "{log}");
+    let (mut json_client, mut text_client) = logged_in_pair(daemon.address());
+    send_signal(pid, "TERM");
+    assert_told_going_down(&mut json_client, &mut text_client);
+    daemon.wait_pidfile_gone();
+
+    // At start, a FIFO as the log is a refused configuration.
+    let finished = daemon.ctl("start");
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("a FIFO"), "{finished:?}");
+    assert!(!daemon.pid_path().exists(), "{finished:?}");
+    assert!(is_port_bindable(daemon.port), "it listened: {finished:?}");
+    let _ = std::fs::remove_file(daemon.path("riftd.log"));
+}
+
+#[test]
+fn a_daemon_started_with_a_relative_config_path_applies_a_reload() {
+    // The daemon changes directory to `/`: a relative `--config` used to be
+    // re-read as `/riftd.toml` at SIGHUP, so no reload could ever apply.
+    let daemon = Daemon::new("auth = \"password\"\npassword_file = \"pw\"");
+    std::fs::write(daemon.path("pw"), "old\n").expect("cannot write the password file");
+    let mut command = Command::new(RIFTD);
+    command
+        .args(["-d", "start", "--config", "riftd.toml"])
+        .current_dir(daemon.dir.path())
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET");
+    let started = run(command);
+    assert_eq!(started.code(), Some(0), "{started:?}");
+    let pid = started_pid(&started.stdout);
+    std::fs::write(daemon.path("pw"), "new\n").expect("cannot rewrite the password file");
+    send_signal(pid, "HUP");
+    let log = daemon.wait_for_log("SIGHUP:");
+    assert!(log.contains("SIGHUP: configuration reloaded"), "{log}");
+    assert_eq!(password_login(daemon.address(), "carol", "new"), 202);
+}
+
+#[test]
+fn check_config_with_a_daemon_action_or_a_subcommand_is_refused_and_starts_nothing() {
+    // `--check-config -d start` used to ignore the check and start a daemon.
+    let daemon = Daemon::new("");
+    for args in [
+        &["--check-config", "-d", "start"][..],
+        &["--check-config", "user", "list"],
+    ] {
+        let mut command = Command::new(RIFTD);
+        command
+            .args(args)
+            .arg("--config")
+            .arg(daemon.config_path())
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET");
+        let finished = run(command);
+        assert_eq!(finished.code(), Some(2), "{args:?}: {finished:?}");
+        assert!(finished.stderr.contains("--check-config"), "{finished:?}");
+        assert!(!daemon.pid_path().exists(), "{args:?} made a pidfile");
+        assert!(is_port_bindable(daemon.port), "{args:?}: it listened");
+    }
+}
+
+#[test]
+fn user_list_into_a_closed_pipe_exits_quietly_instead_of_panicking() {
+    // `riftd user list | head -1` used to panic in println! (exit 101).
+    let daemon = Daemon::new("auth = \"accounts\"\nusers_file = \"users\"");
+    let mut add = Command::new(RIFTD)
+        .args(["user", "add", "alice", "--config"])
+        .arg(daemon.config_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run riftd user add");
+    add.stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(b"secret\n")
+        .expect("cannot send the password");
+    assert!(wait_exit(&mut add, EXIT_TIMEOUT).is_some_and(|status| status.success()));
+    let (reader, writer) = std::io::pipe().expect("cannot make a pipe");
+    drop(reader);
+    let mut list = Command::new(RIFTD)
+        .args(["user", "list", "--config"])
+        .arg(daemon.config_path())
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run riftd user list");
+    let stderr = collect(list.stderr.take().expect("stderr is piped"));
+    let status = wait_exit(&mut list, EXIT_TIMEOUT).expect("user list did not exit");
+    let stderr = stderr.recv_timeout(READ_TIMEOUT).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn sigusr1_and_sigusr2_are_ignored_with_a_log_line_and_clients_stay() {
+    // Their default action ended the daemon on the spot: no 205 to its
+    // clients, a stale pidfile, and other daemons use SIGUSR1 to reopen
+    // their logs, so an operator may send one.
+    let daemon = Daemon::new("");
+    let pid = daemon.start();
+    let (mut json_client, mut text_client) = logged_in_pair(daemon.address());
+    for signal in ["USR1", "USR2"] {
+        send_signal(pid, signal);
+        daemon.wait_for_log(&format!("SIG{signal} ignored"));
+    }
+    json_client.send_json(&json!({"code": 108, "token": "still here"}));
+    json_client.expect_code(207);
+    send_signal(pid, "TERM");
+    assert_told_going_down(&mut json_client, &mut text_client);
+    daemon.wait_pidfile_gone();
+}
+
+#[test]
+fn a_reload_that_changes_log_file_or_pid_file_says_it_needs_a_restart() {
+    // Both were silently ignored: the operator saw "configuration
+    // reloaded" and waited for a log that never came.
+    let daemon = Daemon::new("");
+    let pid = daemon.start();
+    let text = std::fs::read_to_string(daemon.config_path()).expect("cannot read the config");
+    std::fs::write(
+        daemon.config_path(),
+        text.replace("log_file = \"riftd.log\"", "log_file = \"other.log\""),
+    )
+    .expect("cannot rewrite the config");
+    send_signal(pid, "HUP");
+    let log = daemon.wait_for_log("SIGHUP: configuration reloaded");
+    assert!(
+        log.contains("pid_file or log_file changed; that needs a restart"),
+        "{log}"
+    );
+    assert!(!daemon.path("other.log").exists());
+    std::fs::write(daemon.config_path(), text).expect("cannot restore the config");
+}
+
+#[test]
+fn a_password_file_readable_by_every_local_user_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = Daemon::new("auth = \"password\"\npassword_file = \"pw\"");
+    std::fs::write(daemon.path("pw"), "s3cret\n").expect("cannot write the password file");
+    std::fs::set_permissions(daemon.path("pw"), std::fs::Permissions::from_mode(0o644))
+        .expect("cannot chmod the password file");
+    // Said by `start` on the operator's terminal (the config is checked
+    // before the fork), and logged again by every reload.
+    let started = daemon.ctl("start");
+    assert_eq!(started.code(), Some(0), "{started:?}");
+    assert!(
+        started.stderr.contains("password_file")
+            && started.stderr.contains("readable by every local user"),
+        "{started:?}"
+    );
+    send_signal(started_pid(&started.stdout), "HUP");
+    let log = daemon.wait_for_log("readable by every local user");
+    assert!(!log.contains("s3cret"), "{log}");
+}
+
+#[test]
+fn an_empty_pid_file_or_log_file_is_refused_with_exit_2_naming_the_key() {
+    // "" used to resolve to the config's directory: exit 1 with "Is a
+    // directory", where history_file = "" means "off".
+    let daemon = Daemon::new("");
+    let base = std::fs::read_to_string(daemon.config_path()).expect("cannot read the config");
+    for (key, line) in [
+        ("pid_file", format!("pid_file = \"{}\"", daemon.pid_file)),
+        ("log_file", "log_file = \"riftd.log\"".to_owned()),
+    ] {
+        std::fs::write(
+            daemon.config_path(),
+            base.replace(&line, &format!("{key} = \"\"")),
+        )
+        .expect("cannot write the config");
+        for finished in [daemon.ctl("start"), daemon.foreground()] {
+            assert_eq!(finished.code(), Some(2), "{key}: {finished:?}");
+            assert!(
+                finished.stderr.contains(&format!("`{key}` is empty")),
+                "{finished:?}"
+            );
+            assert!(is_port_bindable(daemon.port), "{key}: it listened");
+        }
+    }
+    std::fs::write(daemon.config_path(), base).expect("cannot restore the config");
+}
+
+#[test]
+fn check_config_refuses_what_start_would_refuse_about_the_pidfile_and_the_log() {
+    // --check-config said "configuration ok" for a pidfile that start then
+    // refused (a symlink, the wrong content) and for a FIFO as the log.
+    let daemon = Daemon::new("");
+    let check = || {
+        let mut command = Command::new(RIFTD);
+        command
+            .args(["--check-config", "--config"])
+            .arg(daemon.config_path())
+            .env_remove("JOURNAL_STREAM");
+        run(command)
+    };
+    let fine = check();
+    assert_eq!(fine.code(), Some(0), "{fine:?}");
+    std::os::unix::fs::symlink(daemon.path("elsewhere"), daemon.pid_path())
+        .expect("cannot make the symlink");
+    let finished = check();
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("symbolic link"), "{finished:?}");
+    std::fs::remove_file(daemon.pid_path()).expect("cannot remove the symlink");
+    std::fs::write(daemon.pid_path(), "not a pid\n").expect("cannot write the pidfile");
+    let finished = check();
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("not a pid"), "{finished:?}");
+    std::fs::remove_file(daemon.pid_path()).expect("cannot remove the pidfile");
+    make_fifo(&daemon.path("riftd.log"));
+    let finished = check();
+    assert_eq!(finished.code(), Some(2), "{finished:?}");
+    assert!(finished.stderr.contains("a FIFO"), "{finished:?}");
+    let _ = std::fs::remove_file(daemon.path("riftd.log"));
+    assert!(!daemon.pid_path().exists(), "--check-config made a pidfile");
 }

@@ -631,3 +631,178 @@ fn a_flood_of_history_requests_is_refused_with_429_past_the_answer_budget_and_ne
     let said = say_all(&mut alice, &["still here"]);
     assert_eq!(said[0]["message"]["text"], "still here");
 }
+
+#[test]
+fn a_second_riftd_on_the_same_journal_is_refused_and_the_first_one_keeps_it() {
+    // Two servers on one journal (two instances with the default state
+    // directory, say) used to both append: the first one's compaction then
+    // unlinked the file the second went on appending to, losing its
+    // messages, and a replay could cut the other's record in half.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let first = server(&path, "");
+    let (mut alice, _) = join(first.port(), "alice");
+    say_all(&mut alice, &["one"]);
+    let finished = Launch::new()
+        .args(&["--listen", "127.0.0.1:0", "--history-file"])
+        .arg(path.to_str().expect("temporary paths are UTF-8"))
+        .run_to_exit();
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("in use by another riftd"),
+        "{}",
+        finished.stderr
+    );
+    say_all(&mut alice, &["two"]);
+    drop(alice);
+    drop(first);
+    let second = server(&path, "");
+    let (_, backlog) = join(second.port(), "bob");
+    assert_eq!(texts(&backlog), vec!["one", "two"]);
+}
+
+#[test]
+fn a_journal_write_cut_short_by_a_full_disk_costs_no_message_written_after_it() {
+    // A write cut short (ENOSPC; here EFBIG under `ulimit -f`) left part of
+    // a record in the journal; the first record written once there was
+    // room again was glued to that fragment, and skipped at the next start
+    // as one corrupt line.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let settings = "listen = \"127.0.0.1:0\"\nflood_rate = 0.0\nhistory_fsync = \"never\"\n";
+    let mut server = Launch::new()
+        .config(settings)
+        .arg("--history-file")
+        .arg(path.to_str().expect("temporary paths are UTF-8"))
+        .file_size_kib(8)
+        .start();
+    let (mut alice, _) = join(server.port(), "alice");
+    let text = "x".repeat(1000);
+    // 8 KiB hold seven such records: the ninth write cannot fit.
+    for _ in 0..9 {
+        say_all(&mut alice, &[&text]);
+    }
+    server.wait_for_log("history: cannot append");
+    let lifted = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", server.pid()))
+        .arg("--fsize=unlimited:unlimited")
+        .status()
+        .expect("cannot run prlimit (util-linux)");
+    assert!(lifted.success());
+    say_all(&mut alice, &["after the disk had room again"]);
+    // A PING answered means the turn that journaled the message is over.
+    alice.send_json(&json!({"code": 108}));
+    alice.expect_code(207);
+    server.signal("KILL");
+    server.wait_exit();
+    let mut restarted = Launch::new()
+        .config(settings)
+        .arg("--history-file")
+        .arg(path.to_str().expect("temporary paths are UTF-8"))
+        .start();
+    let (_, backlog) = join(restarted.port(), "bob");
+    let texts = texts(&backlog);
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some("after the disk had room again"),
+        "{} message(s) replayed",
+        texts.len()
+    );
+    // Logged before `listening on`, which `start` waited for.
+    let log = restarted.drain_log().join("\n");
+    assert!(log.contains("message(s) replayed"), "{log}");
+    assert!(!log.contains("skipped"), "{log}");
+}
+
+#[test]
+fn a_journal_reaching_the_file_size_limit_is_an_append_failure_not_a_crash() {
+    // Under `ulimit -f` (or systemd's LimitFSIZE=) the write past the limit
+    // raised SIGXFSZ, which killed riftd without a log line.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let mut server = Launch::new()
+        .config("listen = \"127.0.0.1:0\"\nflood_rate = 0.0\n")
+        .arg("--history-file")
+        .arg(path.to_str().expect("temporary paths are UTF-8"))
+        .file_size_kib(4)
+        .start();
+    let (mut alice, _) = join(server.port(), "alice");
+    let text = "x".repeat(1000);
+    for _ in 0..6 {
+        say_all(&mut alice, &[&text]);
+    }
+    let line = server.wait_for_log("history: cannot append");
+    assert!(line.contains("too large"), "{line}");
+    alice.send_json(&json!({"code": 108, "token": "alive"}));
+    alice.expect_code(207);
+}
+
+/// The peak resident memory of process `pid` in bytes (VmHWM).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kib * 1024
+}
+
+#[test]
+fn replaying_a_journal_far_larger_than_the_kept_history_never_holds_it_in_memory() {
+    // Replay collected every record before the history kept its last
+    // `history_keep`: a journal may legitimately be several times the kept
+    // history (compaction runs at 4x, and not while it fails), and starting
+    // on 237 MB of records peaked at 333 MB RSS for 2.5 MB kept.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let text = "y".repeat(150);
+    let mut journal = Vec::new();
+    for id in 1..=200_000u64 {
+        journal.extend_from_slice(
+            format!(
+                "{{\"id\":{id},\"ts\":1,\"room\":\"lobby\",\"from\":\"al\",\"text\":\"{text}\"}}\n"
+            )
+            .as_bytes(),
+        );
+    }
+    std::fs::write(&path, &journal).expect("write the journal");
+    let server = server(&path, "history_keep = 100");
+    let (_, backlog) = join(server.port(), "bob");
+    assert_eq!(ids(&backlog).last().copied(), Some(200_000));
+    let peak = peak_rss(server.pid());
+    let size = journal.len() as u64;
+    assert!(
+        peak < size,
+        "peak RSS {peak} bytes while replaying a journal of {size} bytes"
+    );
+}
+
+#[test]
+fn a_journal_of_garbage_logs_ten_skipped_lines_and_a_count_not_a_line_each() {
+    // Every unreadable line used to get its own WARN line: 200,000 lines of
+    // junk wrote 200,000 log lines at start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = history_path(&dir);
+    let mut journal = "junk\n".repeat(1000);
+    journal.push_str("{\"id\":7,\"ts\":1,\"room\":\"lobby\",\"from\":\"old\",\"text\":\"kept\"}\n");
+    std::fs::write(&path, journal).expect("write history");
+    let server = server(&path, "");
+    let skipped: Vec<&String> = server
+        .log
+        .iter()
+        .filter(|line| line.contains("skipped:"))
+        .collect();
+    assert_eq!(skipped.len(), 10, "{:#?}", server.log);
+    assert!(skipped[9].contains("only counted"), "{:#?}", server.log);
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|line| line.contains("1 message(s) replayed, 1000 unreadable line(s) skipped")),
+        "{:#?}",
+        server.log
+    );
+    let (_, backlog) = join(server.port(), "alice");
+    assert_eq!(texts(&backlog), vec!["kept"]);
+}

@@ -12,7 +12,7 @@
 //! the descriptors. It must run while the process has a single thread.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use thiserror::Error;
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
@@ -163,13 +163,27 @@ pub fn take(has_tls: bool) -> Result<Vec<Adopted>, ActivationError> {
     if !has_tls && passed.iter().any(|passed| passed.kind == Kind::Tls) {
         return Err(ActivationError::TlsWithoutCert);
     }
+    // Every descriptor is checked while only borrowed, before any is
+    // owned: LISTEN_FDS may claim more descriptors than were passed, and
+    // the numbers past them are closed or riftd's own files (the pidfile,
+    // the log). Owning one of those to refuse it would close it — losing
+    // the pidfile's lock, or aborting on a descriptor already closed.
+    let mut addresses = Vec::with_capacity(passed.len());
+    for passed in &passed {
+        let address = check(passed.fd).map_err(|detail| ActivationError::NotListening {
+            fd: passed.fd,
+            name: passed.name.clone(),
+            detail,
+        })?;
+        addresses.push(address);
+    }
     let mut adopted = Vec::with_capacity(passed.len());
-    for passed in passed {
-        // SAFETY: LISTEN_PID names this process, so by the protocol the
-        // descriptors FIRST_FD .. FIRST_FD + LISTEN_FDS are open and ours;
-        // the variables are gone, so nothing else adopts them.
+    for (passed, address) in passed.into_iter().zip(addresses) {
+        // SAFETY: `check` found an open listening TCP socket at this number,
+        // which LISTEN_PID (this process) and LISTEN_FDS say systemd passed
+        // to us; the variables are gone, so nothing else adopts it.
         let fd = unsafe { OwnedFd::from_raw_fd(passed.fd) };
-        let listener = adopt(fd).map_err(|detail| ActivationError::NotListening {
+        let listener = adopt(fd, address).map_err(|detail| ActivationError::NotListening {
             fd: passed.fd,
             name: passed.name.clone(),
             detail,
@@ -182,19 +196,30 @@ pub fn take(has_tls: bool) -> Result<Vec<Adopted>, ActivationError> {
     Ok(adopted)
 }
 
-/// Checks that `fd` is a listening TCP socket and makes it close-on-exec
-/// and non-blocking, like the ones riftd binds itself.
-fn adopt(fd: OwnedFd) -> Result<std::net::TcpListener, String> {
-    use rustix::io::{FdFlags, fcntl_setfd, ioctl_fionbio};
+/// Whether the descriptor number `fd` is open and a listening TCP socket
+/// (IPv4 or IPv6); its address if so. Nothing is changed or closed.
+fn check(fd: RawFd) -> Result<SocketAddr, String> {
     use rustix::net::{SocketType, getsockname, sockopt};
     let detail = |error: rustix::io::Errno| format!(": {error}");
-    if sockopt::socket_type(&fd).map_err(detail)? != SocketType::STREAM
-        || !sockopt::socket_acceptconn(&fd).map_err(detail)?
+    // SAFETY: the borrow lives only for these calls; on a number that is
+    // not open they fail with EBADF, and nothing here closes it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(fd)
+        .map_err(|error| format!(" (not an open descriptor{})", detail(error)))?;
+    if sockopt::socket_type(fd).map_err(detail)? != SocketType::STREAM
+        || !sockopt::socket_acceptconn(fd).map_err(detail)?
     {
         return Err(String::new());
     }
-    let address = SocketAddr::try_from(getsockname(&fd).map_err(detail)?)
-        .map_err(|_| " (not IPv4 or IPv6)".to_owned())?;
+    SocketAddr::try_from(getsockname(fd).map_err(detail)?)
+        .map_err(|_| " (not IPv4 or IPv6)".to_owned())
+}
+
+/// Makes a checked listening socket close-on-exec and non-blocking, like
+/// the ones riftd binds itself.
+fn adopt(fd: OwnedFd, address: SocketAddr) -> Result<std::net::TcpListener, String> {
+    use rustix::io::{FdFlags, fcntl_setfd, ioctl_fionbio};
+    let detail = |error: rustix::io::Errno| format!(": {error}");
     fcntl_setfd(&fd, FdFlags::CLOEXEC).map_err(detail)?;
     ioctl_fionbio(&fd, true).map_err(detail)?;
     super::tune_listener(fd.as_fd(), address);

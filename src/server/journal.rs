@@ -16,8 +16,8 @@
 use crate::config::FsyncPolicy;
 use crate::history::{History, MAX_MESSAGE_ID};
 use crate::proto::{
-    ChatMessage, parse_history_record, parse_id_reservation, write_history_record,
-    write_id_reservation,
+    ChatMessage, MAX_MESSAGE_BYTES, parse_history_record, parse_id_reservation,
+    write_history_record, write_id_reservation,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -43,6 +43,10 @@ const COMPACT_FACTOR: usize = 4;
 /// bytes, six times that when every byte is JSON-escaped, plus the other
 /// fields. A longer line is corrupt and skipped without being buffered.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Replay logs this many unreadable lines one by one; the rest are only
+/// counted (the server logs the total): a journal of garbage must not
+/// write a log line per line of it.
+const MAX_SKIPPED_LOGGED: usize = 10;
 /// After a failed compaction the next attempt waits this long, doubling
 /// with each failure in a row up to `MAX_COMPACT_RETRY`.
 const FIRST_COMPACT_RETRY: Duration = Duration::from_secs(1);
@@ -53,9 +57,24 @@ const APPEND_LOG_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Holds the exclusive `flock` on the file at `path` for this riftd's
+    /// life: a second riftd on the same journal is refused at start (its
+    /// appends would go to a file the first one's compaction unlinks, and
+    /// its replay could cut the first one's record in half). Compaction
+    /// locks the new file before renaming it into place.
+    _lock: File,
     policy: FsyncPolicy,
     /// Records in the file now (replayed + appended since).
     records: usize,
+    /// The file's length up to its last whole record.
+    length: u64,
+    /// Set when a failed append left part of a record behind and cutting it
+    /// off failed too: the next append cuts it first.
+    is_torn: bool,
+    /// An id reservation whose append failed: it goes out with the next
+    /// batch, since ids handed out under it must never be reused after a
+    /// restart.
+    unwritten_reservation: Option<u64>,
     flusher: Option<Flusher>,
     /// Reused per batch: all records of one turn, for one `write`.
     batch: Vec<u8>,
@@ -67,7 +86,12 @@ pub struct Journal {
 
 /// What the journal held at start.
 pub struct Replayed {
+    /// The messages, from `open` (tests); `replay` hands them out one by
+    /// one instead.
+    #[cfg(test)]
     pub messages: Vec<ChatMessage>,
+    /// How many messages were replayed.
+    pub count: usize,
     /// The highest id reservation (`{"next_id":N}`), 0 when there was none.
     pub next_id: u64,
     /// Lines that could not be read (torn, corrupt, over-long, or an id out
@@ -162,6 +186,35 @@ fn open_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// The compaction's temporary file: the journal's whole name plus
+/// `.compact` (`history.jsonl.compact`). Replacing the extension instead
+/// gave `h.one` and `h.two` the same temporary file, so one riftd's
+/// compaction removed the other's half-written file, or renamed it over
+/// its own journal.
+fn compaction_temp(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".compact");
+    path.with_file_name(name)
+}
+
+/// Takes the journal's exclusive lock (on a duplicate of `file`'s
+/// descriptor, which shares it), or refuses when another process holds it.
+fn lock_journal(file: &File, path: &Path) -> io::Result<File> {
+    let lock = file.try_clone()?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!(
+                "{} is in use by another riftd (it holds the file's lock); \
+                 give each riftd its own history_file",
+                path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(error)) => Err(error),
+    }
+}
+
 /// One line read by `read_record`.
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
@@ -236,6 +289,13 @@ fn parse_record(line: &[u8]) -> Result<Record, String> {
             "message id {} is above the largest id, {MAX_MESSAGE_ID}",
             message.id
         )),
+        // Nothing a client can send: a hand-edited or foreign journal must
+        // not bring a longer message back than SAY and DM accept.
+        Ok(message) if message.text.len() > MAX_MESSAGE_BYTES => Err(format!(
+            "message {} is {} bytes long, above the largest message, {MAX_MESSAGE_BYTES}",
+            message.id,
+            message.text.len()
+        )),
         Ok(message) => Ok(Record::Message(message)),
         Err(error) => match parse_id_reservation(text) {
             Ok(next_id) if next_id > MAX_MESSAGE_ID.saturating_add(1) => Err(format!(
@@ -248,16 +308,38 @@ fn parse_record(line: &[u8]) -> Result<Record, String> {
 }
 
 impl Journal {
-    /// Opens (creating it and its directory if needed) and replays the
-    /// journal. A torn last record (power loss mid-write) is cut off with a
-    /// warning; a corrupt line elsewhere is skipped with a warning. Never
-    /// refuses to start over the content; only an unreadable file is an error.
+    /// `replay`, collecting the messages (for tests).
+    #[cfg(test)]
     pub fn open(path: &Path, policy: FsyncPolicy) -> io::Result<(Journal, Replayed)> {
+        let mut messages = Vec::new();
+        let (journal, mut replayed) =
+            Journal::replay(path, policy, &mut |message| messages.push(message))?;
+        replayed.messages = messages;
+        Ok((journal, replayed))
+    }
+
+    /// Opens (creating it and its directory if needed), locks and replays
+    /// the journal. A torn last record (power loss mid-write) is cut off
+    /// with a warning; a corrupt line elsewhere is skipped with a warning.
+    /// Never refuses to start over the content; only an unreadable file, or
+    /// one another riftd holds, is an error.
+    ///
+    /// Each message goes to `restore` as it is read, none is collected: the
+    /// server keeps only what its history bounds keep, so a journal
+    /// many times larger than the kept history (up to `COMPACT_FACTOR`
+    /// times, more while compaction fails) never has to fit in memory at
+    /// once.
+    pub fn replay(
+        path: &Path,
+        policy: FsyncPolicy,
+        restore: &mut dyn FnMut(ChatMessage),
+    ) -> io::Result<(Journal, Replayed)> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let mut file = open_append(path)?;
-        let mut messages = Vec::new();
+        let lock = lock_journal(&file, path)?;
+        let mut count = 0usize;
         let mut next_id = 0u64;
         let mut skipped = 0usize;
         let mut good_length = 0u64;
@@ -288,15 +370,25 @@ impl Journal {
                 }
             };
             match parsed {
-                Ok(Record::Message(message)) => messages.push(message),
+                Ok(Record::Message(message)) => {
+                    count = count.saturating_add(1);
+                    restore(message);
+                }
                 Ok(Record::NextId(mark)) => next_id = next_id.max(mark),
                 Err(error) => {
-                    log::warn!(
-                        "history {}: line {number} skipped: {}",
-                        path.display(),
-                        error.escape_debug()
-                    );
                     skipped = skipped.saturating_add(1);
+                    if skipped <= MAX_SKIPPED_LOGGED {
+                        log::warn!(
+                            "history {}: line {number} skipped: {}{}",
+                            path.display(),
+                            error.escape_debug(),
+                            if skipped == MAX_SKIPPED_LOGGED {
+                                "; further unreadable lines are only counted"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
                 }
             }
         }
@@ -309,20 +401,26 @@ impl Journal {
         let flusher = (policy == FsyncPolicy::Everysec)
             .then(|| Flusher::start(file.try_clone()?))
             .transpose()?;
-        let records = messages.len();
+        let records = count;
         Ok((
             Journal {
                 path: path.to_owned(),
                 file,
+                _lock: lock,
                 policy,
                 records,
+                length: good_length,
+                is_torn: false,
+                unwritten_reservation: None,
                 flusher,
                 batch: Vec::new(),
                 backoff: Backoff::default(),
                 append_failures: FailureLog::default(),
             },
             Replayed {
-                messages,
+                #[cfg(test)]
+                messages: Vec::new(),
+                count,
                 next_id,
                 skipped,
             },
@@ -332,7 +430,13 @@ impl Journal {
     /// Appends one turn's id reservation (if any) and messages with one
     /// `write`, then fsyncs under `always` (before the caller flushes any
     /// client's output).
+    ///
+    /// A failed write (ENOSPC, EFBIG, EIO) may have written part of the
+    /// batch: that fragment is cut off again, so that the next record does
+    /// not get glued to it and skipped at replay as one corrupt line; and
+    /// the batch's id reservation is kept for the next append.
     pub fn append(&mut self, next_id: Option<u64>, messages: &[ChatMessage]) -> io::Result<()> {
+        let next_id = next_id.max(self.unwritten_reservation.take());
         if messages.is_empty() && next_id.is_none() {
             return Ok(());
         }
@@ -343,7 +447,16 @@ impl Journal {
         for message in messages {
             write_history_record(message, &mut self.batch);
         }
-        self.file.write_all(&self.batch)?;
+        let written = self
+            .cut_torn_tail()
+            .and_then(|()| self.file.write_all(&self.batch));
+        if let Err(error) = written {
+            self.unwritten_reservation = next_id;
+            self.is_torn = true;
+            let _ = self.cut_torn_tail();
+            return Err(error);
+        }
+        self.length = self.length.saturating_add(self.batch.len() as u64);
         self.records = self
             .records
             .saturating_add(messages.len())
@@ -356,6 +469,15 @@ impl Journal {
                 }
             }
             FsyncPolicy::Never => {}
+        }
+        Ok(())
+    }
+
+    /// Cuts off what a failed append left after the last whole record.
+    fn cut_torn_tail(&mut self) -> io::Result<()> {
+        if self.is_torn {
+            self.file.set_len(self.length)?;
+            self.is_torn = false;
         }
         Ok(())
     }
@@ -398,7 +520,7 @@ impl Journal {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         };
-        let temp = self.path.with_extension("jsonl.compact");
+        let temp = compaction_temp(&self.path);
         let started = std::time::Instant::now();
         let kept = history.all();
         let result = (|| {
@@ -420,15 +542,26 @@ impl Journal {
             }
             file.write_all(&buffer)?;
             file.sync_all()?;
+            let written = buffer.len() as u64;
+            // Locked before it takes the journal's name, so no other
+            // riftd can ever find it unlocked.
+            let lock = lock_journal(&file, &temp)?;
             std::fs::rename(&temp, &self.path)?;
-            File::open(&dir)?.sync_all()
+            File::open(&dir)?.sync_all()?;
+            Ok((lock, written))
         })();
-        if let Err(error) = result {
-            let _ = std::fs::remove_file(&temp);
-            return Err(error);
-        }
+        let (lock, written) = match result {
+            Ok(done) => done,
+            Err(error) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(error);
+            }
+        };
+        self._lock = lock;
         self.file = open_append(&self.path)?;
         self.records = kept.len().saturating_add(1);
+        self.length = written;
+        self.is_torn = false;
         if let Some(flusher) = &self.flusher {
             flusher.replace(self.file.try_clone()?);
         }
@@ -568,6 +701,99 @@ mod tests {
     }
 
     #[test]
+    fn a_second_journal_on_the_same_file_is_refused_also_after_a_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let (mut first, _) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let refused = |path: &Path| {
+            let Err(error) = Journal::open(path, FsyncPolicy::Never) else {
+                panic!("a second journal on {} was opened", path.display());
+            };
+            assert_eq!(error.kind(), io::ErrorKind::ResourceBusy, "{error}");
+            assert!(error.to_string().contains("another riftd"), "{error}");
+        };
+        refused(&path);
+        let mut history = History::new(2);
+        history.record(&message(1, "a"));
+        first.append(None, &[message(1, "a")]).unwrap();
+        // Compaction puts a new file at the path: it is locked too.
+        first.compact(&history, 2, Instant::now()).unwrap();
+        refused(&path);
+        first.append(None, &[message(2, "a")]).unwrap();
+        drop(first);
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let ids: Vec<u64> = replayed.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_fragment_and_its_id_reservation_goes_out_with_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let (mut journal, _) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        journal.append(None, &[message(1, "a")]).unwrap();
+        // A write cut short: part of a record reached the file, then the
+        // file refused more (here: a read-only descriptor).
+        let writable = journal.file.try_clone().unwrap();
+        journal.file.write_all(b"{\"id\":2,\"ro").unwrap();
+        journal.file = File::open(&path).unwrap();
+        assert!(journal.append(Some(4096), &[message(2, "a")]).is_err());
+        journal.file = writable;
+        journal.append(None, &[message(3, "a")]).unwrap();
+        drop(journal);
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let ids: Vec<u64> = replayed.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 3]);
+        assert_eq!(replayed.next_id, 4096);
+        assert_eq!(replayed.skipped, 0);
+    }
+
+    #[test]
+    fn a_record_with_a_message_longer_than_any_client_may_send_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let mut text = Vec::new();
+        let mut longest = message(1, "a");
+        longest.text = "y".repeat(MAX_MESSAGE_BYTES);
+        let mut too_long = message(2, "a");
+        too_long.text = "z".repeat(MAX_MESSAGE_BYTES + 1);
+        for record in [&longest, &too_long, &message(3, "a")] {
+            write_history_record(record, &mut text);
+        }
+        std::fs::write(&path, &text).unwrap();
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        let ids: Vec<u64> = replayed.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 3]);
+        assert_eq!(replayed.skipped, 1);
+    }
+
+    #[test]
+    fn journals_that_differ_only_in_extension_compact_through_their_own_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            compaction_temp(&dir.path().join("history.jsonl")),
+            dir.path().join("history.jsonl.compact")
+        );
+        let one = dir.path().join("h.one");
+        let two = dir.path().join("h.two");
+        assert_ne!(compaction_temp(&one), compaction_temp(&two));
+        // Another journal's temporary file under the old naming is left
+        // alone by this journal's compaction.
+        let other = dir.path().join("h.jsonl.compact");
+        std::fs::write(&other, "another riftd's compaction\n").unwrap();
+        let (mut journal, _) = Journal::open(&one, FsyncPolicy::Never).unwrap();
+        let mut history = History::new(2);
+        history.record(&message(1, "a"));
+        journal.append(None, &[message(1, "a")]).unwrap();
+        journal.compact(&history, 2, Instant::now()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&other).unwrap(),
+            "another riftd's compaction\n"
+        );
+        assert!(!compaction_temp(&one).exists());
+    }
+
+    #[test]
     fn compaction_keeps_only_the_kept_history() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.jsonl");
@@ -701,6 +927,7 @@ mod tests {
         journal.append(None, &history.take_unwritten()).unwrap();
         journal.compact(&history, 1025, Instant::now()).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+        drop(journal);
         let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(replayed.messages, vec![message(1, "a")]);
     }

@@ -23,7 +23,7 @@ use journal::Journal;
 use log_limit::{LogLimiter, suppressed_note};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::cmp::Reverse;
@@ -322,7 +322,12 @@ impl Server {
         reloader: Option<Reloader>,
     ) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(ServerError::Signals)?;
+        // SIGUSR1 and SIGUSR2 are caught only to be ignored with a word:
+        // their default action would end riftd without a goodbye to its
+        // clients, and other daemons use them to reopen logs, so an
+        // operator may well send one.
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
+            .map_err(ServerError::Signals)?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(ServerError::Signals)?;
@@ -338,19 +343,25 @@ impl Server {
                     path: path.to_owned(),
                     source,
                 };
+                // Restored as they are read: the history keeps what its
+                // bounds keep, and the journal never sits in memory whole.
+                let mut out_of_range = 0usize;
                 let (journal, replayed) =
-                    Journal::open(path, config.history_fsync).map_err(history_error)?;
+                    Journal::replay(path, config.history_fsync, &mut |message| {
+                        out_of_range = out_of_range
+                            .saturating_add(hub.restore_history(std::iter::once(message)));
+                    })
+                    .map_err(history_error)?;
                 log::info!(
                     "history {}: {} message(s) replayed{}",
                     path.display(),
-                    replayed.messages.len(),
+                    replayed.count,
                     if replayed.skipped > 0 {
                         format!(", {} unreadable line(s) skipped", replayed.skipped)
                     } else {
                         String::new()
                     }
                 );
-                let out_of_range = hub.restore_history(replayed.messages);
                 if out_of_range > 0 || hub.restore_next_id(replayed.next_id).is_err() {
                     log::warn!(
                         "history {}: records with ids out of range skipped",
@@ -524,6 +535,17 @@ impl Server {
         for signal in pending {
             match signal {
                 SIGHUP => self.reload(),
+                SIGUSR1 | SIGUSR2 => {
+                    let name = if signal == SIGUSR1 {
+                        "SIGUSR1"
+                    } else {
+                        "SIGUSR2"
+                    };
+                    log::warn!(
+                        "{name} ignored: SIGHUP reloads the configuration and reopens the log, \
+                         SIGTERM stops riftd"
+                    );
+                }
                 _ => {
                     let name = if signal == SIGINT {
                         "SIGINT"
@@ -567,6 +589,19 @@ impl Server {
                     || config.tls_listen != self.config.tls_listen
                 {
                     log::warn!("SIGHUP: listen or tls_listen changed; that needs a restart");
+                }
+                if config.pid_file != self.config.pid_file
+                    || config.log_file != self.config.log_file
+                {
+                    // Both are opened once, at start (SIGHUP reopens the
+                    // log riftd started with, for logrotate): said, not
+                    // silently ignored.
+                    log::warn!(
+                        "SIGHUP: pid_file or log_file changed; that needs a restart, \
+                         until then riftd keeps the ones it started with"
+                    );
+                    config.pid_file = self.config.pid_file.clone();
+                    config.log_file = self.config.log_file.clone();
                 }
                 if config.history_file != self.config.history_file
                     || config.history_fsync != self.config.history_fsync

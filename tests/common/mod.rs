@@ -53,6 +53,9 @@ pub struct Launch {
     files: Vec<(String, String)>,
     /// Run under `ulimit -n` with this many open files.
     open_files: Option<u32>,
+    /// Run under `ulimit -S -f` with this many KiB per file (riftd catches
+    /// SIGXFSZ, so a write past it fails with EFBIG, as on a full disk).
+    file_size_kib: Option<u32>,
     dir: TempDir,
 }
 
@@ -63,6 +66,7 @@ impl Launch {
             config: None,
             files: Vec::new(),
             open_files: None,
+            file_size_kib: None,
             dir: tempfile::tempdir().expect("cannot create a temporary directory"),
         }
     }
@@ -98,6 +102,15 @@ impl Launch {
         self
     }
 
+    /// Runs riftd under `ulimit -S -f KIB` (soft only, so that it can be
+    /// lifted again); riftd catches SIGXFSZ, so a write
+    /// that reaches the limit is cut short, then fails with EFBIG, the way
+    /// a full disk cuts it short with ENOSPC (`prlimit --fsize` lifts it).
+    pub fn file_size_kib(mut self, kib: u32) -> Launch {
+        self.file_size_kib = Some(kib);
+        self
+    }
+
     /// The temporary directory the files go to.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -107,16 +120,22 @@ impl Launch {
         for (name, contents) in &self.files {
             std::fs::write(self.dir.path().join(name), contents).expect("cannot write a file");
         }
-        let mut command = match self.open_files {
-            None => Command::new(env!("CARGO_BIN_EXE_riftd")),
-            Some(open_files) => {
-                let mut command = Command::new("sh");
-                command
-                    .arg("-c")
-                    .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
-                    .arg(env!("CARGO_BIN_EXE_riftd"));
-                command
-            }
+        let mut limits = String::new();
+        if let Some(open_files) = self.open_files {
+            limits.push_str(&format!("ulimit -n {open_files} && "));
+        }
+        if let Some(kib) = self.file_size_kib {
+            limits.push_str(&format!("ulimit -S -f {kib} && "));
+        }
+        let mut command = if limits.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_riftd"))
+        } else {
+            let mut command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg(format!("{limits}exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_riftd"));
+            command
         };
         command
             .env("RUST_LOG", "info")
