@@ -18,7 +18,7 @@ use crate::proto::{
 use crate::session::{Input, Mode, State};
 use crate::throttle::{Throttle, Wait};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU64;
 
 /// Failed passwords one connection may try before it is closed.
@@ -336,6 +336,10 @@ pub struct Hub {
     /// Password checks for the shell to run off the loop.
     verify_jobs: Vec<VerifyJob>,
     next_ticket: u64,
+    /// Checks whose client left (or quit) while they ran, by ticket: the
+    /// worker still runs them, so the throttle keeps counting them in
+    /// flight until their verdict, and a wrong one still counts.
+    orphan_checks: HashMap<u64, (IpAddr, NameKey)>,
 }
 
 /// Requests answered to the sender only, whose output is bounded by the
@@ -441,6 +445,7 @@ impl Hub {
             },
             verify_jobs: Vec::new(),
             next_ticket: 1,
+            orphan_checks: HashMap::new(),
         }
     }
 
@@ -879,6 +884,19 @@ impl Hub {
     /// The answer to a `VerifyJob`. Ignored if the connection is gone or
     /// has moved on (the ticket no longer matches).
     pub fn handle_verified(&mut self, conn: ConnId, ticket: u64, is_valid: bool, now: Now) {
+        if let Some((address, name)) = self.orphan_checks.remove(&ticket) {
+            // Its client left: nobody logs in, but a wrong password was
+            // still a guess the worker paid for (issue 11 sweep: checks
+            // abandoned by a disconnect were free, so one address could
+            // keep the verifier's queue full without a single failure).
+            if is_valid {
+                self.throttle.abandon(address, name.as_str());
+            } else {
+                self.throttle
+                    .record_failure(address, name.as_str(), now.unix_ms);
+            }
+            return;
+        }
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
@@ -893,6 +911,11 @@ impl Hub {
 
     /// The verifier's queue is full: the check is refused, not lost.
     pub fn handle_verify_busy(&mut self, conn: ConnId, ticket: u64) {
+        if let Some((address, name)) = self.orphan_checks.remove(&ticket) {
+            // Never run: nothing to count.
+            self.throttle.abandon(address, name.as_str());
+            return;
+        }
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
@@ -1170,7 +1193,7 @@ impl Hub {
         }
         // Counted from now, not from the verdict: checks in flight count
         // against the throttle, so parallel guesses are no cheaper than
-        // sequential ones (issue 11). `finish_pass` or `end_pending_check`
+        // sequential ones (issue 11). `finish_pass`, `end_pending_check` or an orphan's verdict
         // ends the count.
         let address = self
             .clients
@@ -1713,7 +1736,7 @@ impl Hub {
             return;
         };
         let username = client.state.username().cloned();
-        self.end_pending_check(conn);
+        self.orphan_pending_check(conn);
         if let Some(username) = username {
             let neighbours = self.neighbours(conn, false);
             self.clients.deliver(
@@ -1780,6 +1803,22 @@ impl Hub {
         if let State::PassAuth { username } = &client.state {
             self.throttle
                 .abandon(client.peer.ip(), username.key().as_str());
+        }
+    }
+
+    /// The client leaves while its password check runs: the worker runs it
+    /// anyway, so it stays in flight for the throttle until its verdict
+    /// (`handle_verified` counts a wrong one), as if the client had waited.
+    fn orphan_pending_check(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        let Some(ticket) = client.pending_check.take() else {
+            return;
+        };
+        if let State::PassAuth { username } = &client.state {
+            self.orphan_checks
+                .insert(ticket.get(), (client.peer.ip(), username.key()));
         }
     }
 

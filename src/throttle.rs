@@ -211,8 +211,10 @@ impl Throttle {
         }
     }
 
-    /// Ends a check that got no verdict (the client left, the queue was
-    /// full): nothing is learnt, so nothing is counted.
+    /// Ends a check that never ran (the verifier's queue was full), or a
+    /// right one whose client left: nothing is learnt, so nothing is
+    /// counted. (A client that leaves mid-check does not end its check:
+    /// the hub keeps it in flight until the verdict.)
     pub fn abandon(&mut self, address: IpAddr, username_key: &str) {
         for key in Throttle::keys(address, username_key) {
             let Some(entry) = self.entries.get_mut(&key) else {

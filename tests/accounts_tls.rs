@@ -791,6 +791,27 @@ fn twelve_parallel_wrong_passwords_from_one_address_are_throttled_like_twelve_in
     assert_eq!((checked, throttled), (4, 8), "{answers:#?}");
 }
 
+#[test]
+fn wrong_passwords_abandoned_by_closing_mid_check_still_count_against_the_address() {
+    // Before: a client that closed its socket right after PASS took its
+    // check out of the throttle, though the worker still ran it, so one
+    // address could keep the verifier's queue full (503 for every owner)
+    // without a single failure counted.
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    let free = 3;
+    for index in 0..=free {
+        let mut guesser = Client::json(server.port());
+        send_user(&mut guesser, "alice");
+        guesser.send_json(&json!({"code": 111, "password": format!("guess {index}")}));
+        // Gone before the verdict (a few tens of milliseconds away).
+    }
+    // Those checks count, in flight or failed: the next guess from this
+    // address waits, whenever it comes.
+    let answer = user_answer(server.port(), "alice");
+    assert_eq!(answer["code"], 429, "{answer}");
+}
+
 // ---------------------------------------------------------------------------
 // Reloading the users file.
 

@@ -2469,11 +2469,12 @@ mod accounts_auth {
     }
 
     #[test]
-    fn a_check_that_gets_no_verdict_stops_counting_against_the_throttle() {
+    fn a_check_refused_by_a_full_queue_stops_counting_against_the_throttle() {
         let mut chat = accounts_chat(false);
         let free = crate::throttle::FREE_FAILURES as usize;
-        // Checks refused by a full queue, or whose client left, are not
-        // failures: as many again are admitted afterwards.
+        // Checks refused by a full queue never ran: they are not failures,
+        // and as many again are admitted afterwards (their clients still
+        // connected, or gone by the time the queue refused them).
         for round in 0..3 {
             let conns: Vec<ConnId> = (0..=free).map(|_| chat.connect()).collect();
             for &conn in &conns {
@@ -2483,13 +2484,68 @@ mod accounts_auth {
             let jobs: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
             assert_eq!(jobs.len(), free + 1, "round {round}");
             for job in jobs {
-                if round == 0 {
-                    chat.hub.handle_verify_busy(job.conn, job.ticket);
-                } else {
+                if round == 2 {
                     chat.hub.handle_closed(job.conn);
                 }
+                chat.hub.handle_verify_busy(job.conn, job.ticket);
             }
         }
+    }
+
+    #[test]
+    fn a_check_whose_client_left_counts_in_flight_until_its_verdict_and_a_wrong_one_fails() {
+        // Before: leaving mid-check forgot the check at once, though the
+        // worker still ran it, so one address could keep the verifier's
+        // queue full (503 for everyone) without ever failing.
+        let mut chat = accounts_chat(false);
+        let free = crate::throttle::FREE_FAILURES as usize;
+        let conns: Vec<ConnId> = (0..=free).map(|_| chat.connect()).collect();
+        for &conn in &conns {
+            chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+            chat.send_json(conn, json!({"code": 111, "password": "guess"}));
+        }
+        let jobs: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
+        assert_eq!(jobs.len(), free + 1);
+        // Half leave by closing the socket, half by QUIT.
+        for (index, job) in jobs.iter().enumerate() {
+            if index % 2 == 0 {
+                chat.hub.handle_closed(job.conn);
+            } else {
+                chat.send_json(job.conn, json!({"code": 109}));
+            }
+        }
+        // Still running: another guess from the address is refused.
+        let probe = chat.connect();
+        chat.raw(probe);
+        chat.send_json(probe, json!({"code": 110, "username": "alice"}));
+        chat.expect_error(probe, 429, "being checked");
+        assert_eq!(chat.hub.drain_verify_jobs().count(), 0);
+        // The verdicts come back to nobody; the wrong passwords count.
+        for job in &jobs {
+            chat.hub
+                .handle_verified(job.conn, job.ticket, false, chat.now);
+        }
+        chat.send_json(probe, json!({"code": 110, "username": "alice"}));
+        chat.expect_error(probe, 429, "too many failed logins");
+        // A right password whose client left counts nothing, and the
+        // connection that reuses the slot is not logged in by it.
+        let mut other = accounts_chat(false);
+        let conn = other.connect();
+        let job = attempt(&mut other, conn, "alice", ALICE_PASSWORD);
+        other.hub.handle_closed(conn);
+        let reused = conn;
+        other.hub.handle_connected(
+            reused,
+            SocketAddr::from(([127, 0, 0, 1], 40_001)),
+            false,
+            Now::default(),
+        );
+        other.raw(reused);
+        other
+            .hub
+            .handle_verified(reused, job.ticket, true, other.now);
+        assert_eq!(other.state_of(reused), Some(State::Listen));
+        assert!(other.received(reused).is_empty());
     }
 
     #[test]
