@@ -791,6 +791,42 @@ fn twelve_parallel_wrong_passwords_from_one_address_are_throttled_like_twelve_in
     assert_eq!((checked, throttled), (4, 8), "{answers:#?}");
 }
 
+/// The server's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("cannot read /proc/{pid}/status: {error}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+#[test]
+fn password_checks_one_after_another_reuse_one_checks_memory() {
+    // Before: argon2 allocated its 19 MiB afresh for every check, and the
+    // worker's allocator arena kept them: RSS grew by about 19 MiB a check,
+    // to some 160 MiB after eight.
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    let mut warm = Client::json(server.port());
+    let answer = try_password(&mut warm, "alice", "wrong");
+    assert_eq!(answer["code"], 401, "{answer}");
+    let after_one = rss_kib(server.pid());
+    // Eight more wrong passwords, each for another name (the address has
+    // ten free failures), each answered before the next is sent.
+    for index in 0..8 {
+        let mut guesser = Client::json(server.port());
+        let answer = try_password(&mut guesser, &format!("nobody{index}"), "wrong");
+        assert_eq!(answer["code"], 401, "{answer}");
+    }
+    let after_nine = rss_kib(server.pid());
+    assert!(
+        after_nine < after_one + 16 * 1024,
+        "RSS grew from {after_one} KiB to {after_nine} KiB over eight checks"
+    );
+}
+
 #[test]
 fn wrong_passwords_abandoned_by_closing_mid_check_still_count_against_the_address() {
     // Before: a client that closed its socket right after PASS took its

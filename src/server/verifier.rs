@@ -35,7 +35,7 @@ impl Verifier {
     /// users is built here, before the server listens, so the first
     /// unknown-user check costs what every other one costs.
     pub fn start(waker: Arc<Waker>) -> std::io::Result<Verifier> {
-        let checker = accounts::Checker::new().map_err(std::io::Error::other)?;
+        let mut checker = accounts::Checker::new().map_err(std::io::Error::other)?;
         let (jobs, job_queue) = mpsc::sync_channel::<VerifyJob>(QUEUE);
         let (verdict_sender, verdicts) = mpsc::channel();
         let worker = std::thread::Builder::new()
