@@ -6,6 +6,7 @@
 //! the clock: time arrives as `Now`, and the server shell drains the outboxes.
 //! See `design/architecture.md` for the path of one message.
 
+use crate::accounts::Users;
 use crate::auth::{Auth, Check};
 use crate::codec::CodecError;
 use crate::flood::{ByteBudget, TokenBucket};
@@ -20,6 +21,7 @@ use crate::throttle::{Throttle, Wait};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 /// Failed passwords one connection may try before it is closed.
 pub const MAX_PASSWORD_FAILURES: u8 = 3;
@@ -456,11 +458,65 @@ impl Hub {
         self.clients.max_output_bytes = config.max_output_bytes;
         self.history.set_keep(config.history_keep);
         self.history.set_max_bytes(config.history_max_bytes);
-        let was_accounts = self.config.auth.kind() == AuthKind::Accounts;
-        self.config = config;
+        let old_auth = std::mem::replace(&mut self.config, config).auth;
         self.join_backlogs.clear();
-        if !was_accounts && self.config.auth.kind() == AuthKind::Accounts {
-            self.close_unaccounted_sessions();
+        match (&old_auth, &self.config.auth) {
+            (Auth::Accounts { users: old }, Auth::Accounts { users: new }) => {
+                let (old, new) = (Arc::clone(old), Arc::clone(new));
+                self.revoke_changed_accounts(&old, &new);
+            }
+            (_, Auth::Accounts { .. }) => self.close_unaccounted_sessions(),
+            _ => {}
+        }
+    }
+
+    /// A reload changed the users file: a session logged in to an account
+    /// that was removed, or whose password was changed, proved a
+    /// credential that no longer holds, so it is told (403) and closed; a
+    /// password check under way for such an account is void (503, send
+    /// PASS again: it is checked against the new file). Before, a removed
+    /// account kept chatting under its name, and kept it from a new owner.
+    fn revoke_changed_accounts(&mut self, old: &Users, new: &Users) {
+        for index in 0..self.clients.slots.len() {
+            let conn = ConnId(index);
+            let Some(client) = self.clients.get(conn) else {
+                continue;
+            };
+            let (username, is_logged_in) = match &client.state {
+                State::Broadcast { username } => (username.clone(), true),
+                State::PassAuth { username } if client.pending_check.is_some() => {
+                    (username.clone(), false)
+                }
+                _ => continue,
+            };
+            let change = match (old.hash_of(&username), new.hash_of(&username)) {
+                (Some(_), None) => "was removed",
+                (Some(old), Some(new)) if old != new => "had its password changed",
+                // Checked against the dummy hash, it would fail.
+                (None, Some(_)) => "was created",
+                _ => continue,
+            };
+            if is_logged_in {
+                self.clients.send(
+                    conn,
+                    &ServerMsg::error(
+                        Code::Forbidden,
+                        format!("your account {username} {change} on this server; closing"),
+                    ),
+                );
+                self.quit(conn, "account removed or changed");
+            } else {
+                // The worker still runs the old check: its verdict is an
+                // orphan's (counted, logs nobody in).
+                self.orphan_pending_check(conn);
+                self.clients.send(
+                    conn,
+                    &ServerMsg::error(
+                        Code::Unavailable,
+                        format!("account {username} {change} while its password was checked; send PASS again"),
+                    ),
+                );
+            }
         }
     }
 

@@ -678,6 +678,36 @@ fn a_reload_to_accounts_closes_sessions_logged_in_under_open_auth() {
 }
 
 #[test]
+fn a_reload_closes_the_session_of_a_removed_account_and_frees_its_name() {
+    // Before: the removed account kept chatting under its name, and a new
+    // account of that name got 409.
+    let (launch, config) = accounts_launch(
+        ACCOUNTS_CONFIG,
+        &[("alice", "a-secret"), ("bob", "b-secret")],
+    );
+    let mut server = launch.start();
+    let mut alice = Client::json(server.port());
+    login_account(&mut alice, "alice", "a-secret");
+    let mut bob = Client::json(server.port());
+    login_account(&mut bob, "bob", "b-secret");
+
+    riftd_user_ok(&config, &["remove", "alice"], "");
+    riftd_user_ok(&config, &["add", "alice"], "new-owner\n");
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP: configuration reloaded");
+    let closed = alice.expect_code(403);
+    assert!(
+        error_text(&closed).contains("alice had its password changed"),
+        "{closed}"
+    );
+    alice.expect_eof();
+    let left = bob.expect_code(204);
+    assert_eq!(left["username"], "alice", "{left}");
+    let mut owner = Client::json(server.port());
+    login_account(&mut owner, "alice", "new-owner");
+}
+
+#[test]
 fn a_user_that_never_sends_the_password_does_not_keep_the_owner_out() {
     let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
     let server = launch.start();

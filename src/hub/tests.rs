@@ -2604,6 +2604,80 @@ mod accounts_auth {
         assert!(chat.received(verified).is_empty());
     }
 
+    fn reload_users(chat: &mut Chat, accounts: &[(&str, &str)]) {
+        let mut users = Users::default();
+        for (name, password) in accounts {
+            users.add(Username::parse(name).unwrap(), password).unwrap();
+        }
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Accounts {
+                users: Arc::new(users),
+            },
+            ..test_config()
+        });
+    }
+
+    #[test]
+    fn a_reload_that_removes_or_changes_an_account_closes_its_session_and_voids_its_check() {
+        // Before: a removed account kept chatting under its name (and kept
+        // the name from a new owner); a changed password did not end the
+        // session that proved the old one.
+        let mut chat = Chat::open();
+        reload_users(
+            &mut chat,
+            &[("alice", ALICE_PASSWORD), ("bob", "b"), ("erin", "e")],
+        );
+        let alice = login_account(&mut chat, "alice");
+        let bob = login_account(&mut chat, "bob");
+        let carol = login_account(&mut chat, "carol");
+        let checking = chat.connect();
+        let job = attempt(&mut chat, checking, "erin", "e");
+        let untouched = chat.connect();
+        let untouched_job = attempt(&mut chat, untouched, "dave", "d");
+        chat.clear_all();
+        // alice's password changes, bob and erin are removed, carol's
+        // account is as it was (none: the test plays the verifier).
+        reload_users(&mut chat, &[("alice", "new password")]);
+        chat.expect_error(alice, 403, "alice had its password changed");
+        assert!(chat.hub.is_quitting(alice));
+        let frames = chat.received(bob);
+        assert!(
+            frames.iter().any(|frame| frame["code"] == 403
+                && frame["error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains("bob was removed"))),
+            "{frames:?}"
+        );
+        assert!(chat.hub.is_quitting(bob));
+        assert!(!chat.hub.is_quitting(carol));
+        chat.expect_error(checking, 503, "send PASS again");
+        assert!(matches!(
+            chat.state_of(checking),
+            Some(State::PassAuth { .. })
+        ));
+        // The old check's verdict logs nobody in; PASS is checked anew.
+        chat.hub
+            .handle_verified(checking, job.ticket, true, chat.now);
+        assert!(matches!(
+            chat.state_of(checking),
+            Some(State::PassAuth { .. })
+        ));
+        assert!(chat.received(checking).is_empty());
+        chat.send_json(checking, json!({"code": 111, "password": "e"}));
+        let retry: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
+        assert_eq!(retry.len(), 1);
+        assert_eq!(retry[0].hash, None, "erin has no account now");
+        // A check for an account the reload did not touch goes on.
+        chat.hub
+            .handle_verified(untouched, untouched_job.ticket, false, chat.now);
+        assert_eq!(chat.codes(untouched), vec![401]);
+        // bob's name is free for whoever owns it next.
+        let next = chat.connect();
+        chat.raw(next);
+        chat.send_json(next, json!({"code": 110, "username": "bob"}));
+        assert_eq!(chat.codes(next), vec![211]);
+    }
+
     #[test]
     fn issue_11_text_nick_under_accounts_is_refused_too() {
         let mut chat = accounts_chat(false);
