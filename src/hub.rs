@@ -1284,7 +1284,7 @@ impl Hub {
         };
         if is_valid {
             self.throttle
-                .record_success(address, username.key().as_str());
+                .record_success(address, username.key().as_str(), now.unix_ms);
             if !self.is_name_free_for(conn, &username) {
                 // Someone logged in under this name while the password was
                 // checked: the name is held only once verified.

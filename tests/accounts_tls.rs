@@ -11,7 +11,7 @@ mod common;
 use common::{Client, EXIT_TIMEOUT, Launch, READ_TIMEOUT, Server, assert_config_refused};
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -705,6 +705,34 @@ fn a_reload_closes_the_session_of_a_removed_account_and_frees_its_name() {
     assert_eq!(left["username"], "alice", "{left}");
     let mut owner = Client::json(server.port());
     login_account(&mut owner, "alice", "new-owner");
+}
+
+#[test]
+fn failures_from_many_addresses_block_a_name_for_strangers_but_not_for_its_owners_address() {
+    // Before: the name's own block stopped everyone, so a guess from a
+    // fresh address whenever it ran out kept the owner out for good.
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    let to = SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let owner_address = IpAddr::from([127, 0, 0, 1]);
+    let mut owner = Client::greeted_from(owner_address, to);
+    login_account(&mut owner, "alice", "a-secret");
+    drop(owner);
+    // Eleven addresses, one wrong guess each: the name has ten free.
+    for index in 0..11u8 {
+        let mut guesser = Client::greeted_from(IpAddr::from([127, 0, 1, index]), to);
+        let answer = try_password(&mut guesser, "alice", "guess");
+        assert_eq!(answer["code"], 401, "{answer}");
+    }
+    // The name is now blocked (1 s) for a stranger, not for the owner.
+    let mut owner = Client::greeted_from(owner_address, to);
+    send_user(&mut owner, "alice");
+    let mut stranger = Client::greeted_from(IpAddr::from([127, 0, 2, 1]), to);
+    stranger.send_json(&json!({"code": 110, "username": "alice"}));
+    let refused = stranger.recv_json();
+    assert_eq!(refused["code"], 429, "{refused}");
+    owner.send_json(&json!({"code": 111, "password": "a-secret"}));
+    assert_eq!(owner.recv_json(), json!({"code": 202, "new": "alice"}));
 }
 
 #[test]
