@@ -327,7 +327,7 @@ pub struct Hub {
     /// The 208 a JSON client gets on joining a room, encoded once and kept
     /// until the room's next message: a reconnect storm into a quiet room
     /// encodes its backlog once, not once per login.
-    join_backlogs: HashMap<RoomName, Box<[u8]>>,
+    join_backlogs: BacklogCache,
     rooms: BTreeMap<RoomName, Room>,
     /// Chat message ids: they only grow, across restarts too.
     ids: MessageIds,
@@ -342,6 +342,60 @@ pub struct Hub {
     /// worker still runs them, so the throttle keeps counting them in
     /// flight until their verdict, and a wrong one still counts.
     orphan_checks: HashMap<u64, (IpAddr, NameKey)>,
+}
+
+/// Bytes the join-backlog cache may hold, all rooms together.
+const BACKLOG_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The encoded join 208s, one per room, bounded in total bytes: every room
+/// with a member could otherwise hold one (up to 256 KiB, and JSON escaping
+/// makes a control character six bytes), up to several times the history
+/// they encode. Past the bound a backlog is encoded per join instead.
+#[derive(Debug)]
+struct BacklogCache {
+    frames: HashMap<RoomName, Box<[u8]>>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Default for BacklogCache {
+    fn default() -> Self {
+        BacklogCache {
+            frames: HashMap::new(),
+            bytes: 0,
+            max_bytes: BACKLOG_CACHE_BYTES,
+        }
+    }
+}
+
+impl BacklogCache {
+    /// The cached frame of `room`, encoded by `encode` and kept if it fits.
+    fn get_or_encode(
+        &mut self,
+        room: &RoomName,
+        encode: impl FnOnce() -> Vec<u8>,
+    ) -> std::borrow::Cow<'_, [u8]> {
+        if !self.frames.contains_key(room) {
+            let frame = encode().into_boxed_slice();
+            if self.bytes.saturating_add(frame.len()) > self.max_bytes {
+                return std::borrow::Cow::Owned(frame.into_vec());
+            }
+            self.bytes = self.bytes.saturating_add(frame.len());
+            self.frames.insert(room.clone(), frame);
+        }
+        std::borrow::Cow::Borrowed(self.frames.get(room).map_or(&[][..], |frame| frame))
+    }
+
+    fn remove(&mut self, room: &RoomName) {
+        if let Some(frame) = self.frames.remove(room) {
+            self.bytes = self.bytes.saturating_sub(frame.len());
+        }
+    }
+
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
 }
 
 /// Requests answered to the sender only, whose output is bounded by the
@@ -436,7 +490,7 @@ impl Hub {
             },
             config,
             names: HashMap::new(),
-            join_backlogs: HashMap::new(),
+            join_backlogs: BacklogCache::default(),
             rooms,
             ids: MessageIds::default(),
             throttle: Throttle::default(),
@@ -1683,11 +1737,10 @@ impl Hub {
             };
             clients.enqueue_with(conn, |mode, arena| match mode {
                 Mode::Json => {
-                    let cached = join_backlogs
-                        .entry(room.clone())
-                        .or_insert_with(|| frame(full_budget).to_json_line().into_boxed_slice());
+                    let cached =
+                        join_backlogs.get_or_encode(&room, || frame(full_budget).to_json_line());
                     if cached.len() <= room_left {
-                        arena.append(|out| out.extend_from_slice(cached))
+                        arena.append(|out| out.extend_from_slice(&cached))
                     } else {
                         arena.append(|out| frame(budget).write_json_line(out))
                     }

@@ -2731,6 +2731,44 @@ mod room_history {
     }
 
     #[test]
+    fn the_join_backlog_cache_stays_within_its_byte_bound_and_joins_past_it_get_full_208s() {
+        // Before: every room with a member kept its encoded join 208, with
+        // no bound but the rooms' count (20 per connection), each up to
+        // six times the history it encodes (a control character is six
+        // bytes in JSON).
+        let mut chat = history_chat(50, 100);
+        chat.hub.join_backlogs.max_bytes = 64 * 1024;
+        let (writer, _) = login_with_backlog(&mut chat, "writer");
+        let text = "\u{1}".repeat(4096);
+        let mut sizes = Vec::new();
+        let mut reader = writer;
+        for index in 0..30 {
+            if index % 15 == 0 {
+                // A reader holds 15 rooms (of its 20), so each stays alive.
+                reader = login_with_backlog(&mut chat, &format!("reader{index}")).0;
+            }
+            let room = format!("r{index}");
+            chat.send_json(writer, json!({"code": 104, "room": room}));
+            chat.send_json(writer, json!({"code": 100, "message": text, "room": room}));
+            chat.send_json(writer, json!({"code": 105, "room": room}));
+            chat.send_json(reader, json!({"code": 104, "room": room}));
+            let frames = chat.received(reader);
+            let backlog = frames
+                .iter()
+                .find(|frame| frame["code"] == 208)
+                .unwrap_or_else(|| panic!("no 208 in {frames:?}"));
+            assert_eq!(texts(backlog), vec![text.clone()], "room {room}");
+            sizes.push(chat.hub.join_backlogs.bytes);
+        }
+        assert!(
+            sizes.iter().all(|&bytes| bytes <= 64 * 1024),
+            "cache sizes {sizes:?}"
+        );
+        assert!(sizes.iter().any(|&bytes| bytes > 48 * 1024), "{sizes:?}");
+        chat.clear_all();
+    }
+
+    #[test]
     fn joining_sends_the_last_backlog_messages_oldest_first_in_the_200_shape() {
         let mut chat = history_chat(2, 100);
         let (alice, empty) = login_with_backlog(&mut chat, "alice");
