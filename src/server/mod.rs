@@ -275,6 +275,9 @@ pub struct Server {
     ready: Vec<usize>,
     /// Counts loop turns, from 1; see `Conn::read_turn`.
     turn: u64,
+    /// Each connection's share of this turn (`TurnBudget::share` of the
+    /// connections the turn reads).
+    turn_budget: TurnBudget,
 }
 
 fn now_unix_ms() -> u64 {
@@ -405,6 +408,7 @@ impl Server {
             per_ip: HashMap::new(),
             ready: Vec::new(),
             turn: 0,
+            turn_budget: TurnBudget::default(),
         })
     }
 
@@ -452,6 +456,17 @@ impl Server {
                     .unwrap_or(u64::MAX),
             };
             self.turn += 1;
+            // The turn's input budget is shared among the connections it
+            // reads, so many flooders cannot make a turn long.
+            let readers = self.ready.len()
+                + events
+                    .iter()
+                    .filter(|event| {
+                        event.token().0 <= LISTENER_BASE - self.listeners.len()
+                            && (event.is_readable() || event.is_read_closed())
+                    })
+                    .count();
+            self.turn_budget = TurnBudget::share(readers);
             // Connections left with input by last turn's budget go first.
             for id in std::mem::take(&mut self.ready) {
                 self.read(id, wall);
@@ -732,6 +747,7 @@ impl Server {
             to_flush,
             ready,
             turn,
+            turn_budget,
             ..
         } = self;
         let Some(conn) = conns.get_mut(id) else {
@@ -746,7 +762,7 @@ impl Server {
         let conn_id = ConnId(id);
         // Every line handed on and every byte read is charged, whatever the
         // codec makes of it, so no input of any shape holds the loop.
-        let mut budget = TurnBudget::default();
+        let mut budget = turn_budget.clone();
         loop {
             // Lines already buffered first, within this turn's budget.
             while budget.has_lines() && !hub.is_quitting(conn_id) && hub.state(conn_id).is_some() {
