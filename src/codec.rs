@@ -18,6 +18,10 @@ const DONT: u8 = 254;
 /// stray `IAC SB` cannot swallow the rest of a session.
 const MAX_SUBNEGOTIATION: usize = 512;
 
+/// A pending partial line's buffer is shrunk to fit it when its capacity
+/// is above this and four times what it holds (`shrink_if_idle`).
+const SHRINK_ABOVE: usize = 16 * 1024;
+
 /// Lines one connection may have handed on per loop turn.
 pub const LINES_PER_TURN: usize = 64;
 /// Bytes one connection may have read per loop turn, whatever they turn
@@ -174,12 +178,23 @@ impl LineCodec {
 
     /// Gives back the input memory when nothing is pending, so an idle
     /// connection holds no input allocation (telnet or discard state in
-    /// progress is kept).
+    /// progress is kept); and when a partial line is pending in a buffer
+    /// a burst made far bigger than it, keeps only the partial line: a
+    /// read of 56 KiB of empty lines and an 8 KB partial line otherwise
+    /// held 64 KiB per connection for as long as the line stayed partial
+    /// (500 such connections: 32 MiB instead of 4 MiB).
     pub fn shrink_if_idle(&mut self) {
         let Some(input) = &mut self.input else {
             return;
         };
-        if input.buffered() > 0 {
+        let buffered = input.buffered();
+        if buffered > 0 {
+            if input.buf.capacity() > SHRINK_ABOVE && input.buf.capacity() > 4 * buffered {
+                input.buf.drain(..input.start);
+                input.scanned -= input.start;
+                input.start = 0;
+                input.buf.shrink_to_fit();
+            }
             return;
         }
         if input.telnet == Telnet::Data && !input.is_discarding {
@@ -550,6 +565,29 @@ mod tests {
             read += chunk.len();
             codec.push(chunk);
         }
+    }
+
+    #[test]
+    fn a_partial_line_left_by_a_burst_does_not_keep_the_bursts_memory() {
+        let mut codec = LineCodec::new(8192);
+        let mut burst = vec![b'\n'; 56 * 1024];
+        burst.extend([b'a'; 8000]);
+        codec.push(&burst);
+        assert_eq!(drain(&mut codec), vec![]);
+        codec.shrink_if_idle();
+        let input = codec.input.as_ref().expect("a partial line is held");
+        assert_eq!(input.buffered(), 8000);
+        assert!(input.buf.capacity() < 16 * 1024, "{}", input.buf.capacity());
+        // The line completes as if nothing happened.
+        codec.push(b"bc\n");
+        let mut line = "a".repeat(8000);
+        line.push_str("bc");
+        assert_eq!(drain(&mut codec), vec![Ok(line)]);
+        // A buffer that is mostly the partial line is left alone.
+        codec.push(&[b'x'; 6000]);
+        let before = codec.input.as_ref().unwrap().buf.as_ptr();
+        codec.shrink_if_idle();
+        assert_eq!(codec.input.as_ref().unwrap().buf.as_ptr(), before);
     }
 
     #[test]

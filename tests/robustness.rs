@@ -965,3 +965,29 @@ fn slowloris_and_garbage_connections_do_not_disturb_a_chatting_pair() {
     newcomer.login("newcomer");
     drop((held, dumped));
 }
+
+#[test]
+fn partial_lines_left_by_a_burst_of_empty_lines_do_not_keep_the_bursts_memory() {
+    // Before: each connection kept the 64 KiB its burst needed for as long
+    // as the 8000-byte partial line after it stayed partial (300
+    // connections: about 19 MiB, where the partial lines are 2.4 MB).
+    let server = Launch::new().config("max_connections_per_ip = 0\n").start();
+    let port = server.port();
+    let rss_at_start = rss_kib(server.pid());
+    let mut burst = vec![b'\n'; 48 * 1024];
+    burst.extend_from_slice(b"{\"code\":108}\n");
+    burst.extend_from_slice(&[b'a'; 8000]);
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let mut client = Client::json(port);
+        client.send_raw(&burst);
+        // The PONG says the burst was read (it is one read: under 64 KiB).
+        client.expect_code(207);
+        held.push(client);
+    }
+    let grown = rss_kib(server.pid()).saturating_sub(rss_at_start);
+    assert!(
+        grown < 10 * 1024,
+        "300 partial lines of 8000 bytes grew RSS by {grown} KiB"
+    );
+}
