@@ -991,3 +991,38 @@ fn partial_lines_left_by_a_burst_of_empty_lines_do_not_keep_the_bursts_memory() 
         "300 partial lines of 8000 bytes grew RSS by {grown} KiB"
     );
 }
+
+#[test]
+fn a_connect_storm_past_the_accepts_per_turn_is_accepted_over_later_turns() {
+    // The loop accepts at most 64 connections a turn (each is read at
+    // once: a storm of connections each bringing 64 KiB held one turn, and
+    // every PING, for half a second). The rest must still be accepted in
+    // the next turns, though an edge-triggered listener is not reported
+    // again: 300 connections queued while the server is stopped, each
+    // with its first line already sent, are all greeted and answered.
+    let server = Launch::new().config("max_connections_per_ip = 0\n").start();
+    let port = server.port();
+    server.signal("STOP");
+    let mut clients: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut stream = TcpStream::connect(address(port)).expect("cannot connect");
+            stream
+                .write_all(b"{\"code\":108,\"token\":\"storm\"}\n")
+                .expect("cannot send");
+            stream
+        })
+        .collect();
+    server.signal("CONT");
+    for (index, stream) in clients.iter_mut().enumerate() {
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("set_read_timeout");
+        let mut reader = BufReader::new(stream);
+        let mut greeting = String::new();
+        reader.read_line(&mut greeting).expect("a greeting");
+        assert!(greeting.contains("\"code\":210"), "{index}: {greeting}");
+        let mut pong = String::new();
+        reader.read_line(&mut pong).expect("a pong");
+        assert_eq!(pong, "{\"code\":207,\"token\":\"storm\"}\n", "{index}");
+    }
+}
