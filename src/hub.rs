@@ -1303,8 +1303,8 @@ impl Hub {
         }
         // Counted from now, not from the verdict: checks in flight count
         // against the throttle, so parallel guesses are no cheaper than
-        // sequential ones (issue 11). `finish_pass`, `end_pending_check` or an orphan's verdict
-        // ends the count.
+        // sequential ones (issue 11). `finish_pass`, `end_pending_check`
+        // or, once its client has left, the orphan's verdict ends the count.
         let address = self
             .clients
             .get(conn)
