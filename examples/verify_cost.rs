@@ -8,7 +8,7 @@ use std::time::Instant;
 fn main() {
     let hash = hash_password("correct horse battery staple").expect("hashing works");
     // Builds the dummy hash for unknown users, as the server does at start.
-    let checker = Checker::new().expect("hashing works");
+    let mut checker = Checker::new().expect("hashing works");
     let mut samples: Vec<f64> = (0..21)
         .map(|round| {
             let started = Instant::now();

@@ -10,9 +10,9 @@
 //! its event-loop thread (see `server/verifier.rs`). Nothing here ever logs
 //! a password.
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordHasher;
+use argon2::password_hash::phc::{Output, PasswordHash};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -485,13 +485,22 @@ pub fn hash_password(password: &str) -> Result<String, AccountsError> {
 }
 
 /// Verifies passwords, holding the dummy hash checked for unknown users so
-/// that an unknown user costs the same time as a wrong password.
+/// that an unknown user costs the same time as a wrong password, and the
+/// argon2 working memory, allocated once and reused by every check.
 ///
 /// The dummy is built in `new`, which the verifier calls at start: were it
 /// built on first use, the first unknown-user check after a start would
 /// cost twice as much and tell that the account does not exist.
+///
+/// Why the memory is kept: argon2's own `verify_password` allocates its
+/// 19 MiB (64-byte aligned) afresh for each check, and glibc's allocator
+/// served those from new space in the worker's arena, check after check:
+/// the daemon's RSS grew by about 19 MiB per check up to some 160 MiB (issue
+/// 11's report of 80–218 MB for 12 parallel checks, with one worker). One
+/// buffer, reused, costs the memory of one check for good.
 pub struct Checker {
     dummy_hash: String,
+    memory: Vec<Block>,
 }
 
 impl Checker {
@@ -499,28 +508,55 @@ impl Checker {
     pub fn new() -> Result<Checker, AccountsError> {
         Ok(Checker {
             dummy_hash: hash_password("riftd dummy password for unknown users")?,
+            memory: Vec::new(),
         })
     }
 
     /// Checks a password against a PHC hash, or against the dummy hash
     /// when the account does not exist (always false then, after the same
-    /// work). Argon2's comparison of the computed tag is constant-time.
-    pub fn verify(&self, hash: Option<&str>, password: &str) -> bool {
+    /// work). The computed tag is compared in constant time (`Output`'s
+    /// equality).
+    pub fn verify(&mut self, hash: Option<&str>, password: &str) -> bool {
         let is_known = hash.is_some();
         let hash = hash.unwrap_or(&self.dummy_hash);
-        let Ok(parsed) = PasswordHash::new(hash) else {
-            return false;
-        };
-        let matches = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
+        let matches = matches(&mut self.memory, hash, password).unwrap_or(false);
         is_known && matches
     }
+}
+
+/// Argon2's `verify_password`, with `memory` as working memory.
+fn matches(memory: &mut Vec<Block>, hash: &str, password: &str) -> Option<bool> {
+    let parsed = PasswordHash::new(hash).ok()?;
+    let (salt, expected) = (parsed.salt.as_ref()?, parsed.hash.as_ref()?);
+    let algorithm = Algorithm::try_from(parsed.algorithm.as_str()).ok()?;
+    let version = match parsed.version {
+        Some(version) => Version::try_from(version).ok()?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).ok()?;
+    let blocks = params.block_count();
+    // Grows to the largest cost in the users file (set by the operator),
+    // never per check.
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut computed = [0u8; Output::MAX_LENGTH];
+    let computed = computed.get_mut(..expected.len())?;
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            salt.as_ref(),
+            computed,
+            &mut memory[..blocks],
+        )
+        .ok()?;
+    Some(Output::new(computed).ok()? == *expected)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordVerifier;
 
     fn name(text: &str) -> Username {
         Username::parse(text).unwrap()
@@ -592,13 +628,49 @@ mod tests {
 
     #[test]
     fn hashes_verify_only_their_password() {
-        let checker = Checker::new().unwrap();
+        let mut checker = Checker::new().unwrap();
         let hash = hash_password("correct horse").unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(checker.verify(Some(&hash), "correct horse"));
         assert!(!checker.verify(Some(&hash), "correct hors"));
         assert!(!checker.verify(None, "correct horse"));
         assert!(!checker.verify(Some("not a hash"), "x"));
+    }
+
+    #[test]
+    fn checks_reuse_one_working_memory_and_verify_hashes_of_any_parameters() {
+        let mut checker = Checker::new().unwrap();
+        let hash = hash_password("pw").unwrap();
+        for _ in 0..3 {
+            assert!(checker.verify(Some(&hash), "pw"));
+            assert!(!checker.verify(None, "pw"));
+        }
+        let default_blocks = Params::default().block_count();
+        assert_eq!(checker.memory.len(), default_blocks);
+        let buffer = checker.memory.as_ptr();
+        // Hashes made with other algorithms, versions and costs (a users
+        // file from elsewhere) verify as argon2's own `verify_password`
+        // does, in the same memory when it is big enough.
+        for (algorithm, version, m_cost) in [
+            (Algorithm::Argon2i, Version::V0x10, 64),
+            (Algorithm::Argon2d, Version::V0x13, 256),
+            (Algorithm::Argon2id, Version::V0x13, 8),
+        ] {
+            let params = Params::new(m_cost, 1, 1, None).unwrap();
+            let other = Argon2::new(algorithm, version, params)
+                .hash_password(b"other")
+                .unwrap()
+                .to_string();
+            assert!(checker.verify(Some(&other), "other"), "{other}");
+            assert!(!checker.verify(Some(&other), "othe"), "{other}");
+            assert!(
+                Argon2::default()
+                    .verify_password(b"other", &PasswordHash::new(&other).unwrap())
+                    .is_ok()
+            );
+        }
+        assert_eq!(checker.memory.len(), default_blocks);
+        assert_eq!(checker.memory.as_ptr(), buffer, "no new allocation");
     }
 
     #[test]
@@ -640,7 +712,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["Alice", "bob"]
         );
-        let checker = Checker::new().unwrap();
+        let mut checker = Checker::new().unwrap();
         assert!(checker.verify(loaded.hash_of(&name("alice")), "s3cret-one"));
         // No temp file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -18,12 +18,25 @@ const DONT: u8 = 254;
 /// stray `IAC SB` cannot swallow the rest of a session.
 const MAX_SUBNEGOTIATION: usize = 512;
 
+/// A pending partial line's buffer is shrunk to fit it when its capacity
+/// is above this and four times what it holds (`shrink_if_idle`).
+const SHRINK_ABOVE: usize = 16 * 1024;
+
 /// Lines one connection may have handed on per loop turn.
 pub const LINES_PER_TURN: usize = 64;
 /// Bytes one connection may have read per loop turn, whatever they turn
 /// out to be: frames, empty lines, telnet commands, the discarded tail of an
 /// over-long line, TLS records. One full read of the shell's 64 KiB buffer.
 pub const BYTES_PER_TURN: usize = 64 * 1024;
+/// Bytes all connections together may have read per loop turn, shared out
+/// among those the turn reads (`TurnBudget::share`), so a turn's work does
+/// not grow with the number of flooding connections.
+pub const BYTES_PER_TURN_ALL: usize = 1024 * 1024;
+/// Lines all connections together may have handed on per turn.
+pub const LINES_PER_TURN_ALL: usize = 1024;
+/// The least share of one connection, however many are read.
+pub const MIN_BYTES_PER_TURN: usize = 4 * 1024;
+pub const MIN_LINES_PER_TURN: usize = 4;
 
 /// One connection's share of a loop turn. The shell charges every line it
 /// hands on and every byte it reads, before the codec decides what they
@@ -47,6 +60,20 @@ impl Default for TurnBudget {
 }
 
 impl TurnBudget {
+    /// One connection's budget in a turn that reads `readers` connections:
+    /// the turn's whole budget split evenly, within the per-connection
+    /// bounds. With up to 16 readers each gets the full 64 KiB and 64 lines;
+    /// with 60 flooders, 17 KiB and 17 lines each, so the turn (and a
+    /// healthy client's PING round trip) costs about 1 MiB of input, not
+    /// 60 × 64 KiB; past 256 readers each still gets 4 KiB and 4 lines.
+    pub fn share(readers: usize) -> TurnBudget {
+        let readers = readers.max(1);
+        TurnBudget {
+            lines: (LINES_PER_TURN_ALL / readers).clamp(MIN_LINES_PER_TURN, LINES_PER_TURN),
+            bytes: (BYTES_PER_TURN_ALL / readers).clamp(MIN_BYTES_PER_TURN, BYTES_PER_TURN),
+        }
+    }
+
     /// True while another line may be handed on this turn.
     pub fn has_lines(&self) -> bool {
         self.lines > 0
@@ -151,12 +178,23 @@ impl LineCodec {
 
     /// Gives back the input memory when nothing is pending, so an idle
     /// connection holds no input allocation (telnet or discard state in
-    /// progress is kept).
+    /// progress is kept); and when a partial line is pending in a buffer
+    /// a burst made far bigger than it, keeps only the partial line: a
+    /// read of 56 KiB of empty lines and an 8 KB partial line otherwise
+    /// held 64 KiB per connection for as long as the line stayed partial
+    /// (500 such connections: 32 MiB instead of 4 MiB).
     pub fn shrink_if_idle(&mut self) {
         let Some(input) = &mut self.input else {
             return;
         };
-        if input.buffered() > 0 {
+        let buffered = input.buffered();
+        if buffered > 0 {
+            if input.buf.capacity() > SHRINK_ABOVE && input.buf.capacity() > 4 * buffered {
+                input.buf.drain(..input.start);
+                input.scanned -= input.start;
+                input.start = 0;
+                input.buf.shrink_to_fit();
+            }
             return;
         }
         if input.telnet == Telnet::Data && !input.is_discarding {
@@ -527,6 +565,53 @@ mod tests {
             read += chunk.len();
             codec.push(chunk);
         }
+    }
+
+    #[test]
+    fn a_partial_line_left_by_a_burst_does_not_keep_the_bursts_memory() {
+        let mut codec = LineCodec::new(8192);
+        let mut burst = vec![b'\n'; 56 * 1024];
+        burst.extend([b'a'; 8000]);
+        codec.push(&burst);
+        assert_eq!(drain(&mut codec), vec![]);
+        codec.shrink_if_idle();
+        let input = codec.input.as_ref().expect("a partial line is held");
+        assert_eq!(input.buffered(), 8000);
+        assert!(input.buf.capacity() < 16 * 1024, "{}", input.buf.capacity());
+        // The line completes as if nothing happened.
+        codec.push(b"bc\n");
+        let mut line = "a".repeat(8000);
+        line.push_str("bc");
+        assert_eq!(drain(&mut codec), vec![Ok(line)]);
+        // A buffer that is mostly the partial line is left alone.
+        codec.push(&[b'x'; 6000]);
+        let before = codec.input.as_ref().unwrap().buf.as_ptr();
+        codec.shrink_if_idle();
+        assert_eq!(codec.input.as_ref().unwrap().buf.as_ptr(), before);
+    }
+
+    #[test]
+    fn a_turn_shares_its_budget_among_the_connections_it_reads() {
+        assert_eq!(TurnBudget::share(0), TurnBudget::default());
+        assert_eq!(TurnBudget::share(1), TurnBudget::default());
+        assert_eq!(TurnBudget::share(16), TurnBudget::default());
+        for readers in [17, 60, 64, 256, 257, 1024, 100_000] {
+            let share = TurnBudget::share(readers);
+            assert!(share.bytes <= BYTES_PER_TURN && share.lines <= LINES_PER_TURN);
+            assert!(share.bytes >= MIN_BYTES_PER_TURN && share.lines >= MIN_LINES_PER_TURN);
+            // The whole turn: the overall budget, or the least shares.
+            let total = share.bytes * readers;
+            assert!(
+                total <= BYTES_PER_TURN_ALL.max(MIN_BYTES_PER_TURN * readers),
+                "{readers}: {total}"
+            );
+            assert!(
+                share.lines * readers <= LINES_PER_TURN_ALL.max(MIN_LINES_PER_TURN * readers),
+                "{readers}"
+            );
+        }
+        // Before: 60 flooders got 64 KiB each, 3.75 MiB a turn.
+        assert!(TurnBudget::share(60).bytes * 60 <= BYTES_PER_TURN_ALL);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! the clock: time arrives as `Now`, and the server shell drains the outboxes.
 //! See `design/architecture.md` for the path of one message.
 
+use crate::accounts::Users;
 use crate::auth::{Auth, Check};
 use crate::codec::CodecError;
 use crate::flood::{ByteBudget, TokenBucket};
@@ -18,8 +19,9 @@ use crate::proto::{
 use crate::session::{Input, Mode, State};
 use crate::throttle::{Throttle, Wait};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 /// Failed passwords one connection may try before it is closed.
 pub const MAX_PASSWORD_FAILURES: u8 = 3;
@@ -325,7 +327,7 @@ pub struct Hub {
     /// The 208 a JSON client gets on joining a room, encoded once and kept
     /// until the room's next message: a reconnect storm into a quiet room
     /// encodes its backlog once, not once per login.
-    join_backlogs: HashMap<RoomName, Box<[u8]>>,
+    join_backlogs: BacklogCache,
     rooms: BTreeMap<RoomName, Room>,
     /// Chat message ids: they only grow, across restarts too.
     ids: MessageIds,
@@ -339,6 +341,64 @@ pub struct Hub {
     /// Set once "message ids are exhausted" has been logged: every later
     /// SAY or DM is refused the same way, and must not write a line each.
     has_logged_ids_exhausted: bool,
+    /// Checks whose client left (or quit) while they ran, by ticket: the
+    /// worker still runs them, so the throttle keeps counting them in
+    /// flight until their verdict, and a wrong one still counts.
+    orphan_checks: HashMap<u64, (IpAddr, NameKey)>,
+}
+
+/// Bytes the join-backlog cache may hold, all rooms together.
+const BACKLOG_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The encoded join 208s, one per room, bounded in total bytes: every room
+/// with a member could otherwise hold one (up to 256 KiB, and JSON escaping
+/// makes a control character six bytes), up to several times the history
+/// they encode. Past the bound a backlog is encoded per join instead.
+#[derive(Debug)]
+struct BacklogCache {
+    frames: HashMap<RoomName, Box<[u8]>>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Default for BacklogCache {
+    fn default() -> Self {
+        BacklogCache {
+            frames: HashMap::new(),
+            bytes: 0,
+            max_bytes: BACKLOG_CACHE_BYTES,
+        }
+    }
+}
+
+impl BacklogCache {
+    /// The cached frame of `room`, encoded by `encode` and kept if it fits.
+    fn get_or_encode(
+        &mut self,
+        room: &RoomName,
+        encode: impl FnOnce() -> Vec<u8>,
+    ) -> std::borrow::Cow<'_, [u8]> {
+        if !self.frames.contains_key(room) {
+            let frame = encode().into_boxed_slice();
+            if self.bytes.saturating_add(frame.len()) > self.max_bytes {
+                return std::borrow::Cow::Owned(frame.into_vec());
+            }
+            self.bytes = self.bytes.saturating_add(frame.len());
+            self.frames.insert(room.clone(), frame);
+        }
+        std::borrow::Cow::Borrowed(self.frames.get(room).map_or(&[][..], |frame| frame))
+    }
+
+    fn remove(&mut self, room: &RoomName) {
+        if let Some(frame) = self.frames.remove(room) {
+            self.bytes = self.bytes.saturating_sub(frame.len());
+        }
+    }
+
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
 }
 
 /// Requests answered to the sender only, whose output is bounded by the
@@ -433,7 +493,7 @@ impl Hub {
             },
             config,
             names: HashMap::new(),
-            join_backlogs: HashMap::new(),
+            join_backlogs: BacklogCache::default(),
             rooms,
             ids: MessageIds::default(),
             throttle: Throttle::default(),
@@ -445,6 +505,7 @@ impl Hub {
             verify_jobs: Vec::new(),
             next_ticket: 1,
             has_logged_ids_exhausted: false,
+            orphan_checks: HashMap::new(),
         }
     }
 
@@ -457,11 +518,63 @@ impl Hub {
         self.clients.max_output_bytes = config.max_output_bytes;
         self.history.set_keep(config.history_keep);
         self.history.set_max_bytes(config.history_max_bytes);
-        let was_accounts = self.config.auth.kind() == AuthKind::Accounts;
-        self.config = config;
+        let old_auth = std::mem::replace(&mut self.config, config).auth;
         self.join_backlogs.clear();
-        if !was_accounts && self.config.auth.kind() == AuthKind::Accounts {
-            self.close_unaccounted_sessions();
+        match (&old_auth, &self.config.auth) {
+            (Auth::Accounts { users: old }, Auth::Accounts { users: new }) => {
+                let (old, new) = (Arc::clone(old), Arc::clone(new));
+                self.revoke_changed_accounts(&old, &new);
+            }
+            (_, Auth::Accounts { .. }) => self.close_unaccounted_sessions(),
+            _ => {}
+        }
+    }
+
+    /// A reload changed the users file: a session logged in to an account
+    /// that was removed, or whose password was changed, proved a
+    /// credential that no longer holds, so it is told (403) and closed; a
+    /// password check under way for such an account is void (503, send
+    /// PASS again: it is checked against the new file). Before, a removed
+    /// account kept chatting under its name, and kept it from a new owner.
+    fn revoke_changed_accounts(&mut self, old: &Users, new: &Users) {
+        for index in 0..self.clients.slots.len() {
+            let conn = ConnId(index);
+            let Some(client) = self.clients.get(conn) else {
+                continue;
+            };
+            let (username, is_logged_in) = match &client.state {
+                State::Broadcast { username } => (username.clone(), true),
+                State::PassAuth { username } if client.pending_check.is_some() => {
+                    (username.clone(), false)
+                }
+                _ => continue,
+            };
+            let change = match (old.hash_of(&username), new.hash_of(&username)) {
+                (Some(_), None) => "was removed",
+                (Some(old), Some(new)) if old != new => "had its password changed",
+                // Checked against the dummy hash, it would fail.
+                (None, Some(_)) => "was created",
+                _ => continue,
+            };
+            if is_logged_in {
+                self.clients.send(
+                    conn,
+                    &ServerMsg::error(
+                        Code::Forbidden,
+                        format!("your account {username} {change} on this server; closing"),
+                    ),
+                );
+                self.quit(conn, "account removed or changed");
+            } else {
+                // The worker still runs the old check: its verdict is an
+                // orphan's (counted, logs nobody in).
+                self.orphan_pending_check(conn);
+                self.ask_password_again(
+                    conn,
+                    &format!("account {username} {change} while its password was checked"),
+                    "",
+                );
+            }
         }
     }
 
@@ -885,6 +998,19 @@ impl Hub {
     /// The answer to a `VerifyJob`. Ignored if the connection is gone or
     /// has moved on (the ticket no longer matches).
     pub fn handle_verified(&mut self, conn: ConnId, ticket: u64, is_valid: bool, now: Now) {
+        if let Some((address, name)) = self.orphan_checks.remove(&ticket) {
+            // Its client left: nobody logs in, but a wrong password was
+            // still a guess the worker paid for (issue 11 sweep: checks
+            // abandoned by a disconnect were free, so one address could
+            // keep the verifier's queue full without a single failure).
+            if is_valid {
+                self.throttle.abandon(address, name.as_str());
+            } else {
+                self.throttle
+                    .record_failure(address, name.as_str(), now.unix_ms);
+            }
+            return;
+        }
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
@@ -899,32 +1025,17 @@ impl Hub {
 
     /// The verifier's queue is full: the check is refused, not lost.
     pub fn handle_verify_busy(&mut self, conn: ConnId, ticket: u64) {
+        if let Some((address, name)) = self.orphan_checks.remove(&ticket) {
+            // Never run: nothing to count.
+            self.throttle.abandon(address, name.as_str());
+            return;
+        }
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
         if client.pending_check.map(NonZeroU64::get) == Some(ticket) {
-            let is_text = client.mode == Some(Mode::Text);
             self.end_pending_check(conn);
-            if is_text {
-                // A person at a prompt types the password again; the
-                // prompt says so, in the words of text mode.
-                self.clients.send(
-                    conn,
-                    &ServerMsg::error(
-                        Code::Unavailable,
-                        "too many logins at once; type the password again shortly",
-                    ),
-                );
-                self.prompt_password(conn);
-            } else {
-                self.clients.send(
-                    conn,
-                    &ServerMsg::error(
-                        Code::Unavailable,
-                        "too many logins at once; send PASS again shortly",
-                    ),
-                );
-            }
+            self.ask_password_again(conn, "too many logins at once", " shortly");
         }
     }
 
@@ -1190,8 +1301,8 @@ impl Hub {
         }
         // Counted from now, not from the verdict: checks in flight count
         // against the throttle, so parallel guesses are no cheaper than
-        // sequential ones (issue 11). `finish_pass` or `end_pending_check`
-        // ends the count.
+        // sequential ones (issue 11). `finish_pass`, `end_pending_check`
+        // or, once its client has left, the orphan's verdict ends the count.
         let address = self
             .clients
             .get(conn)
@@ -1225,7 +1336,7 @@ impl Hub {
         };
         if is_valid {
             self.throttle
-                .record_success(address, username.key().as_str());
+                .record_success(address, username.key().as_str(), now.unix_ms);
             if !self.is_name_free_for(conn, &username) {
                 // Someone logged in under this name while the password was
                 // checked: the name is held only once verified.
@@ -1629,11 +1740,10 @@ impl Hub {
             };
             clients.enqueue_with(conn, |mode, arena| match mode {
                 Mode::Json => {
-                    let cached = join_backlogs
-                        .entry(room.clone())
-                        .or_insert_with(|| frame(full_budget).to_json_line().into_boxed_slice());
+                    let cached =
+                        join_backlogs.get_or_encode(&room, || frame(full_budget).to_json_line());
                     if cached.len() <= room_left {
-                        arena.append(|out| out.extend_from_slice(cached))
+                        arena.append(|out| out.extend_from_slice(&cached))
                     } else {
                         arena.append(|out| frame(budget).write_json_line(out))
                     }
@@ -1738,7 +1848,7 @@ impl Hub {
             return;
         };
         let username = client.state.username().cloned();
-        self.end_pending_check(conn);
+        self.orphan_pending_check(conn);
         if let Some(username) = username {
             let neighbours = self.neighbours(conn, false);
             self.clients.deliver(
@@ -1766,6 +1876,28 @@ impl Hub {
     /// Asks for the password (211 / `* password:`). A telnet client in text
     /// mode is first told `IAC WILL ECHO`, so it stops echoing what is
     /// typed; `transition` turns echo back on when PASS AUTH ends.
+    /// A check that got no verdict (503): JSON clients are told to send
+    /// PASS again; a person at the text prompt is asked for the password
+    /// again, in text mode's words, and prompted.
+    fn ask_password_again(&mut self, conn: ConnId, why: &str, when: &str) {
+        let is_text = self
+            .clients
+            .get(conn)
+            .is_some_and(|client| client.mode == Some(Mode::Text));
+        let again = if is_text {
+            "type the password"
+        } else {
+            "send PASS"
+        };
+        self.clients.send(
+            conn,
+            &ServerMsg::error(Code::Unavailable, format!("{why}; {again} again{when}")),
+        );
+        if is_text {
+            self.prompt_password(conn);
+        }
+    }
+
     fn prompt_password(&mut self, conn: ConnId) {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
@@ -1805,6 +1937,22 @@ impl Hub {
         if let State::PassAuth { username } = &client.state {
             self.throttle
                 .abandon(client.peer.ip(), username.key().as_str());
+        }
+    }
+
+    /// The client leaves while its password check runs: the worker runs it
+    /// anyway, so it stays in flight for the throttle until its verdict
+    /// (`handle_verified` counts a wrong one), as if the client had waited.
+    fn orphan_pending_check(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        let Some(ticket) = client.pending_check.take() else {
+            return;
+        };
+        if let State::PassAuth { username } = &client.state {
+            self.orphan_checks
+                .insert(ticket.get(), (client.peer.ip(), username.key()));
         }
     }
 

@@ -406,10 +406,29 @@ fn is_invisible(ch: char) -> bool {
             | '\u{fe00}'..='\u{fe0f}'
             | '\u{feff}'
             | '\u{ffa0}'
-            | '\u{fff0}'..='\u{fff8}'
+            | '\u{fff0}'..='\u{fffb}'
             | '\u{1bca0}'..='\u{1bca3}'
             | '\u{1d173}'..='\u{1d17a}'
             | '\u{e0000}'..='\u{e0fff}'
+    )
+}
+
+/// True for a format control that is not default-ignorable but still
+/// changes how the text around it is laid out (Unicode category Cf): the
+/// prepended concatenation marks (U+0600–5, U+06DD, U+070F, U+0890–1,
+/// U+08E2, U+110BD, U+110CD) span the characters after them, and the
+/// Egyptian hieroglyph format controls (U+13430–1345F) stack them.
+fn is_format_control(ch: char) -> bool {
+    matches!(
+        ch,
+        '\u{600}'..='\u{605}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1345f}'
     )
 }
 
@@ -935,7 +954,7 @@ fn escape_controls(text: &str) -> String {
             '\u{7f}' => out.push_str("^?"),
             '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' => out.push('?'),
             '\u{fe0e}' | '\u{fe0f}' => out.push(ch),
-            ch if is_invisible(ch) => {
+            ch if is_invisible(ch) || is_format_control(ch) => {
                 // Writing into a String cannot fail.
                 let _ = write!(out, "<U+{:04X}>", u32::from(ch));
             }
@@ -1546,6 +1565,18 @@ mod tests {
             '\u{e0041}',
             '\u{e007f}',
             '\u{ad}',
+            // Interlinear annotation controls: the annotation may be hidden.
+            '\u{fff9}',
+            '\u{fffa}',
+            '\u{fffb}',
+            // Format controls that span or stack what follows them.
+            '\u{600}',
+            '\u{605}',
+            '\u{6dd}',
+            '\u{70f}',
+            '\u{8e2}',
+            '\u{110bd}',
+            '\u{13430}',
         ];
         for ch in invisible {
             let shown = format!("<U+{:04X}>", u32::from(ch));
@@ -1599,6 +1630,7 @@ mod tests {
             "\u{202e}",
             "\u{e0020}\u{e0041}",
             "\u{3000}\u{200b}",
+            "\u{fff9}\u{fffa}\u{fffb}",
         ] {
             let say = serde_json::json!({"code": 100, "message": blank}).to_string();
             assert_eq!(

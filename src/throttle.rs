@@ -8,9 +8,9 @@
 //! - the **address and name** pair: one address guessing one account, the
 //!   tightest budget, and blocks that grow to 15 minutes;
 //! - the **name**, from any address: many addresses guessing one account.
-//!   Its blocks are capped short (`NAME_MAX_BLOCK_MS`), because they also
-//!   stop the account's owner: other addresses can delay an owner, never
-//!   lock them out for long.
+//!   Its blocks are capped short (`NAME_MAX_BLOCK_MS`), and they do not
+//!   stop an address that logged in to the name lately (`known`): other
+//!   addresses can keep a name blocked for strangers, never its owner out.
 //!
 //! A check counts from the moment it starts (`begin`), not when its verdict
 //! returns: checks in flight count as failures that may come, so N guesses
@@ -37,6 +37,10 @@ const FORGET_AFTER_MS: u64 = 60 * 60 * 1_000;
 /// Above this many entries, forgotten ones are pruned (bounded memory
 /// whatever an attacker's address space).
 const PRUNE_ABOVE: usize = 65_536;
+/// Addresses (groups) remembered per name as having logged in to it.
+const KNOWN_PER_NAME: usize = 4;
+/// A remembered address is forgotten after this long without a login.
+const KNOWN_FOR_MS: u64 = 30 * 24 * 60 * 60 * 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
@@ -108,6 +112,11 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Throttle {
     entries: HashMap<Key, Entry>,
+    /// Per name, the addresses (groups) that logged in to it lately, with
+    /// when: the name's own record does not stop them, so failures from
+    /// other addresses can block a name for strangers but never lock its
+    /// owner out (a device-cookie rule, by address).
+    known: HashMap<String, Vec<(IpAddr, u64)>>,
 }
 
 /// IPv6 addresses count per /64; IPv4 (and IPv4-mapped) per address.
@@ -138,7 +147,11 @@ impl Throttle {
     /// must (the longest block wins). Counts nothing (USER asks this).
     pub fn check(&self, address: IpAddr, username_key: &str, now_ms: u64) -> Result<(), Wait> {
         let mut verdict = Ok(());
+        let is_known = self.is_known(address, username_key, now_ms);
         for key in Throttle::keys(address, username_key) {
+            if is_known && matches!(key, Key::Name(_)) {
+                continue;
+            }
             let Some(entry) = self.entries.get(&key) else {
                 continue;
             };
@@ -194,7 +207,8 @@ impl Throttle {
     /// Ends a check with the right password: the name's records are
     /// cleared. The address keeps its failures on other names (a guesser
     /// with one account of its own cannot wipe its record by logging in).
-    pub fn record_success(&mut self, address: IpAddr, username_key: &str) {
+    pub fn record_success(&mut self, address: IpAddr, username_key: &str, now_ms: u64) {
+        self.remember(address, username_key, now_ms);
         for key in Throttle::keys(address, username_key) {
             let is_address = matches!(key, Key::Address(_));
             let Some(entry) = self.entries.get_mut(&key) else {
@@ -211,8 +225,10 @@ impl Throttle {
         }
     }
 
-    /// Ends a check that got no verdict (the client left, the queue was
-    /// full): nothing is learnt, so nothing is counted.
+    /// Ends a check that never ran (the verifier's queue was full), or a
+    /// right one whose client left: nothing is learnt, so nothing is
+    /// counted. (A client that leaves mid-check does not end its check:
+    /// the hub keeps it in flight until the verdict.)
     pub fn abandon(&mut self, address: IpAddr, username_key: &str) {
         for key in Throttle::keys(address, username_key) {
             let Some(entry) = self.entries.get_mut(&key) else {
@@ -223,6 +239,39 @@ impl Throttle {
                 self.entries.remove(&key);
             }
         }
+    }
+
+    /// True if this address (group) logged in to this name within
+    /// `KNOWN_FOR_MS`.
+    fn is_known(&self, address: IpAddr, username_key: &str, now_ms: u64) -> bool {
+        let address = group(address);
+        self.known.get(username_key).is_some_and(|known| {
+            known.iter().any(|&(known, at_ms)| {
+                known == address && now_ms.saturating_sub(at_ms) < KNOWN_FOR_MS
+            })
+        })
+    }
+
+    /// Remembers a login: the name's newest `KNOWN_PER_NAME` addresses are
+    /// kept. The table holds names that logged in (accounts, under
+    /// accounts auth) and is pruned like `entries`.
+    fn remember(&mut self, address: IpAddr, username_key: &str, now_ms: u64) {
+        let address = group(address);
+        if self.known.len() > PRUNE_ABOVE {
+            self.known.retain(|_, known| {
+                known.retain(|&(_, at_ms)| now_ms.saturating_sub(at_ms) < KNOWN_FOR_MS);
+                !known.is_empty()
+            });
+            if self.known.len() > PRUNE_ABOVE {
+                self.known.clear();
+            }
+        }
+        let known = self.known.entry(username_key.to_owned()).or_default();
+        known.retain(|&(known, _)| known != address);
+        if known.len() >= KNOWN_PER_NAME {
+            known.remove(0);
+        }
+        known.push((address, now_ms));
     }
 
     /// Keeps the table bounded: above `PRUNE_ABOVE` entries, those with
@@ -334,7 +383,7 @@ mod tests {
             assert!(throttle.begin(address, &name, 0).is_ok(), "{name}");
         }
         for index in 0..=ADDRESS_FREE_FAILURES {
-            throttle.record_success(address, &format!("user{index}"));
+            throttle.record_success(address, &format!("user{index}"), 0);
         }
         assert_eq!(throttle.len(), 0, "successes leave nothing behind");
     }
@@ -363,6 +412,59 @@ mod tests {
                 .check(owner, "alice", now + NAME_MAX_BLOCK_MS)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn guessers_that_keep_a_name_blocked_never_stop_an_address_that_logged_in_to_it() {
+        // Before: one guess every 30 s from a fresh address (an IPv6 /48
+        // holds 65,536 /64s) kept the name's block up for good, and with it
+        // the owner, whose address had logged in to it many times.
+        let mut throttle = Throttle::default();
+        let owner = ip("203.0.113.5");
+        throttle.begin(owner, "alice", 0).unwrap();
+        throttle.record_success(owner, "alice", 0);
+        let mut now = 1_000;
+        for index in 0..2_000u32 {
+            let address = IpAddr::from([198, 18, (index / 250) as u8, (index % 250) as u8]);
+            if throttle.begin(address, "alice", now).is_ok() {
+                throttle.record_failure(address, "alice", now);
+            }
+            now += 1_000;
+        }
+        let stranger = ip("192.0.2.9");
+        assert!(
+            matches!(
+                throttle.check(stranger, "alice", now),
+                Err(Wait::Blocked { .. })
+            ),
+            "the name stays blocked for strangers"
+        );
+        assert_eq!(throttle.check(owner, "alice", now), Ok(()));
+        throttle
+            .begin(owner, "alice", now)
+            .expect("the owner is admitted");
+        // The owner's own address and name records still count the owner's
+        // (or a neighbour's) failures.
+        throttle.record_failure(owner, "alice", now);
+        for _ in 0..FREE_FAILURES {
+            throttle.begin(owner, "alice", now).unwrap();
+            throttle.record_failure(owner, "alice", now);
+        }
+        assert!(throttle.check(owner, "alice", now).is_err());
+        // A remembered address is forgotten after a month without a login.
+        let mut other = Throttle::default();
+        other.begin(owner, "bob", 0).unwrap();
+        other.record_success(owner, "bob", 0);
+        assert!(other.is_known(owner, "bob", KNOWN_FOR_MS - 1));
+        assert!(!other.is_known(owner, "bob", KNOWN_FOR_MS));
+        // At most KNOWN_PER_NAME addresses per name, the newest.
+        for index in 0..10u8 {
+            let address = IpAddr::from([192, 0, 2, index]);
+            other.record_success(address, "carol", u64::from(index));
+        }
+        assert_eq!(other.known["carol"].len(), KNOWN_PER_NAME);
+        assert!(other.is_known(IpAddr::from([192, 0, 2, 9]), "carol", 10));
+        assert!(!other.is_known(IpAddr::from([192, 0, 2, 0]), "carol", 10));
     }
 
     #[test]
@@ -398,7 +500,7 @@ mod tests {
             fail(&mut throttle, address, "alice", 0);
         }
         throttle.begin(address, "alice", BASE_BLOCK_MS).unwrap();
-        throttle.record_success(address, "alice");
+        throttle.record_success(address, "alice", 0);
         assert!(throttle.check(address, "alice", BASE_BLOCK_MS).is_ok());
         // The address still carries its failures toward its own allowance.
         let left = ADDRESS_FREE_FAILURES - (FREE_FAILURES + 1);

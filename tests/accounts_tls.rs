@@ -11,7 +11,7 @@ mod common;
 use common::{Client, EXIT_TIMEOUT, Launch, READ_TIMEOUT, Server, assert_config_refused};
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -678,6 +678,64 @@ fn a_reload_to_accounts_closes_sessions_logged_in_under_open_auth() {
 }
 
 #[test]
+fn a_reload_closes_the_session_of_a_removed_account_and_frees_its_name() {
+    // Before: the removed account kept chatting under its name, and a new
+    // account of that name got 409.
+    let (launch, config) = accounts_launch(
+        ACCOUNTS_CONFIG,
+        &[("alice", "a-secret"), ("bob", "b-secret")],
+    );
+    let mut server = launch.start();
+    let mut alice = Client::json(server.port());
+    login_account(&mut alice, "alice", "a-secret");
+    let mut bob = Client::json(server.port());
+    login_account(&mut bob, "bob", "b-secret");
+
+    riftd_user_ok(&config, &["remove", "alice"], "");
+    riftd_user_ok(&config, &["add", "alice"], "new-owner\n");
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP: configuration reloaded");
+    let closed = alice.expect_code(403);
+    assert!(
+        error_text(&closed).contains("alice had its password changed"),
+        "{closed}"
+    );
+    alice.expect_eof();
+    let left = bob.expect_code(204);
+    assert_eq!(left["username"], "alice", "{left}");
+    let mut owner = Client::json(server.port());
+    login_account(&mut owner, "alice", "new-owner");
+}
+
+#[test]
+fn failures_from_many_addresses_block_a_name_for_strangers_but_not_for_its_owners_address() {
+    // Before: the name's own block stopped everyone, so a guess from a
+    // fresh address whenever it ran out kept the owner out for good.
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    let to = SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let owner_address = IpAddr::from([127, 0, 0, 1]);
+    let mut owner = Client::greeted_from(owner_address, to);
+    login_account(&mut owner, "alice", "a-secret");
+    drop(owner);
+    // Eleven addresses, one wrong guess each: the name has ten free.
+    for index in 0..11u8 {
+        let mut guesser = Client::greeted_from(IpAddr::from([127, 0, 1, index]), to);
+        let answer = try_password(&mut guesser, "alice", "guess");
+        assert_eq!(answer["code"], 401, "{answer}");
+    }
+    // The name is now blocked (1 s) for a stranger, not for the owner.
+    let mut owner = Client::greeted_from(owner_address, to);
+    send_user(&mut owner, "alice");
+    let mut stranger = Client::greeted_from(IpAddr::from([127, 0, 2, 1]), to);
+    stranger.send_json(&json!({"code": 110, "username": "alice"}));
+    let refused = stranger.recv_json();
+    assert_eq!(refused["code"], 429, "{refused}");
+    owner.send_json(&json!({"code": 111, "password": "a-secret"}));
+    assert_eq!(owner.recv_json(), json!({"code": 202, "new": "alice"}));
+}
+
+#[test]
 fn a_user_that_never_sends_the_password_does_not_keep_the_owner_out() {
     let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
     let server = launch.start();
@@ -789,6 +847,63 @@ fn twelve_parallel_wrong_passwords_from_one_address_are_throttled_like_twelve_in
     // Three failures are free and the fourth blocks: twelve guesses in a
     // row get four 401s and eight 429s, and so do twelve at once.
     assert_eq!((checked, throttled), (4, 8), "{answers:#?}");
+}
+
+/// The server's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("cannot read /proc/{pid}/status: {error}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+#[test]
+fn password_checks_one_after_another_reuse_one_checks_memory() {
+    // Before: argon2 allocated its 19 MiB afresh for every check, and the
+    // worker's allocator arena kept them: RSS grew by about 19 MiB a check,
+    // to some 160 MiB after eight.
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    let mut warm = Client::json(server.port());
+    let answer = try_password(&mut warm, "alice", "wrong");
+    assert_eq!(answer["code"], 401, "{answer}");
+    let after_one = rss_kib(server.pid());
+    // Eight more wrong passwords, each for another name (the address has
+    // ten free failures), each answered before the next is sent.
+    for index in 0..8 {
+        let mut guesser = Client::json(server.port());
+        let answer = try_password(&mut guesser, &format!("nobody{index}"), "wrong");
+        assert_eq!(answer["code"], 401, "{answer}");
+    }
+    let after_nine = rss_kib(server.pid());
+    assert!(
+        after_nine < after_one + 16 * 1024,
+        "RSS grew from {after_one} KiB to {after_nine} KiB over eight checks"
+    );
+}
+
+#[test]
+fn wrong_passwords_abandoned_by_closing_mid_check_still_count_against_the_address() {
+    // Before: a client that closed its socket right after PASS took its
+    // check out of the throttle, though the worker still ran it, so one
+    // address could keep the verifier's queue full (503 for every owner)
+    // without a single failure counted.
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    let free = 3;
+    for index in 0..=free {
+        let mut guesser = Client::json(server.port());
+        send_user(&mut guesser, "alice");
+        guesser.send_json(&json!({"code": 111, "password": format!("guess {index}")}));
+        // Gone before the verdict (a few tens of milliseconds away).
+    }
+    // Those checks count, in flight or failed: the next guess from this
+    // address waits, whenever it comes.
+    let answer = user_answer(server.port(), "alice");
+    assert_eq!(answer["code"], 429, "{answer}");
 }
 
 // ---------------------------------------------------------------------------

@@ -353,6 +353,26 @@ fn bidi_overrides_zero_width_and_tag_characters_reach_a_text_terminal_as_code_po
 }
 
 #[test]
+fn annotation_and_other_format_controls_reach_a_text_terminal_as_code_points() {
+    // Before: U+FFF9–B (which may hide the annotation between them) and
+    // the format controls that span the text after them reached
+    // terminals raw.
+    let server = Server::start();
+    let mut alice = Client::text(server.port());
+    alice.login_text("alice");
+    let mut bob = Client::json(server.port());
+    bob.login("bob");
+    assert_eq!(alice.recv_line(), "* bob joined #lobby");
+    let text = "pay \u{fff9}10\u{fffa}1000\u{fffb} \u{600}12 \u{13430}";
+    say(&mut bob, text);
+    assert_eq!(bob.expect_code(200)["message"]["text"], text);
+    assert_eq!(
+        without_clock(&alice.recv_line()),
+        "#lobby <bob> pay <U+FFF9>10<U+FFFA>1000<U+FFFB> <U+0600>12 <U+13430>"
+    );
+}
+
+#[test]
 fn a_message_of_only_invisible_characters_is_refused_as_empty_in_both_modes() {
     let server = Server::start();
     let mut alice = Client::text(server.port());

@@ -2495,11 +2495,12 @@ mod accounts_auth {
     }
 
     #[test]
-    fn a_check_that_gets_no_verdict_stops_counting_against_the_throttle() {
+    fn a_check_refused_by_a_full_queue_stops_counting_against_the_throttle() {
         let mut chat = accounts_chat(false);
         let free = crate::throttle::FREE_FAILURES as usize;
-        // Checks refused by a full queue, or whose client left, are not
-        // failures: as many again are admitted afterwards.
+        // Checks refused by a full queue never ran: they are not failures,
+        // and as many again are admitted afterwards (their clients still
+        // connected, or gone by the time the queue refused them).
         for round in 0..3 {
             let conns: Vec<ConnId> = (0..=free).map(|_| chat.connect()).collect();
             for &conn in &conns {
@@ -2509,13 +2510,68 @@ mod accounts_auth {
             let jobs: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
             assert_eq!(jobs.len(), free + 1, "round {round}");
             for job in jobs {
-                if round == 0 {
-                    chat.hub.handle_verify_busy(job.conn, job.ticket);
-                } else {
+                if round == 2 {
                     chat.hub.handle_closed(job.conn);
                 }
+                chat.hub.handle_verify_busy(job.conn, job.ticket);
             }
         }
+    }
+
+    #[test]
+    fn a_check_whose_client_left_counts_in_flight_until_its_verdict_and_a_wrong_one_fails() {
+        // Before: leaving mid-check forgot the check at once, though the
+        // worker still ran it, so one address could keep the verifier's
+        // queue full (503 for everyone) without ever failing.
+        let mut chat = accounts_chat(false);
+        let free = crate::throttle::FREE_FAILURES as usize;
+        let conns: Vec<ConnId> = (0..=free).map(|_| chat.connect()).collect();
+        for &conn in &conns {
+            chat.send_json(conn, json!({"code": 110, "username": "alice"}));
+            chat.send_json(conn, json!({"code": 111, "password": "guess"}));
+        }
+        let jobs: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
+        assert_eq!(jobs.len(), free + 1);
+        // Half leave by closing the socket, half by QUIT.
+        for (index, job) in jobs.iter().enumerate() {
+            if index % 2 == 0 {
+                chat.hub.handle_closed(job.conn);
+            } else {
+                chat.send_json(job.conn, json!({"code": 109}));
+            }
+        }
+        // Still running: another guess from the address is refused.
+        let probe = chat.connect();
+        chat.raw(probe);
+        chat.send_json(probe, json!({"code": 110, "username": "alice"}));
+        chat.expect_error(probe, 429, "being checked");
+        assert_eq!(chat.hub.drain_verify_jobs().count(), 0);
+        // The verdicts come back to nobody; the wrong passwords count.
+        for job in &jobs {
+            chat.hub
+                .handle_verified(job.conn, job.ticket, false, chat.now);
+        }
+        chat.send_json(probe, json!({"code": 110, "username": "alice"}));
+        chat.expect_error(probe, 429, "too many failed logins");
+        // A right password whose client left counts nothing, and the
+        // connection that reuses the slot is not logged in by it.
+        let mut other = accounts_chat(false);
+        let conn = other.connect();
+        let job = attempt(&mut other, conn, "alice", ALICE_PASSWORD);
+        other.hub.handle_closed(conn);
+        let reused = conn;
+        other.hub.handle_connected(
+            reused,
+            SocketAddr::from(([127, 0, 0, 1], 40_001)),
+            false,
+            Now::default(),
+        );
+        other.raw(reused);
+        other
+            .hub
+            .handle_verified(reused, job.ticket, true, other.now);
+        assert_eq!(other.state_of(reused), Some(State::Listen));
+        assert!(other.received(reused).is_empty());
     }
 
     #[test]
@@ -2574,6 +2630,80 @@ mod accounts_auth {
         assert!(chat.received(verified).is_empty());
     }
 
+    fn reload_users(chat: &mut Chat, accounts: &[(&str, &str)]) {
+        let mut users = Users::default();
+        for (name, password) in accounts {
+            users.add(Username::parse(name).unwrap(), password).unwrap();
+        }
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Accounts {
+                users: Arc::new(users),
+            },
+            ..test_config()
+        });
+    }
+
+    #[test]
+    fn a_reload_that_removes_or_changes_an_account_closes_its_session_and_voids_its_check() {
+        // Before: a removed account kept chatting under its name (and kept
+        // the name from a new owner); a changed password did not end the
+        // session that proved the old one.
+        let mut chat = Chat::open();
+        reload_users(
+            &mut chat,
+            &[("alice", ALICE_PASSWORD), ("bob", "b"), ("erin", "e")],
+        );
+        let alice = login_account(&mut chat, "alice");
+        let bob = login_account(&mut chat, "bob");
+        let carol = login_account(&mut chat, "carol");
+        let checking = chat.connect();
+        let job = attempt(&mut chat, checking, "erin", "e");
+        let untouched = chat.connect();
+        let untouched_job = attempt(&mut chat, untouched, "dave", "d");
+        chat.clear_all();
+        // alice's password changes, bob and erin are removed, carol's
+        // account is as it was (none: the test plays the verifier).
+        reload_users(&mut chat, &[("alice", "new password")]);
+        chat.expect_error(alice, 403, "alice had its password changed");
+        assert!(chat.hub.is_quitting(alice));
+        let frames = chat.received(bob);
+        assert!(
+            frames.iter().any(|frame| frame["code"] == 403
+                && frame["error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains("bob was removed"))),
+            "{frames:?}"
+        );
+        assert!(chat.hub.is_quitting(bob));
+        assert!(!chat.hub.is_quitting(carol));
+        chat.expect_error(checking, 503, "send PASS again");
+        assert!(matches!(
+            chat.state_of(checking),
+            Some(State::PassAuth { .. })
+        ));
+        // The old check's verdict logs nobody in; PASS is checked anew.
+        chat.hub
+            .handle_verified(checking, job.ticket, true, chat.now);
+        assert!(matches!(
+            chat.state_of(checking),
+            Some(State::PassAuth { .. })
+        ));
+        assert!(chat.received(checking).is_empty());
+        chat.send_json(checking, json!({"code": 111, "password": "e"}));
+        let retry: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
+        assert_eq!(retry.len(), 1);
+        assert_eq!(retry[0].hash, None, "erin has no account now");
+        // A check for an account the reload did not touch goes on.
+        chat.hub
+            .handle_verified(untouched, untouched_job.ticket, false, chat.now);
+        assert_eq!(chat.codes(untouched), vec![401]);
+        // bob's name is free for whoever owns it next.
+        let next = chat.connect();
+        chat.raw(next);
+        chat.send_json(next, json!({"code": 110, "username": "bob"}));
+        assert_eq!(chat.codes(next), vec![211]);
+    }
+
     #[test]
     fn issue_11_text_nick_under_accounts_is_refused_too() {
         let mut chat = accounts_chat(false);
@@ -2624,6 +2754,44 @@ mod room_history {
             .iter()
             .map(|message| message["text"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn the_join_backlog_cache_stays_within_its_byte_bound_and_joins_past_it_get_full_208s() {
+        // Before: every room with a member kept its encoded join 208, with
+        // no bound but the rooms' count (20 per connection), each up to
+        // six times the history it encodes (a control character is six
+        // bytes in JSON).
+        let mut chat = history_chat(50, 100);
+        chat.hub.join_backlogs.max_bytes = 64 * 1024;
+        let (writer, _) = login_with_backlog(&mut chat, "writer");
+        let text = "\u{1}".repeat(4096);
+        let mut sizes = Vec::new();
+        let mut reader = writer;
+        for index in 0..30 {
+            if index % 15 == 0 {
+                // A reader holds 15 rooms (of its 20), so each stays alive.
+                reader = login_with_backlog(&mut chat, &format!("reader{index}")).0;
+            }
+            let room = format!("r{index}");
+            chat.send_json(writer, json!({"code": 104, "room": room}));
+            chat.send_json(writer, json!({"code": 100, "message": text, "room": room}));
+            chat.send_json(writer, json!({"code": 105, "room": room}));
+            chat.send_json(reader, json!({"code": 104, "room": room}));
+            let frames = chat.received(reader);
+            let backlog = frames
+                .iter()
+                .find(|frame| frame["code"] == 208)
+                .unwrap_or_else(|| panic!("no 208 in {frames:?}"));
+            assert_eq!(texts(backlog), vec![text.clone()], "room {room}");
+            sizes.push(chat.hub.join_backlogs.bytes);
+        }
+        assert!(
+            sizes.iter().all(|&bytes| bytes <= 64 * 1024),
+            "cache sizes {sizes:?}"
+        );
+        assert!(sizes.iter().any(|&bytes| bytes > 48 * 1024), "{sizes:?}");
+        chat.clear_all();
     }
 
     #[test]

@@ -61,6 +61,10 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 const DISCONNECT_LOG_BURST: u32 = 50;
 /// One read call's buffer, shared by every connection.
 const READ_CHUNK: usize = 64 * 1024;
+/// Connections accepted per loop turn, all listeners together; the rest
+/// wait for the next turn (`Server::accept_ready`). Each accepted
+/// connection is read at once, with a full turn budget.
+const ACCEPTS_PER_TURN: usize = 64;
 /// TCP keepalive: probe a silent peer after this long, so half-open
 /// connections (a vanished host) are found and their names freed.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
@@ -252,6 +256,11 @@ pub struct Server {
     lingering: Vec<usize>,
     /// Set after EMFILE and friends: accepting resumes at this instant.
     accept_paused_until: Option<Instant>,
+    /// Listeners that stopped at `ACCEPTS_PER_TURN` with connections maybe
+    /// still queued: edge-triggered readiness will not report them again.
+    accept_ready: Vec<usize>,
+    /// Connections accepted this turn.
+    accepted_this_turn: usize,
     /// Rate limits for lines a peer can cause per connect (`log_limit`).
     accept_log: LogLimiter,
     refusal_log: LogLimiter,
@@ -275,6 +284,9 @@ pub struct Server {
     ready: Vec<usize>,
     /// Counts loop turns, from 1; see `Conn::read_turn`.
     turn: u64,
+    /// Each connection's share of this turn (`TurnBudget::share` of the
+    /// connections the turn reads).
+    turn_budget: TurnBudget,
 }
 
 fn now_unix_ms() -> u64 {
@@ -404,6 +416,8 @@ impl Server {
             closing: Vec::new(),
             lingering: Vec::new(),
             accept_paused_until: None,
+            accept_ready: Vec::new(),
+            accepted_this_turn: 0,
             accept_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
             refusal_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
             tls_start_log: LogLimiter::new(1, ACCEPT_LOG_INTERVAL),
@@ -416,6 +430,7 @@ impl Server {
             per_ip: HashMap::new(),
             ready: Vec::new(),
             turn: 0,
+            turn_budget: TurnBudget::default(),
         })
     }
 
@@ -463,6 +478,22 @@ impl Server {
                     .unwrap_or(u64::MAX),
             };
             self.turn += 1;
+            // The turn's input budget is shared among the connections it
+            // reads, so many flooders cannot make a turn long.
+            let readers = self.ready.len()
+                + events
+                    .iter()
+                    .filter(|event| {
+                        event.token().0 <= LISTENER_BASE - self.listeners.len()
+                            && (event.is_readable() || event.is_read_closed())
+                    })
+                    .count();
+            self.turn_budget = TurnBudget::share(readers);
+            self.accepted_this_turn = 0;
+            // Listeners left with connections by last turn's accept cap.
+            for index in std::mem::take(&mut self.accept_ready) {
+                self.accept(index, now, wall);
+            }
             // Connections left with input by last turn's budget go first.
             for id in std::mem::take(&mut self.ready) {
                 self.read(id, wall);
@@ -510,7 +541,7 @@ impl Server {
     }
 
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || !self.accept_ready.is_empty() {
             return Some(Duration::ZERO);
         }
         let hub_timer = self
@@ -572,6 +603,7 @@ impl Server {
             let _ = self.poll.registry().deregister(listener);
         }
         self.listeners.clear();
+        self.accept_ready.clear();
         self.accept_paused_until = None;
         self.hub.handle_shutdown();
         self.shutdown_deadline = Some(instant_after(now, self.config.shutdown_timeout()));
@@ -641,12 +673,23 @@ impl Server {
             return;
         }
         loop {
+            if self.accepted_this_turn >= ACCEPTS_PER_TURN {
+                // The rest next turn: a connect storm, each connection
+                // bringing its first read, must not make a turn long.
+                if !self.accept_ready.contains(&index) {
+                    self.accept_ready.push(index);
+                }
+                return;
+            }
             let Some((listener, is_tls)) = self.listeners.get(index) else {
                 return;
             };
             let is_tls = *is_tls;
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, is_tls, now, wall),
+                Ok((stream, peer)) => {
+                    self.accepted_this_turn += 1;
+                    self.admit(stream, peer, is_tls, now, wall)
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if is_fd_exhaustion(&error) => {
@@ -767,6 +810,7 @@ impl Server {
             to_flush,
             ready,
             turn,
+            turn_budget,
             ..
         } = self;
         let Some(conn) = conns.get_mut(id) else {
@@ -781,7 +825,7 @@ impl Server {
         let conn_id = ConnId(id);
         // Every line handed on and every byte read is charged, whatever the
         // codec makes of it, so no input of any shape holds the loop.
-        let mut budget = TurnBudget::default();
+        let mut budget = turn_budget.clone();
         loop {
             // Lines already buffered first, within this turn's budget.
             while budget.has_lines() && !hub.is_quitting(conn_id) && hub.state(conn_id).is_some() {

@@ -406,6 +406,39 @@ impl Client {
         client
     }
 
+    /// Connects from the local address `local` (e.g. `127.0.0.2`: all of
+    /// 127/8 is loopback) and reads the 210 greeting.
+    pub fn greeted_from(local: std::net::IpAddr, address: SocketAddr) -> Client {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let socket = rustix::net::socket_with(
+            AddressFamily::INET,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .expect("cannot create a socket");
+        rustix::net::bind(&socket, &SocketAddr::new(local, 0))
+            .unwrap_or_else(|error| panic!("cannot bind to {local}: {error}"));
+        rustix::net::connect(&socket, &address)
+            .unwrap_or_else(|error| panic!("cannot connect to {address}: {error}"));
+        let stream = TcpStream::from(socket);
+        stream.set_nodelay(true).expect("set_nodelay");
+        stream
+            .set_write_timeout(Some(READ_TIMEOUT))
+            .expect("set_write_timeout");
+        let reader = BufReader::new(stream.try_clone().expect("cannot clone the stream"));
+        let mut client = Client {
+            stream,
+            reader,
+            partial: Vec::new(),
+            greeting: Value::Null,
+        };
+        let greeting = client.recv_json();
+        assert_eq!(greeting["code"], 210, "not a greeting: {greeting}");
+        client.greeting = greeting;
+        client
+    }
+
     /// Sends one line; the `\n` is added.
     pub fn send(&mut self, line: &str) {
         let mut bytes = line.as_bytes().to_vec();
