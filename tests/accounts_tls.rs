@@ -8,14 +8,16 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{Client, EXIT_TIMEOUT, Launch, READ_TIMEOUT, Server, assert_config_refused};
+use common::{
+    Client, EXIT_TIMEOUT, Launch, READ_TIMEOUT, Server, assert_config_refused, rss_kib,
+    tls_client_config,
+};
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -184,21 +186,10 @@ impl TlsClient {
     /// Connects, completes the handshake (driven by the first read), and
     /// reads the 210 greeting.
     fn greeted(address: SocketAddr, certificate: &rcgen::CertifiedKey<rcgen::KeyPair>) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(certificate.cert.der().clone())
-            .expect("the generated certificate is a valid root");
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let server_name = "localhost"
             .try_into()
             .expect("localhost is a valid server name");
-        let connection = rustls::ClientConnection::new(Arc::new(config), server_name)
+        let connection = rustls::ClientConnection::new(tls_client_config(certificate), server_name)
             .expect("cannot start a TLS client");
         let socket = TcpStream::connect(address)
             .unwrap_or_else(|error| panic!("cannot connect to {address}: {error}"));
@@ -847,17 +838,6 @@ fn twelve_parallel_wrong_passwords_from_one_address_are_throttled_like_twelve_in
     // Three failures are free and the fourth blocks: twelve guesses in a
     // row get four 401s and eight 429s, and so do twelve at once.
     assert_eq!((checked, throttled), (4, 8), "{answers:#?}");
-}
-
-/// The server's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|error| panic!("cannot read /proc/{pid}/status: {error}"));
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 #[test]

@@ -9,7 +9,7 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{Client, Launch, READ_TIMEOUT, Server};
+use common::{Client, Launch, READ_TIMEOUT, Server, rss_kib};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -166,18 +166,6 @@ fn address(port: u16) -> SocketAddr {
 /// One SAY frame with its newline.
 fn say_line(text: &str) -> String {
     format!("{}\n", json!({"code": 100, "message": text}))
-}
-
-/// The resident set size of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|error| panic!("cannot read /proc/{pid}/status: {error}"));
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// User plus system CPU time of a process, in clock ticks.

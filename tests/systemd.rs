@@ -8,13 +8,12 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{Client, EXIT_TIMEOUT, READ_TIMEOUT, forward_lines};
+use common::{Client, EXIT_TIMEOUT, READ_TIMEOUT, forward_lines, tls_client_config};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -266,19 +265,8 @@ fn a_passed_socket_that_is_not_a_listening_tcp_socket_is_refused_with_exit_statu
 
 /// Connects over TLS, trusting `certificate`, and returns the first line.
 fn tls_greeting(address: SocketAddr, certificate: &rcgen::CertifiedKey<rcgen::KeyPair>) -> String {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(certificate.cert.der().clone())
-        .expect("the generated certificate is a valid root");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let connection = rustls::ClientConnection::new(
-        Arc::new(config),
+        tls_client_config(certificate),
         "localhost".try_into().expect("a valid server name"),
     )
     .expect("cannot start a TLS client");

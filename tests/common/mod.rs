@@ -605,3 +605,35 @@ pub fn assert_config_refused(launch: Launch, needle: &str) {
         finished.stderr
     );
 }
+
+/// The resident set size of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("cannot read /proc/{pid}/status: {error}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// A TLS client configuration (ring, safe defaults) that trusts only
+/// `certificate`, for servers started with it.
+pub fn tls_client_config(
+    certificate: &rcgen::CertifiedKey<rcgen::KeyPair>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(certificate.cert.der().clone())
+        .expect("the generated certificate is a valid root");
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
