@@ -194,14 +194,21 @@ fn listen_given_twice_listens_on_both_addresses() {
 // ---------------------------------------------------------------------------
 // Text and JSON clients together.
 
-#[test]
-fn a_text_client_and_a_json_client_chat_with_each_other() {
-    let server = Server::start();
+/// A text client, alice, and a JSON client, bob, logged in to the lobby,
+/// once alice has seen bob join.
+fn text_alice_and_json_bob(server: &Server) -> (Client, Client) {
     let mut alice = Client::text(server.port());
     alice.login_text("alice");
     let mut bob = Client::json(server.port());
     bob.login("bob");
     assert_eq!(alice.recv_line(), "* bob joined #lobby");
+    (alice, bob)
+}
+
+#[test]
+fn a_text_client_and_a_json_client_chat_with_each_other() {
+    let server = Server::start();
+    let (mut alice, mut bob) = text_alice_and_json_bob(&server);
 
     alice.send("hello from text");
     assert_eq!(
@@ -325,11 +332,7 @@ fn many_frames_in_one_write_are_answered_in_order() {
 #[test]
 fn bidi_overrides_zero_width_and_tag_characters_reach_a_text_terminal_as_code_points() {
     let server = Server::start();
-    let mut alice = Client::text(server.port());
-    alice.login_text("alice");
-    let mut bob = Client::json(server.port());
-    bob.login("bob");
-    assert_eq!(alice.recv_line(), "* bob joined #lobby");
+    let (mut alice, mut bob) = text_alice_and_json_bob(&server);
 
     say(
         &mut bob,
@@ -358,11 +361,7 @@ fn annotation_and_other_format_controls_reach_a_text_terminal_as_code_points() {
     // the format controls that span the text after them reached
     // terminals raw.
     let server = Server::start();
-    let mut alice = Client::text(server.port());
-    alice.login_text("alice");
-    let mut bob = Client::json(server.port());
-    bob.login("bob");
-    assert_eq!(alice.recv_line(), "* bob joined #lobby");
+    let (mut alice, mut bob) = text_alice_and_json_bob(&server);
     let text = "pay \u{fff9}10\u{fffa}1000\u{fffb} \u{600}12 \u{13430}";
     say(&mut bob, text);
     assert_eq!(bob.expect_code(200)["message"]["text"], text);
@@ -375,11 +374,7 @@ fn annotation_and_other_format_controls_reach_a_text_terminal_as_code_points() {
 #[test]
 fn a_message_of_only_invisible_characters_is_refused_as_empty_in_both_modes() {
     let server = Server::start();
-    let mut alice = Client::text(server.port());
-    alice.login_text("alice");
-    let mut bob = Client::json(server.port());
-    bob.login("bob");
-    assert_eq!(alice.recv_line(), "* bob joined #lobby");
+    let (mut alice, mut bob) = text_alice_and_json_bob(&server);
 
     say(&mut bob, "\u{200b}");
     let refused = bob.expect_code(400);
