@@ -12,6 +12,8 @@ use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A tiny, fast chat daemon: line-delimited JSON for programs, plain text for
 /// people at `nc` or `telnet`.
@@ -233,15 +235,49 @@ fn pid_path(config: &Config) -> PathBuf {
     )
 }
 
+/// Catches SIGHUP from here on, for a server about to start: until the
+/// loop takes signals over, SIGHUP's default action would end riftd (a
+/// logrotate `kill -HUP $(cat pidfile)` right after the pid is written).
+/// The loop reloads once if one came (`Server::request_reload`). Only the
+/// serving paths call it: a SIGHUP still ends `riftd user add` and friends,
+/// as a closed terminal should.
+fn catch_early_sighup() -> Arc<AtomicBool> {
+    let caught = Arc::new(AtomicBool::new(false));
+    if let Err(error) =
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&caught))
+    {
+        log::warn!("cannot catch SIGHUP during start-up: {error}");
+    }
+    caught
+}
+
+/// Builds the server, and has it reload once at start if a SIGHUP came
+/// while it was being built.
+fn build_server(
+    config: Config,
+    listeners: server::Listeners,
+    reloader: Option<server::Reloader>,
+    early_sighup: &AtomicBool,
+) -> Result<Server, ServerError> {
+    let mut server = Server::new(config, listeners, reloader)?;
+    // Checked after `Server::new`: from then on the loop's own handler sees
+    // every SIGHUP as well, so none falls between the two.
+    if early_sighup.swap(false, Ordering::SeqCst) {
+        server.request_reload();
+    }
+    Ok(server)
+}
+
 /// The pidfile (if `pid_file` is set) is removed however the run ends,
 /// including a failure to bind: it must never be left naming a dead pid.
 fn foreground(cli: &Cli, config: Config) -> Result<ExitCode, Failure> {
+    let early_sighup = catch_early_sighup();
     let mut pidfile = config
         .pid_file
         .as_ref()
         .map(|path| PidFile::acquire(&daemon::absolute(path)))
         .transpose()?;
-    let result = serve_foreground(cli, config, pidfile.as_mut());
+    let result = serve_foreground(cli, config, pidfile.as_mut(), &early_sighup);
     if let Some(pidfile) = pidfile {
         pidfile.remove();
     }
@@ -253,13 +289,14 @@ fn serve_foreground(
     cli: &Cli,
     config: Config,
     pidfile: Option<&mut PidFile>,
+    early_sighup: &AtomicBool,
 ) -> Result<(), Failure> {
     if let Some(pidfile) = pidfile {
         pidfile.write_pid(std::process::id())?;
     }
     server::raise_fd_limit();
     let listeners = server::bind(&config)?;
-    let server = Server::new(config, listeners, reloader(cli, None))?;
+    let server = build_server(config, listeners, reloader(cli, None), early_sighup)?;
     server.run()?;
     Ok(())
 }
@@ -268,6 +305,8 @@ fn serve_foreground(
 /// 0 only when the daemon reports it is listening.
 fn start(cli: &Cli) -> Result<ExitCode, Failure> {
     let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
+    // Inherited by the daemon, which writes its pid before its loop runs.
+    let early_sighup = catch_early_sighup();
     let pid_path = pid_path(&config);
     let log_path = daemon::absolute(
         &config
@@ -318,7 +357,12 @@ fn start(cli: &Cli) -> Result<ExitCode, Failure> {
                 pidfile.remove();
                 return Err(error.into());
             }
-            let server = match Server::new(config, listeners, reloader(cli, Some(log_path))) {
+            let server = match build_server(
+                config,
+                listeners,
+                reloader(cli, Some(log_path)),
+                &early_sighup,
+            ) {
                 Ok(server) => server,
                 Err(error) => {
                     ready.fail(&error);

@@ -1427,3 +1427,77 @@ fn check_config_refuses_what_start_would_refuse_about_the_pidfile_and_the_log() 
     let _ = std::fs::remove_file(daemon.path("riftd.log"));
     assert!(!daemon.pid_path().exists(), "--check-config made a pidfile");
 }
+
+#[test]
+fn a_sighup_right_after_the_pid_is_written_reloads_once_the_server_runs_instead_of_ending_it() {
+    // The pidfile names the pid before the loop takes signals over (bind,
+    // journal replay and the verifier come in between); a logrotate
+    // `kill -HUP $(cat pidfile)` in that window used to end riftd without
+    // a word. A long journal makes the window long.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut journal = String::new();
+    for id in 1..=60_000u64 {
+        journal.push_str(&format!(
+            "{{\"id\":{id},\"ts\":1,\"room\":\"r{}\",\"from\":\"old\",\"text\":\"x\"}}\n",
+            id % 100
+        ));
+    }
+    std::fs::write(dir.path().join("history.jsonl"), journal).expect("write the journal");
+    let config = dir.path().join("riftd.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\npid_file = \"riftd.pid\"\nhistory_file = \"history.jsonl\"\n",
+    )
+    .expect("write the config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riftd"))
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start riftd");
+    let lines = forward_lines(child.stderr.take().expect("stderr is piped"));
+    let pid = child.id();
+    let mut child = KillOnDrop(child);
+    let pid_file = dir.path().join("riftd.pid");
+    let named =
+        || std::fs::read_to_string(&pid_file).is_ok_and(|text| text.trim() == pid.to_string());
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    while !named() {
+        assert!(Instant::now() < deadline, "the pidfile never named {pid}");
+        thread::yield_now();
+    }
+    let target =
+        rustix::process::Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a positive pid");
+    rustix::process::kill_process(target, rustix::process::Signal::HUP).expect("kill -HUP");
+
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let mut address = None;
+    let mut is_reloaded = false;
+    while address.is_none() || !is_reloaded {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|error| {
+            panic!(
+                "riftd ended or stalled after an early SIGHUP ({error}); alive: {}; log: {seen:#?}",
+                child.is_alive()
+            )
+        });
+        if let Some(listening) = line
+            .rsplit("listening on ")
+            .next()
+            .filter(|_| line.contains("listening on "))
+        {
+            address = listening.trim().parse::<SocketAddr>().ok();
+        }
+        is_reloaded |= line.contains("SIGHUP: configuration reloaded");
+        seen.push(line);
+    }
+    assert!(child.is_alive(), "{seen:#?}");
+    let mut client = Client::connect(address.expect("an address"));
+    client.send_json(&json!({"code": 108, "token": "after the early SIGHUP"}));
+    assert_eq!(client.expect_code(207)["token"], "after the early SIGHUP");
+}

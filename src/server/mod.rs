@@ -287,6 +287,9 @@ pub struct Server {
     /// Each connection's share of this turn (`TurnBudget::share` of the
     /// connections the turn reads).
     turn_budget: TurnBudget,
+    /// A SIGHUP arrived before the loop could take signals: reload once the
+    /// loop runs (`request_reload`).
+    is_reload_requested: bool,
 }
 
 fn now_unix_ms() -> u64 {
@@ -431,7 +434,15 @@ impl Server {
             ready: Vec::new(),
             turn: 0,
             turn_budget: TurnBudget::default(),
+            is_reload_requested: false,
         })
+    }
+
+    /// Asks for one reload as soon as the loop runs: for a SIGHUP that
+    /// arrived while riftd was starting, before `Server::new` took signals
+    /// over (`main` catches SIGHUP from before the pidfile names the pid).
+    pub fn request_reload(&mut self) {
+        self.is_reload_requested = true;
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -462,6 +473,10 @@ impl Server {
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&status),
         ]);
+        if std::mem::take(&mut self.is_reload_requested) {
+            log::info!("SIGHUP during start-up: reloading now");
+            self.reload();
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.next_timeout(Instant::now());
