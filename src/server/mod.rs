@@ -621,6 +621,21 @@ impl Server {
                     || config.tls_listen != self.config.tls_listen
                 {
                     log::warn!("SIGHUP: listen or tls_listen changed; that needs a restart");
+                    config.listen = self.config.listen.clone();
+                    config.tls_listen = self.config.tls_listen.clone();
+                }
+                if config.tls.is_none() && self.listeners.iter().any(|(_, is_tls)| *is_tls) {
+                    // The TLS listeners stay until a restart (socket
+                    // activation passes them whatever tls_listen says):
+                    // without a certificate each connection to them was
+                    // refused.
+                    log::warn!(
+                        "SIGHUP: tls_cert and tls_key removed while riftd listens for TLS; \
+                         that needs a restart, until then riftd keeps the certificate it has"
+                    );
+                    config.tls_cert = self.config.tls_cert.clone();
+                    config.tls_key = self.config.tls_key.clone();
+                    config.tls = self.config.tls.clone();
                 }
                 if config.pid_file != self.config.pid_file
                     || config.log_file != self.config.log_file
