@@ -258,6 +258,8 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// Listeners that stopped at `ACCEPTS_PER_TURN` with connections maybe
     /// still queued: edge-triggered readiness will not report them again.
+    /// Accepted from in order next turn, those that accepted nothing this
+    /// turn first (`accept`).
     accept_ready: Vec<usize>,
     /// Connections accepted this turn.
     accepted_this_turn: usize,
@@ -687,12 +689,23 @@ impl Server {
         if self.accept_paused_until.is_some() {
             return;
         }
+        let mut accepted_here = 0usize;
         loop {
             if self.accepted_this_turn >= ACCEPTS_PER_TURN {
                 // The rest next turn: a connect storm, each connection
                 // bringing its first read, must not make a turn long.
                 if !self.accept_ready.contains(&index) {
-                    self.accept_ready.push(index);
+                    if accepted_here > 0 {
+                        self.accept_ready.push(index);
+                    } else {
+                        // The cap kept this one from accepting at all: it
+                        // goes ahead of the one the cap stopped mid-way
+                        // (the first pushed in a turn, so the last here),
+                        // or a storm on one listener would take every
+                        // turn's accepts and starve the others.
+                        let at = self.accept_ready.len().saturating_sub(1);
+                        self.accept_ready.insert(at, index);
+                    }
                 }
                 return;
             }
@@ -703,6 +716,7 @@ impl Server {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     self.accepted_this_turn += 1;
+                    accepted_here += 1;
                     self.admit(stream, peer, is_tls, now, wall)
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
