@@ -731,8 +731,28 @@ impl Server {
                     self.accept_paused_until = Some(instant_after(now, ACCEPT_PAUSE));
                     return;
                 }
-                // ECONNABORTED and the like concern one connection only.
-                Err(error) => log::debug!("accept failed: {error}"),
+                Err(error) if error.raw_os_error() == Some(22 /* EINVAL */) => {
+                    // The socket no longer listens (another holder of a
+                    // passed socket shut it down): every retry would fail
+                    // the same way, and the loop spun here for good. If
+                    // it listens again, new connections report it again.
+                    if let Some(suppressed) = self.accept_log.event(now) {
+                        log::error!(
+                            "cannot accept: {error} ({} time(s) since the last report); \
+                             the listening socket was shut down",
+                            suppressed.saturating_add(1)
+                        );
+                    }
+                    return;
+                }
+                // ECONNABORTED and the like concern one connection only;
+                // each counts as an accept, so that no error, however
+                // often it repeats, can hold the turn.
+                Err(error) => {
+                    self.accepted_this_turn += 1;
+                    accepted_here += 1;
+                    log::debug!("accept failed: {error}");
+                }
             }
         }
     }
