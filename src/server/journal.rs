@@ -1039,12 +1039,19 @@ mod tests {
         let name = "server::journal::tests::\
                     a_compaction_whose_directory_sync_fails_still_appends_to_the_new_locked_journal";
         if std::env::var_os(FD_LIMIT_CHILD).is_none() {
-            let status = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", name, "--test-threads=1", "--nocapture"])
+            let child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
                 .env(FD_LIMIT_CHILD, "1")
-                .status()
+                .output()
                 .unwrap();
-            assert!(status.success(), "the child test failed: {status}");
+            assert!(
+                child.status.success(),
+                "the child test failed: {}\n{}",
+                String::from_utf8_lossy(&child.stdout),
+                String::from_utf8_lossy(&child.stderr)
+            );
+            let ran = String::from_utf8_lossy(&child.stdout);
+            assert!(ran.contains("1 passed"), "the child ran no test: {ran}");
             return;
         }
         use rustix::process::{Resource, getrlimit, setrlimit};
