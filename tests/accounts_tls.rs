@@ -981,6 +981,30 @@ fn a_tls_text_client_logs_in_under_open_auth() {
 }
 
 #[test]
+fn a_reload_that_drops_the_certificate_keeps_the_tls_listener_serving_until_a_restart() {
+    // Before: the TLS listener stayed (listeners change only at a restart)
+    // but the certificate went, so every TLS connection was refused with
+    // "arrived on a TLS listener without a TLS config".
+    let certificate = certificate();
+    let launch = with_certificate(Launch::new().config(&tls_config("")), &certificate);
+    let config = launch.dir().join("riftd.toml");
+    let (mut server, _, tls) = start_with_tls(launch);
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\n").unwrap();
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP: configuration reloaded");
+    let mut alice = TlsClient::greeted(tls, &certificate);
+    assert_eq!(alice.greeting["auth"], "open");
+    alice.send_line("alice");
+    assert_eq!(alice.recv_line(), "* you are now alice");
+    let log = server.drain_log();
+    assert!(
+        log.iter()
+            .any(|line| line.contains("tls_cert and tls_key removed")),
+        "{log:#?}"
+    );
+}
+
+#[test]
 fn garbage_on_the_tls_port_is_closed_while_others_keep_chatting() {
     let certificate = certificate();
     let launch = with_certificate(Launch::new().config(&tls_config("")), &certificate);

@@ -1014,3 +1014,32 @@ fn a_connect_storm_past_the_accepts_per_turn_is_accepted_over_later_turns() {
         assert_eq!(pong, "{\"code\":207,\"token\":\"storm\"}\n", "{index}");
     }
 }
+
+#[test]
+fn a_connect_storm_on_one_listener_does_not_starve_another() {
+    // The 64 accepts of a turn went to the carried listeners in a fixed
+    // order, the storming one first: a listener reported after it was
+    // carried behind it turn after turn, accepted only once the storm
+    // ended. Here 200 connections wait on the first listener and one on
+    // the second, with room for 100: the second's must be among them.
+    let server = Launch::new()
+        .config("max_connections = 100\nmax_connections_per_ip = 0\n")
+        .args(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+        .start();
+    let (storming, quiet) = (server.addrs[0], server.addrs[1]);
+    server.signal("STOP");
+    let storm: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(storming).expect("cannot connect"))
+        .collect();
+    let mut other = TcpStream::connect(quiet).expect("cannot connect");
+    server.signal("CONT");
+    other
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("set_read_timeout");
+    let mut greeting = String::new();
+    BufReader::new(&mut other)
+        .read_line(&mut greeting)
+        .expect("a greeting or a refusal");
+    assert!(greeting.contains("\"code\":210"), "{greeting}");
+    drop(storm);
+}

@@ -400,3 +400,80 @@ fn riftd_installed_as_the_readme_says_runs_under_a_real_systemd() {
         ),
     }
 }
+
+/// riftd run on two listening sockets passed as systemd passes them, the
+/// test keeping its own copy of each (as systemd does).
+struct TwoPassed {
+    child: Child,
+    lines: Receiver<String>,
+    sockets: [TcpListener; 2],
+}
+
+impl Drop for TwoPassed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_with_two_passed_sockets() -> TwoPassed {
+    use std::os::fd::AsRawFd;
+    let sockets = [0, 1].map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind"));
+    for socket in &sockets {
+        rustix::io::fcntl_setfd(socket, rustix::io::FdFlags::empty())
+            .expect("cannot clear close-on-exec");
+    }
+    // `$$` is the shell's pid, which `exec` hands on to riftd.
+    let script = format!(
+        "LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=plain:plain \
+         exec \"$0\" --history-file '' 3<&{} 4<&{}",
+        sockets[0].as_raw_fd(),
+        sockets[1].as_raw_fd()
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_riftd"))
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run sh");
+    let lines = forward_lines(child.stderr.take().expect("stderr is piped"));
+    let passed = TwoPassed {
+        child,
+        lines,
+        sockets,
+    };
+    let deadline = Instant::now() + ACTIVATOR_TIMEOUT;
+    let mut log = Vec::new();
+    while !log
+        .iter()
+        .any(|line: &String| line.contains("listening on 127.0.0.1"))
+    {
+        match passed
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) => log.push(line),
+            Err(_) => panic!("riftd did not start on the passed sockets: {log:#?}"),
+        }
+    }
+    passed
+}
+
+#[test]
+fn a_passed_socket_shut_down_by_another_holder_does_not_hang_the_loop() {
+    // Accepting on a socket that no longer listens fails with EINVAL every
+    // time: the loop retried it for good and served nobody again.
+    let passed = start_with_two_passed_sockets();
+    let other = passed.sockets[1].local_addr().unwrap();
+    rustix::net::shutdown(&passed.sockets[0], rustix::net::Shutdown::Read)
+        .expect("cannot shut the listening socket down");
+    let mut alice = Client::greeted(other);
+    alice.send_json(&json!({"code": 108, "token": "alive"}));
+    alice.expect_code(207);
+}

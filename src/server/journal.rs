@@ -530,8 +530,12 @@ impl Journal {
             if std::fs::symlink_metadata(&temp).is_ok_and(|metadata| !metadata.is_dir()) {
                 std::fs::remove_file(&temp)?;
             }
+            // Opened for appending: after the rename this very descriptor
+            // is the journal, so nothing can fail between the rename and
+            // the switch to the new file.
             let mut file = OpenOptions::new()
-                .write(true)
+                .append(true)
+                .read(true)
                 .create_new(true)
                 .mode(0o640)
                 .open(&temp)?;
@@ -544,27 +548,41 @@ impl Journal {
             file.sync_all()?;
             let written = buffer.len() as u64;
             // Locked before it takes the journal's name, so no other
-            // riftd can ever find it unlocked.
+            // riftd can ever find it unlocked; the flusher's descriptor is
+            // taken now too, for the same reason.
             let lock = lock_journal(&file, &temp)?;
+            let for_flusher = self
+                .flusher
+                .as_ref()
+                .map(|_| file.try_clone())
+                .transpose()?;
             std::fs::rename(&temp, &self.path)?;
-            File::open(&dir)?.sync_all()?;
-            Ok((lock, written))
+            Ok((file, lock, for_flusher, written))
         })();
-        let (lock, written) = match result {
+        let (file, lock, for_flusher, written) = match result {
             Ok(done) => done,
             Err(error) => {
                 let _ = std::fs::remove_file(&temp);
                 return Err(error);
             }
         };
+        // The rename is done: from here on the new file is the journal,
+        // whatever fails next. (Before, a failure to open the directory or
+        // to reopen the path, EMFILE among others, left appends going to
+        // the old, unlinked file, unlocked the new one, and lost what
+        // `always` had acknowledged at the next crash.)
+        self.file = file;
         self._lock = lock;
-        self.file = open_append(&self.path)?;
         self.records = kept.len().saturating_add(1);
         self.length = written;
         self.is_torn = false;
-        if let Some(flusher) = &self.flusher {
-            flusher.replace(self.file.try_clone()?);
+        if let (Some(flusher), Some(file)) = (&self.flusher, for_flusher) {
+            flusher.replace(file);
         }
+        // The rename is made durable; if that fails the compaction is
+        // reported failed (and backs off), but appends already go to the
+        // new file, which holds everything the old one did.
+        File::open(&dir)?.sync_all()?;
         log::info!(
             "history {}: compacted to {} records in {:.1} ms",
             self.path.display(),
@@ -1010,5 +1028,74 @@ mod tests {
         journal.append(None, &batch).unwrap();
         assert!(journal.needs_compaction(50, Instant::now()));
         assert!(!journal.needs_compaction(1000, Instant::now()));
+    }
+
+    /// Set in the child process of the test below, which lowers the
+    /// process-wide descriptor limit and so must run alone.
+    const FD_LIMIT_CHILD: &str = "RIFTD_TEST_JOURNAL_FD_LIMIT_CHILD";
+
+    #[test]
+    fn a_compaction_whose_directory_sync_fails_still_appends_to_the_new_locked_journal() {
+        let name = "server::journal::tests::\
+                    a_compaction_whose_directory_sync_fails_still_appends_to_the_new_locked_journal";
+        if std::env::var_os(FD_LIMIT_CHILD).is_none() {
+            let child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
+                .env(FD_LIMIT_CHILD, "1")
+                .output()
+                .unwrap();
+            assert!(
+                child.status.success(),
+                "the child test failed: {}\n{}",
+                String::from_utf8_lossy(&child.stdout),
+                String::from_utf8_lossy(&child.stderr)
+            );
+            let ran = String::from_utf8_lossy(&child.stdout);
+            assert!(ran.contains("1 passed"), "the child ran no test: {ran}");
+            return;
+        }
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let (mut journal, _) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        journal.append(Some(1025), &[message(1, "a")]).unwrap();
+        let mut history = History::new(10);
+        history.restore(message(1, "a"));
+
+        // Leave exactly two free descriptors: the compaction's temporary
+        // file and its lock take them, so opening the directory to sync
+        // the rename fails with EMFILE (as it can in a riftd whose
+        // connections use up its descriptors).
+        let saved = getrlimit(Resource::Nofile);
+        let highest = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .max()
+            .unwrap();
+        let mut lowered = saved;
+        lowered.current = Some(highest + 32);
+        setrlimit(Resource::Nofile, lowered).unwrap();
+        let mut fillers = Vec::new();
+        while let Ok(file) = File::open("/dev/null") {
+            fillers.push(file);
+        }
+        fillers.truncate(fillers.len() - 2);
+        let compacted = journal.compact(&history, 2049, Instant::now());
+        drop(fillers);
+        setrlimit(Resource::Nofile, saved).unwrap();
+        // Whether or not the directory sync worked, the journal at the
+        // path is the new file: locked, and where appends go.
+        let _ = compacted;
+        let second = Journal::open(&path, FsyncPolicy::Never).map(|_| ());
+        assert_eq!(
+            second.unwrap_err().kind(),
+            io::ErrorKind::ResourceBusy,
+            "the compacted journal was left unlocked"
+        );
+        journal.append(Some(3073), &[message(2, "b")]).unwrap();
+        drop(journal);
+        let (_, replayed) = Journal::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(replayed.messages, vec![message(1, "a"), message(2, "b")]);
+        assert_eq!(replayed.next_id, 3073);
     }
 }

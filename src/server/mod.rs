@@ -258,6 +258,8 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// Listeners that stopped at `ACCEPTS_PER_TURN` with connections maybe
     /// still queued: edge-triggered readiness will not report them again.
+    /// Accepted from in order next turn, those that accepted nothing this
+    /// turn first (`accept`).
     accept_ready: Vec<usize>,
     /// Connections accepted this turn.
     accepted_this_turn: usize,
@@ -636,6 +638,21 @@ impl Server {
                     || config.tls_listen != self.config.tls_listen
                 {
                     log::warn!("SIGHUP: listen or tls_listen changed; that needs a restart");
+                    config.listen = self.config.listen.clone();
+                    config.tls_listen = self.config.tls_listen.clone();
+                }
+                if config.tls.is_none() && self.listeners.iter().any(|(_, is_tls)| *is_tls) {
+                    // The TLS listeners stay until a restart (socket
+                    // activation passes them whatever tls_listen says):
+                    // without a certificate each connection to them was
+                    // refused.
+                    log::warn!(
+                        "SIGHUP: tls_cert and tls_key removed while riftd listens for TLS; \
+                         that needs a restart, until then riftd keeps the certificate it has"
+                    );
+                    config.tls_cert = self.config.tls_cert.clone();
+                    config.tls_key = self.config.tls_key.clone();
+                    config.tls = self.config.tls.clone();
                 }
                 if config.pid_file != self.config.pid_file
                     || config.log_file != self.config.log_file
@@ -687,12 +704,23 @@ impl Server {
         if self.accept_paused_until.is_some() {
             return;
         }
+        let mut accepted_here = 0usize;
         loop {
             if self.accepted_this_turn >= ACCEPTS_PER_TURN {
                 // The rest next turn: a connect storm, each connection
                 // bringing its first read, must not make a turn long.
                 if !self.accept_ready.contains(&index) {
-                    self.accept_ready.push(index);
+                    if accepted_here > 0 {
+                        self.accept_ready.push(index);
+                    } else {
+                        // The cap kept this one from accepting at all: it
+                        // goes ahead of the one the cap stopped mid-way
+                        // (the first pushed in a turn, so the last here),
+                        // or a storm on one listener would take every
+                        // turn's accepts and starve the others.
+                        let at = self.accept_ready.len().saturating_sub(1);
+                        self.accept_ready.insert(at, index);
+                    }
                 }
                 return;
             }
@@ -703,6 +731,7 @@ impl Server {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     self.accepted_this_turn += 1;
+                    accepted_here += 1;
                     self.admit(stream, peer, is_tls, now, wall)
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -717,8 +746,28 @@ impl Server {
                     self.accept_paused_until = Some(instant_after(now, ACCEPT_PAUSE));
                     return;
                 }
-                // ECONNABORTED and the like concern one connection only.
-                Err(error) => log::debug!("accept failed: {error}"),
+                Err(error) if error.raw_os_error() == Some(22 /* EINVAL */) => {
+                    // The socket no longer listens (another holder of a
+                    // passed socket shut it down): every retry would fail
+                    // the same way, and the loop spun here for good. If
+                    // it listens again, new connections report it again.
+                    if let Some(suppressed) = self.accept_log.event(now) {
+                        log::error!(
+                            "cannot accept: {error} ({} time(s) since the last report); \
+                             the listening socket was shut down",
+                            suppressed.saturating_add(1)
+                        );
+                    }
+                    return;
+                }
+                // ECONNABORTED and the like concern one connection only;
+                // each counts as an accept, so that no error, however
+                // often it repeats, can hold the turn.
+                Err(error) => {
+                    self.accepted_this_turn += 1;
+                    accepted_here += 1;
+                    log::debug!("accept failed: {error}");
+                }
             }
         }
     }
