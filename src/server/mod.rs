@@ -590,8 +590,8 @@ impl Server {
                         "SIGUSR2"
                     };
                     log::warn!(
-                        "{name} ignored: SIGHUP reloads the configuration and reopens the log, \
-                         SIGTERM stops riftd"
+                        "{name} ignored: SIGHUP reloads the configuration (and reopens \
+                         log_file in daemon mode), SIGTERM stops riftd"
                     );
                 }
                 _ => {
