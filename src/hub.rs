@@ -1873,9 +1873,6 @@ impl Hub {
         }
     }
 
-    /// Asks for the password (211 / `* password:`). A telnet client in text
-    /// mode is first told `IAC WILL ECHO`, so it stops echoing what is
-    /// typed; `transition` turns echo back on when PASS AUTH ends.
     /// A check that got no verdict (503): JSON clients are told to send
     /// PASS again; a person at the text prompt is asked for the password
     /// again, in text mode's words, and prompted.
@@ -1898,6 +1895,9 @@ impl Hub {
         }
     }
 
+    /// Asks for the password (211 / `* password:`). A telnet client in text
+    /// mode is first told `IAC WILL ECHO`, so it stops echoing what is
+    /// typed; `transition` turns echo back on when PASS AUTH ends.
     fn prompt_password(&mut self, conn: ConnId) {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
