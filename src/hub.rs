@@ -979,6 +979,9 @@ impl Hub {
             if let Ok(next) = client.state.next(Input::Leave) {
                 client.state = next;
                 client.rooms.clear();
+                // A telnet user at the password prompt gets its echo back,
+                // as after any other end of PASS AUTH (`transition`).
+                self.restore_echo(conn);
                 self.clients.send(conn, &ServerMsg::GoingDown);
                 self.clients.mark_dirty(conn);
             }

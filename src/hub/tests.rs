@@ -3433,6 +3433,24 @@ mod telnet_echo {
     }
 
     #[test]
+    fn a_shutdown_at_the_password_prompt_gives_echo_back_too() {
+        // Before: handle_shutdown moved the session to QUIT itself, around
+        // `transition`, and the telnet client was left with echo off.
+        let mut chat = Chat::with_password();
+        let conn = chat.connect();
+        chat.hub.handle_telnet(conn);
+        chat.send(conn, "alice");
+        raw_bytes(&mut chat, conn);
+        chat.hub.handle_shutdown();
+        let bytes = raw_bytes(&mut chat, conn);
+        assert!(
+            bytes.starts_with(b"\xff\xfc\x01"),
+            "{:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+
+    #[test]
     fn nc_and_json_clients_never_get_telnet_bytes() {
         let mut chat = Chat::with_password();
         let nc = chat.connect();
