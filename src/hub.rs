@@ -511,8 +511,11 @@ impl Hub {
 
     /// Applies a reloaded configuration. Sessions keep their state; the new
     /// auth applies to logins from now on, the default room to new logins.
-    /// The exception: a switch to accounts closes every logged-in session,
-    /// whose name was never verified as an account.
+    /// The exceptions: a switch to accounts closes every logged-in session,
+    /// whose name was never verified as an account; a users file that
+    /// removes or changes an account closes its session; and a reload
+    /// away from accounts, or one that changes the account being checked,
+    /// voids the password check under way (the client is asked again).
     pub fn set_config(&mut self, config: HubConfig) {
         self.rooms.entry(config.default_room.clone()).or_default();
         self.clients.max_output_bytes = config.max_output_bytes;
@@ -526,7 +529,33 @@ impl Hub {
                 self.revoke_changed_accounts(&old, &new);
             }
             (_, Auth::Accounts { .. }) => self.close_unaccounted_sessions(),
+            // Only accounts check off the loop: a check under way would log
+            // in by the old rules, after the reload.
+            (Auth::Accounts { .. }, _) => self.void_pending_checks(),
             _ => {}
+        }
+    }
+
+    /// The rules a password check under way was started by are gone (a
+    /// reload away from accounts): its verdict is an orphan's (counted,
+    /// logs nobody in), and the client is asked for the password again,
+    /// checked by the new rules. Before, the old account's verdict logged
+    /// in after a switch to a shared password the client never sent.
+    fn void_pending_checks(&mut self) {
+        for index in 0..self.clients.slots.len() {
+            let conn = ConnId(index);
+            let is_checking = self
+                .clients
+                .get(conn)
+                .is_some_and(|client| client.pending_check.is_some());
+            if is_checking {
+                self.orphan_pending_check(conn);
+                self.ask_password_again(
+                    conn,
+                    "the server's login rules changed while your password was checked",
+                    "",
+                );
+            }
         }
     }
 

@@ -2705,6 +2705,29 @@ mod accounts_auth {
     }
 
     #[test]
+    fn a_reload_away_from_accounts_voids_a_check_under_way() {
+        // Before: the account's verdict, returning after a switch to a
+        // shared password, logged in a client that never sent that password.
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
+        chat.clear_all();
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Password {
+                secret: SECRET.as_bytes().to_vec(),
+            },
+            ..test_config()
+        });
+        chat.expect_error(conn, 503, "send PASS again");
+        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        assert!(chat.received(conn).is_empty());
+        assert!(matches!(chat.state_of(conn), Some(State::PassAuth { .. })));
+        // The password is now checked by the new rules.
+        chat.send_json(conn, json!({"code": 111, "password": SECRET}));
+        assert_eq!(chat.codes(conn), vec![202, 201]);
+    }
+
+    #[test]
     fn issue_11_text_nick_under_accounts_is_refused_too() {
         let mut chat = accounts_chat(false);
         let conn = chat.connect();
