@@ -1039,7 +1039,7 @@ impl Hub {
                 self.throttle.abandon(address, name.as_str());
             } else {
                 self.throttle
-                    .record_failure(address, name.as_str(), now.unix_ms);
+                    .record_failure(address, name.as_str(), now.mono_ms);
             }
             return;
         }
@@ -1259,7 +1259,7 @@ impl Hub {
             return Ok(());
         };
         self.throttle
-            .check(client.peer.ip(), username.key().as_str(), now.unix_ms)
+            .check(client.peer.ip(), username.key().as_str(), now.mono_ms)
             .map_err(throttle_refusal)
     }
 
@@ -1341,7 +1341,7 @@ impl Hub {
             .map(|client| client.peer.ip())
             .ok_or_else(|| Refusal::new(Code::Forbidden, "connection is gone"))?;
         self.throttle
-            .begin(address, username.key().as_str(), now.unix_ms)
+            .begin(address, username.key().as_str(), now.mono_ms)
             .map_err(throttle_refusal)?;
         match self.config.auth.check(&username, &password) {
             Check::Decided(is_valid) => self.finish_pass(conn, username, is_valid, now),
@@ -1368,7 +1368,7 @@ impl Hub {
         };
         if is_valid {
             self.throttle
-                .record_success(address, username.key().as_str(), now.unix_ms);
+                .record_success(address, username.key().as_str(), now.mono_ms);
             if !self.is_name_free_for(conn, &username) {
                 // Someone logged in under this name while the password was
                 // checked: the name is held only once verified.
@@ -1408,7 +1408,7 @@ impl Hub {
             return;
         }
         self.throttle
-            .record_failure(address, username.key().as_str(), now.unix_ms);
+            .record_failure(address, username.key().as_str(), now.mono_ms);
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };

@@ -1,5 +1,6 @@
 //! Login throttling: failed passwords earn a growing wait, during which
-//! further attempts get 429. Pure: time arrives as Unix milliseconds.
+//! further attempts get 429. Pure: time arrives as monotonic milliseconds
+//! (a wall clock set back would stretch every block by as much).
 //!
 //! Three records per attempt, each with its own allowance (documented in
 //! `design/security.md`, "Guessing"):

@@ -2375,7 +2375,7 @@ mod accounts_auth {
         chat.send_json(elsewhere, json!({"code": 110, "username": "alice"}));
         assert_eq!(chat.codes(elsewhere), vec![211]);
         // After the wait, the right password logs in and clears the record.
-        chat.now.unix_ms += crate::throttle::BASE_BLOCK_MS;
+        chat.now.mono_ms += crate::throttle::BASE_BLOCK_MS;
         let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
         chat.hub.handle_verified(conn, job.ticket, true, chat.now);
         assert_eq!(chat.codes(conn), vec![211, 202, 201]);
@@ -2393,6 +2393,24 @@ mod accounts_auth {
         chat.raw(conn);
         chat.send_json(conn, json!({"code": 110, "username": "bob"}));
         assert_eq!(chat.codes(conn), vec![429]);
+    }
+
+    #[test]
+    fn a_login_block_lasts_its_time_on_the_monotonic_clock_whatever_the_wall_clock_does() {
+        // Before: the throttle ran on the wall clock, so a clock set back a
+        // day (NTP, a VM resumed) stretched a 1 s block into a day.
+        let mut chat = Chat::with_password();
+        for _ in 0..crate::throttle::FREE_FAILURES + 1 {
+            let conn = chat.connect();
+            chat.send_json(conn, json!({"code": 110, "username": "bob"}));
+            chat.send_json(conn, json!({"code": 111, "password": "nope"}));
+        }
+        chat.now.unix_ms -= 24 * 3600 * 1000;
+        chat.now.mono_ms += crate::throttle::BASE_BLOCK_MS;
+        let conn = chat.connect();
+        chat.raw(conn);
+        chat.send_json(conn, json!({"code": 110, "username": "bob"}));
+        assert_eq!(chat.codes(conn), vec![211]);
     }
 
     #[test]
