@@ -15,6 +15,10 @@ pub const MAX_HISTORY_REPLY: usize = 1000;
 /// a reply never trips the slow-consumer cap on its own; a longer answer is
 /// cut and says `more`.
 pub const MAX_HISTORY_REPLY_BYTES: usize = 256 * 1024;
+/// Gap markers (`dropped_up_to`) kept for rooms with no kept history; past
+/// this (or twice the rooms with history, if more) they are forgotten
+/// into one server-wide marker, `forgotten_through`.
+const MAX_GAP_MARKERS: usize = 65_536;
 
 #[derive(Debug)]
 pub struct History {
@@ -23,8 +27,13 @@ pub struct History {
     /// Per room, the highest id ever dropped from its kept window (or, after
     /// a restart, that may have been dropped before it): an `after` below it
     /// has lost messages, an `after` at or above it has not. Kept apart from
-    /// `rooms` so it outlives a room whose whole history is dropped.
+    /// `rooms` so it outlives a room whose whole history is dropped, within
+    /// `MAX_GAP_MARKERS` for such rooms.
     dropped_up_to: HashMap<RoomName, u64>,
+    /// The highest marker forgotten to keep `dropped_up_to` bounded (0:
+    /// none): a room without a marker whose kept history does not reach
+    /// back to an `after` below it may have lost messages.
+    forgotten_through: u64,
     keep: usize,
     /// Recorded since the shell last took them for the journal.
     unwritten: Vec<ChatMessage>,
@@ -68,6 +77,7 @@ impl History {
         History {
             rooms: HashMap::new(),
             dropped_up_to: HashMap::new(),
+            forgotten_through: 0,
             keep: keep.max(1),
             unwritten: Vec::new(),
             bytes: 0,
@@ -164,7 +174,29 @@ impl History {
                 note_dropped(&mut self.dropped_up_to, room, old.id);
             }
         }
+        self.bound_gap_markers();
         dropped
+    }
+
+    /// Keeps the markers of rooms dropped whole bounded: past the bound,
+    /// those of rooms with no kept history are folded into
+    /// `forgotten_through` (before, cycling SAY over fresh room names left
+    /// one marker per room ever dropped, without bound). Rescans only once
+    /// the map has doubled past what it keeps, so it costs O(1) a message.
+    fn bound_gap_markers(&mut self) {
+        let bound = MAX_GAP_MARKERS.max(self.rooms.len().saturating_mul(2));
+        if self.dropped_up_to.len() <= bound {
+            return;
+        }
+        let rooms = &self.rooms;
+        let forgotten = &mut self.forgotten_through;
+        self.dropped_up_to.retain(|room, &mut marker| {
+            let is_kept = rooms.contains_key(room);
+            if !is_kept {
+                *forgotten = (*forgotten).max(marker);
+            }
+            is_kept
+        });
     }
 
     /// A message read back from the journal at start. The journal does not
@@ -252,10 +284,20 @@ impl History {
     /// after `after`). Ids are global, so the gap is judged by what the room
     /// dropped, never by `after + 1`.
     pub fn after(&self, room: &RoomName, after: u64, limit: usize, budget: usize) -> Slice {
+        // A forgotten marker is judged as its room's would have been: drops
+        // take the oldest first, so a kept history that reaches back to
+        // `after` lost nothing after it (a gap may be reported that was not
+        // one; a real one is never hidden).
         let gap = self
             .dropped_up_to
             .get(room)
-            .is_some_and(|&dropped| after < dropped);
+            .is_some_and(|&dropped| after < dropped)
+            || (after < self.forgotten_through
+                && self
+                    .rooms
+                    .get(room)
+                    .and_then(VecDeque::front)
+                    .is_none_or(|first| first.id > after));
         let Some(messages) = self.rooms.get(room) else {
             return Slice {
                 messages: Vec::new(),
@@ -567,6 +609,37 @@ mod tests {
         assert_eq!(history.len(), 10);
         assert_eq!(history.rooms.len(), 10);
         assert_eq!(history.activity.len(), 10);
+    }
+
+    #[test]
+    fn rooms_dropped_whole_leave_bounded_gap_markers_and_still_say_gap() {
+        // Before: each room the global bound dropped kept its gap marker
+        // for good, so cycling SAY over fresh room names grew memory
+        // without bound (one entry per room ever dropped).
+        let mut history = History::new(100);
+        history.set_max_bytes(cost(&message(1, "a", "x")) * 2);
+        let count = (MAX_GAP_MARKERS as u64) * 2 + 10;
+        for id in 1..=count {
+            history.record(&message(id, &format!("r{id}"), "x"));
+        }
+        assert!(
+            history.dropped_up_to.len() <= MAX_GAP_MARKERS + 1,
+            "{} markers",
+            history.dropped_up_to.len()
+        );
+        // A room whose marker was forgotten still reports its gap...
+        let slice = history.after(&room("r5"), 0, 10, ANY);
+        assert!(slice.messages.is_empty() && slice.gap, "{slice:?}");
+        // ... also once it has history again, below its oldest message.
+        history.record(&message(count + 1, "r5", "x"));
+        assert!(history.after(&room("r5"), 4, 10, ANY).gap);
+        assert!(!history.after(&room("r5"), count + 1, 10, ANY).gap);
+        // The newest rooms are kept exactly: no gap after what they hold.
+        assert!(
+            !history
+                .after(&room(&format!("r{count}")), count - 1, 10, ANY)
+                .gap
+        );
     }
 
     #[test]

@@ -511,8 +511,11 @@ impl Hub {
 
     /// Applies a reloaded configuration. Sessions keep their state; the new
     /// auth applies to logins from now on, the default room to new logins.
-    /// The exception: a switch to accounts closes every logged-in session,
-    /// whose name was never verified as an account.
+    /// The exceptions: a switch to accounts closes every logged-in session,
+    /// whose name was never verified as an account; a users file that
+    /// removes or changes an account closes its session; and a reload
+    /// away from accounts, or one that changes the account being checked,
+    /// voids the password check under way (the client is asked again).
     pub fn set_config(&mut self, config: HubConfig) {
         self.rooms.entry(config.default_room.clone()).or_default();
         self.clients.max_output_bytes = config.max_output_bytes;
@@ -526,7 +529,33 @@ impl Hub {
                 self.revoke_changed_accounts(&old, &new);
             }
             (_, Auth::Accounts { .. }) => self.close_unaccounted_sessions(),
+            // Only accounts check off the loop: a check under way would log
+            // in by the old rules, after the reload.
+            (Auth::Accounts { .. }, _) => self.void_pending_checks(),
             _ => {}
+        }
+    }
+
+    /// The rules a password check under way was started by are gone (a
+    /// reload away from accounts): its verdict is an orphan's (counted,
+    /// logs nobody in), and the client is asked for the password again,
+    /// checked by the new rules. Before, the old account's verdict logged
+    /// in after a switch to a shared password the client never sent.
+    fn void_pending_checks(&mut self) {
+        for index in 0..self.clients.slots.len() {
+            let conn = ConnId(index);
+            let is_checking = self
+                .clients
+                .get(conn)
+                .is_some_and(|client| client.pending_check.is_some());
+            if is_checking {
+                self.orphan_pending_check(conn);
+                self.ask_password_again(
+                    conn,
+                    "the server's login rules changed while your password was checked",
+                    "",
+                );
+            }
         }
     }
 
@@ -979,6 +1008,9 @@ impl Hub {
             if let Ok(next) = client.state.next(Input::Leave) {
                 client.state = next;
                 client.rooms.clear();
+                // A telnet user at the password prompt gets its echo back,
+                // as after any other end of PASS AUTH (`transition`).
+                self.restore_echo(conn);
                 self.clients.send(conn, &ServerMsg::GoingDown);
                 self.clients.mark_dirty(conn);
             }
@@ -1007,7 +1039,7 @@ impl Hub {
                 self.throttle.abandon(address, name.as_str());
             } else {
                 self.throttle
-                    .record_failure(address, name.as_str(), now.unix_ms);
+                    .record_failure(address, name.as_str(), now.mono_ms);
             }
             return;
         }
@@ -1227,7 +1259,7 @@ impl Hub {
             return Ok(());
         };
         self.throttle
-            .check(client.peer.ip(), username.key().as_str(), now.unix_ms)
+            .check(client.peer.ip(), username.key().as_str(), now.mono_ms)
             .map_err(throttle_refusal)
     }
 
@@ -1309,7 +1341,7 @@ impl Hub {
             .map(|client| client.peer.ip())
             .ok_or_else(|| Refusal::new(Code::Forbidden, "connection is gone"))?;
         self.throttle
-            .begin(address, username.key().as_str(), now.unix_ms)
+            .begin(address, username.key().as_str(), now.mono_ms)
             .map_err(throttle_refusal)?;
         match self.config.auth.check(&username, &password) {
             Check::Decided(is_valid) => self.finish_pass(conn, username, is_valid, now),
@@ -1336,7 +1368,7 @@ impl Hub {
         };
         if is_valid {
             self.throttle
-                .record_success(address, username.key().as_str(), now.unix_ms);
+                .record_success(address, username.key().as_str(), now.mono_ms);
             if !self.is_name_free_for(conn, &username) {
                 // Someone logged in under this name while the password was
                 // checked: the name is held only once verified.
@@ -1376,7 +1408,7 @@ impl Hub {
             return;
         }
         self.throttle
-            .record_failure(address, username.key().as_str(), now.unix_ms);
+            .record_failure(address, username.key().as_str(), now.mono_ms);
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
@@ -1873,9 +1905,6 @@ impl Hub {
         }
     }
 
-    /// Asks for the password (211 / `* password:`). A telnet client in text
-    /// mode is first told `IAC WILL ECHO`, so it stops echoing what is
-    /// typed; `transition` turns echo back on when PASS AUTH ends.
     /// A check that got no verdict (503): JSON clients are told to send
     /// PASS again; a person at the text prompt is asked for the password
     /// again, in text mode's words, and prompted.
@@ -1898,6 +1927,9 @@ impl Hub {
         }
     }
 
+    /// Asks for the password (211 / `* password:`). A telnet client in text
+    /// mode is first told `IAC WILL ECHO`, so it stops echoing what is
+    /// typed; `transition` turns echo back on when PASS AUTH ends.
     fn prompt_password(&mut self, conn: ConnId) {
         let Some(client) = self.clients.get_mut(conn) else {
             return;

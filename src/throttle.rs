@@ -1,5 +1,6 @@
 //! Login throttling: failed passwords earn a growing wait, during which
-//! further attempts get 429. Pure: time arrives as Unix milliseconds.
+//! further attempts get 429. Pure: time arrives as monotonic milliseconds
+//! (a wall clock set back would stretch every block by as much).
 //!
 //! Three records per attempt, each with its own allowance (documented in
 //! `design/security.md`, "Guessing"):
@@ -34,8 +35,9 @@ pub const NAME_MAX_BLOCK_MS: u64 = 30 * 1_000;
 pub const IN_FLIGHT_WAIT_MS: u64 = 1_000;
 /// An entry with no failure for this long is forgotten.
 const FORGET_AFTER_MS: u64 = 60 * 60 * 1_000;
-/// Above this many entries, forgotten ones are pruned (bounded memory
-/// whatever an attacker's address space).
+/// Above this many entries, forgotten ones are pruned. What is left is
+/// bounded by the failures an hour can bring (`FORGET_AFTER_MS`), which the
+/// per-address blocks and the verifier's pace limit, not by a constant.
 const PRUNE_ABOVE: usize = 65_536;
 /// Addresses (groups) remembered per name as having logged in to it.
 const KNOWN_PER_NAME: usize = 4;
@@ -117,6 +119,13 @@ pub struct Throttle {
     /// other addresses can block a name for strangers but never lock its
     /// owner out (a device-cookie rule, by address).
     known: HashMap<String, Vec<(IpAddr, u64)>>,
+    /// `entries` is pruned once it holds more than this (0: `PRUNE_ABOVE`),
+    /// raised to twice what a prune keeps, so a table of recent failures
+    /// is not rescanned on every check.
+    prune_above: usize,
+    /// Prunes run (for tests of their cost).
+    #[cfg(test)]
+    prunes: usize,
 }
 
 /// IPv6 addresses count per /64; IPv4 (and IPv4-mapped) per address.
@@ -277,13 +286,22 @@ impl Throttle {
     /// Keeps the table bounded: above `PRUNE_ABOVE` entries, those with
     /// nothing in flight, no block and no recent failure go.
     fn prune(&mut self, now_ms: u64) {
-        if self.entries.len() > PRUNE_ABOVE {
-            self.entries.retain(|_, entry| {
-                entry.in_flight > 0
-                    || entry.blocked_until_ms > now_ms
-                    || now_ms.saturating_sub(entry.last_failure_ms) < FORGET_AFTER_MS
-            });
+        if self.entries.len() <= self.prune_above.max(PRUNE_ABOVE) {
+            return;
         }
+        #[cfg(test)]
+        {
+            self.prunes += 1;
+        }
+        self.entries.retain(|_, entry| {
+            entry.in_flight > 0
+                || entry.blocked_until_ms > now_ms
+                || now_ms.saturating_sub(entry.last_failure_ms) < FORGET_AFTER_MS
+        });
+        // Before, a table of more than PRUNE_ABOVE recent entries was
+        // rescanned whole by every `begin`: O(entries) of loop time per
+        // PASS, for as long as an hour of sprayed names lasted.
+        self.prune_above = self.entries.len().saturating_mul(2);
     }
 
     /// Entries held (for tests of the bound).
@@ -538,6 +556,29 @@ mod tests {
         }
         assert!(throttle.check(ip("2001:db8::ffff"), "someone", 1).is_err());
         assert!(throttle.check(ip("2001:db8:0:1::1"), "someone", 1).is_ok());
+    }
+
+    #[test]
+    fn a_table_of_recent_failures_is_not_rescanned_on_every_check() {
+        let mut throttle = Throttle::default();
+        // Sprayed names from many addresses, all within the hour: nothing
+        // can be pruned.
+        let mut index = 0u32;
+        while throttle.len() <= PRUNE_ABOVE {
+            let address = IpAddr::from((0xC612_0000u32 + index).to_be_bytes());
+            fail(&mut throttle, address, &format!("n{index}"), 0);
+            index += 1;
+        }
+        for more in 0..1_000u32 {
+            let address = IpAddr::from((0x0A00_0000u32 + more).to_be_bytes());
+            fail(&mut throttle, address, &format!("m{more}"), 0);
+        }
+        assert!(throttle.prunes <= 1, "{} full scans", throttle.prunes);
+        // Once the hour has passed, the next prune forgets them all.
+        let later = FORGET_AFTER_MS + 1;
+        throttle.prune_above = 0;
+        throttle.begin(ip("192.0.2.1"), "alice", later).unwrap();
+        assert_eq!(throttle.len(), 3);
     }
 
     #[test]

@@ -708,7 +708,12 @@ fn failures_from_many_addresses_block_a_name_for_strangers_but_not_for_its_owner
     let owner_address = IpAddr::from([127, 0, 0, 1]);
     let mut owner = Client::greeted_from(owner_address, to);
     login_account(&mut owner, "alice", "a-secret");
-    drop(owner);
+    // Leave by QUIT and wait for the close, which comes after the name is
+    // freed (a bare drop raced the guessers' USER alice: 409, not 211).
+    owner.send_json(&json!({"code": 108, "token": "sync"}));
+    owner.expect_code(207);
+    owner.send_json(&json!({"code": 109}));
+    owner.expect_eof();
     // Eleven addresses, one wrong guess each: the name has ten free.
     for index in 0..11u8 {
         let mut guesser = Client::greeted_from(IpAddr::from([127, 0, 1, index]), to);

@@ -2375,7 +2375,7 @@ mod accounts_auth {
         chat.send_json(elsewhere, json!({"code": 110, "username": "alice"}));
         assert_eq!(chat.codes(elsewhere), vec![211]);
         // After the wait, the right password logs in and clears the record.
-        chat.now.unix_ms += crate::throttle::BASE_BLOCK_MS;
+        chat.now.mono_ms += crate::throttle::BASE_BLOCK_MS;
         let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
         chat.hub.handle_verified(conn, job.ticket, true, chat.now);
         assert_eq!(chat.codes(conn), vec![211, 202, 201]);
@@ -2393,6 +2393,24 @@ mod accounts_auth {
         chat.raw(conn);
         chat.send_json(conn, json!({"code": 110, "username": "bob"}));
         assert_eq!(chat.codes(conn), vec![429]);
+    }
+
+    #[test]
+    fn a_login_block_lasts_its_time_on_the_monotonic_clock_whatever_the_wall_clock_does() {
+        // Before: the throttle ran on the wall clock, so a clock set back a
+        // day (NTP, a VM resumed) stretched a 1 s block into a day.
+        let mut chat = Chat::with_password();
+        for _ in 0..crate::throttle::FREE_FAILURES + 1 {
+            let conn = chat.connect();
+            chat.send_json(conn, json!({"code": 110, "username": "bob"}));
+            chat.send_json(conn, json!({"code": 111, "password": "nope"}));
+        }
+        chat.now.unix_ms -= 24 * 3600 * 1000;
+        chat.now.mono_ms += crate::throttle::BASE_BLOCK_MS;
+        let conn = chat.connect();
+        chat.raw(conn);
+        chat.send_json(conn, json!({"code": 110, "username": "bob"}));
+        assert_eq!(chat.codes(conn), vec![211]);
     }
 
     #[test]
@@ -2702,6 +2720,29 @@ mod accounts_auth {
         chat.raw(next);
         chat.send_json(next, json!({"code": 110, "username": "bob"}));
         assert_eq!(chat.codes(next), vec![211]);
+    }
+
+    #[test]
+    fn a_reload_away_from_accounts_voids_a_check_under_way() {
+        // Before: the account's verdict, returning after a switch to a
+        // shared password, logged in a client that never sent that password.
+        let mut chat = accounts_chat(false);
+        let conn = chat.connect();
+        let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
+        chat.clear_all();
+        chat.hub.set_config(HubConfig {
+            auth: Auth::Password {
+                secret: SECRET.as_bytes().to_vec(),
+            },
+            ..test_config()
+        });
+        chat.expect_error(conn, 503, "send PASS again");
+        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        assert!(chat.received(conn).is_empty());
+        assert!(matches!(chat.state_of(conn), Some(State::PassAuth { .. })));
+        // The password is now checked by the new rules.
+        chat.send_json(conn, json!({"code": 111, "password": SECRET}));
+        assert_eq!(chat.codes(conn), vec![202, 201]);
     }
 
     #[test]
@@ -3430,6 +3471,24 @@ mod telnet_echo {
         raw_bytes(&mut chat, quitter);
         chat.send(quitter, "/quit");
         assert_eq!(raw_bytes(&mut chat, quitter), b"\r\n\xff\xfc\x01");
+    }
+
+    #[test]
+    fn a_shutdown_at_the_password_prompt_gives_echo_back_too() {
+        // Before: handle_shutdown moved the session to QUIT itself, around
+        // `transition`, and the telnet client was left with echo off.
+        let mut chat = Chat::with_password();
+        let conn = chat.connect();
+        chat.hub.handle_telnet(conn);
+        chat.send(conn, "alice");
+        raw_bytes(&mut chat, conn);
+        chat.hub.handle_shutdown();
+        let bytes = raw_bytes(&mut chat, conn);
+        assert!(
+            bytes.starts_with(b"\xff\xfc\x01"),
+            "{:?}",
+            String::from_utf8_lossy(&bytes)
+        );
     }
 
     #[test]
