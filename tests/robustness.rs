@@ -990,7 +990,7 @@ fn a_connect_storm_past_the_accepts_per_turn_is_accepted_over_later_turns() {
     // with its first line already sent, are all greeted and answered.
     let server = Launch::new().config("max_connections_per_ip = 0\n").start();
     let port = server.port();
-    server.signal("STOP");
+    server.pause();
     let mut clients: Vec<TcpStream> = (0..300)
         .map(|_| {
             let mut stream = TcpStream::connect(address(port)).expect("cannot connect");
@@ -1027,7 +1027,7 @@ fn a_connect_storm_on_one_listener_does_not_starve_another() {
         .args(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
         .start();
     let (storming, quiet) = (server.addrs[0], server.addrs[1]);
-    server.signal("STOP");
+    server.pause();
     let storm: Vec<TcpStream> = (0..200)
         .map(|_| TcpStream::connect(storming).expect("cannot connect"))
         .collect();

@@ -293,6 +293,33 @@ impl Server {
         assert!(status.success(), "kill -{name} failed: {status}");
     }
 
+    /// Stops the server with SIGSTOP and returns once it is stopped (state
+    /// `T` in `/proc/PID/stat`): `kill` returns when the signal is sent, and
+    /// a loaded machine may let the server run a while longer, accepting
+    /// what a test meant to queue behind it.
+    pub fn pause(&self) {
+        self.signal("STOP");
+        let stat = format!("/proc/{}/stat", self.pid());
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&stat)
+                .unwrap_or_else(|error| panic!("cannot read {stat}: {error}"));
+            // The state follows the command name, which is in parentheses.
+            let state = text
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            if state == Some("T") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server never stopped: {text}"
+            );
+            thread::yield_now();
+        }
+    }
+
     /// Waits for the process to exit on its own.
     pub fn wait_exit(&mut self) -> ExitStatus {
         match wait_exit(&mut self.child, EXIT_TIMEOUT) {
