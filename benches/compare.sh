@@ -13,7 +13,7 @@ runs=${1:-3}
 if ! command -v redis-server >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
 fi
-cargo build --release -q --bin riftd --bin riftbench
+cargo build --release -q -p riftd --bin riftd -p riftd-bench --bin riftbench
 work=$(mktemp -d)
 redis_port=6399
 cleanup() { kill "${riftd_pid:-}" "${redis_pid:-}" 2>/dev/null || true; rm -rf "$work"; }

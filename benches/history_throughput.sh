@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 runs=${1:-3}
-cargo build --release -q --bin riftd --bin riftbench
+cargo build --release -q -p riftd --bin riftd -p riftd-bench --bin riftbench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for mode in off never everysec always; do

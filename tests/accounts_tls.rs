@@ -5,8 +5,7 @@
 //! See `design/security.md` and `design/protocol.md` for the behaviour
 //! asserted here.
 
-#[allow(dead_code)]
-mod common;
+use crate::common;
 
 use common::{
     Client, EXIT_TIMEOUT, Launch, READ_TIMEOUT, Server, assert_config_refused, rss_kib,

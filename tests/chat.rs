@@ -2,8 +2,7 @@
 //! real TCP by JSON and text clients. Each test starts its own server. See
 //! `design/protocol.md` for the behaviour asserted here.
 
-#[allow(dead_code)]
-mod common;
+use crate::common;
 
 use common::{Client, Launch, Server, assert_config_refused};
 use serde_json::{Value, json};

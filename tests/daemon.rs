@@ -13,8 +13,7 @@
 //! The helpers are private to this file rather than in `tests/common`: that
 //! harness runs foreground servers, and these tests need daemons.
 
-#[allow(dead_code)]
-mod common;
+use crate::common;
 
 use common::forward_lines;
 use serde_json::{Value, json};

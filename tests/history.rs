@@ -1,8 +1,7 @@
 //! Room history over real TCP: backlog on join, HISTORY, durability across
 //! `kill -9` and restarts, torn tails and compaction (issue 5).
 
-#[allow(dead_code)]
-mod common;
+use crate::common;
 
 use common::{Client, Launch, Server};
 use serde_json::{Value, json};

@@ -6,8 +6,7 @@
 //! Each test starts its own server. Every wait is on a frame, a log line or
 //! EOF; only process state (CPU time, RSS) is sampled, within deadlines.
 
-#[allow(dead_code)]
-mod common;
+use crate::common;
 
 use common::{Client, Launch, READ_TIMEOUT, Server, rss_kib};
 use serde_json::{Value, json};

@@ -5,8 +5,7 @@
 //! (`tests/systemd/walk.sh`). See `design/architecture.md`, "Socket
 //! activation", and contrib/README.md.
 
-#[allow(dead_code)]
-mod common;
+use crate::common;
 
 use common::{Client, EXIT_TIMEOUT, READ_TIMEOUT, forward_lines, tls_client_config};
 use serde_json::json;
@@ -417,12 +416,10 @@ impl Drop for TwoPassed {
 }
 
 fn start_with_two_passed_sockets() -> TwoPassed {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::os::unix::process::CommandExt;
     let sockets = [0, 1].map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind"));
-    for socket in &sockets {
-        rustix::io::fcntl_setfd(socket, rustix::io::FdFlags::empty())
-            .expect("cannot clear close-on-exec");
-    }
+    let fds = sockets.each_ref().map(|socket| socket.as_raw_fd());
     // `$$` is the shell's pid, which `exec` hands on to riftd.
     let script = format!(
         "LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=plain:plain \
@@ -430,7 +427,8 @@ fn start_with_two_passed_sockets() -> TwoPassed {
         sockets[0].as_raw_fd(),
         sockets[1].as_raw_fd()
     );
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         .arg(script)
         .arg(env!("CARGO_BIN_EXE_riftd"))
@@ -439,9 +437,22 @@ fn start_with_two_passed_sockets() -> TwoPassed {
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run sh");
+        .stderr(Stdio::piped());
+    // Close-on-exec is cleared in the child only: the sockets stay
+    // close-on-exec in this process, so a child that a test of another
+    // module spawns at the same moment does not inherit them.
+    // SAFETY: the closure only calls fcntl (async-signal-safe) on
+    // descriptors that `sockets` keeps open until the child has forked.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in fds {
+                let fd = BorrowedFd::borrow_raw(fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("cannot run sh");
     let lines = forward_lines(child.stderr.take().expect("stderr is piped"));
     let passed = TwoPassed {
         child,

@@ -45,6 +45,29 @@ pub fn forward_lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
     receiver
 }
 
+/// The `riftd` binary under test. Cargo names it to riftd's own tests; the
+/// measuring tools' smoke tests (benches/, another workspace member, which
+/// share this harness) find it in the same target directory, beside the
+/// `deps/` directory their test binary runs from: `cargo test --workspace`
+/// builds every package's binaries before it runs any test.
+fn riftd_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_riftd") {
+        return PathBuf::from(path);
+    }
+    let test_binary = std::env::current_exe().expect("cannot find the test binary");
+    let path = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary runs from target/<profile>/deps")
+        .join("riftd");
+    assert!(
+        path.exists(),
+        "no riftd binary at {}: run `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
 /// How to run `riftd`: extra arguments, an optional config file and other
 /// files placed beside it in a fresh temporary directory.
 pub struct Launch {
@@ -127,14 +150,15 @@ impl Launch {
         if let Some(kib) = self.file_size_kib {
             limits.push_str(&format!("ulimit -S -f {kib} && "));
         }
+        let riftd = riftd_binary();
         let mut command = if limits.is_empty() {
-            Command::new(env!("CARGO_BIN_EXE_riftd"))
+            Command::new(&riftd)
         } else {
             let mut command = Command::new("sh");
             command
                 .arg("-c")
                 .arg(format!("{limits}exec \"$0\" \"$@\""))
-                .arg(env!("CARGO_BIN_EXE_riftd"));
+                .arg(&riftd);
             command
         };
         command

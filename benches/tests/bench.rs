@@ -2,10 +2,7 @@
 //! server with tiny numbers and account for every delivery (no timing
 //! assertion: performance is measured by the benchmark, not by tests).
 
-#[allow(dead_code)]
-mod common;
-
-use common::Launch;
+use crate::common::Launch;
 use std::process::Command;
 
 #[test]

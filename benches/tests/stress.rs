@@ -4,10 +4,7 @@
 //! parallel wrong passwords. The pairs must lose nothing and the server must
 //! stay up.
 
-#[allow(dead_code)]
-mod common;
-
-use common::{Client, Launch, Server};
+use crate::common::{Client, Launch, Server};
 use std::process::{Command, Output};
 
 fn stress(port: u16, pid: u32, args: &[&str]) -> (Output, String) {
