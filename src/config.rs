@@ -11,6 +11,7 @@ use crate::accounts::{AccountsError, Users};
 use crate::auth::Auth;
 use crate::hub::HubConfig;
 use crate::proto::RoomName;
+pub use crate::server::FsyncPolicy;
 use crate::tls::{TlsError, load_server_config};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -52,18 +53,6 @@ pub enum AuthSetting {
     Open,
     Password,
     Accounts,
-}
-
-/// `history_fsync`: when appended history reaches the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// Before any client is sent the message: survives `kill -9` and power loss.
-    Always,
-    /// About once a second, on a flusher thread: at most ~1 s is lost.
-    Everysec,
-    /// When the kernel decides.
-    Never,
 }
 
 /// `listen` may be one address or a list.

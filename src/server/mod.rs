@@ -19,6 +19,7 @@ use crate::outbox::Flushed;
 use crate::proto::{Code, ServerMsg};
 use crate::tls::{self, Received};
 use conn::{CloseReason, Conn, NO_TIMER};
+pub use journal::FsyncPolicy;
 use journal::Journal;
 use log_limit::{LogLimiter, suppressed_note};
 use mio::net::TcpListener;
