@@ -42,6 +42,22 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// History when it is on (`Config::history` is `None` when it is off):
+/// the journal and its fsync policy, and the bounds the hub keeps it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// The journal, an absolute path (or relative to the working directory
+    /// riftd started in); a regular file or not yet there.
+    pub file: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// Messages a client gets on joining a room.
+    pub backlog: usize,
+    /// Messages kept per room; older ones are compacted away.
+    pub keep: usize,
+    /// What all rooms' kept history may cost in memory together.
+    pub max_bytes: usize,
+}
+
 /// Compaction runs when the file holds this many more records than the
 /// kept history (and at least `COMPACT_FACTOR` times as many), so its size
 /// stays bounded.
