@@ -1,16 +1,25 @@
-//! The configuration: embedded defaults, an optional TOML file and command
-//! line overrides, validated into one `Config` before anything listens.
+//! The configuration, parsed once: the embedded defaults and an optional
+//! TOML file as a `RawConfig` (the file's keys exactly; unknown keys are
+//! refused), layered with the command line's `Overrides`, go through
+//! `Config::load`, the one constructor of `Config`. It checks every rule,
+//! reads the secrets and builds the TLS config, so a `Config` (private
+//! fields, read through methods) is valid wherever one exists; SIGHUP
+//! builds its new one through the same constructor. History off is
+//! `Config::history() == None`. A setting's type lives with the module
+//! that uses it: `HubConfig` in the hub, `HistoryConfig` and `FsyncPolicy`
+//! beside the journal (re-exported here).
 //!
-//! Adding a key is adding one field to `Config` (with its default in
-//! `Default`) and, if it has rules, one check in `validate`; a numeric key
-//! also gets its documented range: one line in `RANGES` and one in
-//! `Config::numbers`. Reading the config file and the password file is the
-//! only IO here.
+//! Adding a key is adding one field to `RawConfig` (with its default in
+//! `Default`), carrying it into `Config` in `RawConfig::validate`, with one
+//! check there if it has rules; a numeric key also gets its documented
+//! range: one line in `RANGES` and one in `RawConfig::numbers`. Reading the
+//! config file and the password file is the only IO here.
 
 use crate::accounts::{AccountsError, Users};
 use crate::auth::Auth;
 use crate::hub::HubConfig;
 use crate::proto::RoomName;
+pub use crate::server::{FsyncPolicy, HistoryConfig};
 use crate::tls::{TlsError, load_server_config};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -54,18 +63,6 @@ pub enum AuthSetting {
     Accounts,
 }
 
-/// `history_fsync`: when appended history reaches the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// Before any client is sent the message: survives `kill -9` and power loss.
-    Always,
-    /// About once a second, on a flusher thread: at most ~1 s is lost.
-    Everysec,
-    /// When the kernel decides.
-    Never,
-}
-
 /// `listen` may be one address or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -74,10 +71,12 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
-/// Every key of the config file, with its default. Unknown keys are refused.
+/// Every key of the config file, with its default, as written: parsed but
+/// not yet checked against the rules that span keys or need files (only
+/// `Config::load` makes a `Config` of it). Unknown keys are refused.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Config {
+pub struct RawConfig {
     /// Addresses to listen on (IPv4 or IPv6, `host:port`).
     #[serde(deserialize_with = "deserialize_listen")]
     pub listen: Vec<SocketAddr>,
@@ -138,23 +137,14 @@ pub struct Config {
     /// Where the daemon's stdout and stderr go (default: see
     /// `daemon::default_log_file`); unused in the foreground.
     pub log_file: Option<PathBuf>,
-    /// The shared password, read from `password_file` at load time.
-    #[serde(skip)]
-    password: Option<Vec<u8>>,
-    /// The accounts, read from `users_file` at load time.
-    #[serde(skip)]
-    users: Option<Arc<Users>>,
-    /// The TLS server config built from `tls_cert` and `tls_key`.
-    #[serde(skip)]
-    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The file this config was read from, if any.
     #[serde(skip)]
     source: Option<PathBuf>,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
+impl Default for RawConfig {
+    fn default() -> RawConfig {
+        RawConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5050))],
             auth: AuthSetting::Open,
             password_file: None,
@@ -181,12 +171,54 @@ impl Default for Config {
             history_keep: 10_000,
             history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             quiet_room_size: 500,
-            password: None,
-            users: None,
-            tls: None,
             source: None,
         }
     }
+}
+
+/// What the command line overrides in the file, layered on it by
+/// `Config::load` (at start and at every reload alike).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` (repeatable): replaces `listen` when not empty.
+    pub listen: Vec<SocketAddr>,
+    /// `--history-file`: replaces `history_file`; `""` turns history off.
+    pub history_file: Option<PathBuf>,
+}
+
+/// The validated configuration: made only by `Config::load`, so every
+/// number is within its range, the secrets are loaded and the files riftd
+/// writes are distinct.
+#[derive(Debug, Clone)]
+pub struct Config {
+    listen: Vec<SocketAddr>,
+    tls_listen: Vec<SocketAddr>,
+    /// The TLS server config built from `tls_cert` and `tls_key`.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    auth: Auth,
+    require_tls_for_password: bool,
+    max_line_bytes: usize,
+    max_connections: usize,
+    max_output_bytes: usize,
+    max_connections_per_ip: usize,
+    auth_timeout_secs: u64,
+    idle_timeout_secs: u64,
+    flood_rate: f64,
+    flood_burst: u32,
+    default_room: RoomName,
+    shutdown_timeout_secs: u64,
+    pid_file: Option<PathBuf>,
+    log_file: Option<PathBuf>,
+    /// The journal; `None`: history is off.
+    history_file: Option<PathBuf>,
+    /// The other history keys, validated, kept with history off too: a
+    /// reload that turns history off keeps it on until a restart, and
+    /// these apply at once (`keep_history_of`).
+    history_fsync: FsyncPolicy,
+    history_backlog: usize,
+    history_keep: usize,
+    history_max_bytes: usize,
+    quiet_room_size: usize,
 }
 
 /// The documented range of one numeric key, both ends included.
@@ -205,7 +237,7 @@ const fn range(key: &'static str, min: u64, max: u64) -> Range {
 /// it. `validate` refuses a value outside it (exit 2, naming the key), so
 /// nothing downstream meets a configured number that can overflow a clock
 /// or an allocation. A new numeric key adds one line here and one in
-/// `Config::numbers` (a unit test checks the two lists agree).
+/// `RawConfig::numbers` (a unit test checks the two lists agree).
 pub const RANGES: &[Range] = &[
     range("max_line_bytes", 64, 1024 * 1024),
     range("max_connections", 1, 1_000_000),
@@ -226,7 +258,7 @@ pub const RANGES: &[Range] = &[
     range("history_max_bytes", 1 << 20, 1 << 40),
 ];
 
-/// A numeric key's value, as `Config::numbers` reports it.
+/// A numeric key's value, as `RawConfig::numbers` reports it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Number {
     Integer(u64),
@@ -316,9 +348,17 @@ pub fn parse_listen(address: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{address}` is not an address like 127.0.0.1:5050 or [::1]:5050"))
 }
 
-impl Config {
-    /// Reads and validates a config file; keys it omits keep their defaults.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+impl RawConfig {
+    /// The config file at `path`, or the embedded defaults without one.
+    pub fn read(path: Option<&Path>) -> Result<RawConfig, ConfigError> {
+        match path {
+            Some(path) => RawConfig::from_file(path),
+            None => Ok(RawConfig::default()),
+        }
+    }
+
+    /// Reads a config file; keys it omits keep their defaults.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
         // Paths in the file resolve against its directory, which must stay
         // right after a daemon changes directory to `/`.
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
@@ -329,7 +369,7 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
-        let mut config = Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+        let mut config = RawConfig::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
         })?;
@@ -359,8 +399,8 @@ impl Config {
     }
 
     /// Parses TOML text into a config, without validating cross-key rules.
-    pub fn from_toml(text: &str) -> Result<Config, String> {
-        let config: Config =
+    pub fn from_toml(text: &str) -> Result<RawConfig, String> {
+        let config: RawConfig =
             toml::from_str(text).map_err(|error| error.to_string().trim_end().to_owned())?;
         // Only history_file takes "" (history off). An empty path elsewhere
         // used to resolve to the config's directory and fail later as "Is a
@@ -386,8 +426,30 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks the rules that span keys or need files, and loads secrets.
-    pub fn validate(mut self) -> Result<Config, ConfigError> {
+    /// The command line over the file.
+    fn layer(mut self, overrides: &Overrides) -> RawConfig {
+        if !overrides.listen.is_empty() {
+            self.listen = overrides.listen.clone();
+        }
+        if let Some(history_file) = &overrides.history_file {
+            self.history_file = if history_file.as_os_str().is_empty() {
+                PathBuf::new()
+            } else {
+                std::path::absolute(history_file).unwrap_or_else(|_| history_file.to_owned())
+            };
+        }
+        self
+    }
+
+    /// `history_file`, or `None` for `""` (history off): the one place the
+    /// empty path is read.
+    fn history_path(&self) -> Option<&Path> {
+        (!self.history_file.as_os_str().is_empty()).then_some(self.history_file.as_path())
+    }
+
+    /// Checks the rules that span keys or need files, and loads secrets:
+    /// the one way to a `Config` (through `Config::load`).
+    fn validate(self) -> Result<Config, ConfigError> {
         if self.listen.is_empty() && self.tls_listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed"));
         }
@@ -396,8 +458,9 @@ impl Config {
         }
         check_history_file(self.history_path())?;
         // An echo of one line (a PONG's token, an error naming a key) must
-        // fit in the answer share, like every answer: it can never trip the
-        // slow-consumer cap by itself.
+        // never be dropped as a slow consumer by itself: a line may take at
+        // most half of the output a client may owe, so an answer to it
+        // fits the slow-consumer cap by itself.
         if self.max_line_bytes > self.max_output_bytes / crate::hub::ANSWER_SHARE {
             return Err(invalid(
                 "max_line_bytes",
@@ -405,7 +468,7 @@ impl Config {
             ));
         }
         self.check_distinct_files()?;
-        self.password = match (self.auth, &self.password_file) {
+        let password = match (self.auth, &self.password_file) {
             (AuthSetting::Open, _) => None,
             (AuthSetting::Password, None) => {
                 return Err(invalid(
@@ -416,7 +479,7 @@ impl Config {
             (AuthSetting::Password, Some(path)) => Some(read_password(path)?),
             (AuthSetting::Accounts, _) => None,
         };
-        self.users = match (self.auth, &self.users_file) {
+        let users = match (self.auth, &self.users_file) {
             (AuthSetting::Accounts, None) => {
                 return Err(invalid(
                     "users_file",
@@ -441,13 +504,43 @@ impl Config {
                 );
             }
         }
-        self.tls = match (&self.tls_cert, &self.tls_key) {
+        let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(load_server_config(cert, key)?),
             (None, None) if self.tls_listen.is_empty() => None,
             (None, _) => return Err(invalid("tls_cert", "tls_listen needs tls_cert and tls_key")),
             (_, None) => return Err(invalid("tls_key", "tls_listen needs tls_cert and tls_key")),
         };
-        Ok(self)
+        let auth = match (password, users) {
+            (Some(secret), _) => Auth::Password { secret },
+            (None, Some(users)) => Auth::Accounts { users },
+            (None, None) => Auth::Open,
+        };
+        let history_file = self.history_path().map(Path::to_owned);
+        Ok(Config {
+            listen: self.listen,
+            tls_listen: self.tls_listen,
+            tls,
+            auth,
+            require_tls_for_password: self.require_tls_for_password,
+            max_line_bytes: self.max_line_bytes,
+            max_connections: self.max_connections,
+            max_output_bytes: self.max_output_bytes,
+            max_connections_per_ip: self.max_connections_per_ip,
+            auth_timeout_secs: self.auth_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            flood_rate: self.flood_rate,
+            flood_burst: self.flood_burst,
+            default_room: self.default_room,
+            shutdown_timeout_secs: self.shutdown_timeout_secs,
+            pid_file: self.pid_file,
+            log_file: self.log_file,
+            history_file,
+            history_fsync: self.history_fsync,
+            history_backlog: self.history_backlog,
+            history_keep: self.history_keep,
+            history_max_bytes: self.history_max_bytes,
+            quiet_room_size: self.quiet_room_size,
+        })
     }
 
     /// Refuses a file that riftd writes (`history_file`, `pid_file`,
@@ -529,17 +622,68 @@ impl Config {
             ("history_max_bytes", integer(self.history_max_bytes)),
         ]
     }
+}
+
+impl Config {
+    /// The one constructor: the file at `path` (or the embedded defaults),
+    /// the command-line `overrides` over it, every rule checked and the
+    /// secrets read. SIGHUP calls it again with the same overrides.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        RawConfig::read(path)?.layer(overrides).validate()
+    }
+
+    /// Addresses to listen on.
+    pub fn listen(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// Addresses that speak TLS.
+    pub fn tls_listen(&self) -> &[SocketAddr] {
+        &self.tls_listen
+    }
+
+    /// The TLS server config, when `tls_cert` and `tls_key` are set.
+    pub fn tls(&self) -> Option<&Arc<rustls::ServerConfig>> {
+        self.tls.as_ref()
+    }
+
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_line_bytes
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// 0 = no limit.
+    pub fn max_connections_per_ip(&self) -> usize {
+        self.max_connections_per_ip
+    }
+
+    /// The daemon's pidfile, if configured (absolute or relative to the
+    /// config file's directory).
+    pub fn pid_file(&self) -> Option<&Path> {
+        self.pid_file.as_deref()
+    }
+
+    /// The daemon's log file, if configured.
+    pub fn log_file(&self) -> Option<&Path> {
+        self.log_file.as_deref()
+    }
+
+    /// History, or `None` when it is off.
+    pub fn history(&self) -> Option<HistoryConfig> {
+        self.history_file.as_ref().map(|file| HistoryConfig {
+            file: file.clone(),
+            fsync: self.history_fsync,
+            backlog: self.history_backlog,
+            keep: self.history_keep,
+            max_bytes: self.history_max_bytes,
+        })
+    }
 
     pub fn auth(&self) -> Auth {
-        match (&self.password, &self.users) {
-            (Some(secret), _) => Auth::Password {
-                secret: secret.clone(),
-            },
-            (None, Some(users)) => Auth::Accounts {
-                users: Arc::clone(users),
-            },
-            (None, None) => Auth::Open,
-        }
+        self.auth.clone()
     }
 
     pub fn hub_config(&self) -> HubConfig {
@@ -548,7 +692,7 @@ impl Config {
             default_room: self.default_room.clone(),
             max_output_bytes: self.max_output_bytes,
             require_tls_for_password: self.require_tls_for_password,
-            history_backlog: self.history_path().map(|_| self.history_backlog),
+            history_backlog: self.history_file.as_ref().map(|_| self.history_backlog),
             history_keep: self.history_keep,
             history_max_bytes: self.history_max_bytes,
             quiet_room_size: self.quiet_room_size,
@@ -559,13 +703,47 @@ impl Config {
         }
     }
 
-    /// The history journal, or `None` when history is off.
-    pub fn history_path(&self) -> Option<&Path> {
-        (!self.history_file.as_os_str().is_empty()).then_some(self.history_file.as_path())
+    pub fn shutdown_timeout_secs(&self) -> u64 {
+        self.shutdown_timeout_secs
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    // What a reload may not change (see `Server::reload`, which says so
+    // in the log): each takes the running config's value over this one's.
+
+    /// `listen` and `tls_listen`: the sockets are bound once.
+    pub(crate) fn keep_listen_of(&mut self, running: &Config) {
+        self.listen = running.listen.clone();
+        self.tls_listen = running.tls_listen.clone();
+    }
+
+    /// The certificate, while TLS listeners stay.
+    pub(crate) fn keep_tls_of(&mut self, running: &Config) {
+        self.tls = running.tls.clone();
+    }
+
+    /// `pid_file` and `log_file`: both are opened once, at start.
+    pub(crate) fn keep_daemon_files_of(&mut self, running: &Config) {
+        self.pid_file = running.pid_file.clone();
+        self.log_file = running.log_file.clone();
+    }
+
+    /// Whether `history_file` (history on or off) and `history_fsync` are
+    /// as in `running`: the journal is opened once, so a change waits for
+    /// a restart.
+    pub(crate) fn has_journal_of(&self, running: &Config) -> bool {
+        self.history_file == running.history_file && self.history_fsync == running.history_fsync
+    }
+
+    /// History on or off, its file and its fsync policy; its bounds
+    /// (`history_backlog`, `history_keep`, `history_max_bytes`) stay this
+    /// config's.
+    pub(crate) fn keep_history_of(&mut self, running: &Config) {
+        self.history_file = running.history_file.clone();
+        self.history_fsync = running.history_fsync;
     }
 }
 
@@ -723,13 +901,14 @@ fn read_password(path: &Path) -> Result<Vec<u8>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::AuthKind;
     use std::io::Write;
 
     #[test]
     fn the_embedded_defaults_are_the_documented_ones() {
-        let config = Config::default().validate().unwrap();
+        let config = RawConfig::default().validate().unwrap();
         assert_eq!(config.listen, vec!["127.0.0.1:5050".parse().unwrap()]);
-        assert_eq!(config.auth, AuthSetting::Open);
+        assert_eq!(config.auth.kind(), AuthKind::Open);
         assert_eq!(config.max_line_bytes, 8192);
         assert_eq!(config.quiet_room_size, 500);
         assert_eq!(config.default_room.as_str(), "lobby");
@@ -738,23 +917,23 @@ mod tests {
 
     #[test]
     fn an_empty_file_means_defaults() {
-        let config = Config::from_toml("").unwrap();
+        let config = RawConfig::from_toml("").unwrap();
         assert_eq!(config.max_line_bytes, 8192);
         assert_eq!(config.quiet_room_size, 500);
     }
 
     #[test]
     fn listen_takes_a_string_or_a_list_of_v4_and_v6() {
-        let one = Config::from_toml(r#"listen = "0.0.0.0:6000""#).unwrap();
+        let one = RawConfig::from_toml(r#"listen = "0.0.0.0:6000""#).unwrap();
         assert_eq!(one.listen, vec!["0.0.0.0:6000".parse().unwrap()]);
-        let many = Config::from_toml(r#"listen = ["127.0.0.1:1", "[::1]:2"]"#).unwrap();
+        let many = RawConfig::from_toml(r#"listen = ["127.0.0.1:1", "[::1]:2"]"#).unwrap();
         assert_eq!(many.listen.len(), 2);
         assert!(many.listen[1].is_ipv6());
     }
 
     #[test]
     fn an_unknown_key_is_refused_by_name() {
-        let error = Config::from_toml("max_lines = 3").unwrap_err();
+        let error = RawConfig::from_toml("max_lines = 3").unwrap_err();
         assert!(error.contains("max_lines"), "{error}");
     }
 
@@ -766,15 +945,15 @@ mod tests {
             ("auth = \"kerberos\"", "auth"),
             ("default_room = \"no spaces\"", "default_room"),
         ] {
-            let error = Config::from_toml(text).unwrap_err();
+            let error = RawConfig::from_toml(text).unwrap_err();
             assert!(error.contains(key), "{text}: {error}");
         }
-        let error = Config::from_toml("max_line_bytes = 10")
+        let error = RawConfig::from_toml("max_line_bytes = 10")
             .unwrap()
             .validate()
             .unwrap_err();
         assert!(error.to_string().contains("max_line_bytes"), "{error}");
-        let error = Config::from_toml("max_connections = 0")
+        let error = RawConfig::from_toml("max_connections = 0")
             .unwrap()
             .validate()
             .unwrap_err();
@@ -796,7 +975,7 @@ mod tests {
 
     #[test]
     fn every_numeric_key_has_exactly_one_documented_range_holding_its_default() {
-        let config = Config::default();
+        let config = RawConfig::default();
         let mut numbers: Vec<_> = config.numbers().iter().map(|(key, _)| *key).collect();
         let mut ranged: Vec<_> = RANGES.iter().map(|range| range.key).collect();
         numbers.sort_unstable();
@@ -814,7 +993,7 @@ mod tests {
         for range in RANGES {
             for value in [range.min, range.max] {
                 let text = assignment(range.key, value);
-                let config = Config::from_toml(&text).unwrap();
+                let config = RawConfig::from_toml(&text).unwrap();
                 if let Err(error) = config.validate() {
                     panic!("{text}: {error}");
                 }
@@ -827,7 +1006,7 @@ mod tests {
                 let text = assignment(range.key, value);
                 // A value too big for the field's type is refused by the
                 // parser, the rest by `validate`; both name the key.
-                let error = match Config::from_toml(&text) {
+                let error = match RawConfig::from_toml(&text) {
                     Err(error) => error,
                     Ok(config) => config.validate().unwrap_err().to_string(),
                 };
@@ -847,7 +1026,7 @@ mod tests {
             "flood_rate = -1.0",
         ] {
             let key = text.split(' ').next().unwrap();
-            let error = Config::from_toml(text)
+            let error = RawConfig::from_toml(text)
                 .unwrap()
                 .validate()
                 .unwrap_err()
@@ -859,7 +1038,7 @@ mod tests {
 
     #[test]
     fn configured_timeouts_reach_the_hub_as_milliseconds() {
-        let config = Config::from_toml("auth_timeout_secs = 86400\nidle_timeout_secs = 86400")
+        let config = RawConfig::from_toml("auth_timeout_secs = 86400\nidle_timeout_secs = 86400")
             .unwrap()
             .validate()
             .unwrap();
@@ -870,13 +1049,13 @@ mod tests {
 
     #[test]
     fn issue_11_a_line_longer_than_half_of_max_output_bytes_is_refused() {
-        let error = Config::from_toml("max_output_bytes = 65536\nmax_line_bytes = 32769")
+        let error = RawConfig::from_toml("max_output_bytes = 65536\nmax_line_bytes = 32769")
             .unwrap()
             .validate()
             .unwrap_err();
         assert!(error.to_string().contains("max_line_bytes"), "{error}");
         assert!(error.to_string().contains("max_output_bytes"), "{error}");
-        let config = Config::from_toml("max_output_bytes = 65536\nmax_line_bytes = 32768")
+        let config = RawConfig::from_toml("max_output_bytes = 65536\nmax_line_bytes = 32768")
             .unwrap()
             .validate();
         assert!(config.is_ok(), "{config:?}");
@@ -884,7 +1063,7 @@ mod tests {
 
     #[test]
     fn password_auth_needs_a_readable_non_empty_password_file() {
-        let error = Config::from_toml("auth = \"password\"")
+        let error = RawConfig::from_toml("auth = \"password\"")
             .unwrap()
             .validate()
             .unwrap_err();
@@ -892,7 +1071,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
-        let mut config = Config::from_toml("auth = \"password\"").unwrap();
+        let mut config = RawConfig::from_toml("auth = \"password\"").unwrap();
         config.password_file = Some(missing.clone());
         let error = config.validate().unwrap_err();
         assert!(error.to_string().contains("missing"), "{error}");
@@ -902,7 +1081,7 @@ mod tests {
             .unwrap()
             .write_all(b"s3cret\nignored\n")
             .unwrap();
-        let mut config = Config::from_toml("auth = \"password\"").unwrap();
+        let mut config = RawConfig::from_toml("auth = \"password\"").unwrap();
         config.password_file = Some(path);
         let config = config.validate().unwrap();
         assert!(config.auth().verify("s3cret"));
@@ -919,7 +1098,10 @@ mod tests {
             "auth = \"password\"\npassword_file = \"pw\"\n",
         )
         .unwrap();
-        let config = Config::from_file(&config_path).unwrap().validate().unwrap();
+        let config = RawConfig::from_file(&config_path)
+            .unwrap()
+            .validate()
+            .unwrap();
         assert!(config.auth().verify("abc"));
     }
 
@@ -935,9 +1117,9 @@ mod tests {
             (link, "a symlink"),
             (dir.path().to_owned(), "a directory"),
         ] {
-            let config = Config {
+            let config = RawConfig {
                 history_file: path.clone(),
-                ..Config::default()
+                ..RawConfig::default()
             };
             let error = config.validate().unwrap_err().to_string();
             assert!(error.contains("history_file"), "{error}");
@@ -949,9 +1131,9 @@ mod tests {
             dir.path().join("missing/history.jsonl"),
             PathBuf::new(),
         ] {
-            let config = Config {
+            let config = RawConfig {
                 history_file: path,
-                ..Config::default()
+                ..RawConfig::default()
             };
             config.validate().unwrap();
         }
@@ -960,7 +1142,7 @@ mod tests {
     #[test]
     fn history_max_bytes_has_a_default_and_a_range() {
         assert_eq!(
-            Config::default().history_max_bytes,
+            RawConfig::default().history_max_bytes,
             DEFAULT_HISTORY_MAX_BYTES
         );
         for (value, is_valid) in [
@@ -970,7 +1152,7 @@ mod tests {
             (1 << 40, true),
             ((1 << 40) + 1, false),
         ] {
-            let mut config = Config::from_toml(&format!("history_max_bytes = {value}")).unwrap();
+            let mut config = RawConfig::from_toml(&format!("history_max_bytes = {value}")).unwrap();
             config.history_file = PathBuf::new();
             match config.validate() {
                 Ok(config) => {
@@ -1017,7 +1199,7 @@ mod tests {
             ),
         ] {
             std::fs::write(&config_path, format!("listen = \"127.0.0.1:0\"\n{text}\n")).unwrap();
-            let config = Config::from_file(&config_path).unwrap();
+            let config = RawConfig::from_file(&config_path).unwrap();
             let error = config.check_distinct_files().unwrap_err().to_string();
             assert!(error.contains(&format!("`{key}`")), "{text}: {error}");
             assert!(error.contains(other), "{text}: {error}");
@@ -1028,7 +1210,10 @@ mod tests {
             "listen = \"127.0.0.1:0\"\nlog_file = \"riftd.log\"\npid_file = \"riftd.pid\"\nhistory_file = \"h.jsonl\"\n",
         )
         .unwrap();
-        Config::from_file(&config_path).unwrap().validate().unwrap();
+        RawConfig::from_file(&config_path)
+            .unwrap()
+            .validate()
+            .unwrap();
     }
 
     #[test]
@@ -1054,10 +1239,10 @@ mod tests {
             "pid_file",
             "log_file",
         ] {
-            let error = Config::from_toml(&format!("{key} = \"\"")).unwrap_err();
+            let error = RawConfig::from_toml(&format!("{key} = \"\"")).unwrap_err();
             assert!(error.contains(&format!("`{key}` is empty")), "{error}");
         }
-        let config = Config::from_toml("history_file = \"\"").unwrap();
+        let config = RawConfig::from_toml("history_file = \"\"").unwrap();
         assert_eq!(config.history_path(), None);
     }
 
@@ -1091,7 +1276,7 @@ mod tests {
         }
         // Every configured file goes through it: a FIFO as the config file,
         // the password file, the users file or a TLS file is refused.
-        let error = Config::from_file(&fifo).unwrap_err().to_string();
+        let error = RawConfig::from_file(&fifo).unwrap_err().to_string();
         assert!(error.contains("a FIFO"), "{error}");
         for key in ["password_file", "users_file", "tls_cert"] {
             let text = match key {
@@ -1099,7 +1284,7 @@ mod tests {
                 "users_file" => "auth = \"accounts\"",
                 _ => "tls_listen = \"127.0.0.1:0\"",
             };
-            let mut config = Config::from_toml(text).unwrap();
+            let mut config = RawConfig::from_toml(text).unwrap();
             config.history_file = PathBuf::new();
             match key {
                 "password_file" => config.password_file = Some(fifo.clone()),
@@ -1124,7 +1309,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_config_file_names_the_file() {
-        let error = Config::from_file(Path::new("/nonexistent/riftd.toml")).unwrap_err();
+        let error = RawConfig::from_file(Path::new("/nonexistent/riftd.toml")).unwrap_err();
         assert!(
             error.to_string().contains("/nonexistent/riftd.toml"),
             "{error}"

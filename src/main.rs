@@ -4,13 +4,13 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use riftd::accounts::{AccountsError, Users};
-use riftd::config::{Config, ConfigError, parse_listen};
+use riftd::config::{Config, ConfigError, Overrides, RawConfig, parse_listen};
 use riftd::daemon::{self, DaemonError, Forked, PidFile, Probe, Stopped};
 use riftd::proto::Username;
 use riftd::server::{self, Server, ServerError};
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,60 +178,37 @@ fn parse_path(text: &str) -> Result<PathBuf, String> {
 }
 
 /// What the command line overrides in the config.
-#[derive(Debug, Clone, Default)]
-struct Overrides {
-    listen: Vec<SocketAddr>,
-    history_file: Option<PathBuf>,
-}
-
-impl Overrides {
-    fn of(cli: &Cli) -> Overrides {
-        Overrides {
-            listen: cli.listen.clone(),
-            history_file: cli.history_file.clone(),
-        }
+fn overrides(cli: &Cli) -> Overrides {
+    Overrides {
+        listen: cli.listen.clone(),
+        history_file: cli.history_file.clone(),
     }
 }
 
 /// The file (if any) plus command-line overrides, validated.
-fn load_config(path: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, ConfigError> {
-    let mut config = match path {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
-    if !overrides.listen.is_empty() {
-        config.listen = overrides.listen.clone();
-    }
-    if let Some(history_file) = &overrides.history_file {
-        config.history_file = if history_file.as_os_str().is_empty() {
-            PathBuf::new()
-        } else {
-            daemon::absolute(history_file)
-        };
-    }
-    config.validate()
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    Config::load(cli.config.as_deref(), &overrides(cli))
 }
 
 /// Re-reads the config on SIGHUP, reopening the log file first if there is one.
 fn reloader(cli: &Cli, log_file: Option<PathBuf>) -> Option<server::Reloader> {
     let path = cli.config.clone()?;
-    let overrides = Overrides::of(cli);
+    let overrides = overrides(cli);
     Some(Box::new(move || {
         if let Some(log_file) = &log_file
             && let Err(error) = daemon::reopen_log(log_file)
         {
             log::error!("SIGHUP: {error}");
         }
-        load_config(Some(&path), &overrides)
+        Config::load(Some(&path), &overrides)
     }))
 }
 
 fn pid_path(config: &Config) -> PathBuf {
     daemon::absolute(
         &config
-            .pid_file
-            .clone()
-            .unwrap_or_else(daemon::default_pid_file),
+            .pid_file()
+            .map_or_else(daemon::default_pid_file, Path::to_path_buf),
     )
 }
 
@@ -273,8 +250,7 @@ fn build_server(
 fn foreground(cli: &Cli, config: Config) -> Result<ExitCode, Failure> {
     let early_sighup = catch_early_sighup();
     let mut pidfile = config
-        .pid_file
-        .as_ref()
+        .pid_file()
         .map(|path| PidFile::acquire(&daemon::absolute(path)))
         .transpose()?;
     let result = serve_foreground(cli, config, pidfile.as_mut(), &early_sighup);
@@ -304,15 +280,14 @@ fn serve_foreground(
 /// Everything that can fail is checked before the fork; the command exits
 /// 0 only when the daemon reports it is listening.
 fn start(cli: &Cli) -> Result<ExitCode, Failure> {
-    let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
+    let config = load_config(cli)?;
     // Inherited by the daemon, which writes its pid before its loop runs.
     let early_sighup = catch_early_sighup();
     let pid_path = pid_path(&config);
     let log_path = daemon::absolute(
         &config
-            .log_file
-            .clone()
-            .unwrap_or_else(daemon::default_log_file),
+            .log_file()
+            .map_or_else(daemon::default_log_file, Path::to_path_buf),
     );
     let mut pidfile = PidFile::acquire(&pid_path)?;
     // Until the fork, a failure removes the (empty) pidfile we just made.
@@ -386,7 +361,7 @@ fn start(cli: &Cli) -> Result<ExitCode, Failure> {
 }
 
 fn stop(cli: &Cli) -> Result<ExitCode, Failure> {
-    let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
+    let config = load_config(cli)?;
     let path = pid_path(&config);
     match daemon::stop(&path, config.shutdown_timeout())? {
         Stopped::NotRunning { is_stale } => {
@@ -396,14 +371,14 @@ fn stop(cli: &Cli) -> Result<ExitCode, Failure> {
         Stopped::Terminated { pid } => say!("riftd stopped (pid {pid})"),
         Stopped::Killed { pid } => say!(
             "riftd (pid {pid}) ignored SIGTERM for {} s and was killed with SIGKILL",
-            config.shutdown_timeout_secs
+            config.shutdown_timeout_secs()
         ),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn status(cli: &Cli) -> Result<ExitCode, Failure> {
-    let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
+    let config = load_config(cli)?;
     let path = pid_path(&config);
     match daemon::probe(&path)? {
         Probe::Running { pid: Some(pid), .. } => {
@@ -451,10 +426,7 @@ fn read_new_password() -> Result<String, Failure> {
 fn user_command(cli: &Cli, action: &UserAction) -> Result<ExitCode, Failure> {
     // The config need not be valid for serving (the users file may not
     // exist yet), so only its file is read here.
-    let config = match &cli.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
+    let config = RawConfig::read(cli.config.as_deref())?;
     // A users_file that is also the config (or another file riftd writes)
     // would be replaced by the accounts.
     config.check_distinct_files()?;
@@ -525,7 +497,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     }
     match cli.daemon {
         None => {
-            let config = load_config(cli.config.as_ref(), &Overrides::of(cli))?;
+            let config = load_config(cli)?;
             if cli.check_config {
                 // What `start` (or a foreground run with pid_file set)
                 // would refuse about the pidfile and the log, looked at
@@ -533,9 +505,8 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 daemon::check_pid_file(&pid_path(&config))?;
                 daemon::check_log_file(&daemon::absolute(
                     &config
-                        .log_file
-                        .clone()
-                        .unwrap_or_else(daemon::default_log_file),
+                        .log_file()
+                        .map_or_else(daemon::default_log_file, Path::to_path_buf),
                 ))?;
                 say!("configuration ok");
                 return Ok(ExitCode::SUCCESS);

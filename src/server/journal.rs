@@ -13,12 +13,12 @@
 //! never written. It must never buffer an unbounded line, follow a symlink
 //! or replace anything but a regular file.
 
-use crate::config::FsyncPolicy;
 use crate::history::{History, MAX_MESSAGE_ID};
 use crate::proto::{
     ChatMessage, MAX_MESSAGE_BYTES, parse_history_record, parse_id_reservation,
     write_history_record, write_id_reservation,
 };
+use serde::Deserialize;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -29,6 +29,34 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// `history_fsync`: when appended history reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before any client is sent the message: survives `kill -9` and power loss.
+    Always,
+    /// About once a second, on a flusher thread: at most ~1 s is lost.
+    Everysec,
+    /// When the kernel decides.
+    Never,
+}
+
+/// History when it is on (`Config::history` is `None` when it is off):
+/// the journal and its fsync policy, and the bounds the hub keeps it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// The journal, an absolute path (or relative to the working directory
+    /// riftd started in); a regular file or not yet there.
+    pub file: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// Messages a client gets on joining a room.
+    pub backlog: usize,
+    /// Messages kept per room; older ones are compacted away.
+    pub keep: usize,
+    /// What all rooms' kept history may cost in memory together.
+    pub max_bytes: usize,
+}
 
 /// Compaction runs when the file holds this many more records than the
 /// kept history (and at least `COMPACT_FACTOR` times as many), so its size

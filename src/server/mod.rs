@@ -20,6 +20,7 @@ use crate::proto::{Code, ServerMsg};
 use crate::tls::{self, Received};
 use conn::{CloseReason, Conn, NO_TIMER};
 use journal::Journal;
+pub use journal::{FsyncPolicy, HistoryConfig};
 use log_limit::{LogLimiter, suppressed_note};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -127,7 +128,7 @@ impl Listeners {
 /// (`FileDescriptorName=tls`) serves TLS, the others plain text; nothing is
 /// bound. Call it before any thread is started: it unsets `LISTEN_*`.
 pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
-    let adopted = activation::take(config.tls.is_some())?;
+    let adopted = activation::take(config.tls().is_some())?;
     if !adopted.is_empty() {
         let mut listeners = Listeners {
             plain: Vec::new(),
@@ -147,8 +148,8 @@ pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
         return Ok(listeners);
     }
     Ok(Listeners {
-        plain: bind_all(&config.listen)?,
-        tls: bind_all(&config.tls_listen)?,
+        plain: bind_all(config.listen())?,
+        tls: bind_all(config.tls_listen())?,
     })
 }
 
@@ -351,11 +352,12 @@ impl Server {
         let mut hub = Hub::new(config.hub_config());
         // Tables are sized up front only up to a bound: a huge
         // `max_connections` must not reserve gigabytes of address space.
-        let max_connections = config.max_connections.min(RESERVE_CONNECTIONS);
+        let max_connections = config.max_connections().min(RESERVE_CONNECTIONS);
         hub.reserve_connections(max_connections);
-        let journal = match config.history_path() {
+        let journal = match config.history() {
             None => None,
-            Some(path) => {
+            Some(history) => {
+                let path = history.file.as_path();
                 let history_error = |source| ServerError::History {
                     path: path.to_owned(),
                     source,
@@ -363,12 +365,11 @@ impl Server {
                 // Restored as they are read: the history keeps what its
                 // bounds keep, and the journal never sits in memory whole.
                 let mut out_of_range = 0usize;
-                let (journal, replayed) =
-                    Journal::replay(path, config.history_fsync, &mut |message| {
-                        out_of_range = out_of_range
-                            .saturating_add(hub.restore_history(std::iter::once(message)));
-                    })
-                    .map_err(history_error)?;
+                let (journal, replayed) = Journal::replay(path, history.fsync, &mut |message| {
+                    out_of_range =
+                        out_of_range.saturating_add(hub.restore_history(std::iter::once(message)));
+                })
+                .map_err(history_error)?;
                 log::info!(
                     "history {}: {} message(s) replayed{}",
                     path.display(),
@@ -634,14 +635,13 @@ impl Server {
         notify(&[sd_notify::NotifyState::Reloading]);
         match reloader() {
             Ok(mut config) => {
-                if config.listen != self.config.listen
-                    || config.tls_listen != self.config.tls_listen
+                if config.listen() != self.config.listen()
+                    || config.tls_listen() != self.config.tls_listen()
                 {
                     log::warn!("SIGHUP: listen or tls_listen changed; that needs a restart");
-                    config.listen = self.config.listen.clone();
-                    config.tls_listen = self.config.tls_listen.clone();
+                    config.keep_listen_of(&self.config);
                 }
-                if config.tls.is_none() && self.listeners.iter().any(|(_, is_tls)| *is_tls) {
+                if config.tls().is_none() && self.listeners.iter().any(|(_, is_tls)| *is_tls) {
                     // The TLS listeners stay until a restart (socket
                     // activation passes them whatever tls_listen says):
                     // without a certificate each connection to them was
@@ -650,12 +650,10 @@ impl Server {
                         "SIGHUP: tls_cert and tls_key removed while riftd listens for TLS; \
                          that needs a restart, until then riftd keeps the certificate it has"
                     );
-                    config.tls_cert = self.config.tls_cert.clone();
-                    config.tls_key = self.config.tls_key.clone();
-                    config.tls = self.config.tls.clone();
+                    config.keep_tls_of(&self.config);
                 }
-                if config.pid_file != self.config.pid_file
-                    || config.log_file != self.config.log_file
+                if config.pid_file() != self.config.pid_file()
+                    || config.log_file() != self.config.log_file()
                 {
                     // Both are opened once, at start (SIGHUP reopens the
                     // log riftd started with, for logrotate): said, not
@@ -664,32 +662,28 @@ impl Server {
                         "SIGHUP: pid_file or log_file changed; that needs a restart, \
                          until then riftd keeps the ones it started with"
                     );
-                    config.pid_file = self.config.pid_file.clone();
-                    config.log_file = self.config.log_file.clone();
+                    config.keep_daemon_files_of(&self.config);
                 }
-                if config.history_file != self.config.history_file
-                    || config.history_fsync != self.config.history_fsync
-                {
+                if !config.has_journal_of(&self.config) {
                     // The journal is opened once: history goes on exactly
                     // as it started (on or off, same file, same fsync)
                     // rather than half-applied.
                     log::warn!(
                         "SIGHUP: history_file or history_fsync changed; that needs a restart, \
                          until then history stays {}",
-                        match self.config.history_path() {
-                            Some(path) => format!(
+                        match self.config.history() {
+                            Some(history) => format!(
                                 "on in {} with history_fsync = \"{}\"",
-                                path.display(),
-                                format!("{:?}", self.config.history_fsync).to_lowercase()
+                                history.file.display(),
+                                format!("{:?}", history.fsync).to_lowercase()
                             ),
                             None => "off".to_owned(),
                         }
                     );
-                    config.history_file = self.config.history_file.clone();
-                    config.history_fsync = self.config.history_fsync;
+                    config.keep_history_of(&self.config);
                 }
                 for (_, conn) in self.conns.iter_mut() {
-                    conn.codec.set_max_line(config.max_line_bytes);
+                    conn.codec.set_max_line(config.max_line_bytes());
                 }
                 self.hub.set_config(config.hub_config());
                 self.config = config;
@@ -780,7 +774,7 @@ impl Server {
         now: Instant,
         wall: Now,
     ) {
-        let tls = match (is_tls, &self.config.tls) {
+        let tls = match (is_tls, self.config.tls()) {
             (false, _) => None,
             (true, Some(tls_config)) => match rustls::ServerConnection::new(Arc::clone(tls_config))
             {
@@ -803,14 +797,17 @@ impl Server {
         };
         let group = crate::throttle::group(peer.ip());
         let from_here = self.per_ip.get(&group).copied().unwrap_or(0);
-        let refusal = if self.conns.len() >= self.config.max_connections {
-            Some(format!("max_connections ({})", self.config.max_connections))
-        } else if self.config.max_connections_per_ip > 0
-            && from_here >= self.config.max_connections_per_ip
+        let refusal = if self.conns.len() >= self.config.max_connections() {
+            Some(format!(
+                "max_connections ({})",
+                self.config.max_connections()
+            ))
+        } else if self.config.max_connections_per_ip() > 0
+            && from_here >= self.config.max_connections_per_ip()
         {
             Some(format!(
                 "max_connections_per_ip ({})",
-                self.config.max_connections_per_ip
+                self.config.max_connections_per_ip()
             ))
         } else {
             None
@@ -834,7 +831,7 @@ impl Server {
         }
         let id = self
             .conns
-            .insert(Conn::new(stream, peer, tls, self.config.max_line_bytes));
+            .insert(Conn::new(stream, peer, tls, self.config.max_line_bytes()));
         let kind = if is_tls { " over TLS" } else { "" };
         // At info a session logs its login and its disconnect; the accept
         // itself is debug, so a reconnect storm costs two lines each.
