@@ -3,7 +3,8 @@
 //! echo around the text password prompt, and what a reload does to sessions
 //! and checks under way.
 
-use super::{ConnId, Hub, Now, Refusal};
+use super::refusal::{AccountChange, QuitReason, Refusal};
+use super::{ConnId, Hub, Now};
 use crate::accounts::Users;
 use crate::auth::Check;
 use crate::proto::{Code, ServerMsg, Username};
@@ -46,14 +47,11 @@ impl std::fmt::Debug for VerifyJob {
 
 /// The 429 for a throttled login attempt.
 pub(super) fn throttle_refusal(wait: Wait) -> Refusal {
-    let seconds = wait.ms().div_ceil(1000);
-    let error = match wait {
-        Wait::Blocked { .. } => format!("too many failed logins; try again in {seconds} s"),
-        Wait::InFlight => format!(
-            "too many logins are being checked for this address or name; try again in {seconds} s"
-        ),
-    };
-    Refusal::new(Code::TooMany, error)
+    let wait_secs = wait.ms().div_ceil(1000);
+    match wait {
+        Wait::Blocked { .. } => Refusal::Throttled { wait_secs },
+        Wait::InFlight => Refusal::TooManyChecks { wait_secs },
+    }
 }
 
 impl Hub {
@@ -100,21 +98,16 @@ impl Hub {
                 _ => continue,
             };
             let change = match (old.hash_of(&username), new.hash_of(&username)) {
-                (Some(_), None) => "was removed",
-                (Some(old), Some(new)) if old != new => "had its password changed",
+                (Some(_), None) => AccountChange::Removed,
+                (Some(old), Some(new)) if old != new => AccountChange::PasswordChanged,
                 // Checked against the dummy hash, it would fail.
-                (None, Some(_)) => "was created",
+                (None, Some(_)) => AccountChange::Created,
                 _ => continue,
             };
             if is_logged_in {
-                self.clients.send(
-                    conn,
-                    &ServerMsg::error(
-                        Code::Forbidden,
-                        format!("your account {username} {change} on this server; closing"),
-                    ),
-                );
-                self.quit(conn, "account removed or changed");
+                self.clients
+                    .send(conn, &Refusal::AccountChanged { username, change }.to_msg());
+                self.quit(conn, QuitReason::AccountChanged);
             } else {
                 // The worker still runs the old check: its verdict is an
                 // orphan's (counted, logs nobody in).
@@ -140,14 +133,9 @@ impl Hub {
                 .get(conn)
                 .is_some_and(|client| client.state.username().is_some());
             if is_logged_in {
-                self.clients.send(
-                    conn,
-                    &ServerMsg::error(
-                        Code::Forbidden,
-                        "names are accounts on this server now; log in again with your account",
-                    ),
-                );
-                self.quit(conn, "auth changed to accounts");
+                self.clients
+                    .send(conn, &Refusal::NamesAreAccountsNow.to_msg());
+                self.quit(conn, QuitReason::AuthChangedToAccounts);
             }
         }
     }
@@ -241,10 +229,7 @@ impl Hub {
             && !client.peer.ip().is_loopback()
             && !client.peer.ip().to_canonical().is_loopback()
         {
-            return Err(Refusal::new(
-                Code::Forbidden,
-                "this server takes passwords only over TLS; connect to its TLS port",
-            ));
+            return Err(Refusal::PasswordNeedsTls);
         }
         Ok(())
     }
@@ -256,10 +241,7 @@ impl Hub {
         now: Now,
     ) -> Result<(), Refusal> {
         if !self.is_name_free_for(conn, &username) {
-            return Err(Refusal::new(
-                Code::Conflict,
-                format!("username {username} is taken"),
-            ));
+            return Err(Refusal::NameTaken(username));
         }
         let needs_password = self.config.auth.needs_password();
         if needs_password {
@@ -299,10 +281,7 @@ impl Hub {
             .get(conn)
             .is_some_and(|client| client.pending_check.is_some())
         {
-            return Err(Refusal::new(
-                Code::TooMany,
-                "a password check is already under way; wait for its answer",
-            ));
+            return Err(Refusal::CheckUnderWay);
         }
         // Counted from now, not from the verdict: checks in flight count
         // against the throttle, so parallel guesses are no cheaper than
@@ -312,7 +291,7 @@ impl Hub {
             .clients
             .get(conn)
             .map(|client| client.peer.ip())
-            .ok_or_else(|| Refusal::new(Code::Forbidden, "connection is gone"))?;
+            .ok_or(Refusal::ConnectionGone)?;
         self.throttle
             .begin(address, username.key().as_str(), now.mono_ms)
             .map_err(throttle_refusal)?;
@@ -360,24 +339,11 @@ impl Hub {
                     // A person may already be typing at what was the
                     // password prompt; read as a username, that line could
                     // be announced. Close instead (issue 11).
-                    self.clients.send(
-                        conn,
-                        &ServerMsg::error(
-                            Code::Conflict,
-                            format!(
-                                "username {username} was taken while your password was checked; connect again to choose another"
-                            ),
-                        ),
-                    );
-                    self.quit(conn, "name taken during the password check");
+                    self.clients
+                        .send(conn, &Refusal::NameTakenDuringCheck(username).to_msg());
+                    self.quit(conn, QuitReason::NameTakenDuringCheck);
                 } else {
-                    self.refuse(
-                        conn,
-                        Refusal::new(
-                            Code::Conflict,
-                            format!("username {username} is taken; send USER again"),
-                        ),
-                    );
+                    self.refuse(conn, Refusal::NameTakenSendUserAgain(username));
                 }
                 return;
             }
@@ -399,32 +365,20 @@ impl Hub {
             client.tag(conn)
         );
         if failures >= MAX_PASSWORD_FAILURES {
-            self.clients.send(
-                conn,
-                &ServerMsg::error(
-                    Code::WrongPassword,
-                    "wrong password; too many failures, closing",
-                ),
-            );
-            self.quit(conn, "too many wrong passwords");
+            self.clients
+                .send(conn, &Refusal::WrongPasswordClosing.to_msg());
+            self.quit(conn, QuitReason::TooManyWrongPasswords);
         } else if is_text {
             // A person retypes what they typed: keep reading passwords, so
             // a retyped password is never taken for a username and
             // announced (issue 11). `/quit` leaves.
-            self.clients.send(
-                conn,
-                &ServerMsg::error(
-                    Code::WrongPassword,
-                    "wrong password; type it again, or /quit",
-                ),
-            );
+            self.clients
+                .send(conn, &Refusal::WrongPasswordTypeAgain.to_msg());
             self.prompt_password(conn);
         } else {
             self.transition(conn, Input::PasswordRejected);
-            self.clients.send(
-                conn,
-                &ServerMsg::error(Code::WrongPassword, "wrong password; send USER again"),
-            );
+            self.clients
+                .send(conn, &Refusal::WrongPasswordSendUserAgain.to_msg());
         }
     }
 

@@ -2,9 +2,10 @@
 //! restores and takes, the cached join backlogs (208), and the answer budget
 //! that bounds what answers of the server's choosing may cost.
 
-use super::{ConnId, Hub, MAX_ROOMS_PER_USER, Now, Refusal};
+use super::refusal::Refusal;
+use super::{ConnId, Hub, MAX_ROOMS_PER_USER, Now};
 use crate::history::{History, IdsExhausted, MAX_HISTORY_REPLY_BYTES, Slice};
-use crate::proto::{BACKLOG_FRAME_BYTES, ChatMessage, Code, RoomName, ServerMsg, Target, Username};
+use crate::proto::{BACKLOG_FRAME_BYTES, ChatMessage, RoomName, ServerMsg, Target, Username};
 use std::collections::HashMap;
 
 /// An answer whose size the server chooses (a 208 backlog or HISTORY, the
@@ -166,13 +167,10 @@ impl Hub {
             .wait_ms(rate, self.answer_burst(), now.mono_ms)
         {
             0 => Ok(()),
-            wait_ms => Err(Refusal::new(
-                Code::TooMany,
-                format!(
-                    "slow down: answers to HISTORY, WHO, ROOMS and PING may send you at most {} bytes a second; this request was dropped, try again in {wait_ms} ms",
-                    rate as u64
-                ),
-            )),
+            wait_ms => Err(Refusal::AnswerBudget {
+                bytes_per_sec: rate as u64,
+                wait_ms,
+            }),
         }
     }
 
@@ -190,10 +188,7 @@ impl Hub {
                     "message ids are exhausted: SAY and DM get 503 until the history journal is reset"
                 );
             }
-            Refusal::new(
-                Code::Unavailable,
-                "message ids are exhausted on this server",
-            )
+            Refusal::IdsExhausted
         })?;
         Ok(ServerMsg::Message(ChatMessage {
             id,
@@ -214,10 +209,7 @@ impl Hub {
     ) -> Result<(), Refusal> {
         let room = self.room_or_current(conn, room)?;
         if !self.is_member(conn, &room) {
-            return Err(Refusal::new(
-                Code::Forbidden,
-                format!("you are not in room {room}"),
-            ));
+            return Err(Refusal::NotInRoom(room));
         }
         let message = self.next_message(Target::Room(room.clone()), username, text, now)?;
         if let (Some(_), ServerMsg::Message(chat_message)) = (self.config.history_backlog, &message)
@@ -250,7 +242,7 @@ impl Hub {
                     .get(target)
                     .is_some_and(|client| client.state.username().is_some())
             })
-            .ok_or_else(|| Refusal::new(Code::NotFound, format!("no such user {to}")))?;
+            .ok_or_else(|| Refusal::NoSuchUser(to.clone()))?;
         // Address the frame with the name as its holder spells it.
         let to = self
             .clients
@@ -275,17 +267,11 @@ impl Hub {
         limit: Option<usize>,
     ) -> Result<(), Refusal> {
         let Some(backlog) = self.config.history_backlog else {
-            return Err(Refusal::new(
-                Code::NotFound,
-                "history is off on this server",
-            ));
+            return Err(Refusal::HistoryOff);
         };
         let room = self.room_or_current(conn, room)?;
         if !self.is_member(conn, &room) {
-            return Err(Refusal::new(
-                Code::Forbidden,
-                format!("you are not in room {room}"),
-            ));
+            return Err(Refusal::NotInRoom(room));
         }
         let limit = limit.unwrap_or(backlog.max(1));
         let budget = self.backlog_budget(conn);

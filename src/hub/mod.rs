@@ -49,10 +49,13 @@
 //!   quiet rooms), leaving the server.
 //! - `messages.rs`: SAY, DM, HISTORY, message ids, the join-backlog cache,
 //!   the answer budget.
+//! - `refusal.rs`: every refusal as one typed `Refusal` (code and wire text),
+//!   and why a session quits (`QuitReason`).
 
 mod clients;
 mod login;
 mod messages;
+mod refusal;
 mod rooms;
 
 pub use clients::CutOff;
@@ -64,14 +67,14 @@ use crate::auth::Auth;
 use crate::codec::CodecError;
 use crate::history::{History, MessageIds};
 use crate::proto::{
-    Code, NameKey, ProtoError, Request, RoomName, ServerMsg, TextExpect, Username, parse_json,
-    parse_text,
+    NameKey, ProtoError, Request, RoomName, ServerMsg, TextExpect, Username, parse_json, parse_text,
 };
 use crate::session::{Input, Mode, State};
 use crate::throttle::Throttle;
 use clients::Clients;
 use login::ECHOED_LINE_END;
 use messages::BacklogCache;
+use refusal::{QuitReason, Refusal};
 use rooms::Room;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -193,27 +196,6 @@ fn is_flood_counted(request: &Request) -> bool {
     )
 }
 
-/// A request refused with an error frame; the session goes on.
-struct Refusal {
-    code: Code,
-    error: String,
-}
-
-impl Refusal {
-    fn new(code: Code, error: impl Into<String>) -> Refusal {
-        Refusal {
-            code,
-            error: error.into(),
-        }
-    }
-}
-
-impl From<ProtoError> for Refusal {
-    fn from(error: ProtoError) -> Refusal {
-        Refusal::new(error.code(), error.to_string())
-    }
-}
-
 impl Hub {
     pub fn new(config: HubConfig) -> Hub {
         let keep = config.history_keep;
@@ -326,11 +308,9 @@ impl Hub {
         let request = match request {
             Ok(request) => request,
             Err(ProtoError::Http) => {
-                self.clients.send(
-                    conn,
-                    &ServerMsg::error(Code::BadRequest, ProtoError::Http.to_string()),
-                );
-                self.quit(conn, "sent HTTP");
+                self.clients
+                    .send(conn, &Refusal::from(ProtoError::Http).to_msg());
+                self.quit(conn, QuitReason::SentHttp);
                 return;
             }
             Err(error) => {
@@ -339,14 +319,10 @@ impl Hub {
             }
         };
         if !state.allows(request.code()) {
-            let refusal = Refusal::new(
-                Code::Forbidden,
-                format!(
-                    "code {} is not allowed in state {}",
-                    request.code().number(),
-                    state.name()
-                ),
-            );
+            let refusal = Refusal::NotAllowed {
+                code: request.code(),
+                state,
+            };
             self.refuse(conn, refusal);
             return;
         }
@@ -388,19 +364,11 @@ impl Hub {
         client.flood_strikes += 1;
         if client.flood_strikes >= MAX_FLOOD_STRIKES {
             log::warn!("{} disconnected: excess flood", client.tag(conn));
-            self.clients.send(
-                conn,
-                &ServerMsg::error(Code::TooMany, "excess flood; disconnecting"),
-            );
-            self.quit(conn, "excess flood");
+            self.clients.send(conn, &Refusal::ExcessFlood.to_msg());
+            self.quit(conn, QuitReason::ExcessFlood);
         } else {
-            self.clients.send(
-                conn,
-                &ServerMsg::error(
-                    Code::TooMany,
-                    format!("slow down: at most {rate} messages a second; this one was dropped"),
-                ),
-            );
+            self.clients
+                .send(conn, &Refusal::Flooding { rate }.to_msg());
         }
         false
     }
@@ -444,17 +412,11 @@ impl Hub {
             return;
         };
         if client.state.username().is_none() {
-            self.clients.send(
-                conn,
-                &ServerMsg::error(Code::Timeout, "not logged in in time; closing"),
-            );
-            self.quit(conn, "login timeout");
+            self.clients.send(conn, &Refusal::LoginTimeout.to_msg());
+            self.quit(conn, QuitReason::LoginTimeout);
         } else if client.ping_sent_ms.is_some() {
-            self.clients.send(
-                conn,
-                &ServerMsg::error(Code::Timeout, "no answer to the ping; closing"),
-            );
-            self.quit(conn, "idle timeout");
+            self.clients.send(conn, &Refusal::PingUnanswered.to_msg());
+            self.quit(conn, QuitReason::IdleTimeout);
         } else {
             client.ping_sent_ms = Some(now.mono_ms);
             self.clients.send(conn, &ServerMsg::ServerPing);
@@ -463,11 +425,7 @@ impl Hub {
 
     /// A line the codec could not deliver.
     pub fn handle_codec_error(&mut self, conn: ConnId, error: CodecError) {
-        let code = match error {
-            CodecError::TooLong { .. } => Code::TooLong,
-            CodecError::InvalidUtf8 => Code::BadRequest,
-        };
-        self.refuse(conn, Refusal::new(code, error.to_string()));
+        self.refuse(conn, Refusal::Codec(error));
     }
 
     /// The socket is gone (EOF, error, or the shell closed it). Frees the
@@ -484,7 +442,7 @@ impl Hub {
     /// is owed (a half-closed socket can still be written).
     pub fn handle_eof(&mut self, conn: ConnId) {
         if self.clients.get(conn).is_some() && !self.is_quitting(conn) {
-            self.quit(conn, "peer closed");
+            self.quit(conn, QuitReason::PeerClosed);
         }
     }
 
@@ -519,12 +477,11 @@ impl Hub {
             log::debug!(
                 "{} refused: {} {:?}",
                 client.tag(conn),
-                refusal.code.number(),
-                refusal.error
+                refusal.code().number(),
+                refusal.to_string()
             );
         }
-        self.clients
-            .send(conn, &ServerMsg::error(refusal.code, refusal.error));
+        self.clients.send(conn, &refusal.to_msg());
     }
 
     fn dispatch(
@@ -536,7 +493,7 @@ impl Hub {
     ) -> Result<(), Refusal> {
         match (state, request) {
             (_, Request::Ping { token }) => self.clients.send(conn, &ServerMsg::Pong { token }),
-            (_, Request::Quit) => self.quit(conn, "quit"),
+            (_, Request::Quit) => self.quit(conn, QuitReason::Quit),
             (_, Request::Help) => self.clients.send(conn, &ServerMsg::Help),
             (State::UserAuth, Request::User { username }) => self.user(conn, username, now)?,
             (State::PassAuth { username }, Request::Pass { password }) => {
@@ -545,14 +502,10 @@ impl Hub {
             (State::Broadcast { username }, request) => self.chat(conn, username, request, now)?,
             // `State::allows` has already refused every other combination.
             (state, request) => {
-                return Err(Refusal::new(
-                    Code::Forbidden,
-                    format!(
-                        "code {} is not allowed in state {}",
-                        request.code().number(),
-                        state.name()
-                    ),
-                ));
+                return Err(Refusal::NotAllowed {
+                    code: request.code(),
+                    state,
+                });
             }
         }
         Ok(())
@@ -579,7 +532,7 @@ impl Hub {
                 self.room_list(conn);
                 Ok(())
             }
-            _ => Err(Refusal::new(Code::Forbidden, "not allowed in BROADCAST")),
+            _ => Err(Refusal::NotAllowedInBroadcast),
         }
     }
 
@@ -601,16 +554,13 @@ impl Hub {
     }
 
     /// Leaves now and asks the shell to close once the output is flushed.
-    fn quit(&mut self, conn: ConnId, reason: &str) {
+    fn quit(&mut self, conn: ConnId, reason: QuitReason) {
         if let Some(client) = self.clients.get(conn) {
             // The shell logs every disconnect with its cause at info; the
             // ordinary ones need no second line, nor those a peer causes
             // for the price of a connect (an HTTP request line, silence
             // until the login deadline): the shell's line is rate-limited.
-            if matches!(
-                reason,
-                "peer closed" | "quit" | "sent HTTP" | "login timeout"
-            ) {
+            if reason.is_ordinary() {
                 log::debug!("{} leaving: {reason}", client.tag(conn));
             } else {
                 log::info!("{} leaving: {reason}", client.tag(conn));

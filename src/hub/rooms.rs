@@ -2,10 +2,9 @@
 //! with whom (neighbours), quiet rooms that announce no joins and leaves,
 //! and leaving the server.
 
-use super::{ConnId, Hub, Refusal};
-use crate::proto::{
-    AuthKind, BACKLOG_FRAME_BYTES, Code, MAX_NAME_BYTES, RoomName, ServerMsg, Username,
-};
+use super::refusal::Refusal;
+use super::{ConnId, Hub};
+use crate::proto::{AuthKind, BACKLOG_FRAME_BYTES, MAX_NAME_BYTES, RoomName, ServerMsg, Username};
 use crate::session::{Input, Mode, State};
 use std::collections::HashSet;
 
@@ -73,9 +72,7 @@ impl Hub {
     ) -> Result<RoomName, Refusal> {
         match room {
             Some(room) => Ok(room),
-            None => self.current_room(conn).ok_or_else(|| {
-                Refusal::new(Code::Forbidden, "you are in no room; JOIN one or name one")
-            }),
+            None => self.current_room(conn).ok_or(Refusal::InNoRoom),
         }
     }
 
@@ -94,16 +91,10 @@ impl Hub {
         if self.config.auth.kind() == AuthKind::Accounts {
             // A name is an account here: appearing under another one would
             // impersonate its owner (issue 11, item 1).
-            return Err(Refusal::new(
-                Code::Forbidden,
-                "names are accounts on this server: log in as another account to use another name",
-            ));
+            return Err(Refusal::NamesAreAccounts);
         }
         if !self.is_name_free_for(conn, &new) {
-            return Err(Refusal::new(
-                Code::Conflict,
-                format!("username {new} is taken"),
-            ));
+            return Err(Refusal::NameTaken(new));
         }
         self.names.remove(&old.key());
         self.names.insert(new.key(), conn);
@@ -155,7 +146,7 @@ impl Hub {
         let members = &self
             .rooms
             .get(&room)
-            .ok_or_else(|| Refusal::new(Code::NotFound, format!("no such room {room}")))?
+            .ok_or_else(|| Refusal::NoSuchRoom(room.clone()))?
             .members;
         let users: Vec<Username> = members
             .iter()
@@ -220,10 +211,7 @@ impl Hub {
             return Ok(());
         }
         if client.rooms.len() >= MAX_ROOMS_PER_USER {
-            return Err(Refusal::new(
-                Code::Forbidden,
-                format!("you are in {MAX_ROOMS_PER_USER} rooms already; PART one first"),
-            ));
+            return Err(Refusal::TooManyRooms);
         }
         self.enter_room(conn, username, room);
         Ok(())
@@ -299,13 +287,10 @@ impl Hub {
     ) -> Result<(), Refusal> {
         let room = self.room_or_current(conn, room)?;
         if !self.rooms.contains_key(&room) {
-            return Err(Refusal::new(Code::NotFound, format!("no such room {room}")));
+            return Err(Refusal::NoSuchRoom(room));
         }
         if !self.is_member(conn, &room) {
-            return Err(Refusal::new(
-                Code::Forbidden,
-                format!("you are not in room {room}"),
-            ));
+            return Err(Refusal::NotInRoom(room));
         }
         if let Some(entry) = self.rooms.get(&room) {
             let left = ServerMsg::Disconnected {
