@@ -3,11 +3,11 @@
 //! echo around the text password prompt, and what a reload does to sessions
 //! and checks under way.
 
-use super::refusal::{AccountChange, QuitReason, Refusal};
+use super::refusal::{AccountChange, AskAgain, NoVerdict, QuitReason, Refusal};
 use super::{ConnId, Hub, Now};
 use crate::accounts::Users;
 use crate::auth::Check;
-use crate::proto::{Code, ServerMsg, Username};
+use crate::proto::{ServerMsg, Username};
 use crate::session::{Input, Mode, State};
 use crate::throttle::Wait;
 use std::num::NonZeroU64;
@@ -69,11 +69,7 @@ impl Hub {
                 .is_some_and(|client| client.pending_check.is_some());
             if is_checking {
                 self.orphan_pending_check(conn);
-                self.ask_password_again(
-                    conn,
-                    "the server's login rules changed while your password was checked",
-                    "",
-                );
+                self.ask_password_again(conn, NoVerdict::RulesChanged);
             }
         }
     }
@@ -112,11 +108,7 @@ impl Hub {
                 // The worker still runs the old check: its verdict is an
                 // orphan's (counted, logs nobody in).
                 self.orphan_pending_check(conn);
-                self.ask_password_again(
-                    conn,
-                    &format!("account {username} {change} while its password was checked"),
-                    "",
-                );
+                self.ask_password_again(conn, NoVerdict::AccountChanged { username, change });
             }
         }
     }
@@ -194,7 +186,7 @@ impl Hub {
         };
         if client.pending_check.map(NonZeroU64::get) == Some(ticket) {
             self.end_pending_check(conn);
-            self.ask_password_again(conn, "too many logins at once", " shortly");
+            self.ask_password_again(conn, NoVerdict::VerifierBusy);
         }
     }
 
@@ -399,20 +391,18 @@ impl Hub {
     /// A check that got no verdict (503): JSON clients are told to send
     /// PASS again; a person at the text prompt is asked for the password
     /// again, in text mode's words, and prompted.
-    pub(super) fn ask_password_again(&mut self, conn: ConnId, why: &str, when: &str) {
+    pub(super) fn ask_password_again(&mut self, conn: ConnId, why: NoVerdict) {
         let is_text = self
             .clients
             .get(conn)
             .is_some_and(|client| client.mode == Some(Mode::Text));
         let again = if is_text {
-            "type the password"
+            AskAgain::TypeThePassword
         } else {
-            "send PASS"
+            AskAgain::SendPass
         };
-        self.clients.send(
-            conn,
-            &ServerMsg::error(Code::Unavailable, format!("{why}; {again} again{when}")),
-        );
+        self.clients
+            .send(conn, &Refusal::NoVerdict { why, again }.to_msg());
         if is_text {
             self.prompt_password(conn);
         }

@@ -83,6 +83,10 @@ pub enum Refusal {
     LoginTimeout,
     #[error("no answer to the ping; closing")]
     PingUnanswered,
+    /// A password check got no verdict (503): the client is asked again,
+    /// in its mode's words.
+    #[error("{why}; {} again{}", .again.words(), .why.when())]
+    NoVerdict { why: NoVerdict, again: AskAgain },
     #[error("message ids are exhausted on this server")]
     IdsExhausted,
     #[error("history is off on this server")]
@@ -120,7 +124,7 @@ impl Refusal {
             | Refusal::WrongPasswordTypeAgain
             | Refusal::WrongPasswordSendUserAgain => Code::WrongPassword,
             Refusal::LoginTimeout | Refusal::PingUnanswered => Code::Timeout,
-            Refusal::IdsExhausted => Code::Unavailable,
+            Refusal::NoVerdict { .. } | Refusal::IdsExhausted => Code::Unavailable,
         }
     }
 
@@ -146,6 +150,62 @@ impl std::fmt::Display for AccountChange {
             AccountChange::PasswordChanged => "had its password changed",
             AccountChange::Created => "was created",
         })
+    }
+}
+
+/// Why a password check under way got no verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoVerdict {
+    /// A reload away from accounts: the rules it was started by are gone.
+    RulesChanged,
+    /// A reload changed the account being checked.
+    AccountChanged {
+        username: Username,
+        change: AccountChange,
+    },
+    /// The verifier's queue was full.
+    VerifierBusy,
+}
+
+impl NoVerdict {
+    /// When to try again: "shortly" only when the verifier was busy.
+    fn when(&self) -> &'static str {
+        match self {
+            NoVerdict::VerifierBusy => " shortly",
+            NoVerdict::RulesChanged | NoVerdict::AccountChanged { .. } => "",
+        }
+    }
+}
+
+impl std::fmt::Display for NoVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoVerdict::RulesChanged => {
+                f.write_str("the server's login rules changed while your password was checked")
+            }
+            NoVerdict::AccountChanged { username, change } => write!(
+                f,
+                "account {username} {change} while its password was checked"
+            ),
+            NoVerdict::VerifierBusy => f.write_str("too many logins at once"),
+        }
+    }
+}
+
+/// How a client is asked for its password again: a person at the text
+/// prompt types it, a JSON client sends PASS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskAgain {
+    TypeThePassword,
+    SendPass,
+}
+
+impl AskAgain {
+    fn words(self) -> &'static str {
+        match self {
+            AskAgain::TypeThePassword => "type the password",
+            AskAgain::SendPass => "send PASS",
+        }
     }
 }
 
