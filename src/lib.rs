@@ -8,7 +8,9 @@
 //!   and the byte budget of answers (HISTORY, WHO, ROOMS, PING).
 //! - [`history`]: room history in memory (per room and for all rooms),
 //!   backlog and HISTORY answers, message ids.
-//! - [`hub`]: names, rooms, private messages and fan-out into outboxes.
+//! - [`hub`]: the chat, split by job: `hub/mod.rs` (the `Hub`, dispatch and
+//!   its contract with the shell), `clients` (connection table, fan-out into
+//!   outboxes), `login`, `rooms`, `messages`, `refusal` (typed refusals).
 //! - [`outbox`]: one connection's queue of shared encoded frames.
 //! - [`auth`]: open, shared password or accounts: what a login needs.
 //! - [`accounts`]: the users file (argon2id PHC strings), hashing, verifying.

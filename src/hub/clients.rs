@@ -1,0 +1,330 @@
+//! The connection table and fan-out: one `Client` per connection, frames
+//! encoded once per mode into the turn arena and queued as spans in each
+//! recipient's outbox; the output cap (a slow consumer is cut off) and the
+//! end of a turn. Decides nothing about the chat.
+
+use super::{ConnId, Hub, Now};
+use crate::flood::{ByteBudget, TokenBucket};
+use crate::outbox::{Arena, Outbox, Span};
+use crate::proto::{RoomName, ServerMsg};
+use crate::session::{Mode, State};
+use std::net::SocketAddr;
+use std::num::NonZeroU64;
+
+/// Why a connection must be closed at once, without waiting for its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CutOff {
+    /// It owed more than `max_output_bytes`.
+    SlowConsumer { pending: usize },
+}
+
+/// One connection's view from the hub.
+#[derive(Debug)]
+pub(super) struct Client {
+    pub(super) peer: SocketAddr,
+    /// True for a connection that arrived on a TLS listener.
+    pub(super) is_tls: bool,
+    /// The ticket of the password check under way, if any.
+    pub(super) pending_check: Option<NonZeroU64>,
+    pub(super) state: State,
+    /// `None` until the first non-empty line; frames sent before then (the
+    /// greeting) are JSON.
+    pub(super) mode: Option<Mode>,
+    /// Wrong passwords so far on this connection.
+    pub(super) failures: u8,
+    /// The peer sent telnet negotiation: it understands `IAC WILL ECHO`.
+    pub(super) is_telnet: bool,
+    /// We sent `IAC WILL ECHO` (the password prompt) and owe `IAC WONT ECHO`.
+    pub(super) is_echo_off: bool,
+    /// Rooms joined, oldest first; the last one is the current room, where
+    /// a SAY without `room` goes.
+    pub(super) rooms: Vec<RoomName>,
+    pub(super) outbox: Outbox,
+    /// Set when the client must go now (slow consumer); its output is void.
+    /// Boxed: rare, and this struct is held per connection.
+    pub(super) cut_off: Option<Box<CutOff>>,
+    /// When it connected, for the login deadline.
+    pub(super) connected_ms: u64,
+    /// When its last line arrived, for the idle ping.
+    pub(super) last_input_ms: u64,
+    /// When the idle ping (209) was sent, if it is unanswered.
+    pub(super) ping_sent_ms: Option<u64>,
+    pub(super) flood: TokenBucket,
+    /// Consecutive frames refused for flooding.
+    pub(super) flood_strikes: u32,
+    /// Bytes of answers (HISTORY, WHO, ROOMS, PING, help) it was sent,
+    /// against a rate; never counted as flooding.
+    pub(super) answers: ByteBudget,
+}
+
+impl Client {
+    pub(super) fn tag(&self, conn: ConnId) -> String {
+        format!("conn={conn} peer={}", self.peer)
+    }
+
+    /// Drops what is owed and marks the client for closing.
+    pub(super) fn cut_off(&mut self, conn: ConnId, max_output_bytes: usize) {
+        let pending = self.outbox.pending_bytes();
+        log::warn!(
+            "{} cut off: slow consumer owes {pending} bytes (max_output_bytes {max_output_bytes})",
+            self.tag(conn)
+        );
+        self.outbox.clear();
+        self.cut_off = Some(Box::new(CutOff::SlowConsumer { pending }));
+    }
+}
+
+/// Within one turn a client may be owed this many times `max_output_bytes`
+/// before the flush; past that it is cut off at once (a memory backstop).
+pub(super) const TURN_BACKSTOP: usize = 16;
+
+/// The connection table plus the lists the shell drains. Kept apart from
+/// the rooms so a fan-out can read a room while writing outboxes.
+#[derive(Debug, Default)]
+pub(super) struct Clients {
+    pub(super) slots: Vec<Option<Client>>,
+    /// Connections whose outbox gained bytes (or that quit) since the shell
+    /// last looked; each appears at most once per drain.
+    pub(super) dirty: Vec<ConnId>,
+    pub(super) is_dirty: Vec<bool>,
+    pub(super) max_output_bytes: usize,
+    /// Every frame encoded this turn; outboxes hold spans of it.
+    pub(super) arena: Arena,
+    /// Connections given a span of this turn's arena, to be sealed before
+    /// it is cleared.
+    pub(super) in_turn: Vec<ConnId>,
+}
+
+impl Clients {
+    pub(super) fn get(&self, conn: ConnId) -> Option<&Client> {
+        self.slots.get(conn.0).and_then(Option::as_ref)
+    }
+
+    pub(super) fn get_mut(&mut self, conn: ConnId) -> Option<&mut Client> {
+        self.slots.get_mut(conn.0).and_then(Option::as_mut)
+    }
+
+    pub(super) fn mark_dirty(&mut self, conn: ConnId) {
+        if !self.is_dirty[conn.0] {
+            self.is_dirty[conn.0] = true;
+            self.dirty.push(conn);
+        }
+    }
+
+    /// Queues a frame, encoded in the recipient's mode. `frames` caches
+    /// the two encodings so a fan-out encodes each at most once.
+    pub(super) fn enqueue(&mut self, conn: ConnId, msg: &ServerMsg, frames: &mut FrameCache) {
+        self.enqueue_with(conn, |mode, arena| frames.get(msg, mode, arena));
+    }
+
+    /// Queues what `encode` appends to the arena for a client in `mode`.
+    pub(super) fn enqueue_with(
+        &mut self,
+        conn: ConnId,
+        encode: impl FnOnce(Mode, &mut Arena) -> Span,
+    ) {
+        let max_output_bytes = self.max_output_bytes;
+        let Some(client) = self.slots.get_mut(conn.0).and_then(Option::as_mut) else {
+            return;
+        };
+        if client.cut_off.is_some() {
+            return;
+        }
+        let span = encode(client.mode.unwrap_or(Mode::Json), &mut self.arena);
+        if client.outbox.push(span) {
+            self.in_turn.push(conn);
+        }
+        // The cap proper is checked after a flush (`enforce_output_cap`): a
+        // reader that keeps up may be owed a whole turn's burst. This
+        // backstop only bounds memory within one turn.
+        if client.outbox.pending_bytes() > max_output_bytes.saturating_mul(TURN_BACKSTOP) {
+            client.cut_off(conn, max_output_bytes);
+        }
+        self.mark_dirty(conn);
+    }
+
+    pub(super) fn send(&mut self, conn: ConnId, msg: &ServerMsg) {
+        self.enqueue(conn, msg, &mut FrameCache::default());
+    }
+
+    pub(super) fn deliver<'a>(
+        &mut self,
+        recipients: impl IntoIterator<Item = &'a ConnId>,
+        msg: &ServerMsg,
+    ) {
+        let mut frames = FrameCache::default();
+        for &conn in recipients {
+            self.enqueue(conn, msg, &mut frames);
+        }
+    }
+}
+
+/// Where a frame's JSON and text encodings lie in the turn arena, each
+/// encoded on first use.
+#[derive(Default)]
+pub(super) struct FrameCache {
+    pub(super) json: Option<Span>,
+    pub(super) text: Option<Span>,
+}
+
+impl FrameCache {
+    pub(super) fn get(&mut self, msg: &ServerMsg, mode: Mode, arena: &mut Arena) -> Span {
+        let slot = match mode {
+            Mode::Json => &mut self.json,
+            Mode::Text => &mut self.text,
+        };
+        slot.get_or_insert_with(|| {
+            arena.append(|bytes| match mode {
+                Mode::Json => msg.write_json_line(bytes),
+                Mode::Text => bytes.extend_from_slice(&msg.to_text_lines()),
+            })
+        })
+        .clone()
+    }
+}
+
+impl Hub {
+    /// Number of sessions, logged in or not.
+    pub fn connection_count(&self) -> usize {
+        self.clients.slots.iter().flatten().count()
+    }
+
+    /// A new connection (on a TLS listener if `is_tls`): greet it.
+    pub fn handle_connected(&mut self, conn: ConnId, peer: SocketAddr, is_tls: bool, now: Now) {
+        let slots = &mut self.clients.slots;
+        if slots.len() <= conn.0 {
+            slots.resize_with(conn.0 + 1, || None);
+            self.clients.is_dirty.resize(conn.0 + 1, false);
+        }
+        slots[conn.0] = Some(Client {
+            peer,
+            is_tls,
+            pending_check: None,
+            state: State::Listen,
+            mode: None,
+            failures: 0,
+            is_telnet: false,
+            is_echo_off: false,
+            rooms: Vec::new(),
+            outbox: Outbox::default(),
+            cut_off: None,
+            connected_ms: now.mono_ms,
+            last_input_ms: now.mono_ms,
+            ping_sent_ms: None,
+            flood: TokenBucket::new(self.config.flood_burst, now.mono_ms),
+            flood_strikes: 0,
+            answers: ByteBudget::default(),
+        });
+        self.clients.send(
+            conn,
+            &ServerMsg::Hello {
+                auth: self.config.auth.kind(),
+            },
+        );
+    }
+
+    /// Connections whose outbox changed, or that are quitting, since the last
+    /// call. The buffer is swapped, not reallocated.
+    pub fn drain_dirty(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.clients.dirty);
+        for conn in into.iter() {
+            self.clients.is_dirty[conn.0] = false;
+        }
+    }
+
+    pub fn outbox_mut(&mut self, conn: ConnId) -> Option<&mut Outbox> {
+        self.clients.get_mut(conn).map(|client| &mut client.outbox)
+    }
+
+    /// Sizes the connection tables for `count` connections up front, so
+    /// they never grow by doubling (each doubling leaves the old copy as a
+    /// resident hole in the heap). Untouched capacity costs address space,
+    /// not memory. (Not the name table: a hash table touches its whole
+    /// capacity, so it grows with use.)
+    pub fn reserve_connections(&mut self, count: usize) {
+        let clients = &mut self.clients;
+        clients
+            .slots
+            .reserve_exact(count.saturating_sub(clients.slots.len()));
+        clients
+            .is_dirty
+            .reserve_exact(count.saturating_sub(clients.is_dirty.len()));
+        if let Some(lobby) = self.rooms.get_mut(&self.config.default_room) {
+            lobby
+                .members
+                .reserve_exact(count.saturating_sub(lobby.members.len()));
+        }
+    }
+
+    /// Runs `write` on the connection's outbox and the turn arena its spans
+    /// point into (the shell writes the outbox to the socket with it).
+    pub fn with_output<R>(
+        &mut self,
+        conn: ConnId,
+        write: impl FnOnce(&mut Outbox, &Arena) -> R,
+    ) -> Option<R> {
+        let Clients { slots, arena, .. } = &mut self.clients;
+        let client = slots.get_mut(conn.0).and_then(Option::as_mut)?;
+        Some(write(&mut client.outbox, arena))
+    }
+
+    /// Between turns, when the server is quiet: gives back the memory a
+    /// burst left in the turn arena.
+    pub fn release_idle_memory(&mut self) {
+        self.clients.arena.release();
+    }
+
+    /// Ends the loop turn, after the shell has written what the sockets
+    /// took: what is still owed is copied out of the arena, which is then
+    /// cleared for the next turn.
+    pub fn end_turn(&mut self) {
+        let Clients {
+            slots,
+            arena,
+            in_turn,
+            ..
+        } = &mut self.clients;
+        for conn in in_turn.drain(..) {
+            if let Some(client) = slots.get_mut(conn.0).and_then(Option::as_mut) {
+                client.outbox.seal(arena);
+            }
+        }
+        arena.clear();
+    }
+
+    /// True once the session has left (QUIT, too many failures, shutdown):
+    /// the shell flushes what is owed, then closes.
+    pub fn is_quitting(&self, conn: ConnId) -> bool {
+        self.clients
+            .get(conn)
+            .is_some_and(|client| client.state == State::Quit)
+    }
+
+    /// After a flush left bytes unwritten: a client that still owes more
+    /// than `max_output_bytes` is a slow consumer and is cut off. Returns
+    /// true if it was.
+    pub fn enforce_output_cap(&mut self, conn: ConnId) -> bool {
+        let max_output_bytes = self.clients.max_output_bytes;
+        let Some(client) = self.clients.get_mut(conn) else {
+            return false;
+        };
+        if client.cut_off.is_none() && client.outbox.pending_bytes() > max_output_bytes {
+            client.cut_off(conn, max_output_bytes);
+            return true;
+        }
+        client.cut_off.is_some()
+    }
+
+    /// Why the connection must be closed now, without a flush, if it must.
+    pub fn cut_off(&self, conn: ConnId) -> Option<&CutOff> {
+        self.clients
+            .get(conn)
+            .and_then(|client| client.cut_off.as_deref())
+    }
+
+    /// The session's current state (for the shell's logs and for tests).
+    pub fn state(&self, conn: ConnId) -> Option<&State> {
+        self.clients.get(conn).map(|client| &client.state)
+    }
+}

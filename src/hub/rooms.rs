@@ -1,0 +1,354 @@
+//! Rooms and presence: JOIN, PART, WHO, ROOMS and RENAME, who shares a room
+//! with whom (neighbours), quiet rooms that announce no joins and leaves,
+//! and leaving the server.
+
+use super::refusal::Refusal;
+use super::{ConnId, Hub};
+use crate::proto::{AuthKind, BACKLOG_FRAME_BYTES, MAX_NAME_BYTES, RoomName, ServerMsg, Username};
+use crate::session::{Input, Mode, State};
+use std::collections::HashSet;
+
+/// Rooms one user may be in at once.
+pub const MAX_ROOMS_PER_USER: usize = 20;
+/// Names per 206 frame, so a WHO of a huge room stays within line limits.
+pub const WHO_CHUNK: usize = 200;
+/// Rooms per 212 frame, for the same reason.
+pub const ROOMS_CHUNK: usize = 200;
+/// Most bytes one name adds to a 206 (JSON: quotes and a comma).
+pub(super) const WHO_ENTRY_BYTES: usize = MAX_NAME_BYTES + 3;
+/// Most bytes one room adds to a 212 (JSON: `{"name":"…","users":N},`).
+pub(super) const ROOMS_ENTRY_BYTES: usize = MAX_NAME_BYTES + 42;
+/// Bytes a 206 or 212 frame spends besides its entries.
+pub(super) const LIST_FRAME_BYTES: usize = 128;
+
+/// A room and its members in join order.
+#[derive(Debug, Default)]
+pub(super) struct Room {
+    pub(super) members: Vec<ConnId>,
+}
+
+impl Room {
+    /// Too big to announce joins and leaves (`quiet_room_size`, 0 = never).
+    pub(super) fn is_quiet(&self, quiet_room_size: usize) -> bool {
+        quiet_room_size > 0 && self.members.len() > quiet_room_size
+    }
+}
+
+/// Splits a list answer into frames of at most `chunk` entries, as many
+/// frames as fit in `cap` bytes (each entry at most `entry_bytes`, each frame
+/// `LIST_FRAME_BYTES` more), and always one frame, if only an empty one.
+pub(super) fn capped_chunks<T>(
+    items: &[T],
+    chunk: usize,
+    entry_bytes: usize,
+    cap: usize,
+) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let mut used = LIST_FRAME_BYTES;
+    for piece in items.chunks(chunk) {
+        let size = LIST_FRAME_BYTES.saturating_add(piece.len().saturating_mul(entry_bytes));
+        if used.saturating_add(size) > cap {
+            break;
+        }
+        used = used.saturating_add(size);
+        chunks.push(piece);
+    }
+    if chunks.is_empty() {
+        chunks.push(&items[..0]);
+    }
+    chunks
+}
+
+impl Hub {
+    pub(super) fn current_room(&self, conn: ConnId) -> Option<RoomName> {
+        self.clients.get(conn)?.rooms.last().cloned()
+    }
+
+    /// The named room, or the current one when none is named.
+    pub(super) fn room_or_current(
+        &self,
+        conn: ConnId,
+        room: Option<RoomName>,
+    ) -> Result<RoomName, Refusal> {
+        match room {
+            Some(room) => Ok(room),
+            None => self.current_room(conn).ok_or(Refusal::InNoRoom),
+        }
+    }
+
+    pub(super) fn is_member(&self, conn: ConnId, room: &RoomName) -> bool {
+        self.clients
+            .get(conn)
+            .is_some_and(|client| client.rooms.contains(room))
+    }
+
+    pub(super) fn rename(
+        &mut self,
+        conn: ConnId,
+        old: Username,
+        new: Username,
+    ) -> Result<(), Refusal> {
+        if self.config.auth.kind() == AuthKind::Accounts {
+            // A name is an account here: appearing under another one would
+            // impersonate its owner (issue 11, item 1).
+            return Err(Refusal::NamesAreAccounts);
+        }
+        if !self.is_name_free_for(conn, &new) {
+            return Err(Refusal::NameTaken(new));
+        }
+        self.names.remove(&old.key());
+        self.names.insert(new.key(), conn);
+        self.transition(
+            conn,
+            Input::Renamed {
+                username: new.clone(),
+            },
+        );
+        if let Some(client) = self.clients.get(conn) {
+            log::info!("{} renamed {old} -> {new}", client.tag(conn));
+        }
+        self.clients.send(
+            conn,
+            &ServerMsg::YourName {
+                username: new.clone(),
+            },
+        );
+        let neighbours = self.neighbours(conn, true);
+        self.clients
+            .deliver(&neighbours, &ServerMsg::Renamed { old, new });
+        Ok(())
+    }
+
+    /// Everyone who shares a room with `conn`, once each, not `conn`; without
+    /// `include_quiet`, members of quiet rooms (presence is not announced
+    /// there) are left out unless they share a room that is not quiet.
+    pub(super) fn neighbours(&self, conn: ConnId, include_quiet: bool) -> Vec<ConnId> {
+        let Some(client) = self.clients.get(conn) else {
+            return Vec::new();
+        };
+        let mut seen = HashSet::new();
+        client
+            .rooms
+            .iter()
+            .filter_map(|room| self.rooms.get(room))
+            .filter(|room| include_quiet || !self.is_quiet(room))
+            .flat_map(|room| room.members.iter().copied())
+            .filter(|&member| member != conn && seen.insert(member))
+            .collect()
+    }
+
+    pub(super) fn is_quiet(&self, room: &Room) -> bool {
+        room.is_quiet(self.config.quiet_room_size)
+    }
+
+    pub(super) fn who(&mut self, conn: ConnId, room: Option<RoomName>) -> Result<(), Refusal> {
+        let room = self.room_or_current(conn, room)?;
+        let members = &self
+            .rooms
+            .get(&room)
+            .ok_or_else(|| Refusal::NoSuchRoom(room.clone()))?
+            .members;
+        let users: Vec<Username> = members
+            .iter()
+            .filter_map(|&member| self.clients.get(member)?.state.username().cloned())
+            .collect();
+        let chunks = capped_chunks(&users, WHO_CHUNK, WHO_ENTRY_BYTES, self.answer_cap());
+        let last = chunks.len() - 1;
+        let omitted = users.len() - chunks.iter().map(|chunk| chunk.len()).sum::<usize>();
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            self.clients.send(
+                conn,
+                &ServerMsg::Users {
+                    room: room.clone(),
+                    users: chunk.to_vec(),
+                    more: index < last,
+                    omitted: if index == last { omitted } else { 0 },
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// ROOMS: every room with its member count, sorted by name, in 212
+    /// frames of at most `ROOMS_CHUNK` rooms, the whole answer within its
+    /// share of the output cap (`omitted` counts the rooms left out).
+    pub(super) fn room_list(&mut self, conn: ConnId) {
+        let rooms: Vec<(RoomName, usize)> = self
+            .rooms
+            .iter()
+            .map(|(name, room)| (name.clone(), room.members.len()))
+            .collect();
+        let chunks = capped_chunks(&rooms, ROOMS_CHUNK, ROOMS_ENTRY_BYTES, self.answer_cap());
+        let last = chunks.len() - 1;
+        let omitted = rooms.len() - chunks.iter().map(|chunk| chunk.len()).sum::<usize>();
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            self.clients.send(
+                conn,
+                &ServerMsg::RoomList {
+                    rooms: chunk.to_vec(),
+                    more: index < last,
+                    omitted: if index == last { omitted } else { 0 },
+                },
+            );
+        }
+    }
+
+    pub(super) fn join(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        room: RoomName,
+    ) -> Result<(), Refusal> {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return Ok(());
+        };
+        if let Some(position) = client.rooms.iter().position(|joined| *joined == room) {
+            // Already a member: make it current and confirm to this user only.
+            let room = client.rooms.remove(position);
+            client.rooms.push(room.clone());
+            self.clients
+                .send(conn, &ServerMsg::Connected { username, room });
+            return Ok(());
+        }
+        if client.rooms.len() >= MAX_ROOMS_PER_USER {
+            return Err(Refusal::TooManyRooms);
+        }
+        self.enter_room(conn, username, room);
+        Ok(())
+    }
+
+    pub(super) fn enter_room(&mut self, conn: ConnId, username: Username, room: RoomName) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if client.rooms.capacity() == 0 {
+            // Most users are in one room: hold exactly that (idle memory).
+            client.rooms.reserve_exact(1);
+        }
+        client.rooms.push(room.clone());
+        let quiet_room_size = self.config.quiet_room_size;
+        let entry = self.rooms.entry(room.clone()).or_default();
+        entry.members.push(conn);
+        let joined = ServerMsg::Connected {
+            username,
+            room: room.clone(),
+        };
+        if entry.is_quiet(quiet_room_size) {
+            self.clients.send(conn, &joined);
+        } else {
+            self.clients.deliver(entry.members.iter(), &joined);
+        }
+        if let Some(backlog) = self.config.history_backlog {
+            // The 208 must fit in what is left of the client's answer share:
+            // the cached JSON frame (built for a client that owes nothing)
+            // if it does, else a shorter one, built for this client alone.
+            let room_left = self.answer_cap().saturating_sub(self.pending_bytes(conn));
+            let budget = self.backlog_budget(conn);
+            let full_budget = self
+                .full_history_answer()
+                .saturating_sub(BACKLOG_FRAME_BYTES);
+            let Hub {
+                clients,
+                history,
+                join_backlogs,
+                ..
+            } = self;
+            let frame = |budget: usize| {
+                let slice = history.last(&room, backlog, budget);
+                ServerMsg::Backlog {
+                    room: room.clone(),
+                    messages: slice.messages,
+                    more: slice.more,
+                    gap: slice.gap,
+                }
+            };
+            clients.enqueue_with(conn, |mode, arena| match mode {
+                Mode::Json => {
+                    let cached =
+                        join_backlogs.get_or_encode(&room, || frame(full_budget).to_json_line());
+                    if cached.len() <= room_left {
+                        arena.append(|out| out.extend_from_slice(&cached))
+                    } else {
+                        arena.append(|out| frame(budget).write_json_line(out))
+                    }
+                }
+                Mode::Text => {
+                    arena.append(|out| out.extend_from_slice(&frame(budget).to_text_lines()))
+                }
+            });
+        }
+    }
+
+    pub(super) fn part(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        room: Option<RoomName>,
+    ) -> Result<(), Refusal> {
+        let room = self.room_or_current(conn, room)?;
+        if !self.rooms.contains_key(&room) {
+            return Err(Refusal::NoSuchRoom(room));
+        }
+        if !self.is_member(conn, &room) {
+            return Err(Refusal::NotInRoom(room));
+        }
+        if let Some(entry) = self.rooms.get(&room) {
+            let left = ServerMsg::Disconnected {
+                username,
+                room: Some(room.clone()),
+            };
+            if self.is_quiet(entry) {
+                self.clients.send(conn, &left);
+            } else {
+                self.clients.deliver(&entry.members, &left);
+            }
+        }
+        self.remove_from_room(conn, &room);
+        Ok(())
+    }
+
+    pub(super) fn remove_from_room(&mut self, conn: ConnId, room: &RoomName) {
+        if let Some(client) = self.clients.get_mut(conn) {
+            client.rooms.retain(|joined| joined != room);
+        }
+        if let Some(entry) = self.rooms.get_mut(room) {
+            entry.members.retain(|&member| member != conn);
+            if entry.members.is_empty() && *room != self.config.default_room {
+                self.rooms.remove(room);
+                self.join_backlogs.remove(room);
+            }
+        }
+    }
+
+    /// Leaves the server: 204 to everyone who shared a room, name freed,
+    /// rooms left. Idempotent.
+    pub(super) fn leave(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get(conn) else {
+            return;
+        };
+        let username = client.state.username().cloned();
+        self.orphan_pending_check(conn);
+        if let Some(username) = username {
+            let neighbours = self.neighbours(conn, false);
+            self.clients.deliver(
+                &neighbours,
+                &ServerMsg::Disconnected {
+                    username: username.clone(),
+                    room: None,
+                },
+            );
+            self.names.remove(&username.key());
+        }
+        let rooms = self
+            .clients
+            .get(conn)
+            .map(|client| client.rooms.clone())
+            .unwrap_or_default();
+        for room in &rooms {
+            self.remove_from_room(conn, room);
+        }
+        if self.state(conn).is_some_and(|state| *state != State::Quit) {
+            self.transition(conn, Input::Leave);
+        }
+    }
+}
