@@ -15,7 +15,7 @@
 
 use crate::common;
 
-use common::forward_lines;
+use common::{forward_lines, free_port};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -34,12 +34,6 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_PAUSE: Duration = Duration::from_millis(10);
 
 const RIFTD: &str = env!("CARGO_BIN_EXE_riftd");
-
-/// A port nobody listens on right now: bind port 0, read it, let it go.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
 
 /// Reads a pipe to its end on a thread, so a command's output can be
 /// collected with a deadline.

@@ -157,11 +157,10 @@ impl Drop for Activated {
     }
 }
 
-/// A loopback address with a port that was free a moment ago.
+/// A loopback address with a port that was free a moment ago
+/// (`common::free_port`: outside the ephemeral range).
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("cannot find a free port")
+    SocketAddr::from(([127, 0, 0, 1], common::free_port()))
 }
 
 #[test]

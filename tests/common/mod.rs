@@ -688,3 +688,21 @@ pub fn tls_client_config(
         .with_no_client_auth(),
     )
 }
+
+/// A loopback port nobody listens on right now, for a server whose port
+/// must be known before it starts (daemon mode, socket activation). It is
+/// picked below the kernel's ephemeral range (32768 and up on Linux): every
+/// test's outgoing connections and port-0 listeners take their ports from
+/// that range, so none can take this one between the choice and the bind.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let seed = RandomState::new();
+    for attempt in 0..10_000u64 {
+        let offset = u16::try_from(seed.hash_one(attempt) % 20_000).expect("below 20,000");
+        let port = 10_000 + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 10,000 and 30,000 on 127.0.0.1");
+}
