@@ -132,30 +132,10 @@ impl Raw {
     }
 }
 
-/// A TCP connection made with rustix so its socket can be set up before
-/// `connect`: bound to `local` (another loopback address) and/or given a
-/// small receive buffer. Close-on-exec, like std's, so servers that other
-/// tests spawn meanwhile cannot inherit it.
+/// A raw connection made by `common::connect_with` (bound to `local`,
+/// and/or with a small receive buffer).
 fn connect_with(local: Option<IpAddr>, receive_buffer: Option<usize>, to: SocketAddr) -> Raw {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let socket = rustix::net::socket_with(
-        AddressFamily::INET,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .expect("cannot create a socket");
-    if let Some(size) = receive_buffer {
-        rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size)
-            .expect("cannot set SO_RCVBUF");
-    }
-    if let Some(address) = local {
-        rustix::net::bind(&socket, &SocketAddr::new(address, 0))
-            .unwrap_or_else(|error| panic!("cannot bind to {address}: {error}"));
-    }
-    rustix::net::connect(&socket, &to)
-        .unwrap_or_else(|error| panic!("cannot connect to {to}: {error}"));
-    Raw::new(TcpStream::from(socket))
+    Raw::new(common::connect_with(local, receive_buffer, to))
 }
 
 fn address(port: u16) -> SocketAddr {

@@ -460,19 +460,7 @@ impl Client {
     /// Connects from the local address `local` (e.g. `127.0.0.2`: all of
     /// 127/8 is loopback) and reads the 210 greeting.
     pub fn greeted_from(local: std::net::IpAddr, address: SocketAddr) -> Client {
-        use rustix::net::{AddressFamily, SocketFlags, SocketType};
-        let socket = rustix::net::socket_with(
-            AddressFamily::INET,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .expect("cannot create a socket");
-        rustix::net::bind(&socket, &SocketAddr::new(local, 0))
-            .unwrap_or_else(|error| panic!("cannot bind to {local}: {error}"));
-        rustix::net::connect(&socket, &address)
-            .unwrap_or_else(|error| panic!("cannot connect to {address}: {error}"));
-        let stream = TcpStream::from(socket);
+        let stream = connect_with(Some(local), None, address);
         stream.set_nodelay(true).expect("set_nodelay");
         stream
             .set_write_timeout(Some(READ_TIMEOUT))
@@ -705,4 +693,34 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port between 10,000 and 30,000 on 127.0.0.1");
+}
+
+/// A TCP connection made with rustix so its socket can be set up before
+/// `connect`: bound to `local` (another loopback address: all of 127/8 is
+/// loopback) and/or given a small receive buffer. Close-on-exec, like
+/// std's, so servers that other tests spawn meanwhile cannot inherit it.
+pub fn connect_with(
+    local: Option<std::net::IpAddr>,
+    receive_buffer: Option<usize>,
+    to: SocketAddr,
+) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let socket = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .expect("cannot create a socket");
+    if let Some(size) = receive_buffer {
+        rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size)
+            .expect("cannot set SO_RCVBUF");
+    }
+    if let Some(address) = local {
+        rustix::net::bind(&socket, &SocketAddr::new(address, 0))
+            .unwrap_or_else(|error| panic!("cannot bind to {address}: {error}"));
+    }
+    rustix::net::connect(&socket, &to)
+        .unwrap_or_else(|error| panic!("cannot connect to {to}: {error}"));
+    TcpStream::from(socket)
 }
