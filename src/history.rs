@@ -341,7 +341,8 @@ impl History {
         self.len() == 0
     }
 
-    /// The highest id kept, for continuing ids after a restart.
+    /// The highest id kept (ids after a restart continue from `MessageIds`,
+    /// which the replay feeds; this is for tests and diagnostics).
     pub fn max_id(&self) -> Option<u64> {
         self.rooms
             .values()

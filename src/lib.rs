@@ -1,6 +1,7 @@
 //! riftd: a tiny, fast chat daemon.
 //!
-//! Code map (the pure core first; it does no IO and reads no clock):
+//! Code map (the pure core first; it does no socket IO and reads no clock;
+//! `accounts` and `config` read and write their own files, nothing else does):
 //! - [`codec`]: bytes to lines (cap, `\r\n`, telnet stripping, UTF-8).
 //! - [`proto`]: codes, names, requests and frames; the only JSON user.
 //! - [`session`]: the LISTEN → USER AUTH → PASS AUTH → BROADCAST → QUIT machine.

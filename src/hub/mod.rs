@@ -278,7 +278,11 @@ impl Hub {
             } else {
                 Mode::Text
             });
-            client.state = State::UserAuth;
+            // Through the machine, like every move of a session.
+            match client.state.next(Input::FirstLine) {
+                Ok(next) => client.state = next,
+                Err(error) => log::error!("{} {error}", client.tag(conn)),
+            }
         }
         let request = match client.mode {
             Some(Mode::Text) => {

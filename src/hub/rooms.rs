@@ -59,6 +59,15 @@ pub(super) fn capped_chunks<T>(
     chunks
 }
 
+/// Which of a connection's rooms `Hub::neighbours` looks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rooms {
+    /// Every room (a rename is news in quiet rooms too).
+    All,
+    /// Rooms that announce presence (not quiet ones): for joins and leaves.
+    Announcing,
+}
+
 impl Hub {
     pub(super) fn current_room(&self, conn: ConnId) -> Option<RoomName> {
         self.clients.get(conn)?.rooms.last().cloned()
@@ -113,16 +122,17 @@ impl Hub {
                 username: new.clone(),
             },
         );
-        let neighbours = self.neighbours(conn, true);
+        let neighbours = self.neighbours(conn, Rooms::All);
         self.clients
             .deliver(&neighbours, &ServerMsg::Renamed { old, new });
         Ok(())
     }
 
-    /// Everyone who shares a room with `conn`, once each, not `conn`; without
-    /// `include_quiet`, members of quiet rooms (presence is not announced
-    /// there) are left out unless they share a room that is not quiet.
-    pub(super) fn neighbours(&self, conn: ConnId, include_quiet: bool) -> Vec<ConnId> {
+    /// Everyone who shares one of `conn`'s rooms (`which` of them) with it,
+    /// once each, not `conn`: with `Rooms::Announcing`, members of quiet
+    /// rooms (presence is not announced there) are left out unless they
+    /// share a room that is not quiet.
+    pub(super) fn neighbours(&self, conn: ConnId, which: Rooms) -> Vec<ConnId> {
         let Some(client) = self.clients.get(conn) else {
             return Vec::new();
         };
@@ -131,7 +141,7 @@ impl Hub {
             .rooms
             .iter()
             .filter_map(|room| self.rooms.get(room))
-            .filter(|room| include_quiet || !self.is_quiet(room))
+            .filter(|room| which == Rooms::All || !self.is_quiet(room))
             .flat_map(|room| room.members.iter().copied())
             .filter(|&member| member != conn && seen.insert(member))
             .collect()
@@ -329,7 +339,7 @@ impl Hub {
         let username = client.state.username().cloned();
         self.orphan_pending_check(conn);
         if let Some(username) = username {
-            let neighbours = self.neighbours(conn, false);
+            let neighbours = self.neighbours(conn, Rooms::Announcing);
             self.clients.deliver(
                 &neighbours,
                 &ServerMsg::Disconnected {
