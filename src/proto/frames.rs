@@ -106,7 +106,8 @@ pub enum ServerMsg {
         code: Code,
         error: String,
     },
-    /// Text mode's `/help` page; JSON clients never receive it.
+    /// Text mode's `/help` page. It has no code: only a text-mode line
+    /// asks for it, so it is only ever spelled as text.
     Help,
 }
 
@@ -118,8 +119,9 @@ impl ServerMsg {
         }
     }
 
-    pub fn code(&self) -> Code {
-        match self {
+    /// The frame's code; `None` for the help page, which has none.
+    pub fn code(&self) -> Option<Code> {
+        Some(match self {
             ServerMsg::Message(_) => Code::Message,
             ServerMsg::Connected { .. } => Code::Connected,
             ServerMsg::YourName { .. } => Code::YourName,
@@ -134,8 +136,8 @@ impl ServerMsg {
             ServerMsg::PassNeeded => Code::PassNeeded,
             ServerMsg::RoomList { .. } => Code::RoomList,
             ServerMsg::Error { code, .. } => *code,
-            ServerMsg::Help => Code::Rooms,
-        }
+            ServerMsg::Help => return None,
+        })
     }
 
     /// The frame as one JSON line, `\n` included.
@@ -357,7 +359,11 @@ impl Serialize for MessageBody<'_> {
 impl Serialize for ServerMsg {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("code", &self.code().number())?;
+        // Every frame a JSON client can receive has a code; the help page
+        // (text mode's only) has none, so none is written for it.
+        if let Some(code) = self.code() {
+            map.serialize_entry("code", &code.number())?;
+        }
         match self {
             ServerMsg::Message(message) => map.serialize_entry("message", &MessageBody(message))?,
             ServerMsg::Connected { username, room } => {
@@ -563,6 +569,23 @@ mod tests {
             }),
             "{\"code\":212,\"rooms\":[{\"name\":\"lobby\",\"users\":2}]}\n"
         );
+    }
+
+    #[test]
+    fn the_help_page_has_no_code_and_is_spelled_as_text() {
+        assert_eq!(ServerMsg::Help.code(), None);
+        assert_eq!(ServerMsg::GoingDown.code(), Some(Code::GoingDown));
+        assert_eq!(
+            ServerMsg::error(Code::Forbidden, "no").code(),
+            Some(Code::Forbidden)
+        );
+        let page = text(&ServerMsg::Help);
+        assert!(page.starts_with("* Type a line"), "{page}");
+        assert!(
+            page.ends_with("*   /quit             leave; also /exit\n"),
+            "{page}"
+        );
+        assert!(!json(&ServerMsg::Help).contains("code"));
     }
 
     #[test]
