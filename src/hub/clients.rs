@@ -3,19 +3,53 @@
 //! recipient's outbox; the output cap (a slow consumer is cut off) and the
 //! end of a turn. Decides nothing about the chat.
 
-use super::{ConnId, Hub, Now};
+use super::{ConnId, Hub, Now, Wire};
 use crate::flood::{ByteBudget, TokenBucket};
-use crate::outbox::{Arena, Outbox, Span};
+use crate::outbox::{Arena, Flushed, Outbox, Span};
 use crate::proto::{RoomName, ServerMsg};
 use crate::session::{Mode, State};
+use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
 
 /// Why a connection must be closed at once, without waiting for its output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CutOff {
-    /// It owed more than `max_output_bytes`.
-    SlowConsumer { pending: usize },
+    /// It owed `owed` bytes, more than `limit` (`max_output_bytes`).
+    SlowConsumer { owed: usize, limit: usize },
+}
+
+/// The hub's one answer about a connection it was told about: what the
+/// shell does with the socket. Every input for a connection returns it, and
+/// so does every flush (`Hub::flush`), which is the only way the shell
+/// learns that a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// The session goes on: read it, write what it is owed.
+    Open,
+    /// The session has left (QUIT, EOF, a refusal that ends it, shutdown):
+    /// read nothing more from it, write what it is owed, then close.
+    Leaving,
+    /// Close at once: what it was owed is void.
+    CutOff(CutOff),
+    /// The session is over and owes nothing, or was never known: the hub
+    /// has forgotten it. Close gracefully.
+    Ended,
+}
+
+/// What one `Hub::flush` achieved and what follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFlush {
+    /// The session goes on; `Partly` means bytes are still owed (wait for
+    /// the socket to become writable).
+    Open(Flushed),
+    /// The session has left and bytes are still owed.
+    Leaving,
+    /// The session has left and everything owed was written: the hub has
+    /// forgotten it; send the end of the stream.
+    Ended,
+    /// Close at once without writing (it owes more than the cap).
+    CutOff(CutOff),
 }
 
 /// One connection's view from the hub.
@@ -62,15 +96,17 @@ impl Client {
         format!("conn={conn} peer={}", self.peer)
     }
 
-    /// Drops what is owed and marks the client for closing.
-    pub(super) fn cut_off(&mut self, conn: ConnId, max_output_bytes: usize) {
-        let pending = self.outbox.pending_bytes();
-        log::warn!(
-            "{} cut off: slow consumer owes {pending} bytes (max_output_bytes {max_output_bytes})",
-            self.tag(conn)
-        );
+    /// Drops what is owed and marks the client for closing at once. Not
+    /// logged here: the shell's one line for the disconnect says why
+    /// (`Fate::CutOff`).
+    pub(super) fn cut_off(&mut self, limit: usize) -> CutOff {
+        let cut_off = CutOff::SlowConsumer {
+            owed: self.outbox.pending_bytes(),
+            limit,
+        };
         self.outbox.clear();
-        self.cut_off = Some(Box::new(CutOff::SlowConsumer { pending }));
+        self.cut_off = Some(Box::new(cut_off));
+        cut_off
     }
 }
 
@@ -134,11 +170,11 @@ impl Clients {
         if client.outbox.push(span) {
             self.in_turn.push(conn);
         }
-        // The cap proper is checked after a flush (`enforce_output_cap`): a
+        // The cap proper is checked after a flush (`Hub::flush`): a
         // reader that keeps up may be owed a whole turn's burst. This
         // backstop only bounds memory within one turn.
         if client.outbox.pending_bytes() > max_output_bytes.saturating_mul(TURN_BACKSTOP) {
-            client.cut_off(conn, max_output_bytes);
+            client.cut_off(max_output_bytes);
         }
         self.mark_dirty(conn);
     }
@@ -189,8 +225,8 @@ impl Hub {
         self.clients.slots.iter().flatten().count()
     }
 
-    /// A new connection (on a TLS listener if `is_tls`): greet it.
-    pub fn handle_connected(&mut self, conn: ConnId, peer: SocketAddr, is_tls: bool, now: Now) {
+    /// A new connection: greet it.
+    pub fn handle_connected(&mut self, conn: ConnId, peer: SocketAddr, wire: Wire, now: Now) {
         let slots = &mut self.clients.slots;
         if slots.len() <= conn.0 {
             slots.resize_with(conn.0 + 1, || None);
@@ -198,7 +234,7 @@ impl Hub {
         }
         slots[conn.0] = Some(Client {
             peer,
-            is_tls,
+            is_tls: wire == Wire::Tls,
             pending_check: None,
             state: State::Listen,
             mode: None,
@@ -233,7 +269,8 @@ impl Hub {
         }
     }
 
-    pub fn outbox_mut(&mut self, conn: ConnId) -> Option<&mut Outbox> {
+    #[cfg(test)]
+    pub(crate) fn outbox_mut(&mut self, conn: ConnId) -> Option<&mut Outbox> {
         self.clients.get_mut(conn).map(|client| &mut client.outbox)
     }
 
@@ -257,9 +294,46 @@ impl Hub {
         }
     }
 
-    /// Runs `write` on the connection's outbox and the turn arena its spans
-    /// point into (the shell writes the outbox to the socket with it).
-    pub fn with_output<R>(
+    /// Writes the connection's outbox with `write` (the shell's transport,
+    /// given the outbox and the turn arena its spans point into), then
+    /// answers what follows: the one round trip of a flush. A client still
+    /// owing more than `max_output_bytes` after the write is cut off as a
+    /// slow consumer (a reader that keeps up may be owed a whole turn's
+    /// burst before it); a leaving session that owes nothing more is
+    /// forgotten (`Ended`), as by `handle_closed`. A write error is handed
+    /// back as it came: the shell closes the socket and reports it with
+    /// `handle_closed`.
+    pub fn flush(
+        &mut self,
+        conn: ConnId,
+        write: impl FnOnce(&mut Outbox, &Arena) -> io::Result<Flushed>,
+    ) -> io::Result<AfterFlush> {
+        let max_output_bytes = self.clients.max_output_bytes;
+        let Clients { slots, arena, .. } = &mut self.clients;
+        let Some(client) = slots.get_mut(conn.0).and_then(Option::as_mut) else {
+            return Ok(AfterFlush::Ended);
+        };
+        if let Some(cut_off) = client.cut_off.as_deref() {
+            return Ok(AfterFlush::CutOff(*cut_off));
+        }
+        let flushed = write(&mut client.outbox, arena)?;
+        if flushed == Flushed::Partly && client.outbox.pending_bytes() > max_output_bytes {
+            return Ok(AfterFlush::CutOff(client.cut_off(max_output_bytes)));
+        }
+        if client.state != State::Quit {
+            return Ok(AfterFlush::Open(flushed));
+        }
+        if flushed == Flushed::Partly {
+            return Ok(AfterFlush::Leaving);
+        }
+        self.handle_closed(conn);
+        Ok(AfterFlush::Ended)
+    }
+
+    /// Runs `write` on the connection's outbox and the turn arena, without
+    /// what a flush decides after it (tests read what a socket would get).
+    #[cfg(test)]
+    pub(crate) fn with_output<R>(
         &mut self,
         conn: ConnId,
         write: impl FnOnce(&mut Outbox, &Arena) -> R,
@@ -293,34 +367,16 @@ impl Hub {
         arena.clear();
     }
 
-    /// True once the session has left (QUIT, too many failures, shutdown):
-    /// the shell flushes what is owed, then closes.
-    pub fn is_quitting(&self, conn: ConnId) -> bool {
-        self.clients
-            .get(conn)
-            .is_some_and(|client| client.state == State::Quit)
-    }
-
-    /// After a flush left bytes unwritten: a client that still owes more
-    /// than `max_output_bytes` is a slow consumer and is cut off. Returns
-    /// true if it was.
-    pub fn enforce_output_cap(&mut self, conn: ConnId) -> bool {
-        let max_output_bytes = self.clients.max_output_bytes;
-        let Some(client) = self.clients.get_mut(conn) else {
-            return false;
-        };
-        if client.cut_off.is_none() && client.outbox.pending_bytes() > max_output_bytes {
-            client.cut_off(conn, max_output_bytes);
-            return true;
+    /// What the shell does with the connection now (`Fate`).
+    pub fn fate(&self, conn: ConnId) -> Fate {
+        match self.clients.get(conn) {
+            None => Fate::Ended,
+            Some(client) => match (&client.cut_off, &client.state) {
+                (Some(cut_off), _) => Fate::CutOff(**cut_off),
+                (None, State::Quit) => Fate::Leaving,
+                (None, _) => Fate::Open,
+            },
         }
-        client.cut_off.is_some()
-    }
-
-    /// Why the connection must be closed now, without a flush, if it must.
-    pub fn cut_off(&self, conn: ConnId) -> Option<&CutOff> {
-        self.clients
-            .get(conn)
-            .and_then(|client| client.cut_off.as_deref())
     }
 
     /// The session's current state (for the shell's logs and for tests).

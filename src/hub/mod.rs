@@ -8,7 +8,7 @@
 //!
 //! # The contract with the shell
 //!
-//! The hub's methods come in three kinds; the shell (`server/`) calls them in
+//! The hub's methods come in four kinds; the shell (`server/`) calls them in
 //! this order, once per loop turn.
 //!
 //! - **Inputs** (`handle_*`), as events arrive: `handle_connected` for an
@@ -18,30 +18,35 @@
 //!   `handle_eof` when the peer closed its side. Verdicts of the password
 //!   worker come back as `handle_verified` (or `handle_verify_busy` when its
 //!   queue was full). `handle_shutdown` once, when the server goes down.
+//!   The inputs about one connection's bytes return its `Fate`: once it is
+//!   not `Open`, the shell hands it no more lines.
 //! - **Timers**: `deadline(conn)` says when `handle_timeout(conn, now)` has
 //!   something to do (login deadline, idle ping, idle close); early or
 //!   repeated calls do nothing.
 //! - **Outputs**, drained after the inputs of a turn: `drain_verify_jobs`
 //!   (password checks to run off the loop), `take_id_reservation` and
 //!   `take_unwritten_history` (journaled before any flush), `drain_dirty`
-//!   (connections whose outbox gained bytes or that quit), and per dirty
-//!   connection `with_output` to write its outbox; after a flush that left
-//!   bytes, `enforce_output_cap`; then `is_quitting` / `cut_off` say whether
-//!   to close once flushed or at once. A closed socket is reported with
-//!   `handle_closed` (which may queue 204s for others, so the flush repeats),
-//!   and `end_turn` ends the turn: what is still owed is sealed out of the
-//!   turn arena.
+//!   (connections whose outbox gained bytes, or whose fate changed), and per
+//!   dirty connection one `flush`: the shell passes its transport's write,
+//!   the hub answers what follows (`AfterFlush`: keep, still leaving, ended,
+//!   or cut off as a slow consumer). That answer is the only way the shell
+//!   learns that a session is over; it keeps no copy of the chat's state.
+//! - **Ends**: a socket the shell closed (EOF after leaving, an IO error, a
+//!   cut-off, a deadline) is reported with `handle_closed`, which may queue
+//!   204s for others, so the flush repeats; `end_turn` ends the turn: what
+//!   is still owed is sealed out of the turn arena.
 //!
-//! Reload calls `set_config`; start-up calls `restore_history` and
-//! `restore_next_id`; compaction reads `history` and `id_reservation`.
+//! Reload calls `set_config`; start-up calls `reserve_connections`,
+//! `restore_history` and `restore_next_id`; compaction reads `history` and
+//! `id_reservation`; a quiet loop calls `release_idle_memory`.
 //!
 //! # Where each job lives
 //!
 //! - `mod.rs`: the `Hub`, its configuration, dispatch of a line
 //!   (`handle_line`, `dispatch`, `chat`), flood control, timeouts, closing.
-//! - `clients.rs`: the connection table, fan-out into outboxes, the output
-//!   cap and cut-off, the turn arena (`end_turn`, `with_output`,
-//!   `drain_dirty`).
+//! - `clients.rs`: the connection table, fan-out into outboxes, each
+//!   connection's `Fate`, the flush and the output cap (cut-off), the turn
+//!   arena (`end_turn`, `drain_dirty`).
 //! - `login.rs`: USER, PASS, password checks as jobs and verdicts, the login
 //!   throttle, telnet echo around the password prompt, account checks at
 //!   reload.
@@ -58,7 +63,7 @@ mod messages;
 mod refusal;
 mod rooms;
 
-pub use clients::CutOff;
+pub use clients::{AfterFlush, CutOff, Fate};
 pub use login::{MAX_PASSWORD_FAILURES, VerifyJob};
 pub use messages::{ANSWER_BURST, ANSWER_RATE, ANSWER_SHARE};
 pub use rooms::{MAX_ROOMS_PER_USER, ROOMS_CHUNK, WHO_CHUNK};
@@ -89,6 +94,16 @@ impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)
     }
+}
+
+/// How a connection's bytes cross the wire, as far as the chat cares: the
+/// password rule (`require_tls_for_password`) looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Plaintext TCP: anyone on the path reads it.
+    Plain,
+    /// TLS: encrypted from the client to riftd.
+    Tls,
 }
 
 /// The moment an input happened, as the shell read it from the clock.
@@ -252,8 +267,14 @@ impl Hub {
         }
     }
 
-    /// One complete line from the codec.
-    pub fn handle_line(&mut self, conn: ConnId, line: &str, now: Now) {
+    /// One complete line from the codec. Returns the connection's fate: once
+    /// it is not `Open`, the shell hands it no more lines.
+    pub fn handle_line(&mut self, conn: ConnId, line: &str, now: Now) -> Fate {
+        self.take_line(conn, line, now);
+        self.fate(conn)
+    }
+
+    fn take_line(&mut self, conn: ConnId, line: &str, now: Now) {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
@@ -428,8 +449,9 @@ impl Hub {
     }
 
     /// A line the codec could not deliver.
-    pub fn handle_codec_error(&mut self, conn: ConnId, error: CodecError) {
+    pub fn handle_codec_error(&mut self, conn: ConnId, error: CodecError) -> Fate {
         self.refuse(conn, Refusal::Codec(error));
+        self.fate(conn)
     }
 
     /// The socket is gone (EOF, error, or the shell closed it). Frees the
@@ -444,10 +466,11 @@ impl Hub {
 
     /// The peer closed its side: leave as after QUIT, still flushing what
     /// is owed (a half-closed socket can still be written).
-    pub fn handle_eof(&mut self, conn: ConnId) {
-        if self.clients.get(conn).is_some() && !self.is_quitting(conn) {
+    pub fn handle_eof(&mut self, conn: ConnId) -> Fate {
+        if self.fate(conn) == Fate::Open {
             self.quit(conn, QuitReason::PeerClosed);
         }
+        self.fate(conn)
     }
 
     /// The server is going down: tell everyone (205) and stop reading them.

@@ -222,7 +222,7 @@ fn adopt(fd: OwnedFd, address: SocketAddr) -> Result<std::net::TcpListener, Stri
     let detail = |error: rustix::io::Errno| format!(": {error}");
     fcntl_setfd(&fd, FdFlags::CLOEXEC).map_err(detail)?;
     ioctl_fionbio(&fd, true).map_err(detail)?;
-    super::tune_listener(fd.as_fd(), address);
+    super::listen::tune_listener(fd.as_fd(), address);
     Ok(std::net::TcpListener::from(fd))
 }
 

@@ -6,7 +6,7 @@ use super::*;
 
 #[test]
 fn a_recipient_that_never_reads_is_cut_off_and_the_others_get_every_message() {
-    // Cut-offs happen after a flush (`enforce_output_cap`), never just
+    // Cut-offs happen after a flush (`Hub::flush`), never just
     // because one turn queued a burst: see the next test.
     let max_output_bytes = 65_536;
     let mut chat = Chat::with(Auth::Open, max_output_bytes);
@@ -24,8 +24,8 @@ fn a_recipient_that_never_reads_is_cut_off_and_the_others_get_every_message() {
         bob_ids.extend(message_ids(&chat.received(bob)));
         alice_ids.extend(message_ids(&chat.received(alice)));
         // What the shell does after a flush that could not write everything.
-        chat.hub.enforce_output_cap(sleeper);
-        if cut_at.is_none() && chat.hub.cut_off(sleeper).is_some() {
+        chat.stalled_flush(sleeper);
+        if cut_at.is_none() && chat.cut_off(sleeper).is_some() {
             cut_at = Some(index);
         }
     }
@@ -40,10 +40,11 @@ fn a_recipient_that_never_reads_is_cut_off_and_the_others_get_every_message() {
         max_output_bytes / frame_len,
         "cut at the first excess"
     );
-    let Some(CutOff::SlowConsumer { pending }) = chat.hub.cut_off(sleeper).cloned() else {
+    let Some(CutOff::SlowConsumer { owed, limit }) = chat.cut_off(sleeper) else {
         panic!("no slow-consumer cut-off");
     };
-    assert!(pending > max_output_bytes, "{pending}");
+    assert!(owed > max_output_bytes, "{owed}");
+    assert_eq!(limit, max_output_bytes);
     assert_eq!(chat.hub.outbox_mut(sleeper).unwrap().pending_bytes(), 0);
     assert!(chat.raw(sleeper).is_empty());
 
@@ -53,7 +54,7 @@ fn a_recipient_that_never_reads_is_cut_off_and_the_others_get_every_message() {
     chat.send_json(bob, say("too late"));
     assert_eq!(chat.codes(bob), vec![200]);
     assert!(chat.raw(sleeper).is_empty());
-    assert!(!chat.hub.is_quitting(sleeper));
+    assert!(!chat.is_leaving(sleeper));
     chat.hub.handle_closed(sleeper);
     assert_eq!(chat.received(bob), vec![quit("sleeper")]);
 }
@@ -70,11 +71,11 @@ fn issue_6_a_burst_queued_in_one_turn_does_not_cut_off_a_reader_that_keeps_up() 
     for _ in 0..64 {
         chat.send_json(alice, say(&text));
     }
-    assert!(chat.hub.cut_off(bob).is_none());
+    assert!(chat.cut_off(bob).is_none());
     assert!(chat.hub.outbox_mut(bob).unwrap().pending_bytes() > max_output_bytes);
     // The flush writes it all: nothing is owed, nobody is cut off.
     assert_eq!(message_ids(&chat.received(bob)).len(), 64);
-    assert!(!chat.hub.enforce_output_cap(bob));
+    assert!(!chat.stalled_flush(bob));
 }
 
 #[test]

@@ -208,7 +208,7 @@ fn a_wrong_password_in_json_mode_gets_401_and_returns_to_user_auth() {
         ]
     );
     assert_eq!(chat.state_of(conn), Some(State::UserAuth));
-    assert!(!chat.hub.is_quitting(conn));
+    assert!(!chat.is_leaving(conn));
 
     // The name is free for someone else at once ...
     let other = chat.login_with_password("Alice");
@@ -232,11 +232,7 @@ fn three_wrong_passwords_close_the_connection() {
         let frames = chat.received(conn);
         assert_eq!(frames.len(), 2, "{frames:?}");
         assert_eq!(frames[1]["code"], 401);
-        assert_eq!(
-            chat.hub.is_quitting(conn),
-            attempt == 3,
-            "attempt {attempt}"
-        );
+        assert_eq!(chat.is_leaving(conn), attempt == 3, "attempt {attempt}");
     }
     assert_eq!(chat.state_of(conn), Some(State::Quit));
     chat.send_json(conn, json!({"code": 110, "username": "alice"}));
@@ -288,7 +284,7 @@ fn issue_11_a_text_user_whose_name_was_taken_during_the_check_is_closed_not_sent
         lines[0].contains("was taken") && lines[0].ends_with("(409)"),
         "{lines:?}"
     );
-    assert!(chat.hub.is_quitting(text));
+    assert!(chat.is_leaving(text));
 }
 
 #[test]
@@ -317,7 +313,7 @@ fn closing_in_pass_auth_leaves_the_name_free() {
     let quitter = chat.connect();
     chat.send_json(quitter, json!({"code": 110, "username": "bob"}));
     chat.send_json(quitter, json!({"code": 109}));
-    assert!(chat.hub.is_quitting(quitter));
+    assert!(chat.is_leaving(quitter));
     chat.login_with_password("bob");
 }
 
@@ -375,7 +371,7 @@ fn issue_11_a_retyped_password_is_read_as_a_password_never_announced_as_a_name()
         usize::from(MAX_PASSWORD_FAILURES),
         "{lines:?}"
     );
-    assert!(chat.hub.is_quitting(typo));
+    assert!(chat.is_leaving(typo));
     assert!(chat.raw(lobby).is_empty(), "nothing reached the lobby");
 }
 
@@ -394,10 +390,10 @@ fn issue_11_quit_and_help_at_the_password_prompt_are_commands_not_failed_passwor
         lines.iter().any(|line| line.contains("/history")),
         "{lines:?}"
     );
-    assert!(!chat.hub.is_quitting(conn), "/help counted as a failure");
+    assert!(!chat.is_leaving(conn), "/help counted as a failure");
     assert!(matches!(chat.state_of(conn), Some(State::PassAuth { .. })));
     chat.send(conn, "/quit");
-    assert!(chat.hub.is_quitting(conn));
+    assert!(chat.is_leaving(conn));
     assert!(
         !chat.raw(conn).contains("401"),
         "/quit counted as a failed password"
@@ -431,13 +427,13 @@ mod accounts_auth {
         chat
     }
 
-    fn connect_from(chat: &mut Chat, address: [u8; 4], is_tls: bool) -> ConnId {
+    fn connect_from(chat: &mut Chat, address: [u8; 4], wire: Wire) -> ConnId {
         let conn = ConnId(chat.next_conn);
         chat.next_conn += 1;
         chat.hub.handle_connected(
             conn,
             SocketAddr::from((address, 40_000)),
-            is_tls,
+            wire,
             Now::default(),
         );
         conn
@@ -521,7 +517,7 @@ mod accounts_auth {
         chat.hub.handle_connected(
             conn,
             SocketAddr::from(([127, 0, 0, 1], 40_001)),
-            false,
+            Wire::Plain,
             Now::default(),
         );
         chat.raw(conn);
@@ -592,7 +588,7 @@ mod accounts_auth {
         );
         // Another address is not blocked by these failures: the owner of
         // the name is not locked out by someone else's guesses.
-        let elsewhere = connect_from(&mut chat, [192, 0, 2, 9], false);
+        let elsewhere = connect_from(&mut chat, [192, 0, 2, 9], Wire::Plain);
         chat.raw(elsewhere);
         chat.send_json(elsewhere, json!({"code": 110, "username": "alice"}));
         assert_eq!(chat.codes(elsewhere), vec![211]);
@@ -638,7 +634,7 @@ mod accounts_auth {
     #[test]
     fn a_password_login_over_plaintext_from_afar_is_refused_when_tls_is_required() {
         let mut chat = accounts_chat(true);
-        let remote = connect_from(&mut chat, [192, 0, 2, 1], false);
+        let remote = connect_from(&mut chat, [192, 0, 2, 1], Wire::Plain);
         chat.raw(remote);
         chat.send_json(remote, json!({"code": 110, "username": "alice"}));
         let frames = chat.received(remote);
@@ -647,8 +643,8 @@ mod accounts_auth {
         assert_eq!(chat.hub.state(remote), Some(&State::UserAuth));
         // Over TLS, or from loopback, the same login proceeds.
         for conn in [
-            connect_from(&mut chat, [192, 0, 2, 1], true),
-            connect_from(&mut chat, [127, 0, 0, 1], false),
+            connect_from(&mut chat, [192, 0, 2, 1], Wire::Tls),
+            connect_from(&mut chat, [127, 0, 0, 1], Wire::Plain),
         ] {
             chat.raw(conn);
             chat.send_json(conn, json!({"code": 110, "username": "alice"}));
@@ -665,7 +661,7 @@ mod accounts_auth {
             require_tls_for_password: true,
             ..test_config()
         });
-        let remote = connect_from(&mut chat, [192, 0, 2, 1], false);
+        let remote = connect_from(&mut chat, [192, 0, 2, 1], Wire::Plain);
         chat.raw(remote);
         chat.send_json(remote, json!({"code": 110, "username": "carol"}));
         assert_eq!(chat.codes(remote), vec![202, 201]);
@@ -803,7 +799,7 @@ mod accounts_auth {
         other.hub.handle_connected(
             reused,
             SocketAddr::from(([127, 0, 0, 1], 40_001)),
-            false,
+            Wire::Plain,
             Now::default(),
         );
         other.raw(reused);
@@ -856,17 +852,17 @@ mod accounts_auth {
         });
         let frames = chat.received(alice);
         assert_eq!(frames[0]["code"], 403, "{frames:?}");
-        assert!(chat.hub.is_quitting(alice));
+        assert!(chat.is_leaving(alice));
         // A session still choosing a name holds none: it is untouched and
         // will log in with an account.
-        assert!(!chat.hub.is_quitting(pending));
+        assert!(!chat.is_leaving(pending));
         // Sessions that logged in with an account survive a reload.
         let verified = login_account(&mut chat, "alice");
         chat.hub.set_config(HubConfig {
             auth: Auth::Accounts { users },
             ..test_config()
         });
-        assert!(!chat.hub.is_quitting(verified));
+        assert!(!chat.is_leaving(verified));
         assert!(chat.received(verified).is_empty());
     }
 
@@ -905,7 +901,7 @@ mod accounts_auth {
         // account is as it was (none: the test plays the verifier).
         reload_users(&mut chat, &[("alice", "new password")]);
         chat.expect_error(alice, 403, "alice had its password changed");
-        assert!(chat.hub.is_quitting(alice));
+        assert!(chat.is_leaving(alice));
         let frames = chat.received(bob);
         assert!(
             frames.iter().any(|frame| frame["code"] == 403
@@ -914,8 +910,8 @@ mod accounts_auth {
                     .is_some_and(|error| error.contains("bob was removed"))),
             "{frames:?}"
         );
-        assert!(chat.hub.is_quitting(bob));
-        assert!(!chat.hub.is_quitting(carol));
+        assert!(chat.is_leaving(bob));
+        assert!(!chat.is_leaving(carol));
         chat.expect_error(checking, 503, "send PASS again");
         assert!(matches!(
             chat.state_of(checking),

@@ -593,7 +593,7 @@ mod answers {
         chat.send_json(alice, json!({"code": 110, "username": "alice"}));
         // Nothing was written yet: what the client owes is the whole login.
         assert!(
-            !chat.hub.enforce_output_cap(alice),
+            !chat.stalled_flush(alice),
             "cut off: owed {} bytes",
             chat.hub.outbox_mut(alice).unwrap().pending_bytes()
         );
@@ -609,7 +609,7 @@ mod answers {
         // A text client too (text mode escapes as well).
         let bob = chat.connect();
         chat.send(bob, "bob");
-        assert!(!chat.hub.enforce_output_cap(bob));
+        assert!(!chat.stalled_flush(bob));
         let lines = chat.received_text(bob);
         assert!(
             lines
@@ -635,7 +635,7 @@ mod answers {
             // A second apart: this test is about sizes, not the byte rate.
             chat.now.mono_ms += 1000;
             chat.send_json(alice, json!({"code": 106, "after": after, "limit": 1000}));
-            assert!(!chat.hub.enforce_output_cap(alice));
+            assert!(!chat.stalled_flush(alice));
             let (frames, bytes) = codes_and_bytes(&mut chat, alice);
             assert_eq!(code_list(&frames), vec![208]);
             assert!(bytes <= MIN_OUTPUT / ANSWER_SHARE, "{bytes}");
@@ -679,7 +679,7 @@ mod answers {
         for name in &rooms {
             chat.send_json(alice, join(name));
         }
-        assert!(!chat.hub.enforce_output_cap(alice));
+        assert!(!chat.stalled_flush(alice));
         let (frames, bytes) = codes_and_bytes(&mut chat, alice);
         assert!(bytes <= MIN_OUTPUT / ANSWER_SHARE, "{bytes}");
         let backlogs: Vec<&Value> = frames.iter().filter(|f| f["code"] == 208).collect();
@@ -800,7 +800,7 @@ mod answers {
                         json!({"code": 106, "room": name, "after": after, "limit": 1000}),
                     );
                 }
-                assert!(!chat.hub.enforce_output_cap(alice));
+                assert!(!chat.stalled_flush(alice));
                 let frames = chat.received(alice);
                 assert!(
                     frames.iter().all(|frame| frame["code"] == 208),
@@ -858,7 +858,7 @@ mod answers {
         assert!(answered_bytes <= burst + full, "{answered_bytes}");
         assert!(refused >= 4 * ANSWER_BURST - answered, "{refused}");
         // Never an "excess flood" disconnect, and chat is unaffected.
-        assert!(!chat.hub.is_quitting(alice));
+        assert!(!chat.is_leaving(alice));
         chat.send_json(alice, say("still here"));
         assert_eq!(chat.codes(alice), vec![200]);
         // PING, WHO and ROOMS share that budget.
@@ -932,7 +932,7 @@ mod answers {
         }
         for (code, key, entries) in [(103, "users", 1000), (107, "rooms", 1 + 249 * 19)] {
             chat.send_json(first, json!({"code": code}));
-            assert!(!chat.hub.enforce_output_cap(first));
+            assert!(!chat.stalled_flush(first));
             let raw = chat.raw(first);
             assert!(
                 raw.len() <= MIN_OUTPUT / ANSWER_SHARE,

@@ -1,8 +1,10 @@
 //! Hub tests: scripted connections drive the hub through its public API only
-//! (`handle_*`, `outbox_mut`, `state`, `is_quitting`, `cut_off`) and read
+//! (`handle_*`, `fate`, `flush`, and the test-only `outbox_mut`, `state`,
+//! `with_output`) and read
 //! back exactly what each connection would receive on the wire.
 
 use super::*;
+use crate::outbox::Flushed;
 use crate::proto::{ChatMessage, MAX_MESSAGE_BYTES, Target};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -80,10 +82,37 @@ impl Chat {
         self.hub.handle_connected(
             conn,
             SocketAddr::from(([127, 0, 0, 1], 40_000)),
-            false,
+            Wire::Plain,
             Now::default(),
         );
         conn
+    }
+
+    /// True once the session has left and the shell would close it once
+    /// flushed (`Fate::Leaving`).
+    fn is_leaving(&self, conn: ConnId) -> bool {
+        self.hub.fate(conn) == Fate::Leaving
+    }
+
+    /// Why the connection is to be closed at once, if it is.
+    fn cut_off(&self, conn: ConnId) -> Option<CutOff> {
+        match self.hub.fate(conn) {
+            Fate::CutOff(cut_off) => Some(cut_off),
+            _ => None,
+        }
+    }
+
+    /// What the shell does after a flush the socket took nothing of: true
+    /// if the hub answered that the client is cut off (a slow consumer).
+    fn stalled_flush(&mut self, conn: ConnId) -> bool {
+        let after = self.hub.flush(conn, |outbox, _| {
+            Ok(if outbox.is_empty() {
+                Flushed::All
+            } else {
+                Flushed::Partly
+            })
+        });
+        matches!(after, Ok(AfterFlush::CutOff(_)))
     }
 
     /// One line, as one loop turn: what is not read before the next

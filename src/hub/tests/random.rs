@@ -143,7 +143,7 @@ fn run_random_traffic(is_password: bool, steps: Vec<Step>) -> Result<(), TestCas
         match step {
             Step::Line { slot, line } => {
                 let conn = ConnId(slot);
-                let was_quitting = chat.hub.is_quitting(conn);
+                let was_quitting = chat.is_leaving(conn);
                 let owed_before = chat
                     .hub
                     .outbox_mut(conn)
@@ -166,7 +166,9 @@ fn run_random_traffic(is_password: bool, steps: Vec<Step>) -> Result<(), TestCas
                 };
                 chat.hub.handle_codec_error(ConnId(slot), error);
             }
-            Step::Eof { slot } => chat.hub.handle_eof(ConnId(slot)),
+            Step::Eof { slot } => {
+                chat.hub.handle_eof(ConnId(slot));
+            }
             Step::Close { slot } => {
                 chat.hub.handle_closed(ConnId(slot));
                 connected[slot] = false;
@@ -174,7 +176,7 @@ fn run_random_traffic(is_password: bool, steps: Vec<Step>) -> Result<(), TestCas
             Step::Connect { slot } => {
                 if !connected[slot] {
                     chat.hub
-                        .handle_connected(ConnId(slot), peer, false, Now::default());
+                        .handle_connected(ConnId(slot), peer, Wire::Plain, Now::default());
                     connected[slot] = true;
                 }
             }

@@ -191,7 +191,7 @@ fn four_users() -> (Chat, [ConnId; 4]) {
 fn quit_tells_each_user_sharing_a_room_204_once_and_frees_the_name() {
     let (mut chat, [alice, bob, carol, dave]) = four_users();
     chat.send_json(alice, json!({"code": 109}));
-    assert!(chat.hub.is_quitting(alice));
+    assert!(chat.is_leaving(alice));
     assert_eq!(chat.state_of(alice), Some(State::Quit));
     assert!(chat.received(alice).is_empty());
     assert_eq!(chat.received(bob), vec![quit("alice")]);
@@ -228,7 +228,7 @@ fn a_quitting_connection_ignores_further_lines() {
 fn eof_behaves_like_quit() {
     let (mut chat, [alice, bob, carol, dave]) = four_users();
     chat.hub.handle_eof(alice);
-    assert!(chat.hub.is_quitting(alice));
+    assert!(chat.is_leaving(alice));
     assert_eq!(chat.received(bob), vec![quit("alice")]);
     assert_eq!(chat.received(carol), vec![quit("alice")]);
     assert!(chat.received(dave).is_empty());
@@ -245,7 +245,7 @@ fn an_abrupt_close_sends_the_same_204_and_frees_the_name() {
     let (mut chat, [alice, bob, carol, dave]) = four_users();
     chat.hub.handle_closed(alice);
     assert_eq!(chat.state_of(alice), None);
-    assert!(!chat.hub.is_quitting(alice));
+    assert!(!chat.is_leaving(alice));
     assert!(chat.hub.outbox_mut(alice).is_none());
     assert_eq!(chat.received(bob), vec![quit("alice")]);
     assert_eq!(chat.received(carol), vec![quit("alice")]);
@@ -272,7 +272,7 @@ fn lines_for_a_closed_connection_are_ignored_and_its_id_can_be_reused() {
     chat.hub.handle_connected(
         alice,
         SocketAddr::from(([10, 0, 0, 5], 51_234)),
-        false,
+        Wire::Plain,
         Now::default(),
     );
     assert_eq!(chat.state_of(alice), Some(State::Listen));
@@ -290,7 +290,7 @@ fn quit_before_login_tells_nobody() {
     let alice = chat.login("alice");
     let stranger = chat.connect();
     chat.send(stranger, "/quit");
-    assert!(chat.hub.is_quitting(stranger));
+    assert!(chat.is_leaving(stranger));
     chat.hub.handle_closed(stranger);
     assert!(chat.received(alice).is_empty());
 }
@@ -313,7 +313,7 @@ fn shutdown_sends_205_to_every_connection_and_all_are_quitting() {
     assert_eq!(chat.received(pending), vec![json!({"code": 205})]);
     assert_eq!(chat.received(silent), vec![json!({"code": 205})]);
     for conn in [alice, bob, pending, silent] {
-        assert!(chat.hub.is_quitting(conn), "{conn}");
+        assert!(chat.is_leaving(conn), "{conn}");
     }
     chat.send_json(alice, say("wait"));
     assert!(chat.received(alice).is_empty());
@@ -405,7 +405,7 @@ fn an_http_request_line_first_gets_400_mentioning_http_and_quits() {
             ],
             "{request}"
         );
-        assert!(chat.hub.is_quitting(conn), "{request}");
+        assert!(chat.is_leaving(conn), "{request}");
         chat.send(conn, "Host: example.com");
         assert!(chat.received_text(conn).is_empty());
     }
@@ -444,7 +444,7 @@ mod limits {
         at(&mut chat, 1000);
         chat.hub.handle_timeout(conn, chat.now);
         chat.expect_error(conn, 408, "not logged in in time");
-        assert!(chat.hub.is_quitting(conn));
+        assert!(chat.is_leaving(conn));
     }
 
     #[test]
@@ -454,7 +454,7 @@ mod limits {
         let conn = ConnId(chat.next_conn);
         chat.next_conn += 1;
         let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
-        chat.hub.handle_connected(conn, peer, false, chat.now);
+        chat.hub.handle_connected(conn, peer, Wire::Plain, chat.now);
         chat.raw(conn);
         assert_eq!(chat.hub.deadline(conn), Some(u64::MAX));
         at(&mut chat, 10_000);
@@ -498,7 +498,7 @@ mod limits {
         at(&mut chat, 1700);
         chat.hub.handle_timeout(alice, chat.now);
         chat.expect_error(alice, 408, "no answer to the ping");
-        assert!(chat.hub.is_quitting(alice));
+        assert!(chat.is_leaving(alice));
     }
 
     #[test]
@@ -549,7 +549,7 @@ mod limits {
         let last = frames.last().unwrap();
         assert_eq!(last["code"], 429);
         assert!(last["error"].as_str().unwrap().contains("excess flood"));
-        assert!(chat.hub.is_quitting(alice));
+        assert!(chat.is_leaving(alice));
         assert!(chat.codes(bob).contains(&204));
     }
 }

@@ -126,7 +126,7 @@ fn text_quit_leaves_and_neighbours_read_it() {
     let bob = chat.login_text("bob");
     chat.clear_all();
     chat.send(alice, "/quit");
-    assert!(chat.hub.is_quitting(alice));
+    assert!(chat.is_leaving(alice));
     assert_eq!(chat.received_text(bob), vec!["* alice quit"]);
 }
 

@@ -1,0 +1,366 @@
+//! Where connections come from: binding the listening sockets (or taking
+//! those systemd passed), the options every accepted socket inherits, and
+//! accepting: at most `ACCEPTS_PER_TURN` a turn, refusing past the
+//! connection caps, and starting each connection's transport.
+
+use super::conn::Conn;
+use super::log_limit::suppressed_note;
+use super::transport::Transport;
+use super::{Server, ServerError, activation, instant_after};
+use crate::config::Config;
+use crate::hub::{ConnId, Now, Wire};
+use crate::proto::{Code, ServerMsg};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Back-off before accepting again after EMFILE and friends.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Connections accepted per loop turn, all listeners together; the rest
+/// wait for the next turn (`Server::accept_ready`). Each accepted
+/// connection is read at once, with a full turn budget.
+const ACCEPTS_PER_TURN: usize = 64;
+/// TCP keepalive: probe a silent peer after this long, so half-open
+/// connections (a vanished host) are found and their names freed.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
+/// Connections the kernel queues before `accept` (capped by
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// What a listener's connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Plain,
+    Tls,
+}
+
+/// One listening socket in the loop.
+#[derive(Debug)]
+pub(super) struct Listener {
+    pub(super) socket: mio::net::TcpListener,
+    pub(super) kind: ListenerKind,
+}
+
+/// The bound listening sockets, plain and TLS.
+#[derive(Debug)]
+pub struct Listeners {
+    pub plain: Vec<std::net::TcpListener>,
+    pub tls: Vec<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Every bound address, plain ones first.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.plain
+            .iter()
+            .chain(&self.tls)
+            .filter_map(|listener| listener.local_addr().ok())
+            .collect()
+    }
+}
+
+/// Binds every configured address, plain and TLS. Done before anything else
+/// (and, in daemon mode, before forking) so a busy port is reported at once.
+///
+/// Under socket activation (systemd passed listening sockets: `LISTEN_FDS`)
+/// those sockets replace `listen` and `tls_listen`: a socket named `tls`
+/// (`FileDescriptorName=tls`) serves TLS, the others plain text; nothing is
+/// bound. Call it before any thread is started: it unsets `LISTEN_*`.
+pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
+    let adopted = activation::take(config.tls().is_some())?;
+    if !adopted.is_empty() {
+        let mut listeners = Listeners {
+            plain: Vec::new(),
+            tls: Vec::new(),
+        };
+        for socket in adopted {
+            match socket.kind {
+                activation::Kind::Plain => listeners.plain.push(socket.listener),
+                activation::Kind::Tls => listeners.tls.push(socket.listener),
+            }
+        }
+        log::info!(
+            "socket activation: systemd passed {} plain and {} TLS listening socket(s); they replace listen and tls_listen",
+            listeners.plain.len(),
+            listeners.tls.len()
+        );
+        return Ok(listeners);
+    }
+    Ok(Listeners {
+        plain: bind_all(config.listen())?,
+        tls: bind_all(config.tls_listen())?,
+    })
+}
+
+fn bind_all(addresses: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    addresses
+        .iter()
+        .map(|&address| listen_on(address).map_err(|source| ServerError::Bind { address, source }))
+        .collect()
+}
+
+/// A non-blocking listening socket with a backlog of `LISTEN_BACKLOG` (std
+/// would give 128, too few for a reconnect storm: overflowing SYNs wait a
+/// second for their retransmit). The per-connection options are set here
+/// once: Linux copies them to every accepted socket, saving three
+/// `setsockopt` calls per connection.
+fn listen_on(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = if address.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let socket = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    tune_listener(std::os::fd::AsFd::as_fd(&socket), address);
+    rustix::net::bind(&socket, &address)?;
+    rustix::net::listen(&socket, LISTEN_BACKLOG)?;
+    Ok(std::net::TcpListener::from(socket))
+}
+
+/// Sets the options every accepted connection inherits on a listening
+/// socket, bound here or passed by systemd.
+pub(super) fn tune_listener(socket: std::os::fd::BorrowedFd<'_>, address: SocketAddr) {
+    use rustix::net::sockopt;
+    // Wanted, not required: a sandbox that refuses one must not stop the
+    // daemon (std's accept path ignored these errors too).
+    for (name, result) in [
+        ("TCP_NODELAY", sockopt::set_tcp_nodelay(socket, true)),
+        ("SO_KEEPALIVE", sockopt::set_socket_keepalive(socket, true)),
+        (
+            "TCP_KEEPIDLE",
+            sockopt::set_tcp_keepidle(socket, KEEPALIVE_IDLE),
+        ),
+    ] {
+        if let Err(error) = result {
+            log::warn!("{address}: cannot set {name}: {error}");
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit, so the daemon can
+/// hold as many connections as the operator allowed.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let from = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => log::debug!(
+                "open files limit raised from {from:?} to {:?}",
+                limit.maximum
+            ),
+            Err(error) => log::warn!("cannot raise the open files limit: {error}"),
+        }
+    }
+}
+
+fn is_fd_exhaustion(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc_emfile) if libc_emfile == 24 /* EMFILE */
+            || libc_emfile == 23 /* ENFILE */
+            || libc_emfile == 105 /* ENOBUFS */
+            || libc_emfile == 12 /* ENOMEM */
+    )
+}
+
+impl Server {
+    pub(super) fn accept(&mut self, index: usize, now: Instant, wall: Now) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        let mut accepted_here = 0usize;
+        loop {
+            if self.accepted_this_turn >= ACCEPTS_PER_TURN {
+                // The rest next turn: a connect storm, each connection
+                // bringing its first read, must not make a turn long.
+                if !self.accept_ready.contains(&index) {
+                    if accepted_here > 0 {
+                        self.accept_ready.push(index);
+                    } else {
+                        // The cap kept this one from accepting at all: it
+                        // goes ahead of the one the cap stopped mid-way
+                        // (the first pushed in a turn, so the last here),
+                        // or a storm on one listener would take every
+                        // turn's accepts and starve the others.
+                        let at = self.accept_ready.len().saturating_sub(1);
+                        self.accept_ready.insert(at, index);
+                    }
+                }
+                return;
+            }
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            let kind = listener.kind;
+            match listener.socket.accept() {
+                Ok((stream, peer)) => {
+                    self.accepted_this_turn += 1;
+                    accepted_here += 1;
+                    self.admit(stream, peer, kind, now, wall)
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if is_fd_exhaustion(&error) => {
+                    if let Some(suppressed) = self.accept_log.event(now) {
+                        log::error!(
+                            "cannot accept: {error} ({} time(s) since the last report); pausing accepts",
+                            suppressed.saturating_add(1)
+                        );
+                    }
+                    self.accept_paused_until = Some(instant_after(now, ACCEPT_PAUSE));
+                    return;
+                }
+                Err(error) if error.raw_os_error() == Some(22 /* EINVAL */) => {
+                    // The socket no longer listens (another holder of a
+                    // passed socket shut it down): every retry would fail
+                    // the same way, and the loop spun here for good. If
+                    // it listens again, new connections report it again.
+                    if let Some(suppressed) = self.accept_log.event(now) {
+                        log::error!(
+                            "cannot accept: {error} ({} time(s) since the last report); \
+                             the listening socket was shut down",
+                            suppressed.saturating_add(1)
+                        );
+                    }
+                    return;
+                }
+                // ECONNABORTED and the like concern one connection only;
+                // each counts as an accept, so that no error, however
+                // often it repeats, can hold the turn.
+                Err(error) => {
+                    self.accepted_this_turn += 1;
+                    accepted_here += 1;
+                    log::debug!("accept failed: {error}");
+                }
+            }
+        }
+    }
+
+    fn admit(
+        &mut self,
+        mut stream: mio::net::TcpStream,
+        peer: SocketAddr,
+        kind: ListenerKind,
+        now: Instant,
+        wall: Now,
+    ) {
+        let transport = match (kind, self.config.tls()) {
+            (ListenerKind::Plain, _) => Transport::Plain,
+            (ListenerKind::Tls, Some(tls_config)) => {
+                match rustls::ServerConnection::new(Arc::clone(tls_config)) {
+                    Ok(session) => Transport::Tls(Box::new(session)),
+                    Err(error) => {
+                        if let Some(suppressed) = self.tls_start_log.event(now) {
+                            let note = suppressed_note(suppressed, "failure(s)");
+                            log::error!("peer={peer} cannot start TLS: {error}{note}");
+                        }
+                        return;
+                    }
+                }
+            }
+            (ListenerKind::Tls, None) => {
+                if let Some(suppressed) = self.tls_start_log.event(now) {
+                    let note = suppressed_note(suppressed, "failure(s)");
+                    log::error!("peer={peer} arrived on a TLS listener without a TLS config{note}");
+                }
+                return;
+            }
+        };
+        let group = crate::throttle::group(peer.ip());
+        let from_here = self.per_ip.get(&group).copied().unwrap_or(0);
+        let refusal = if self.conns.len() >= self.config.max_connections() {
+            Some(format!(
+                "max_connections ({})",
+                self.config.max_connections()
+            ))
+        } else if self.config.max_connections_per_ip() > 0
+            && from_here >= self.config.max_connections_per_ip()
+        {
+            Some(format!(
+                "max_connections_per_ip ({})",
+                self.config.max_connections_per_ip()
+            ))
+        } else {
+            None
+        };
+        if let Some(limit) = refusal {
+            // A refusal costs the peer one connect: rate-limited.
+            if let Some(suppressed) = self.refusal_log.event(now) {
+                let note = suppressed_note(suppressed, "refusal(s)");
+                log::warn!("peer={peer} refused: {limit} reached{note}");
+            }
+            let frame = ServerMsg::error(
+                Code::Unavailable,
+                format!("server full ({limit} reached); try again later"),
+            );
+            // A fresh socket's send buffer is empty, so this small write
+            // completes or the peer is already gone; either way we close.
+            if let Transport::Plain = transport {
+                let _ = stream.write(&frame.to_json_line());
+            }
+            return;
+        }
+        let wire = transport.wire();
+        let id = self.conns.insert(Conn::new(
+            stream,
+            peer,
+            transport,
+            self.config.max_line_bytes(),
+        ));
+        let over = match wire {
+            Wire::Tls => " over TLS",
+            Wire::Plain => "",
+        };
+        // At info a session logs its login and its disconnect; the accept
+        // itself is debug, so a reconnect storm costs two lines each.
+        log::debug!("conn={id} peer={peer} connected{over}");
+        *self.per_ip.entry(group).or_insert(0) += 1;
+        self.heap_trim.note(Instant::now());
+        self.hub.handle_connected(ConnId(id), peer, wire, wall);
+        self.schedule(id);
+        // A client usually sends its first line right behind the handshake,
+        // so it is often queued already: reading it now sends the greeting
+        // and the answer in one write, a turn earlier. The socket is
+        // registered after that read: epoll reports a socket that is ready
+        // when it is registered, which would cost an empty read next turn.
+        self.read(id, wall);
+        if let Some(conn) = self.conns.get_mut(id)
+            && !conn.is_closed()
+        {
+            conn.register(self.poll.registry(), ConnId(id));
+            if conn.is_closed() {
+                self.closing.push(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let listener = listen_on(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let address = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(address).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+        assert!(rustix::net::sockopt::socket_keepalive(&accepted).unwrap());
+        assert_eq!(
+            rustix::net::sockopt::tcp_keepidle(&accepted).unwrap(),
+            KEEPALIVE_IDLE
+        );
+    }
+}
