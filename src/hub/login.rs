@@ -8,7 +8,7 @@ use super::{ConnId, Hub, Now};
 use crate::accounts::Users;
 use crate::auth::Check;
 use crate::proto::{ServerMsg, Username};
-use crate::session::{Input, Mode, State};
+use crate::session::{Input, Login, Mode, State};
 use crate::throttle::Wait;
 use std::num::NonZeroU64;
 
@@ -235,12 +235,15 @@ impl Hub {
         if !self.is_name_free_for(conn, &username) {
             return Err(Refusal::NameTaken(username));
         }
-        let needs_password = self.config.auth.needs_password();
-        if needs_password {
-            self.check_password_transport(conn)?;
-            self.check_throttle(conn, &username, now)?;
-        } else {
-            self.names.insert(username.key(), conn);
+        let login = self.config.auth.login();
+        match login {
+            Login::Password => {
+                self.check_password_transport(conn)?;
+                self.check_throttle(conn, &username, now)?;
+            }
+            Login::Open => {
+                self.names.insert(username.key(), conn);
+            }
         }
         // Behind a password the name is held only once the password is
         // verified (`finish_pass`): an unauthenticated USER holds nothing,
@@ -249,13 +252,12 @@ impl Hub {
             conn,
             Input::UserAccepted {
                 username: username.clone(),
-                needs_password,
+                login,
             },
         );
-        if needs_password {
-            self.prompt_password(conn);
-        } else {
-            self.logged_in(conn, username);
+        match login {
+            Login::Password => self.prompt_password(conn),
+            Login::Open => self.logged_in(conn, username),
         }
         Ok(())
     }
