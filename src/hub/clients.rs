@@ -250,11 +250,7 @@ impl Hub {
         clients
             .is_dirty
             .reserve_exact(count.saturating_sub(clients.is_dirty.len()));
-        if let Some(lobby) = self.rooms.get_mut(&self.config.default_room) {
-            lobby
-                .members
-                .reserve_exact(count.saturating_sub(lobby.members.len()));
-        }
+        self.ledger.reserve_default_room(count);
     }
 
     /// Runs `write` on the connection's outbox and the turn arena its spans
