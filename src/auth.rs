@@ -4,6 +4,7 @@
 
 use crate::accounts::Users;
 use crate::proto::{AuthKind, Username};
+use crate::session::Login;
 use std::fmt;
 use std::sync::Arc;
 
@@ -61,8 +62,12 @@ impl Auth {
         }
     }
 
-    pub fn needs_password(&self) -> bool {
-        !matches!(self, Auth::Open)
+    /// What a USER with a free name leads to under this policy.
+    pub fn login(&self) -> Login {
+        match self {
+            Auth::Open => Login::Open,
+            Auth::Password { .. } | Auth::Accounts { .. } => Login::Password,
+        }
     }
 
     /// What it takes to check `password` for `username`.
@@ -118,9 +123,9 @@ mod tests {
 
     #[test]
     fn open_needs_no_password() {
-        assert!(!Auth::Open.needs_password());
+        assert_eq!(Auth::Open.login(), Login::Open);
         assert!(Auth::Open.verify("anything"));
-        assert!(password("x").needs_password());
+        assert_eq!(password("x").login(), Login::Password);
     }
 
     #[test]

@@ -17,6 +17,15 @@ pub enum Mode {
     Text,
 }
 
+/// What a granted USER leads to: chatting at once, or a password first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// Open auth: the name is held and the session is logged in.
+    Open,
+    /// The password (shared or the account's) must be verified first.
+    Password,
+}
+
 /// Where a connection is in its life. Each state carries what it knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -38,10 +47,10 @@ pub enum State {
 pub enum Input {
     /// The first non-empty line arrived (its mode is recorded separately).
     FirstLine,
-    /// A free, valid username was claimed.
+    /// A free, valid username was accepted (and, with `Login::Open`, held).
     UserAccepted {
         username: Username,
-        needs_password: bool,
+        login: Login,
     },
     PasswordAccepted,
     PasswordRejected,
@@ -110,7 +119,7 @@ impl State {
                 State::UserAuth,
                 Input::UserAccepted {
                     username,
-                    needs_password: true,
+                    login: Login::Password,
                 },
             ) => State::PassAuth {
                 username: username.clone(),
@@ -119,7 +128,7 @@ impl State {
                 State::UserAuth,
                 Input::UserAccepted {
                     username,
-                    needs_password: false,
+                    login: Login::Open,
                 },
             ) => State::Broadcast {
                 username: username.clone(),
@@ -199,14 +208,14 @@ mod tests {
         assert_eq!(
             State::UserAuth.next(Input::UserAccepted {
                 username: alice(),
-                needs_password: false
+                login: Login::Open
             }),
             Ok(State::Broadcast { username: alice() })
         );
         assert_eq!(
             State::UserAuth.next(Input::UserAccepted {
                 username: alice(),
-                needs_password: true
+                login: Login::Password
             }),
             Ok(State::PassAuth { username: alice() })
         );
@@ -292,9 +301,11 @@ mod tests {
     fn any_input() -> impl Strategy<Value = Input> {
         prop_oneof![
             Just(Input::FirstLine),
-            any::<bool>().prop_map(|needs_password| Input::UserAccepted {
-                username: Username::parse("alice").unwrap(),
-                needs_password
+            prop_oneof![Just(Login::Open), Just(Login::Password)].prop_map(|login| {
+                Input::UserAccepted {
+                    username: Username::parse("alice").unwrap(),
+                    login,
+                }
             }),
             Just(Input::PasswordAccepted),
             Just(Input::PasswordRejected),

@@ -287,11 +287,7 @@ impl Hub {
         clients
             .is_dirty
             .reserve_exact(count.saturating_sub(clients.is_dirty.len()));
-        if let Some(lobby) = self.rooms.get_mut(&self.config.default_room) {
-            lobby
-                .members
-                .reserve_exact(count.saturating_sub(lobby.members.len()));
-        }
+        self.ledger.reserve_default_room(count);
     }
 
     /// Writes the connection's outbox with `write` (the shell's transport,

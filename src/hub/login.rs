@@ -1,14 +1,15 @@
 //! Logging in: USER and PASS, password checks that leave the loop as jobs
-//! and come back as verdicts, the login throttle and orphaned checks, telnet
-//! echo around the text password prompt, and what a reload does to sessions
-//! and checks under way.
+//! and come back as verdicts, names claimed from the ledger, the login
+//! throttle and orphaned checks, telnet echo around the text password
+//! prompt, and what a reload does to sessions and checks under way.
 
+use super::ledger::{Claim, Taken};
 use super::refusal::{AccountChange, AskAgain, NoVerdict, QuitReason, Refusal};
 use super::{ConnId, Hub, Now};
 use crate::accounts::Users;
 use crate::auth::Check;
 use crate::proto::{ServerMsg, Username};
-use crate::session::{Input, Mode, State};
+use crate::session::{Input, Login, Mode, State};
 use crate::throttle::Wait;
 use std::num::NonZeroU64;
 
@@ -190,12 +191,6 @@ impl Hub {
         }
     }
 
-    pub(super) fn is_name_free_for(&self, conn: ConnId, username: &Username) -> bool {
-        self.names
-            .get(&username.key())
-            .is_none_or(|&holder| holder == conn)
-    }
-
     /// 429 while the client's address or the name is throttled.
     pub(super) fn check_throttle(
         &self,
@@ -226,38 +221,50 @@ impl Hub {
         Ok(())
     }
 
+    /// USER, the asking half. Open auth claims the name from the ledger,
+    /// and `user_claimed` logs in. Behind a password the name is only
+    /// checked: it is claimed once the password is verified (`finish_pass`),
+    /// so an unauthenticated USER holds nothing and nobody can squat an
+    /// account's name (issue 11).
     pub(super) fn user(
         &mut self,
         conn: ConnId,
         username: Username,
         now: Now,
     ) -> Result<(), Refusal> {
-        if !self.is_name_free_for(conn, &username) {
-            return Err(Refusal::NameTaken(username));
+        match self.config.auth.login() {
+            Login::Open => {
+                let claim = self.ledger.claim_name(conn, username)?;
+                self.user_claimed(conn, claim);
+            }
+            Login::Password => {
+                self.ledger.check_name(conn, &username)?;
+                self.check_password_transport(conn)?;
+                self.check_throttle(conn, &username, now)?;
+                self.transition(
+                    conn,
+                    Input::UserAccepted {
+                        username,
+                        login: Login::Password,
+                    },
+                );
+                self.prompt_password(conn);
+            }
         }
-        let needs_password = self.config.auth.needs_password();
-        if needs_password {
-            self.check_password_transport(conn)?;
-            self.check_throttle(conn, &username, now)?;
-        } else {
-            self.names.insert(username.key(), conn);
-        }
-        // Behind a password the name is held only once the password is
-        // verified (`finish_pass`): an unauthenticated USER holds nothing,
-        // so nobody can squat an account's name (issue 11).
+        Ok(())
+    }
+
+    /// USER under open auth, the applying half: the session logs in under
+    /// the granted name.
+    pub(super) fn user_claimed(&mut self, conn: ConnId, claim: Claim) {
         self.transition(
             conn,
             Input::UserAccepted {
-                username: username.clone(),
-                needs_password,
+                username: claim.username().clone(),
+                login: Login::Open,
             },
         );
-        if needs_password {
-            self.prompt_password(conn);
-        } else {
-            self.logged_in(conn, username);
-        }
-        Ok(())
+        self.logged_in(conn, claim);
     }
 
     pub(super) fn pass(
@@ -306,6 +313,8 @@ impl Hub {
         Ok(())
     }
 
+    /// A password verdict. A right password asks the ledger for the name
+    /// (`pass_claimed` applies its answer); a wrong one is counted.
     pub(super) fn finish_pass(
         &mut self,
         conn: ConnId,
@@ -319,29 +328,8 @@ impl Hub {
         if is_valid {
             self.throttle
                 .record_success(address, username.key().as_str(), now.mono_ms);
-            if !self.is_name_free_for(conn, &username) {
-                // Someone logged in under this name while the password was
-                // checked: the name is held only once verified.
-                self.transition(conn, Input::NameTaken);
-                let is_text = self
-                    .clients
-                    .get(conn)
-                    .is_some_and(|client| client.mode == Some(Mode::Text));
-                if is_text {
-                    // A person may already be typing at what was the
-                    // password prompt; read as a username, that line could
-                    // be announced. Close instead (issue 11).
-                    self.clients
-                        .send(conn, &Refusal::NameTakenDuringCheck(username).to_msg());
-                    self.quit(conn, QuitReason::NameTakenDuringCheck);
-                } else {
-                    self.refuse(conn, Refusal::NameTakenSendUserAgain(username));
-                }
-                return;
-            }
-            self.names.insert(username.key(), conn);
-            self.transition(conn, Input::PasswordAccepted);
-            self.logged_in(conn, username);
+            let claim = self.ledger.claim_name(conn, username);
+            self.pass_claimed(conn, claim);
             return;
         }
         self.throttle
@@ -374,7 +362,39 @@ impl Hub {
         }
     }
 
-    pub(super) fn logged_in(&mut self, conn: ConnId, username: Username) {
+    /// A verified password's claim, the applying half: logged in under
+    /// the granted name, or, if someone took it while the password was
+    /// checked, asked again (JSON) or closed (text).
+    pub(super) fn pass_claimed(&mut self, conn: ConnId, claim: Result<Claim, Taken>) {
+        let claim = match claim {
+            Ok(claim) => claim,
+            Err(Taken(username)) => {
+                self.transition(conn, Input::NameTaken);
+                let is_text = self
+                    .clients
+                    .get(conn)
+                    .is_some_and(|client| client.mode == Some(Mode::Text));
+                if is_text {
+                    // A person may already be typing at what was the
+                    // password prompt; read as a username, that line could
+                    // be announced. Close instead (issue 11).
+                    self.clients
+                        .send(conn, &Refusal::NameTakenDuringCheck(username).to_msg());
+                    self.quit(conn, QuitReason::NameTakenDuringCheck);
+                } else {
+                    self.refuse(conn, Refusal::NameTakenSendUserAgain(username));
+                }
+                return;
+            }
+        };
+        self.transition(conn, Input::PasswordAccepted);
+        self.logged_in(conn, claim);
+    }
+
+    /// Logged in under a name the ledger granted: 201, then the default
+    /// room.
+    pub(super) fn logged_in(&mut self, conn: ConnId, claim: Claim) {
+        let username = claim.into_username();
         if let Some(client) = self.clients.get(conn) {
             log::info!("{} login {username}", client.tag(conn));
         }

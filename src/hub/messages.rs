@@ -1,7 +1,9 @@
-//! Messages: SAY, DM and HISTORY, message ids, the room history the journal
-//! restores and takes, the cached join backlogs (208), and the answer budget
+//! Messages: SAY, DM and HISTORY (each asks the ledger for an id, a record
+//! or a slice of history, then applies the answer), the journal's view of
+//! ids and history, the cached join backlogs (208), and the answer budget
 //! that bounds what answers of the server's choosing may cost.
 
+use super::ledger::{Posted, Record};
 use super::refusal::Refusal;
 use super::{ConnId, Hub, MAX_ROOMS_PER_USER, Now};
 use crate::history::{History, IdsExhausted, MAX_HISTORY_REPLY_BYTES, Slice};
@@ -80,14 +82,7 @@ impl Hub {
     /// highest one. A message whose id is above `history::MAX_MESSAGE_ID`
     /// is skipped (ids never wrap); returns how many were.
     pub fn restore_history(&mut self, messages: impl IntoIterator<Item = ChatMessage>) -> usize {
-        let mut skipped = 0usize;
-        for message in messages {
-            if self.ids.restore_message(message.id).is_err() {
-                skipped = skipped.saturating_add(1);
-                continue;
-            }
-            self.history.restore(message);
-        }
+        let skipped = self.ledger.restore_history(messages);
         self.join_backlogs.clear();
         skipped
     }
@@ -95,28 +90,28 @@ impl Hub {
     /// Continues ids at or after the journal's highest reservation
     /// (`{"next_id":N}`), which covers private messages too.
     pub fn restore_next_id(&mut self, next_id: u64) -> Result<(), IdsExhausted> {
-        self.ids.restore_mark(next_id)
+        self.ledger.restore_next_id(next_id)
     }
 
     /// Room messages recorded since the last call, for the journal.
     pub fn take_unwritten_history(&mut self) -> Vec<ChatMessage> {
-        self.history.take_unwritten()
+        self.ledger.take_unwritten_history()
     }
 
     /// A new id reservation to journal (with this turn's messages, before
     /// any client is sent them), if one was made since the last call.
     pub fn take_id_reservation(&mut self) -> Option<u64> {
-        self.ids.take_unwritten()
+        self.ledger.take_id_reservation()
     }
 
     /// Every id handed out is below this: what a compacted journal records.
     pub fn id_reservation(&self) -> u64 {
-        self.ids.reserved()
+        self.ledger.id_reservation()
     }
 
     /// Every kept message in id order, to compact the journal.
     pub fn history(&self) -> &History {
-        &self.history
+        self.ledger.history()
     }
 
     /// Bytes the client owes (queued, not yet written).
@@ -174,31 +169,8 @@ impl Hub {
         }
     }
 
-    pub(super) fn next_message(
-        &mut self,
-        target: Target,
-        from: Username,
-        text: String,
-        now: Now,
-    ) -> Result<ServerMsg, Refusal> {
-        let has_logged = &mut self.has_logged_ids_exhausted;
-        let id = self.ids.take().map_err(|IdsExhausted| {
-            if !std::mem::replace(has_logged, true) {
-                log::error!(
-                    "message ids are exhausted: SAY and DM get 503 until the history journal is reset"
-                );
-            }
-            Refusal::IdsExhausted
-        })?;
-        Ok(ServerMsg::Message(ChatMessage {
-            id,
-            ts: now.unix_ms,
-            target,
-            from,
-            text,
-        }))
-    }
-
+    /// SAY, the asking half: the ledger stamps the message (and keeps it,
+    /// with history on), then `said` fans it out.
     pub(super) fn say(
         &mut self,
         conn: ConnId,
@@ -211,20 +183,28 @@ impl Hub {
         if !self.is_member(conn, &room) {
             return Err(Refusal::NotInRoom(room));
         }
-        let message = self.next_message(Target::Room(room.clone()), username, text, now)?;
-        if let (Some(_), ServerMsg::Message(chat_message)) = (self.config.history_backlog, &message)
-        {
-            for dropped in self.history.record(chat_message) {
-                self.join_backlogs.remove(&dropped);
-            }
-            self.join_backlogs.remove(&room);
-        }
-        if let Some(members) = self.rooms.get(&room) {
-            self.clients.deliver(&members.members, &message);
-        }
+        let posted = self.ledger.post(room.clone(), username, text, now)?;
+        self.said(&room, posted);
         Ok(())
     }
 
+    /// SAY, the applying half: the cached join backlogs the message made
+    /// stale are dropped, and every member of `room` is sent it.
+    pub(super) fn said(&mut self, room: &RoomName, posted: Posted) {
+        let Posted { message, record } = posted;
+        if let Record::Kept { evicted } = record {
+            for dropped in evicted {
+                self.join_backlogs.remove(&dropped);
+            }
+            self.join_backlogs.remove(room);
+        }
+        if let Some(members) = self.ledger.members(room) {
+            self.clients.deliver(members, &ServerMsg::Message(message));
+        }
+    }
+
+    /// DM, the asking half: the ledger says who holds the name and stamps
+    /// the message, then `send_dm` delivers it.
     pub(super) fn dm(
         &mut self,
         conn: ConnId,
@@ -234,9 +214,8 @@ impl Hub {
         now: Now,
     ) -> Result<(), Refusal> {
         let target = self
-            .names
-            .get(&to.key())
-            .copied()
+            .ledger
+            .holder(&to)
             .filter(|&target| {
                 self.clients
                     .get(target)
@@ -249,16 +228,25 @@ impl Hub {
             .get(target)
             .and_then(|client| client.state.username().cloned())
             .unwrap_or(to);
-        let message = self.next_message(Target::User(to), username, text, now)?;
+        let message = self.ledger.stamp(Target::User(to), username, text, now)?;
+        self.send_dm(conn, target, message);
+        Ok(())
+    }
+
+    /// DM, the applying half: the recipient and the sender (once, if they
+    /// are the same) are sent the stamped message.
+    pub(super) fn send_dm(&mut self, conn: ConnId, target: ConnId, message: ChatMessage) {
         let recipients: &[ConnId] = if target == conn {
             &[conn]
         } else {
             &[target, conn]
         };
-        self.clients.deliver(recipients, &message);
-        Ok(())
+        self.clients
+            .deliver(recipients, &ServerMsg::Message(message));
     }
 
+    /// HISTORY, the asking half: the ledger answers a slice of the room's
+    /// history, `send_backlog` sends it.
     pub(super) fn history_request(
         &mut self,
         conn: ConnId,
@@ -276,13 +264,14 @@ impl Hub {
         let limit = limit.unwrap_or(backlog.max(1));
         let budget = self.backlog_budget(conn);
         let slice = match after {
-            Some(after) => self.history.after(&room, after, limit, budget),
-            None => self.history.last(&room, limit, budget),
+            Some(after) => self.ledger.history_after(&room, after, limit, budget),
+            None => self.ledger.backlog(&room, limit, budget),
         };
         self.send_backlog(conn, room, slice);
         Ok(())
     }
 
+    /// HISTORY, the applying half: the slice as one 208.
     pub(super) fn send_backlog(&mut self, conn: ConnId, room: RoomName, slice: Slice) {
         self.clients.send(
             conn,

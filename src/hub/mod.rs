@@ -52,12 +52,16 @@
 //!   reload.
 //! - `rooms.rs`: JOIN, PART, WHO, ROOMS, RENAME, presence (joins and leaves,
 //!   quiet rooms), leaving the server.
-//! - `messages.rs`: SAY, DM, HISTORY, message ids, the join-backlog cache,
-//!   the answer budget.
+//! - `messages.rs`: SAY, DM, HISTORY, the journal's view of ids and
+//!   history, the join-backlog cache, the answer budget.
+//! - `ledger.rs`: the `Ledger`, the one place that decides names, room
+//!   membership, message ids and history; handlers ask it, then apply its
+//!   answer (the seam where a cluster backend will answer later).
 //! - `refusal.rs`: every refusal as one typed `Refusal` (code and wire text),
 //!   and why a session quits (`QuitReason`).
 
 mod clients;
+mod ledger;
 mod login;
 mod messages;
 mod refusal;
@@ -70,18 +74,17 @@ pub use rooms::{MAX_ROOMS_PER_USER, ROOMS_CHUNK, WHO_CHUNK};
 
 use crate::auth::Auth;
 use crate::codec::CodecError;
-use crate::history::{History, MessageIds};
 use crate::proto::{
     NameKey, ProtoError, Request, RoomName, ServerMsg, TextExpect, Username, parse_json, parse_text,
 };
 use crate::session::{Input, Mode, State};
 use crate::throttle::Throttle;
 use clients::Clients;
+use ledger::Ledger;
 use login::ECHOED_LINE_END;
 use messages::BacklogCache;
 use refusal::{QuitReason, Refusal};
-use rooms::Room;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -159,26 +162,18 @@ pub const MAX_FLOOD_STRIKES: u32 = 20;
 pub struct Hub {
     config: HubConfig,
     clients: Clients,
-    /// Case-folded username → holder: logged-in sessions only (behind a
-    /// password a name is held once verified, never by USER alone).
-    names: HashMap<NameKey, ConnId>,
+    /// Names, room membership, message ids and history: asked, never
+    /// edited, by the handlers.
+    ledger: Ledger,
     /// The 208 a JSON client gets on joining a room, encoded once and kept
     /// until the room's next message: a reconnect storm into a quiet room
     /// encodes its backlog once, not once per login.
     join_backlogs: BacklogCache,
-    rooms: BTreeMap<RoomName, Room>,
-    /// Chat message ids: they only grow, across restarts too.
-    ids: MessageIds,
     /// Failed logins per address and per name.
     throttle: Throttle,
-    /// Room history (empty and unused when history is off).
-    history: History,
     /// Password checks for the shell to run off the loop.
     verify_jobs: Vec<VerifyJob>,
     next_ticket: u64,
-    /// Set once "message ids are exhausted" has been logged: every later
-    /// SAY or DM is refused the same way, and must not write a line each.
-    has_logged_ids_exhausted: bool,
     /// Checks whose client left (or quit) while they ran, by ticket: the
     /// worker still runs them, so the throttle keeps counting them in
     /// flight until their verdict, and a wrong one still counts.
@@ -213,29 +208,17 @@ fn is_flood_counted(request: &Request) -> bool {
 
 impl Hub {
     pub fn new(config: HubConfig) -> Hub {
-        let keep = config.history_keep;
-        let max_bytes = config.history_max_bytes;
-        let mut rooms = BTreeMap::new();
-        rooms.insert(config.default_room.clone(), Room::default());
         Hub {
             clients: Clients {
                 max_output_bytes: config.max_output_bytes,
                 ..Clients::default()
             },
+            ledger: Ledger::new(&config),
             config,
-            names: HashMap::new(),
             join_backlogs: BacklogCache::default(),
-            rooms,
-            ids: MessageIds::default(),
             throttle: Throttle::default(),
-            history: {
-                let mut history = History::new(keep);
-                history.set_max_bytes(max_bytes);
-                history
-            },
             verify_jobs: Vec::new(),
             next_ticket: 1,
-            has_logged_ids_exhausted: false,
             orphan_checks: HashMap::new(),
         }
     }
@@ -248,10 +231,8 @@ impl Hub {
     /// away from accounts, or one that changes the account being checked,
     /// voids the password check under way (the client is asked again).
     pub fn set_config(&mut self, config: HubConfig) {
-        self.rooms.entry(config.default_room.clone()).or_default();
+        self.ledger.set_config(&config);
         self.clients.max_output_bytes = config.max_output_bytes;
-        self.history.set_keep(config.history_keep);
-        self.history.set_max_bytes(config.history_max_bytes);
         let old_auth = std::mem::replace(&mut self.config, config).auth;
         self.join_backlogs.clear();
         match (&old_auth, &self.config.auth) {
@@ -491,10 +472,7 @@ impl Hub {
             }
         }
         // Everyone is leaving at once: no 204s, just free every name and room.
-        self.names.clear();
-        for room in self.rooms.values_mut() {
-            room.members.clear();
-        }
+        self.ledger.release_everyone();
     }
 
     fn refuse(&mut self, conn: ConnId, refusal: Refusal) {

@@ -1,7 +1,9 @@
 //! Rooms and presence: JOIN, PART, WHO, ROOMS and RENAME, who shares a room
 //! with whom (neighbours), quiet rooms that announce no joins and leaves,
-//! and leaving the server.
+//! and leaving the server. Who is in which room and who holds which name
+//! are the ledger's to decide; this file asks it and announces the answer.
 
+use super::ledger::{Claim, Parted};
 use super::refusal::Refusal;
 use super::{ConnId, Hub};
 use crate::proto::{AuthKind, BACKLOG_FRAME_BYTES, MAX_NAME_BYTES, RoomName, ServerMsg, Username};
@@ -21,17 +23,10 @@ pub(super) const ROOMS_ENTRY_BYTES: usize = MAX_NAME_BYTES + 42;
 /// Bytes a 206 or 212 frame spends besides its entries.
 pub(super) const LIST_FRAME_BYTES: usize = 128;
 
-/// A room and its members in join order.
-#[derive(Debug, Default)]
-pub(super) struct Room {
-    pub(super) members: Vec<ConnId>,
-}
-
-impl Room {
-    /// Too big to announce joins and leaves (`quiet_room_size`, 0 = never).
-    pub(super) fn is_quiet(&self, quiet_room_size: usize) -> bool {
-        quiet_room_size > 0 && self.members.len() > quiet_room_size
-    }
+/// A room with `members` is too big to announce joins and leaves
+/// (`quiet_room_size`, 0 = never).
+fn is_quiet(members: &[ConnId], quiet_room_size: usize) -> bool {
+    quiet_room_size > 0 && members.len() > quiet_room_size
 }
 
 /// Splits a list answer into frames of at most `chunk` entries, as many
@@ -91,6 +86,8 @@ impl Hub {
             .is_some_and(|client| client.rooms.contains(room))
     }
 
+    /// RENAME, the asking half: the ledger moves the name, then `renamed`
+    /// announces it.
     pub(super) fn rename(
         &mut self,
         conn: ConnId,
@@ -102,11 +99,15 @@ impl Hub {
             // impersonate its owner (issue 11, item 1).
             return Err(Refusal::NamesAreAccounts);
         }
-        if !self.is_name_free_for(conn, &new) {
-            return Err(Refusal::NameTaken(new));
-        }
-        self.names.remove(&old.key());
-        self.names.insert(new.key(), conn);
+        let claim = self.ledger.rename(conn, &old, new)?;
+        self.renamed(conn, old, claim);
+        Ok(())
+    }
+
+    /// RENAME, the applying half: the session takes the granted name, and
+    /// it and everyone who shares a room with it are told.
+    pub(super) fn renamed(&mut self, conn: ConnId, old: Username, claim: Claim) {
+        let new = claim.into_username();
         self.transition(
             conn,
             Input::Renamed {
@@ -125,7 +126,6 @@ impl Hub {
         let neighbours = self.neighbours(conn, Rooms::All);
         self.clients
             .deliver(&neighbours, &ServerMsg::Renamed { old, new });
-        Ok(())
     }
 
     /// Everyone who shares one of `conn`'s rooms (`which` of them) with it,
@@ -140,24 +140,23 @@ impl Hub {
         client
             .rooms
             .iter()
-            .filter_map(|room| self.rooms.get(room))
-            .filter(|room| which == Rooms::All || !self.is_quiet(room))
-            .flat_map(|room| room.members.iter().copied())
+            .filter_map(|room| self.ledger.members(room))
+            .filter(|members| which == Rooms::All || !self.is_quiet(members))
+            .flat_map(|members| members.iter().copied())
             .filter(|&member| member != conn && seen.insert(member))
             .collect()
     }
 
-    pub(super) fn is_quiet(&self, room: &Room) -> bool {
-        room.is_quiet(self.config.quiet_room_size)
+    pub(super) fn is_quiet(&self, members: &[ConnId]) -> bool {
+        is_quiet(members, self.config.quiet_room_size)
     }
 
     pub(super) fn who(&mut self, conn: ConnId, room: Option<RoomName>) -> Result<(), Refusal> {
         let room = self.room_or_current(conn, room)?;
-        let members = &self
-            .rooms
-            .get(&room)
-            .ok_or_else(|| Refusal::NoSuchRoom(room.clone()))?
-            .members;
+        let members = self
+            .ledger
+            .members(&room)
+            .ok_or_else(|| Refusal::NoSuchRoom(room.clone()))?;
         let users: Vec<Username> = members
             .iter()
             .filter_map(|&member| self.clients.get(member)?.state.username().cloned())
@@ -184,9 +183,9 @@ impl Hub {
     /// share of the output cap (`omitted` counts the rooms left out).
     pub(super) fn room_list(&mut self, conn: ConnId) {
         let rooms: Vec<(RoomName, usize)> = self
-            .rooms
-            .iter()
-            .map(|(name, room)| (name.clone(), room.members.len()))
+            .ledger
+            .rooms()
+            .map(|(name, count)| (name.clone(), count))
             .collect();
         let chunks = capped_chunks(&rooms, ROOMS_CHUNK, ROOMS_ENTRY_BYTES, self.answer_cap());
         let last = chunks.len() - 1;
@@ -203,6 +202,8 @@ impl Hub {
         }
     }
 
+    /// JOIN, the asking half: checked against the connection's own rooms,
+    /// then `enter_room` applies it.
     pub(super) fn join(
         &mut self,
         conn: ConnId,
@@ -227,6 +228,9 @@ impl Hub {
         Ok(())
     }
 
+    /// Entering a room (JOIN, or the default room at login), the applying
+    /// half: the ledger records the membership; the members are told (only
+    /// the newcomer, in a quiet room) and the newcomer gets the backlog.
     pub(super) fn enter_room(&mut self, conn: ConnId, username: Username, room: RoomName) {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
@@ -237,16 +241,15 @@ impl Hub {
         }
         client.rooms.push(room.clone());
         let quiet_room_size = self.config.quiet_room_size;
-        let entry = self.rooms.entry(room.clone()).or_default();
-        entry.members.push(conn);
+        let members = self.ledger.join(conn, &room);
         let joined = ServerMsg::Connected {
             username,
             room: room.clone(),
         };
-        if entry.is_quiet(quiet_room_size) {
+        if is_quiet(members, quiet_room_size) {
             self.clients.send(conn, &joined);
         } else {
-            self.clients.deliver(entry.members.iter(), &joined);
+            self.clients.deliver(members, &joined);
         }
         if let Some(backlog) = self.config.history_backlog {
             // The 208 must fit in what is left of the client's answer share:
@@ -259,12 +262,12 @@ impl Hub {
                 .saturating_sub(BACKLOG_FRAME_BYTES);
             let Hub {
                 clients,
-                history,
+                ledger,
                 join_backlogs,
                 ..
             } = self;
             let frame = |budget: usize| {
-                let slice = history.last(&room, backlog, budget);
+                let slice = ledger.backlog(&room, backlog, budget);
                 ServerMsg::Backlog {
                     room: room.clone(),
                     messages: slice.messages,
@@ -289,6 +292,8 @@ impl Hub {
         }
     }
 
+    /// PART, the asking half: the room must exist and hold the
+    /// connection, then `parted` applies it.
     pub(super) fn part(
         &mut self,
         conn: ConnId,
@@ -296,37 +301,39 @@ impl Hub {
         room: Option<RoomName>,
     ) -> Result<(), Refusal> {
         let room = self.room_or_current(conn, room)?;
-        if !self.rooms.contains_key(&room) {
+        if self.ledger.members(&room).is_none() {
             return Err(Refusal::NoSuchRoom(room));
         }
         if !self.is_member(conn, &room) {
             return Err(Refusal::NotInRoom(room));
         }
-        if let Some(entry) = self.rooms.get(&room) {
+        self.parted(conn, username, room);
+        Ok(())
+    }
+
+    /// PART, the applying half: the members, the leaver among them, are
+    /// told (only the leaver, in a quiet room), then it leaves the room.
+    pub(super) fn parted(&mut self, conn: ConnId, username: Username, room: RoomName) {
+        if let Some(members) = self.ledger.members(&room) {
             let left = ServerMsg::Disconnected {
                 username,
                 room: Some(room.clone()),
             };
-            if self.is_quiet(entry) {
+            if self.is_quiet(members) {
                 self.clients.send(conn, &left);
             } else {
-                self.clients.deliver(&entry.members, &left);
+                self.clients.deliver(members, &left);
             }
         }
         self.remove_from_room(conn, &room);
-        Ok(())
     }
 
     pub(super) fn remove_from_room(&mut self, conn: ConnId, room: &RoomName) {
         if let Some(client) = self.clients.get_mut(conn) {
             client.rooms.retain(|joined| joined != room);
         }
-        if let Some(entry) = self.rooms.get_mut(room) {
-            entry.members.retain(|&member| member != conn);
-            if entry.members.is_empty() && *room != self.config.default_room {
-                self.rooms.remove(room);
-                self.join_backlogs.remove(room);
-            }
+        if self.ledger.part(conn, room) == Parted::Closed {
+            self.join_backlogs.remove(room);
         }
     }
 
@@ -347,7 +354,7 @@ impl Hub {
                     room: None,
                 },
             );
-            self.names.remove(&username.key());
+            self.ledger.release_name(&username);
         }
         let rooms = self
             .clients

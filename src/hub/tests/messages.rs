@@ -453,7 +453,7 @@ mod room_history {
             chat.send_json(alice, json!({"code": 100, "message": "one more"}));
             chat.expect_error(alice, 503, "ids are exhausted");
         }
-        assert!(chat.hub.has_logged_ids_exhausted);
+        assert!(chat.hub.ledger.has_logged_ids_exhausted);
     }
 
     #[test]
