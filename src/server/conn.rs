@@ -49,27 +49,30 @@ pub enum CloseReason {
     IoError,
     /// The session quit and its output was flushed.
     Quit,
-    /// The client owed `owed` bytes, more than `limit` (`max_output_bytes`).
-    SlowConsumer { owed: usize, limit: usize },
+    /// The client owed more than `max_output_bytes` (logged when it was
+    /// cut off, with how much).
+    SlowConsumer,
     /// Its output did not drain before the linger or shutdown deadline.
     Deadline,
     /// The TLS handshake or a record failed (garbage on the TLS port).
     TlsError,
 }
 
-/// Where a connection is in its life (see the diagram above).
+/// Where a connection is in its life (see the diagram above). The
+/// deadline of the two lingering phases is `Conn::linger_until` (kept
+/// apart so this stays one byte: the struct is held per connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Lines go to the hub.
     Open,
     /// The session has left: input is discarded, output is still written,
-    /// until everything is out or `linger_until` (set at the first flush
-    /// that could not write everything) passes.
-    Quitting { linger_until: Option<Instant> },
+    /// until everything is out or the linger deadline (set at the first
+    /// flush that could not write everything) passes.
+    Quitting,
     /// Everything was written and our FIN sent; reading (and discarding)
-    /// until the peer's FIN or `until`, so closing does not reset frames
-    /// still in flight.
-    Draining { until: Instant },
+    /// until the peer's FIN or the drain deadline, so closing does not
+    /// reset frames still in flight.
+    Draining,
     /// To be removed at the end of the turn.
     Closed(CloseReason),
 }
@@ -94,6 +97,9 @@ pub struct Conn {
     transport: Transport,
     codec: LineCodec,
     phase: Phase,
+    /// When a quitting or draining connection is closed whatever it still
+    /// owes or is sent.
+    linger_until: Option<Instant>,
     /// True while WRITABLE is in the registered interest (bytes are owed).
     is_write_registered: bool,
     /// True once the peer sent EOF; no further readiness will say so again.
@@ -120,6 +126,7 @@ impl Conn {
             transport,
             codec: LineCodec::new(max_line_bytes),
             phase: Phase::Open,
+            linger_until: None,
             is_write_registered: false,
             has_peer_closed: false,
             timer_ms: NO_TIMER,
@@ -166,8 +173,7 @@ impl Conn {
     /// not closed its side, while it quits or drains.
     pub fn linger_deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Quitting { linger_until } => linger_until,
-            Phase::Draining { until } => Some(until),
+            Phase::Quitting | Phase::Draining => self.linger_until,
             Phase::Open | Phase::Closed(_) => None,
         }
     }
@@ -175,12 +181,13 @@ impl Conn {
     /// Closes it if its linger deadline has passed: a drained session ends
     /// normally, one still owed output was cut short.
     pub fn expire(&mut self, now: Instant) {
+        if self.linger_until.is_none_or(|until| now < until) {
+            return;
+        }
         match self.phase {
-            Phase::Quitting {
-                linger_until: Some(until),
-            } if now >= until => self.close(CloseReason::Deadline),
-            Phase::Draining { until } if now >= until => self.close(CloseReason::Quit),
-            _ => {}
+            Phase::Quitting => self.close(CloseReason::Deadline),
+            Phase::Draining => self.close(CloseReason::Quit),
+            Phase::Open | Phase::Closed(_) => {}
         }
     }
 
@@ -237,7 +244,7 @@ impl Conn {
                     Ok(line) => hub.handle_line(id, line, now),
                     Err(error) => hub.handle_codec_error(id, error),
                 };
-                self.follow(fate);
+                self.follow(id, fate);
                 budget.charge_line();
             }
             if budget.is_spent() {
@@ -252,15 +259,15 @@ impl Conn {
                     self.has_peer_closed = true;
                     match self.phase {
                         // Draining after our FIN: the peer has closed too.
-                        Phase::Draining { .. } => self.close(CloseReason::Quit),
+                        Phase::Draining => self.close(CloseReason::Quit),
                         Phase::Open => {
                             log::debug!("conn={id} peer={} closed its side", self.peer);
                             let fate = hub.handle_eof(id);
-                            self.follow(fate);
+                            self.follow(id, fate);
                         }
                         // What it is owed is still written (a half-closed
                         // socket takes writes); the flush then closes.
-                        Phase::Quitting { .. } | Phase::Closed(_) => {}
+                        Phase::Quitting | Phase::Closed(_) => {}
                     }
                     break;
                 }
@@ -309,7 +316,7 @@ impl Conn {
         now: Instant,
         shutdown: Option<Instant>,
     ) {
-        if matches!(self.phase, Phase::Draining { .. } | Phase::Closed(_)) {
+        if matches!(self.phase, Phase::Draining | Phase::Closed(_)) {
             return;
         }
         let Conn {
@@ -325,7 +332,7 @@ impl Conn {
         };
         let wants_write = match after {
             AfterFlush::CutOff(cut_off) => {
-                self.follow(Fate::CutOff(cut_off));
+                self.follow(id, Fate::CutOff(cut_off));
                 return;
             }
             AfterFlush::Open(flushed) => flushed == Flushed::Partly,
@@ -341,12 +348,10 @@ impl Conn {
         }
         match after {
             AfterFlush::Leaving => {
-                if let Phase::Open | Phase::Quitting { linger_until: None } = self.phase {
-                    self.phase = Phase::Quitting {
-                        linger_until: Some(
-                            shutdown.unwrap_or_else(|| instant_after(now, QUIT_LINGER)),
-                        ),
-                    };
+                self.phase = Phase::Quitting;
+                if self.linger_until.is_none() {
+                    self.linger_until =
+                        Some(shutdown.unwrap_or_else(|| instant_after(now, QUIT_LINGER)));
                 }
             }
             AfterFlush::Ended => {
@@ -359,28 +364,36 @@ impl Conn {
                     return;
                 }
                 let _ = self.stream.shutdown(Shutdown::Write);
-                self.phase = Phase::Draining {
-                    until: match shutdown {
-                        Some(deadline) => deadline.min(instant_after(now, SHUTDOWN_DRAIN_LINGER)),
-                        None => instant_after(now, DRAIN_LINGER),
-                    },
-                };
+                self.phase = Phase::Draining;
+                self.linger_until = Some(match shutdown {
+                    Some(deadline) => deadline.min(instant_after(now, SHUTDOWN_DRAIN_LINGER)),
+                    None => instant_after(now, DRAIN_LINGER),
+                });
             }
             AfterFlush::Open(_) | AfterFlush::CutOff(_) => {}
         }
     }
 
     /// Follows the hub's answer after an input.
-    fn follow(&mut self, fate: Fate) {
+    fn follow(&mut self, id: ConnId, fate: Fate) {
         match fate {
             Fate::Open => {}
             Fate::Leaving => {
                 if self.phase == Phase::Open {
-                    self.phase = Phase::Quitting { linger_until: None };
+                    self.phase = Phase::Quitting;
                 }
             }
             Fate::CutOff(CutOff::SlowConsumer { owed, limit }) => {
-                self.close(CloseReason::SlowConsumer { owed, limit })
+                if !self.is_closed() {
+                    // Its one line, this session's disconnect line too:
+                    // one per event, like a login, since it needs an
+                    // admitted session that was sent more than it read.
+                    log::warn!(
+                        "conn={id} peer={} dropped: SlowConsumer (owed {owed} bytes, over max_output_bytes {limit})",
+                        self.peer
+                    );
+                }
+                self.close(CloseReason::SlowConsumer);
             }
             // The hub has no session for it (it only forgets one at a
             // flush or a close): nothing is owed, nothing more to read.

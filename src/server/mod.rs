@@ -629,13 +629,8 @@ impl Server {
             }
             let peer = conn.peer();
             let reason = conn.close_reason().unwrap_or(CloseReason::IoError);
-            if let CloseReason::SlowConsumer { owed, limit } = reason {
-                // One line per event, like a login: it needs an admitted
-                // session that was sent more than it read.
-                log::warn!(
-                    "conn={id} peer={peer} dropped: SlowConsumer (owed {owed} bytes, over max_output_bytes {limit})"
-                );
-                continue;
+            if reason == CloseReason::SlowConsumer {
+                continue; // Its line was logged when it was cut off.
             }
             // One line per session, but a connect-and-close storm (garbage
             // on the TLS port costs a peer one connect) is rate-limited.
