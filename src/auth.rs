@@ -19,11 +19,28 @@ pub enum Auth {
     Accounts { users: Arc<Users> },
 }
 
+/// Whether a password was the right one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    Valid,
+    Wrong,
+}
+
+impl Checked {
+    pub fn from_match(is_match: bool) -> Checked {
+        if is_match {
+            Checked::Valid
+        } else {
+            Checked::Wrong
+        }
+    }
+}
+
 /// What checking a password takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     /// Decided at once (cheap: open auth or the shared password).
-    Decided(bool),
+    Decided(Checked),
     /// An argon2 verification against this hash, or against a dummy hash
     /// when the account does not exist (`None`), off the event loop.
     Hash(Option<String>),
@@ -73,8 +90,8 @@ impl Auth {
     /// What it takes to check `password` for `username`.
     pub fn check(&self, username: &Username, password: &str) -> Check {
         match self {
-            Auth::Open => Check::Decided(true),
-            Auth::Password { .. } => Check::Decided(self.verify(password)),
+            Auth::Open => Check::Decided(Checked::Valid),
+            Auth::Password { .. } => Check::Decided(Checked::from_match(self.verify(password))),
             Auth::Accounts { users } => Check::Hash(users.hash_of(username).map(str::to_owned)),
         }
     }

@@ -221,7 +221,8 @@ impl FrameCache {
 
 impl Hub {
     /// Number of sessions, logged in or not.
-    pub fn connection_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn connection_count(&self) -> usize {
         self.clients.slots.iter().flatten().count()
     }
 
@@ -375,8 +376,9 @@ impl Hub {
         }
     }
 
-    /// The session's current state (for the shell's logs and for tests).
-    pub fn state(&self, conn: ConnId) -> Option<&State> {
+    /// The session's current state (for the hub and its tests; the shell
+    /// goes by `Fate`).
+    pub(crate) fn state(&self, conn: ConnId) -> Option<&State> {
         self.clients.get(conn).map(|client| &client.state)
     }
 }

@@ -7,7 +7,7 @@ use super::ledger::{Claim, Taken};
 use super::refusal::{AccountChange, AskAgain, NoVerdict, QuitReason, Refusal};
 use super::{ConnId, Hub, Now};
 use crate::accounts::Users;
-use crate::auth::Check;
+use crate::auth::{Check, Checked};
 use crate::proto::{ServerMsg, Username};
 use crate::session::{Input, Login, Mode, State};
 use crate::throttle::Wait;
@@ -149,13 +149,13 @@ impl Hub {
 
     /// The answer to a `VerifyJob`. Ignored if the connection is gone or
     /// has moved on (the ticket no longer matches).
-    pub fn handle_verified(&mut self, conn: ConnId, ticket: u64, is_valid: bool, now: Now) {
+    pub fn handle_verified(&mut self, conn: ConnId, ticket: u64, checked: Checked, now: Now) {
         if let Some((address, name)) = self.orphan_checks.remove(&ticket) {
             // Its client left: nobody logs in, but a wrong password was
             // still a guess the worker paid for (issue 11 sweep: checks
             // abandoned by a disconnect were free, so one address could
             // keep the verifier's queue full without a single failure).
-            if is_valid {
+            if checked == Checked::Valid {
                 self.throttle.abandon(address, name.as_str());
             } else {
                 self.throttle
@@ -171,7 +171,7 @@ impl Hub {
         }
         client.pending_check = None;
         if let State::PassAuth { username } = client.state.clone() {
-            self.finish_pass(conn, username, is_valid, now);
+            self.finish_pass(conn, username, checked, now);
         }
     }
 
@@ -295,7 +295,7 @@ impl Hub {
             .begin(address, username.key().as_str(), now.mono_ms)
             .map_err(throttle_refusal)?;
         match self.config.auth.check(&username, &password) {
-            Check::Decided(is_valid) => self.finish_pass(conn, username, is_valid, now),
+            Check::Decided(checked) => self.finish_pass(conn, username, checked, now),
             Check::Hash(hash) => {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
@@ -319,13 +319,13 @@ impl Hub {
         &mut self,
         conn: ConnId,
         username: Username,
-        is_valid: bool,
+        checked: Checked,
         now: Now,
     ) {
         let Some(address) = self.clients.get(conn).map(|client| client.peer.ip()) else {
             return;
         };
-        if is_valid {
+        if checked == Checked::Valid {
             self.throttle
                 .record_success(address, username.key().as_str(), now.mono_ms);
             let claim = self.ledger.claim_name(conn, username);

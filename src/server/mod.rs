@@ -518,7 +518,7 @@ impl Server {
         let verdicts: Vec<_> = self.verifier.verdicts().collect();
         for verdict in verdicts {
             self.hub
-                .handle_verified(verdict.conn, verdict.ticket, verdict.is_valid, wall);
+                .handle_verified(verdict.conn, verdict.ticket, verdict.checked, wall);
         }
     }
 

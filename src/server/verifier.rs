@@ -7,6 +7,7 @@
 //! login storm into 503s instead of unbounded memory.
 
 use crate::accounts;
+use crate::auth::Checked;
 use crate::hub::{ConnId, VerifyJob};
 use mio::Waker;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ const QUEUE: usize = 256;
 pub struct Verdict {
     pub conn: ConnId,
     pub ticket: u64,
-    pub is_valid: bool,
+    pub checked: Checked,
 }
 
 pub struct Verifier {
@@ -55,12 +56,13 @@ impl Verifier {
                         // Nobody waits for these verdicts any more.
                         return;
                     }
-                    let is_valid = checker.verify(job.hash.as_deref(), &job.password);
+                    let checked =
+                        Checked::from_match(checker.verify(job.hash.as_deref(), &job.password));
                     worker_checked.fetch_add(1, Ordering::Relaxed);
                     let verdict = Verdict {
                         conn: job.conn,
                         ticket: job.ticket,
-                        is_valid,
+                        checked,
                     };
                     if verdict_sender.send(verdict).is_err() {
                         return;
@@ -174,7 +176,10 @@ mod tests {
             };
             assert!(verifier.submit(job).is_ok());
             let verdict = next_verdict(&mut poll, &verifier);
-            assert_eq!((verdict.ticket, verdict.is_valid), (ticket, expected));
+            assert_eq!(
+                (verdict.ticket, verdict.checked),
+                (ticket, Checked::from_match(expected))
+            );
         }
     }
 }

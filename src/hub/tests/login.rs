@@ -2,6 +2,7 @@
 //! the login throttle, the TLS rule and telnet echo at the password prompt.
 
 use super::*;
+use crate::auth::Checked;
 
 // Greeting and mode.
 
@@ -469,7 +470,8 @@ mod accounts_auth {
         // Nothing is decided until the verdict arrives.
         assert_eq!(chat.codes(conn), vec![210, 211]);
         assert!(matches!(chat.hub.state(conn), Some(State::PassAuth { .. })));
-        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        chat.hub
+            .handle_verified(conn, job.ticket, Checked::Valid, chat.now);
         assert_eq!(chat.codes(conn), vec![202, 201]);
     }
 
@@ -478,13 +480,14 @@ mod accounts_auth {
         let mut chat = accounts_chat(false);
         let known = chat.connect();
         let job = attempt(&mut chat, known, "alice", "wrong");
-        chat.hub.handle_verified(known, job.ticket, false, chat.now);
+        chat.hub
+            .handle_verified(known, job.ticket, Checked::Wrong, chat.now);
         let unknown = chat.connect();
         let job = attempt(&mut chat, unknown, "mallory", "whatever");
         // The worker verifies a dummy hash for an unknown user.
         assert_eq!(job.hash, None);
         chat.hub
-            .handle_verified(unknown, job.ticket, false, chat.now);
+            .handle_verified(unknown, job.ticket, Checked::Wrong, chat.now);
         let known_frames = chat.received(known);
         let unknown_frames = chat.received(unknown);
         assert_eq!(known_frames[1..], unknown_frames[1..]);
@@ -510,7 +513,7 @@ mod accounts_auth {
         let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
         chat.raw(conn);
         chat.hub
-            .handle_verified(conn, job.ticket + 1, true, chat.now);
+            .handle_verified(conn, job.ticket + 1, Checked::Valid, chat.now);
         assert!(chat.raw(conn).is_empty());
         // The connection closes and its id is reused before the answer.
         chat.hub.handle_closed(conn);
@@ -521,7 +524,8 @@ mod accounts_auth {
             Now::default(),
         );
         chat.raw(conn);
-        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        chat.hub
+            .handle_verified(conn, job.ticket, Checked::Valid, chat.now);
         assert!(chat.raw(conn).is_empty());
         assert_eq!(chat.hub.state(conn), Some(&State::Listen));
     }
@@ -537,7 +541,7 @@ mod accounts_auth {
         chat.send_json(conn, json!({"code": 111, "password": ALICE_PASSWORD}));
         let retry: Vec<VerifyJob> = chat.hub.drain_verify_jobs().collect();
         chat.hub
-            .handle_verified(conn, retry[0].ticket, true, chat.now);
+            .handle_verified(conn, retry[0].ticket, Checked::Valid, chat.now);
         assert_eq!(chat.codes(conn), vec![202, 201]);
     }
 
@@ -560,7 +564,8 @@ mod accounts_auth {
         );
         chat.send(conn, ALICE_PASSWORD);
         let retry = chat.hub.drain_verify_jobs().next().expect("a new check");
-        chat.hub.handle_verified(conn, retry.ticket, true, chat.now);
+        chat.hub
+            .handle_verified(conn, retry.ticket, Checked::Valid, chat.now);
         assert_eq!(
             chat.received_text(conn),
             vec!["* you are now alice", "* alice joined #lobby"]
@@ -573,7 +578,8 @@ mod accounts_auth {
         for _ in 0..crate::throttle::FREE_FAILURES + 1 {
             let conn = chat.connect();
             let job = attempt(&mut chat, conn, "alice", "wrong");
-            chat.hub.handle_verified(conn, job.ticket, false, chat.now);
+            chat.hub
+                .handle_verified(conn, job.ticket, Checked::Wrong, chat.now);
         }
         let conn = chat.connect();
         chat.raw(conn);
@@ -595,7 +601,8 @@ mod accounts_auth {
         // After the wait, the right password logs in and clears the record.
         chat.now.mono_ms += crate::throttle::BASE_BLOCK_MS;
         let job = attempt(&mut chat, conn, "alice", ALICE_PASSWORD);
-        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        chat.hub
+            .handle_verified(conn, job.ticket, Checked::Valid, chat.now);
         assert_eq!(chat.codes(conn), vec![211, 202, 201]);
     }
 
@@ -682,7 +689,8 @@ mod accounts_auth {
     fn login_account(chat: &mut Chat, name: &str) -> ConnId {
         let conn = chat.connect();
         let job = attempt(chat, conn, name, ALICE_PASSWORD);
-        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        chat.hub
+            .handle_verified(conn, job.ticket, Checked::Valid, chat.now);
         assert_eq!(
             chat.codes(conn),
             vec![210, 211, 202, 201],
@@ -720,7 +728,7 @@ mod accounts_auth {
         assert_eq!(refused, 12 - (free + 1));
         for job in jobs {
             chat.hub
-                .handle_verified(job.conn, job.ticket, false, chat.now);
+                .handle_verified(job.conn, job.ticket, Checked::Wrong, chat.now);
         }
         // The verdicts then block the name from this address, as after
         // that many sequential failures.
@@ -785,7 +793,7 @@ mod accounts_auth {
         // The verdicts come back to nobody; the wrong passwords count.
         for job in &jobs {
             chat.hub
-                .handle_verified(job.conn, job.ticket, false, chat.now);
+                .handle_verified(job.conn, job.ticket, Checked::Wrong, chat.now);
         }
         chat.send_json(probe, json!({"code": 110, "username": "alice"}));
         chat.expect_error(probe, 429, "too many failed logins");
@@ -805,7 +813,7 @@ mod accounts_auth {
         other.raw(reused);
         other
             .hub
-            .handle_verified(reused, job.ticket, true, other.now);
+            .handle_verified(reused, job.ticket, Checked::Valid, other.now);
         assert_eq!(other.state_of(reused), Some(State::Listen));
         assert!(other.received(reused).is_empty());
     }
@@ -919,7 +927,7 @@ mod accounts_auth {
         ));
         // The old check's verdict logs nobody in; PASS is checked anew.
         chat.hub
-            .handle_verified(checking, job.ticket, true, chat.now);
+            .handle_verified(checking, job.ticket, Checked::Valid, chat.now);
         assert!(matches!(
             chat.state_of(checking),
             Some(State::PassAuth { .. })
@@ -931,7 +939,7 @@ mod accounts_auth {
         assert_eq!(retry[0].hash, None, "erin has no account now");
         // A check for an account the reload did not touch goes on.
         chat.hub
-            .handle_verified(untouched, untouched_job.ticket, false, chat.now);
+            .handle_verified(untouched, untouched_job.ticket, Checked::Wrong, chat.now);
         assert_eq!(chat.codes(untouched), vec![401]);
         // bob's name is free for whoever owns it next.
         let next = chat.connect();
@@ -955,7 +963,8 @@ mod accounts_auth {
             ..test_config()
         });
         chat.expect_error(conn, 503, "send PASS again");
-        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        chat.hub
+            .handle_verified(conn, job.ticket, Checked::Valid, chat.now);
         assert!(chat.received(conn).is_empty());
         assert!(matches!(chat.state_of(conn), Some(State::PassAuth { .. })));
         // The password is now checked by the new rules.
@@ -970,7 +979,8 @@ mod accounts_auth {
         chat.send(conn, "alice");
         chat.send(conn, ALICE_PASSWORD);
         let job = chat.hub.drain_verify_jobs().next().expect("one check");
-        chat.hub.handle_verified(conn, job.ticket, true, chat.now);
+        chat.hub
+            .handle_verified(conn, job.ticket, Checked::Valid, chat.now);
         chat.raw(conn);
         chat.send(conn, "/nick bob");
         let lines = chat.received_text(conn);
