@@ -3,7 +3,8 @@
 //! Code map (the pure core first; it does no socket IO and reads no clock;
 //! `accounts` and `config` read and write their own files, nothing else does):
 //! - [`codec`]: bytes to lines (cap, `\r\n`, telnet stripping, UTF-8).
-//! - [`proto`]: codes, names, requests and frames; the only JSON user.
+//! - [`proto`]: codes, names, requests, frames and the journal's records;
+//!   the only JSON user.
 //! - [`session`]: the LISTEN → USER AUTH → PASS AUTH → BROADCAST → QUIT machine.
 //! - [`flood`]: the per-session token bucket for frames reaching others,
 //!   and the byte budget of answers (HISTORY, WHO, ROOMS, PING).
@@ -11,7 +12,9 @@
 //!   backlog and HISTORY answers, message ids.
 //! - [`hub`]: the chat, split by job: `hub/mod.rs` (the `Hub`, dispatch and
 //!   its contract with the shell), `clients` (connection table, fan-out into
-//!   outboxes), `login`, `rooms`, `messages`, `refusal` (typed refusals).
+//!   outboxes, each connection's fate and flush), `ledger` (names,
+//!   membership, ids and history: the cluster seam), `login`, `rooms`,
+//!   `messages`, `refusal` (typed refusals).
 //! - [`outbox`]: one connection's queue of shared encoded frames.
 //! - [`auth`]: open, shared password or accounts: what a login needs.
 //! - [`accounts`]: the users file (argon2id PHC strings), hashing, verifying.
@@ -20,7 +23,8 @@
 //! - [`config`]: defaults + TOML file + flags, validated.
 //!
 //! The shell around it:
-//! - [`server`]: the single-threaded mio event loop, signals and timers.
+//! - [`server`]: the single-threaded mio event loop, signals and timers;
+//!   each connection with its phase and its transport (plain or TLS).
 //! - [`daemon`]: locked pidfile, fork with a readiness pipe, stop/status.
 //! - [`tls`]: certificates into rustls; bytes between socket, rustls, outbox.
 //! - [`logging`]: `log` records to stderr (or the journal's format).
