@@ -99,3 +99,131 @@ fn a_broadcast_frame_has_the_same_bytes_for_every_json_recipient() {
         format!("[{TS_CLOCK}] #lobby <alice> same for all\n")
     );
 }
+
+// The lifecycle the hub answers: `Fate` on input, `AfterFlush` on a flush.
+
+/// A flush into a socket that takes everything.
+fn flush_whole(chat: &mut Chat, conn: ConnId) -> (AfterFlush, Vec<u8>) {
+    let mut bytes = Vec::new();
+    let after = chat
+        .hub
+        .flush(conn, |outbox, arena| outbox.write_to(arena, &mut bytes))
+        .expect("a Vec takes every byte");
+    (after, bytes)
+}
+
+#[test]
+fn an_open_session_stays_open_after_a_flush_whole_or_partial() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    assert_eq!(chat.hub.fate(alice), Fate::Open);
+    chat.send_json(alice, json!({"code": 108}));
+    let (after, bytes) = flush_whole(&mut chat, alice);
+    assert_eq!(after, AfterFlush::Open(Flushed::All));
+    assert!(!bytes.is_empty(), "the 207 was written");
+    chat.send_json(alice, json!({"code": 108}));
+    let after = chat.hub.flush(alice, |_, _| Ok(Flushed::Partly));
+    assert_eq!(after.unwrap(), AfterFlush::Open(Flushed::Partly));
+    assert_eq!(chat.hub.fate(alice), Fate::Open);
+}
+
+#[test]
+fn quit_makes_a_session_leave_and_a_whole_flush_ends_it() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.clear_all();
+    assert_eq!(
+        chat.hub.handle_line(alice, r#"{"code":109}"#, chat.now),
+        Fate::Leaving
+    );
+    // Others hear of it at once; the leaver's output is still owed.
+    assert_eq!(chat.received(bob), vec![quit("alice")]);
+    // A socket that takes nothing: still leaving, the bytes still owed.
+    let after = chat.hub.flush(alice, |_, _| Ok(Flushed::Partly));
+    assert_eq!(after.unwrap(), AfterFlush::Leaving);
+    assert_eq!(chat.hub.fate(alice), Fate::Leaving);
+    // Everything written: the session has ended and the hub forgot it.
+    let (after, _) = flush_whole(&mut chat, alice);
+    assert_eq!(after, AfterFlush::Ended);
+    assert_eq!(chat.hub.fate(alice), Fate::Ended);
+    assert!(chat.hub.state(alice).is_none());
+    // Its close, reported later by the shell, changes nothing for others.
+    chat.hub.handle_closed(alice);
+    assert!(chat.received(bob).is_empty());
+    // The name is free again.
+    let again = chat.login("alice");
+    assert_eq!(chat.hub.fate(again), Fate::Open);
+}
+
+#[test]
+fn eof_makes_a_session_leave_once() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.clear_all();
+    assert_eq!(chat.hub.handle_eof(alice), Fate::Leaving);
+    assert_eq!(chat.hub.handle_eof(alice), Fate::Leaving);
+    assert_eq!(chat.received(bob), vec![quit("alice")], "one 204, not two");
+    // A line that still arrives is not answered.
+    assert_eq!(
+        chat.hub.handle_line(alice, r#"{"code":108}"#, chat.now),
+        Fate::Leaving
+    );
+    let (after, bytes) = flush_whole(&mut chat, alice);
+    assert_eq!(after, AfterFlush::Ended);
+    assert!(bytes.is_empty(), "{}", String::from_utf8_lossy(&bytes));
+}
+
+#[test]
+fn a_write_error_is_handed_back_and_the_session_waits_for_its_close() {
+    let mut chat = Chat::open();
+    let alice = chat.login("alice");
+    let bob = chat.login("bob");
+    chat.clear_all();
+    chat.send_json(alice, json!({"code": 108}));
+    let after = chat
+        .hub
+        .flush(alice, |_, _| Err(std::io::ErrorKind::BrokenPipe.into()));
+    assert_eq!(after.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    // The hub decides nothing on a write error: the shell closes the
+    // socket and reports it.
+    assert_eq!(chat.hub.fate(alice), Fate::Open);
+    chat.hub.handle_closed(alice);
+    assert_eq!(chat.hub.fate(alice), Fate::Ended);
+    assert_eq!(chat.received(bob), vec![quit("alice")]);
+}
+
+#[test]
+fn a_cut_off_client_is_never_written_to_again() {
+    let max_output_bytes = 65_536;
+    let mut chat = Chat::with(Auth::Open, max_output_bytes);
+    let alice = chat.login("alice");
+    let sleeper = chat.login("sleeper");
+    chat.clear_all();
+    let text = "z".repeat(1000);
+    while !chat.stalled_flush(sleeper) {
+        chat.send_json(alice, say(&text));
+    }
+    let Fate::CutOff(CutOff::SlowConsumer { owed, limit }) = chat.hub.fate(sleeper) else {
+        panic!("not cut off: {:?}", chat.hub.fate(sleeper));
+    };
+    assert!(owed > limit);
+    let after = chat
+        .hub
+        .flush(sleeper, |_, _| panic!("a cut-off client was written to"));
+    assert!(matches!(after, Ok(AfterFlush::CutOff(_))));
+    // Its lines are not answered, and its fate says so.
+    assert!(matches!(
+        chat.hub.handle_line(sleeper, r#"{"code":108}"#, chat.now),
+        Fate::CutOff(_)
+    ));
+}
+
+#[test]
+fn a_connection_the_hub_never_knew_has_ended() {
+    let mut chat = Chat::open();
+    assert_eq!(chat.hub.fate(ConnId(99)), Fate::Ended);
+    let after = chat.hub.flush(ConnId(99), |_, _| panic!("written"));
+    assert_eq!(after.unwrap(), AfterFlush::Ended);
+}
