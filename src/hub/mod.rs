@@ -259,7 +259,10 @@ impl Hub {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
-        if client.cut_off.is_some() {
+        // A session that has left (or was cut off) takes no more lines:
+        // nothing is answered, and nothing of them is logged (a text line
+        // after a final wrong password may be a password).
+        if client.cut_off.is_some() || client.state == State::Quit {
             return;
         }
         client.last_input_ms = now.mono_ms;
@@ -431,7 +434,9 @@ impl Hub {
 
     /// A line the codec could not deliver.
     pub fn handle_codec_error(&mut self, conn: ConnId, error: CodecError) -> Fate {
-        self.refuse(conn, Refusal::Codec(error));
+        if self.fate(conn) == Fate::Open {
+            self.refuse(conn, Refusal::Codec(error));
+        }
         self.fate(conn)
     }
 
