@@ -33,6 +33,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod daemon;

@@ -1,0 +1,217 @@
+//! What the loop and the bridge say to each other: `Job`s in (each with a
+//! ticket), `Output`s back (a job's `Done` echoing its ticket, or an
+//! unasked `Event` such as a room message from another node). Plain data:
+//! no tokio or NATS type appears here, so the sans-IO hub can make jobs
+//! and take results the way it makes a `VerifyJob` and takes a verdict.
+
+use crate::proto::{ChatMessage, NameKey, RoomName, Username};
+use std::fmt;
+use std::net::IpAddr;
+
+/// Names a job; its `Done` carries the same ticket. Chosen by the caller.
+pub type Ticket = u64;
+
+/// One request to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub ticket: Ticket,
+    pub kind: JobKind,
+}
+
+/// Which history a `JobKind::History` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryRange {
+    /// Messages with an id above this one (HISTORY with `after`), oldest
+    /// first, at most `limit`.
+    After(u64),
+    /// The room's last `limit` messages (a join's backlog, HISTORY
+    /// without `after`).
+    Last,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    /// Hold `user` cluster-wide (create-if-absent on its case-folded key).
+    /// `Claimed`, or `Taken` when another node holds it. A name this node
+    /// already holds is granted again (in the new spelling).
+    ClaimName { user: Username },
+    /// Move this node's claim from `old` to `new`: `Claimed(new)` (and
+    /// `old` freed) or `Taken(new)` (and `old` kept).
+    Rename { old: Username, new: Username },
+    /// Free a name this node holds; `Released` (also when it was not held).
+    ReleaseName { user: Username },
+    /// Store a room message; `Posted` with its id (the stream sequence).
+    /// Every subscribed node, this one too, also gets it as
+    /// `Event::Message`, in the room's order.
+    Post {
+        room: RoomName,
+        from: Username,
+        text: String,
+        /// Unix milliseconds when this node accepted it.
+        ts: u64,
+    },
+    /// A cluster-wide id for a private message: `DmId`.
+    AllocateDmId,
+    /// Read a room's history from the stream: `History`.
+    History {
+        room: RoomName,
+        range: HistoryRange,
+        limit: usize,
+    },
+    /// Deliver the room's messages and presence to this node from now on
+    /// (as `Event::Message` and `Event::Presence`): `Subscribed`.
+    Subscribe { room: RoomName },
+    /// Stop delivering the room: `Unsubscribed`.
+    Unsubscribe { room: RoomName },
+    /// `user` (on this node) is in `room`: every subscribed node gets
+    /// `Event::Presence` `Joined`. `Done`.
+    Join { room: RoomName, user: Username },
+    /// `user` left `room`: `Event::Presence` `Left` everywhere. `Done`.
+    Part { room: RoomName, user: Username },
+    /// Everyone in `room`, on every node: `Members`.
+    Members { room: RoomName },
+    /// One more failed login for each key: `Failures` with the new counts.
+    RecordFailures { keys: Vec<ThrottleKey> },
+    /// The current failure counts: `Failures`.
+    ReadFailures { keys: Vec<ThrottleKey> },
+    /// A successful login forgets these keys' failures: `Done`.
+    ClearFailures { keys: Vec<ThrottleKey> },
+}
+
+/// What the bridge hands back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The answer to the job with this ticket.
+    Done { ticket: Ticket, result: JobResult },
+    /// Something no job asked for at that moment.
+    Event(Event),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    Claimed(Username),
+    Taken(Username),
+    Released,
+    Posted(ChatMessage),
+    DmId(u64),
+    History(HistorySlice),
+    Subscribed(RoomName),
+    Unsubscribed(RoomName),
+    Members(Vec<Member>),
+    Failures(Vec<(ThrottleKey, u32)>),
+    /// The job did its work (Join, Part, ClearFailures).
+    Done,
+    /// NATS did not answer or refused; nothing was changed that the job
+    /// asked for (or it cannot be known): the hub answers 503.
+    Failed(String),
+}
+
+/// Messages from the stream, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySlice {
+    pub messages: Vec<ChatMessage>,
+    /// More messages matched than `limit` allowed.
+    pub more: bool,
+    /// Messages of this room after the asked-for id may be gone (the room's
+    /// history is full and starts after it).
+    pub gap: bool,
+}
+
+/// Someone in a room, and the node that holds their connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user: Username,
+    pub node: String,
+}
+
+/// What happened to someone's presence in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Joined,
+    /// Parted, quit, or their node died (their entry expired).
+    Left,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message of a subscribed room, in the room's order (the same on
+    /// every node). `previous` is the id of the room's message before it,
+    /// when NATS says so: a hole between the two means a lost delivery.
+    Message {
+        message: ChatMessage,
+        previous: Option<u64>,
+    },
+    /// A presence change in a subscribed room. `node` is empty when an
+    /// entry expired (its node stopped refreshing it).
+    Presence {
+        room: RoomName,
+        user: Username,
+        node: String,
+        change: Change,
+    },
+    /// A name this node held was lost (its claim expired and another node
+    /// took it, e.g. after a long NATS outage); the session must go.
+    NameLost(Username),
+    /// The NATS connection dropped (the client keeps reconnecting).
+    Disconnected,
+    /// The NATS connection is back.
+    Reconnected,
+}
+
+/// A login-throttle counter's key: safe as a NATS key token (letters,
+/// digits, `-`, `_`, `.` separating its parts).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ThrottleKey(String);
+
+impl ThrottleKey {
+    /// Failures from one address (its throttle group, e.g. an IPv6 /64).
+    pub fn address(address: IpAddr) -> ThrottleKey {
+        ThrottleKey(format!("a.{}", hex_address(address)))
+    }
+
+    /// Failures for one name, from anywhere.
+    pub fn name(key: &NameKey) -> ThrottleKey {
+        ThrottleKey(format!("n.{}", key.as_str()))
+    }
+
+    /// Failures for one name from one address.
+    pub fn address_and_name(address: IpAddr, key: &NameKey) -> ThrottleKey {
+        ThrottleKey(format!("an.{}.{}", hex_address(address), key.as_str()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ThrottleKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ThrottleKey").field(&self.0).finish()
+    }
+}
+
+fn hex_address(address: IpAddr) -> String {
+    let bytes = match address {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_keys_are_nats_key_tokens() {
+        let name = Username::parse("Alice").unwrap().key();
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::".parse().unwrap();
+        assert_eq!(ThrottleKey::address(v4).as_str(), "a.0a000001");
+        assert_eq!(ThrottleKey::name(&name).as_str(), "n.alice");
+        assert_eq!(
+            ThrottleKey::address_and_name(v6, &name).as_str(),
+            "an.20010db8000000000000000000000000.alice"
+        );
+    }
+}
