@@ -9,6 +9,7 @@ mod common;
 
 mod accounts_tls;
 mod chat;
+mod cluster;
 mod daemon;
 mod history;
 mod robustness;
