@@ -545,3 +545,34 @@ fn without_a_reachable_nats_the_bridge_fails_to_start_within_its_bound() {
     let text = error.to_string();
     assert!(text.contains("127.0.0.1"), "{text}");
 }
+
+#[test]
+fn refused_cluster_settings_stop_riftd_with_exit_2_before_it_listens() {
+    use crate::common::{Launch, assert_config_refused};
+    for (config, needle) in [
+        ("node_name = \"alone\"\n", "needs cluster_url"),
+        ("cluster_url = \"http://127.0.0.1:4222\"\n", "cluster_url"),
+        (
+            "cluster_url = \"nats://127.0.0.1:4222\"\ncluster_user = \"riftd\"\n",
+            "cluster_password_file",
+        ),
+        (
+            "cluster_url = \"nats://127.0.0.1:4222\"\ncluster_token_file = \"token\"\n\
+             cluster_credentials_file = \"node.creds\"\n",
+            "at most one way",
+        ),
+    ] {
+        let launch = Launch::new()
+            .config(config)
+            .file("token", "t0ken\n")
+            .file("node.creds", "x\n");
+        assert_config_refused(launch, needle);
+    }
+}
+
+#[test]
+fn until_the_hub_is_wired_a_valid_cluster_config_refuses_to_start_rather_than_run_alone() {
+    use crate::common::{Launch, assert_config_refused};
+    let launch = Launch::new().config("cluster_url = \"nats://127.0.0.1:4222\"\n");
+    assert_config_refused(launch, "cannot serve in cluster mode yet");
+}

@@ -14,14 +14,17 @@
 //! - `raw`: `RawConfig` (the file as written, with its defaults) and `Overrides`;
 //! - `ranges`: every numeric key's documented range, and the check against it;
 //! - `rules`: `RawConfig::validate`, the rules that span keys or need files;
-//! - `files`: reading a file the configuration names, bounded and non-blocking.
+//! - `files`: reading a file the configuration names, bounded and non-blocking;
+//! - `cluster`: the `cluster_*` keys and `node_name` into `ClusterSettings`.
 //!
 //! Adding a key is adding one field to `RawConfig` (with its default in
 //! `Default`), carrying it into `Config` in `RawConfig::validate`, with one
 //! check there if it has rules; a numeric key also gets its documented
 //! range: one line in `RANGES` and one in `RawConfig::numbers`. Reading the
-//! config file and the password file is the only IO here.
+//! config file and the files it names (password, users, TLS, the
+//! cluster's secrets) is the only IO here.
 
+mod cluster;
 mod files;
 mod ranges;
 mod raw;
@@ -40,6 +43,7 @@ pub use raw::{
 
 use crate::accounts::AccountsError;
 use crate::auth::Auth;
+use crate::cluster::ClusterSettings;
 use crate::hub::HubConfig;
 use crate::proto::RoomName;
 use crate::tls::TlsError;
@@ -108,6 +112,8 @@ pub struct Config {
     history_keep: usize,
     history_max_bytes: usize,
     quiet_room_size: usize,
+    /// Cluster mode, when `cluster_url` is set.
+    cluster: Option<ClusterSettings>,
 }
 
 impl Config {
@@ -187,6 +193,11 @@ impl Config {
             flood_rate: self.flood_rate,
             flood_burst: f64::from(self.flood_burst),
         }
+    }
+
+    /// Cluster mode's settings, or `None` for a single node.
+    pub fn cluster(&self) -> Option<&ClusterSettings> {
+        self.cluster.as_ref()
     }
 
     pub fn shutdown_timeout_secs(&self) -> u64 {

@@ -94,6 +94,25 @@ pub struct RawConfig {
     /// Where the daemon's stdout and stderr go (default: see
     /// `daemon::default_log_file`); unused in the foreground.
     pub log_file: Option<PathBuf>,
+    /// Cluster mode: one or more `nats://` or `tls://` URLs of NATS
+    /// servers; empty (the default) = a single node.
+    #[serde(deserialize_with = "deserialize_urls")]
+    pub cluster_url: Vec<String>,
+    /// This node's name in the cluster (default: host name and pid).
+    pub node_name: Option<String>,
+    /// NATS user, with `cluster_password_file`.
+    pub cluster_user: Option<String>,
+    /// File whose first line is the NATS password.
+    pub cluster_password_file: Option<PathBuf>,
+    /// File whose first line is the NATS token.
+    pub cluster_token_file: Option<PathBuf>,
+    /// A NATS `.creds` file (user JWT and NKey seed).
+    pub cluster_credentials_file: Option<PathBuf>,
+    /// PEM CA certificate(s) NATS's certificate must chain to; sets TLS.
+    pub cluster_tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain and key for NATS (both or neither).
+    pub cluster_tls_cert: Option<PathBuf>,
+    pub cluster_tls_key: Option<PathBuf>,
     /// The file this config was read from, if any.
     #[serde(skip)]
     pub(super) source: Option<PathBuf>,
@@ -128,6 +147,15 @@ impl Default for RawConfig {
             history_keep: 10_000,
             history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             quiet_room_size: 500,
+            cluster_url: Vec::new(),
+            node_name: None,
+            cluster_user: None,
+            cluster_password_file: None,
+            cluster_token_file: None,
+            cluster_credentials_file: None,
+            cluster_tls_ca: None,
+            cluster_tls_cert: None,
+            cluster_tls_key: None,
             source: None,
         }
     }
@@ -184,6 +212,15 @@ fn deserialize_listen<'de, D: serde::Deserializer<'de>>(
         .collect()
 }
 
+fn deserialize_urls<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    })
+}
+
 fn deserialize_room<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<RoomName, D::Error> {
@@ -233,6 +270,12 @@ impl RawConfig {
                 &mut config.tls_key,
                 &mut config.pid_file,
                 &mut config.log_file,
+                &mut config.cluster_password_file,
+                &mut config.cluster_token_file,
+                &mut config.cluster_credentials_file,
+                &mut config.cluster_tls_ca,
+                &mut config.cluster_tls_cert,
+                &mut config.cluster_tls_key,
             ]
             .into_iter()
             .flatten()
@@ -262,6 +305,12 @@ impl RawConfig {
             ("tls_key", &config.tls_key),
             ("pid_file", &config.pid_file),
             ("log_file", &config.log_file),
+            ("cluster_password_file", &config.cluster_password_file),
+            ("cluster_token_file", &config.cluster_token_file),
+            ("cluster_credentials_file", &config.cluster_credentials_file),
+            ("cluster_tls_ca", &config.cluster_tls_ca),
+            ("cluster_tls_cert", &config.cluster_tls_cert),
+            ("cluster_tls_key", &config.cluster_tls_key),
         ] {
             if path
                 .as_ref()
@@ -350,6 +399,12 @@ mod tests {
             "tls_key",
             "pid_file",
             "log_file",
+            "cluster_password_file",
+            "cluster_token_file",
+            "cluster_credentials_file",
+            "cluster_tls_ca",
+            "cluster_tls_cert",
+            "cluster_tls_key",
         ] {
             let error = RawConfig::from_toml(&format!("{key} = \"\"")).unwrap_err();
             assert!(error.contains(&format!("`{key}` is empty")), "{error}");

@@ -60,6 +60,10 @@ impl RawConfig {
             ("password_file", &self.password_file),
             ("users_file", &self.users_file),
             ("tls_key", &self.tls_key),
+            ("cluster_password_file", &self.cluster_password_file),
+            ("cluster_token_file", &self.cluster_token_file),
+            ("cluster_credentials_file", &self.cluster_credentials_file),
+            ("cluster_tls_key", &self.cluster_tls_key),
         ] {
             if let Some(path) = path
                 && let Some(mode) = world_readable_mode(path)
@@ -82,6 +86,7 @@ impl RawConfig {
             (None, Some(users)) => Auth::Accounts { users },
             (None, None) => Auth::Open,
         };
+        let cluster = self.cluster_settings()?;
         let history_file = self.history_path().map(Path::to_owned);
         Ok(Config {
             listen: self.listen,
@@ -107,6 +112,7 @@ impl RawConfig {
             history_keep: self.history_keep,
             history_max_bytes: self.history_max_bytes,
             quiet_room_size: self.quiet_room_size,
+            cluster,
         })
     }
 
@@ -130,6 +136,12 @@ impl RawConfig {
             ("tls_key", &self.tls_key),
             ("pid_file", &self.pid_file),
             ("log_file", &self.log_file),
+            ("cluster_password_file", &self.cluster_password_file),
+            ("cluster_token_file", &self.cluster_token_file),
+            ("cluster_credentials_file", &self.cluster_credentials_file),
+            ("cluster_tls_ca", &self.cluster_tls_ca),
+            ("cluster_tls_cert", &self.cluster_tls_cert),
+            ("cluster_tls_key", &self.cluster_tls_key),
         ] {
             if let Some(path) = path {
                 named.push((key, path));
@@ -146,7 +158,10 @@ impl RawConfig {
                 };
                 if is_same_file(first_path, second_path) {
                     let other = if *written == first { second } else { first };
-                    let other = if other.ends_with("_file") || other.starts_with("tls_") {
+                    let other = if other.ends_with("_file")
+                        || other.starts_with("tls_")
+                        || other.starts_with("cluster_")
+                    {
                         format!("`{other}`")
                     } else {
                         other.to_owned()
@@ -216,20 +231,30 @@ fn is_same_file(first: &Path, second: &Path) -> bool {
 
 /// The password is the file's first line, without its line ending.
 fn read_password(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    read_first_line("password_file", path).map(String::into_bytes)
+}
+
+/// A secret file's first line, without its line ending; refused when empty.
+pub(super) fn read_first_line(key: &'static str, path: &Path) -> Result<String, ConfigError> {
     let text =
         read_regular_text(path, MAX_PASSWORD_FILE_BYTES).map_err(|source| ConfigError::Read {
-            kind: "password_file",
+            kind: key,
             path: path.to_owned(),
             source,
         })?;
-    let password = text.lines().next().unwrap_or("");
-    if password.is_empty() {
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        let what = if key.ends_with("token_file") {
+            "token"
+        } else {
+            "password"
+        };
         return Err(invalid(
-            "password_file",
-            format!("{} holds no password on its first line", path.display()),
+            key,
+            format!("{} holds no {what} on its first line", path.display()),
         ));
     }
-    Ok(password.as_bytes().to_vec())
+    Ok(line.to_owned())
 }
 
 #[cfg(test)]
