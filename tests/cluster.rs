@@ -60,11 +60,17 @@ struct Nats {
 
 impl Nats {
     fn start() -> Nats {
+        Nats::start_with(&[])
+    }
+
+    /// With extra command-line options (auth, TLS).
+    fn start_with(extra: &[&str]) -> Nats {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Command::new(nats_binary())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -575,4 +581,74 @@ fn until_the_hub_is_wired_a_valid_cluster_config_refuses_to_start_rather_than_ru
     use crate::common::{Launch, assert_config_refused};
     let launch = Launch::new().config("cluster_url = \"nats://127.0.0.1:4222\"\n");
     assert_config_refused(launch, "cannot serve in cluster mode yet");
+}
+
+/// The cluster settings `Config::load` makes of `text`, written with its
+/// files in `dir`.
+fn cluster_settings(dir: &std::path::Path, text: &str) -> ClusterSettings {
+    let path = dir.join("riftd.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = riftd::config::Config::load(Some(&path), &Default::default()).unwrap();
+    config.cluster().cloned().expect("cluster mode is on")
+}
+
+fn start_bridge(settings: ClusterSettings) -> Result<Bridge, ClusterError> {
+    let poll = Poll::new().unwrap();
+    let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+    let mut options = options(100, Duration::from_secs(10));
+    options.connect_timeout = Duration::from_secs(3);
+    Bridge::start(settings, options, waker)
+}
+
+#[test]
+fn a_node_logs_in_to_nats_with_the_password_from_its_file_and_a_wrong_one_is_refused() {
+    let nats = Nats::start_with(&["--user", "riftd", "--pass", "s3cret"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("right"), "s3cret\n").unwrap();
+    std::fs::write(dir.path().join("wrong"), "guess\n").unwrap();
+    let config = |file: &str| {
+        format!(
+            "cluster_url = \"{}\"\nnode_name = \"n1\"\ncluster_user = \"riftd\"\n\
+             cluster_password_file = \"{file}\"\n",
+            nats.url()
+        )
+    };
+    let bridge = start_bridge(cluster_settings(dir.path(), &config("right"))).unwrap();
+    assert_eq!(bridge.node_name(), "n1");
+    drop(bridge);
+    let started = Instant::now();
+    let error = start_bridge(cluster_settings(dir.path(), &config("wrong")))
+        .err()
+        .expect("a wrong password is refused");
+    assert!(started.elapsed() < Duration::from_secs(6), "{error}");
+    let text = error.to_string().to_lowercase();
+    assert!(text.contains("author"), "{text}");
+    assert!(!text.contains("guess"), "{text}");
+}
+
+#[test]
+fn a_node_reaches_nats_over_tls_with_the_ca_from_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert = dir.path().join("nats.pem");
+    let key = dir.path().join("nats.key");
+    std::fs::write(&cert, server.cert.pem()).unwrap();
+    std::fs::write(&key, server.signing_key.serialize_pem()).unwrap();
+    let nats = Nats::start_with(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("tls://127.0.0.1:{}", nats.port);
+    let settings = cluster_settings(
+        dir.path(),
+        &format!("cluster_url = \"{url}\"\ncluster_tls_ca = \"nats.pem\"\n"),
+    );
+    let bridge = start_bridge(settings).expect("TLS with the configured CA");
+    drop(bridge);
+    // Without TLS settings, a plain connection to a TLS server fails.
+    let plain = ClusterSettings::plain(vec![nats.url()], "plain");
+    assert!(start_bridge(plain).is_err());
 }
