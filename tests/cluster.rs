@@ -652,3 +652,45 @@ fn a_node_reaches_nats_over_tls_with_the_ca_from_its_config() {
     let plain = ClusterSettings::plain(vec![nats.url()], "plain");
     assert!(start_bridge(plain).is_err());
 }
+
+#[test]
+fn a_private_message_reaches_the_node_holding_the_name_and_nobody_gets_404() {
+    let nats = Nats::start();
+    let mut one = Node::start(&nats, "one", options(100, Duration::from_secs(10)));
+    let mut two = Node::start(&nats, "two", options(100, Duration::from_secs(10)));
+    assert_eq!(two.claim("Bob"), JobResult::Claimed(user("Bob")));
+    let before = one.post("den", "before").id;
+    let sent = one.call(JobKind::SendDm {
+        from: user("alice"),
+        to: user("BOB"),
+        text: "psst".into(),
+        ts: 1_700_000_000_001,
+    });
+    let JobResult::DmSent { message, node } = sent else {
+        panic!("{sent:?}");
+    };
+    assert_eq!(node, "two");
+    assert!(
+        message.id > before,
+        "DM ids share the room messages' id space"
+    );
+    assert_eq!(message.target, riftd::proto::Target::User(user("Bob")));
+    loop {
+        if let Event::Direct(received) = two.event(WAIT) {
+            assert_eq!(received, message);
+            break;
+        }
+    }
+    let nobody = one.call(JobKind::SendDm {
+        from: user("alice"),
+        to: user("nobody"),
+        text: "hello?".into(),
+        ts: 1_700_000_000_002,
+    });
+    assert_eq!(nobody, JobResult::NoSuchUser(user("nobody")));
+    // A refused DM spends no id.
+    let JobResult::DmId(next) = one.call(JobKind::AllocateDmId) else {
+        panic!("no DM id");
+    };
+    assert_eq!(next, message.id + 1);
+}

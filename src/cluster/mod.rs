@@ -41,6 +41,9 @@ pub const ROOM_PREFIX: &str = "riftd.room";
 pub const LIVE_PREFIX: &str = "riftd.live";
 /// An empty message published here gets a private message's id.
 pub const DM_SUBJECT: &str = "riftd.dm";
+/// A node's inbox, `riftd.node.<node_name>`: private messages for the
+/// users it holds (core NATS, never stored).
+pub const NODE_PREFIX: &str = "riftd.node";
 /// Case-folded name → `{user, node}`; created if absent, refreshed.
 pub const NAMES_BUCKET: &str = "riftd_names";
 /// `<room>.<case-folded name>` → `{user, node}`: who is in which room.

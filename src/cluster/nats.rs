@@ -9,8 +9,8 @@ use super::protocol::{
 };
 use super::settings::{ClusterAuth, ClusterSettings};
 use super::{
-    DM_SUBJECT, LIVE_PREFIX, MEMBERS_BUCKET, NAMES_BUCKET, ROOM_PREFIX, STREAM, THROTTLE_BUCKET,
-    THROTTLE_MEMORY,
+    DM_SUBJECT, LIVE_PREFIX, MEMBERS_BUCKET, NAMES_BUCKET, NODE_PREFIX, ROOM_PREFIX, STREAM,
+    THROTTLE_BUCKET, THROTTLE_MEMORY,
 };
 use crate::proto::{ChatMessage, RoomName, Target, Username};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -33,6 +33,16 @@ use tokio::task::JoinHandle;
 struct StoredMessage {
     ts: u64,
     from: String,
+    text: String,
+}
+
+/// A private message on its way to the recipient's node.
+#[derive(Serialize, Deserialize)]
+struct DirectMessage {
+    id: u64,
+    ts: u64,
+    from: String,
+    to: String,
     text: String,
 }
 
@@ -238,6 +248,14 @@ impl Worker {
         let throttle = stores.pop().expect("three buckets");
         let members = stores.pop().expect("three buckets");
         let names = stores.pop().expect("three buckets");
+        let inbox = client
+            .subscribe(format!("{NODE_PREFIX}.{}", settings.node_name))
+            .await
+            .map_err(|error| ClusterError::Setup {
+                what: "the node's inbox",
+                reason: error.to_string(),
+            })?;
+        tokio::spawn(deliver_direct(inbox, out.clone()));
         log::info!(
             "cluster: node {} connected to NATS at {urls}",
             settings.node_name
@@ -312,6 +330,7 @@ impl Worker {
                     Err(error) => failed(error),
                 }
             }
+            JobKind::SendDm { from, to, text, ts } => self.send_dm(from, to, text, ts).await,
             JobKind::History { room, range, limit } => self.history(&room, range, limit).await,
             JobKind::Subscribe { room } => self.subscribe(room).await,
             JobKind::Unsubscribe { room } => {
@@ -502,6 +521,49 @@ impl Worker {
                 text: stored.text,
             }),
             Err(error) => failed(error),
+        }
+    }
+
+    async fn send_dm(&self, from: Username, to: Username, text: String, ts: u64) -> JobResult {
+        let holder = match self.names.get(to.key().as_str()).await {
+            Ok(Some(value)) => serde_json::from_slice::<Holder>(&value).ok(),
+            Ok(None) => None,
+            Err(error) => return failed(error),
+        };
+        let Some(holder) = holder else {
+            return JobResult::NoSuchUser(to);
+        };
+        let Ok(to) = Username::parse(&holder.user) else {
+            return JobResult::NoSuchUser(to);
+        };
+        let id = match self.publish(DM_SUBJECT.to_owned(), Bytes::new()).await {
+            Ok(id) => id,
+            Err(error) => return failed(error),
+        };
+        let direct = DirectMessage {
+            id,
+            ts,
+            from: from.as_str().to_owned(),
+            to: to.as_str().to_owned(),
+            text,
+        };
+        let payload = Bytes::from(serde_json::to_vec(&direct).expect("a message serialises"));
+        let subject = format!("{NODE_PREFIX}.{}", holder.node);
+        if let Err(error) = self.client.publish(subject, payload).await {
+            return failed(error);
+        }
+        if let Err(error) = self.client.flush().await {
+            return failed(error);
+        }
+        JobResult::DmSent {
+            message: ChatMessage {
+                id,
+                ts,
+                target: Target::User(to),
+                from,
+                text: direct.text,
+            },
+            node: holder.node,
         }
     }
 
@@ -857,6 +919,30 @@ async fn deliver(room: RoomName, mut live: async_nats::Subscriber, mut watch: kv
                     return;
                 }
             }
+        }
+    }
+}
+
+/// This node's inbox: private messages for users it holds.
+async fn deliver_direct(mut inbox: async_nats::Subscriber, out: Out) {
+    while let Some(message) = inbox.next().await {
+        let Ok(direct) = serde_json::from_slice::<DirectMessage>(&message.payload) else {
+            log::warn!("cluster: an unreadable private message");
+            continue;
+        };
+        let (Ok(from), Ok(to)) = (Username::parse(&direct.from), Username::parse(&direct.to))
+        else {
+            continue;
+        };
+        let message = ChatMessage {
+            id: direct.id,
+            ts: direct.ts,
+            target: Target::User(to),
+            from,
+            text: direct.text,
+        };
+        if !out.send(Output::Event(Event::Direct(message))) {
+            return;
         }
     }
 }

@@ -52,6 +52,16 @@ pub enum JobKind {
     },
     /// A cluster-wide id for a private message: `DmId`.
     AllocateDmId,
+    /// A private message to whoever holds `to`, on any node: looked up in
+    /// the name table (`NoSuchUser` when nobody holds it, and no id is
+    /// spent), given an id, and sent to the holder's node, which gets it
+    /// as `Event::Direct`: `DmSent` with the stamped message. Never stored.
+    SendDm {
+        from: Username,
+        to: Username,
+        text: String,
+        ts: u64,
+    },
     /// Read a room's history from the stream: `History`.
     History {
         room: RoomName,
@@ -94,6 +104,12 @@ pub enum JobResult {
     Released,
     Posted(ChatMessage),
     DmId(u64),
+    /// The stamped message, and the node it was sent to.
+    DmSent {
+        message: ChatMessage,
+        node: String,
+    },
+    NoSuchUser(Username),
     History(HistorySlice),
     Subscribed(RoomName),
     Unsubscribed(RoomName),
@@ -141,6 +157,10 @@ pub enum Event {
         message: ChatMessage,
         previous: Option<u64>,
     },
+    /// A private message for a user on this node (`target` names them);
+    /// if they left meanwhile it is dropped, as a DM to someone who quit
+    /// a moment after the lookup.
+    Direct(ChatMessage),
     /// A presence change in a subscribed room. `node` is empty when an
     /// entry expired (its node stopped refreshing it).
     Presence {
