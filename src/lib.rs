@@ -27,6 +27,9 @@
 //!   each connection with its phase and its transport (plain or TLS).
 //! - [`daemon`]: locked pidfile, fork with a readiness pipe, stop/status.
 //! - [`tls`]: certificates into rustls; bytes between socket, rustls, outbox.
+//! - [`cluster`]: cluster mode's bridge to NATS JetStream: one thread with
+//!   its own runtime, plain-data jobs in and results out (not yet wired to
+//!   the hub; `design/cluster.md`).
 //! - [`logging`]: `log` records to stderr (or the journal's format).
 //!
 //! `design/architecture.md` describes how they fit together.
