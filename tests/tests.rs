@@ -11,5 +11,6 @@ mod accounts_tls;
 mod chat;
 mod daemon;
 mod history;
+mod riftc;
 mod robustness;
 mod systemd;
