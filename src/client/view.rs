@@ -1,0 +1,3 @@
+use super::model::Model;
+use ratatui::Frame;
+pub fn draw(_frame: &mut Frame, _model: &Model) {}
