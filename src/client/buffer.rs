@@ -107,6 +107,9 @@ pub struct Buffer {
     pub scroll: usize,
     /// The server has us in this room (a room buffer outlives a drop).
     pub is_joined: bool,
+    /// We were in this room before on this run: a rejoin catches up from
+    /// the start of its kept history if no message was shown yet.
+    pub was_joined: bool,
     /// No older messages can be loaded.
     pub at_history_start: bool,
     /// An older page was asked for and has not come.
@@ -128,6 +131,7 @@ impl Buffer {
             members: Vec::new(),
             scroll: 0,
             is_joined: false,
+            was_joined: false,
             at_history_start: false,
             is_loading_older: false,
             is_collecting_members: false,

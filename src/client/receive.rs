@@ -323,10 +323,13 @@ impl Model {
             self.known_rooms.push(room.clone());
         }
         if is_me && !self.buffers[at].is_joined {
+            let was_joined = self.buffers[at].was_joined;
             self.buffers[at].is_joined = true;
+            self.buffers[at].was_joined = true;
             self.buffers[at].add_member(&user);
             self.backlog_expected = Some(room.clone());
-            if let Some(after) = self.last_shown(&room) {
+            let after = self.last_shown(&room).or(was_joined.then_some(0));
+            if let Some(after) = after {
                 self.catch_ups.insert(
                     room.clone(),
                     CatchUp {
