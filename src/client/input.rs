@@ -75,14 +75,11 @@ impl Model {
     /// Line mode: stdin closed. Once the server has answered a PING sent
     /// after everything typed, `want` says `Quit(0)`.
     pub fn handle_input_end(&mut self, now_ms: u64) {
-        let _ = now_ms;
         if self.input_ended {
             return;
         }
         self.input_ended = true;
-        if self.login == Login::Ready && self.link == Link::Up {
-            self.send_end_ping();
-        }
+        self.settle(now_ms);
     }
 
     /// Rows of the message pane moved by PgUp/PgDn.

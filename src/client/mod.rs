@@ -6,7 +6,9 @@
 //!
 //! - `model`: `Model`, `Settings`, `SavedState`, `Want`: state, the
 //!   contract with the shell, connection, login and reconnect;
-//! - `receive`: each server frame's effect, and the catch-up rule;
+//! - `receive`: each server frame's effect;
+//! - `catch_up`: history answers: the catch-up rule, older pages, /history;
+//! - `show`: lines into buffers (and printed), the last shown ids;
 //! - `input`: keys, pastes, stdin lines and the commands they run;
 //! - `commands`: slash command parsing;
 //! - `editor`: the input line (cursor, editing, history, completion);
@@ -16,12 +18,14 @@
 //! - `view`: draws a `&Model` with ratatui.
 
 pub mod buffer;
+mod catch_up;
 pub mod commands;
 pub mod editor;
 mod input;
 pub mod lines;
 pub mod model;
 mod receive;
+mod show;
 pub mod view;
 
 #[cfg(test)]

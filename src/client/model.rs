@@ -12,10 +12,9 @@
 //! them is called), `Quit(code)` (exit), `Wait` (sleep until input or
 //! `next_deadline`, and call `handle_tick` at least every 250 ms).
 
-use super::buffer::{Buffer, BufferId, Line, LineKind};
+use super::buffer::{Buffer, BufferId};
 use super::editor::Editor;
-use super::lines::{json_line, text_line};
-use crate::proto::{AuthKind, Outgoing, RoomName, Username};
+use crate::proto::{AuthKind, Outgoing, RoomName, Target, Username};
 use std::collections::{BTreeMap, VecDeque};
 
 /// First wait before a reconnect; doubled per failure up to `MAX_BACKOFF_MS`.
@@ -122,7 +121,22 @@ pub(super) struct Origin {
 pub(super) struct Pending {
     pub(super) origin: Origin,
     pub(super) answer: Answer,
+    /// The chat line it sent, to forget once refused.
+    pub(super) chat: Option<Unconfirmed>,
 }
+
+/// A chat line sent whose echo (our own 200) has not come yet; a drop
+/// may have lost it. Room lines are sent again once that room is caught
+/// up (the catch-up brings the echo of any that did arrive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Unconfirmed {
+    pub(super) target: Target,
+    pub(super) text: String,
+}
+
+/// Most unconfirmed lines kept (a server without refs never says which
+/// line it refused).
+const UNCONFIRMED_KEPT: usize = 256;
 
 /// A room being caught up: messages after `after` are held, in id order,
 /// until the last HISTORY page is in, then shown at once.
@@ -176,6 +190,8 @@ pub struct Model {
     pub(super) queued_input: Vec<String>,
     pub(super) input_ended: bool,
     pub(super) end_token: Option<String>,
+    pub(super) unconfirmed: VecDeque<Unconfirmed>,
+    pub(super) logged_in_at: u64,
     pub(super) is_finished: bool,
     pub(super) width: u16,
     pub(super) height: u16,
@@ -218,6 +234,8 @@ impl Model {
             queued_input: Vec::new(),
             input_ended: false,
             end_token: None,
+            unconfirmed: VecDeque::new(),
+            logged_in_at: 0,
             is_finished: false,
             width: 80,
             height: 24,
@@ -274,6 +292,7 @@ impl Model {
         self.link = Link::Down;
         self.login = Login::Greeting;
         self.lag_ping = None;
+        self.end_token = None;
         self.reset_connection_state();
         if self.quit_deadline.is_some() || self.exit.is_some() || self.is_finished {
             return;
@@ -315,8 +334,7 @@ impl Model {
             let Some(catch_up) = self.catch_ups.get(&room) else {
                 continue;
             };
-            if let Some(retry_at) = catch_up.retry_at.filter(|at| now_ms >= *at) {
-                let _ = retry_at;
+            if catch_up.retry_at.is_some_and(|at| now_ms >= at) {
                 let after = catch_up.resume_after;
                 if let Some(catch_up) = self.catch_ups.get_mut(&room) {
                     catch_up.retry_at = None;
@@ -336,6 +354,7 @@ impl Model {
                 );
             }
         }
+        self.settle(now_ms);
     }
 
     // ---- outputs ------------------------------------------------------
@@ -533,11 +552,78 @@ impl Model {
                 now_ms,
             );
         }
+        let mut kept = VecDeque::new();
+        for line in std::mem::take(&mut self.unconfirmed) {
+            match &line.target {
+                Target::User(to) => {
+                    let text = format!(
+                        "this private message may not have been delivered: {}",
+                        line.text
+                    );
+                    self.ensure_buffer(BufferId::Dm(to.key()), to.as_str().to_owned());
+                    self.notice(BufferId::Dm(to.key()), &text, now_ms);
+                }
+                Target::Room(_) => kept.push_back(line),
+            }
+        }
+        self.unconfirmed = kept;
+        self.logged_in_at = now_ms;
         for line in std::mem::take(&mut self.queued_input) {
             self.handle_input_line(&line, now_ms);
         }
-        if self.input_ended {
+        self.settle(now_ms);
+    }
+
+    /// Line mode, input ended: once every room is back and caught up (or
+    /// the wait for it is over), a PING whose PONG ends the run.
+    pub(super) fn settle(&mut self, now_ms: u64) {
+        if !self.input_ended
+            || self.end_token.is_some()
+            || self.link != Link::Up
+            || self.login != Login::Ready
+            || !self.queued_input.is_empty()
+            || !self.catch_ups.is_empty()
+        {
+            return;
+        }
+        let all_joined = self
+            .buffers
+            .iter()
+            .all(|buffer| buffer.room().is_none() || buffer.is_joined);
+        if all_joined || now_ms >= self.logged_in_at.saturating_add(CATCH_UP_TIMEOUT_MS) {
             self.send_end_ping();
+        }
+    }
+
+    /// Our own message came back: it was not lost.
+    pub(super) fn confirm(&mut self, target: &Target, text: &str) {
+        if let Some(at) = self
+            .unconfirmed
+            .iter()
+            .position(|line| &line.target == target && line.text == text)
+        {
+            self.unconfirmed.remove(at);
+        }
+    }
+
+    /// Sends again the lines to `room` that no echo confirmed.
+    pub(super) fn resend_unconfirmed(&mut self, room: &RoomName) {
+        let target = Target::Room(room.clone());
+        let (again, kept): (VecDeque<Unconfirmed>, VecDeque<Unconfirmed>) =
+            std::mem::take(&mut self.unconfirmed)
+                .into_iter()
+                .partition(|line| line.target == target);
+        self.unconfirmed = kept;
+        for line in again {
+            let origin = Origin {
+                buffer: BufferId::Room(room.clone()),
+                command: None,
+            };
+            let request = Outgoing::Say {
+                text: line.text,
+                room: Some(room.clone()),
+            };
+            self.send(request, origin, Answer::Nothing);
         }
     }
 
@@ -563,10 +649,37 @@ impl Model {
     /// Sends a request; with a server that echoes refs, its refusal (or
     /// answer) is traced back to `origin` and `answer`.
     pub(super) fn send(&mut self, request: Outgoing, origin: Origin, answer: Answer) {
+        let chat = match &request {
+            Outgoing::Say {
+                text,
+                room: Some(room),
+            } => Some(Unconfirmed {
+                target: Target::Room(room.clone()),
+                text: text.clone(),
+            }),
+            Outgoing::Dm { to, text } => Some(Unconfirmed {
+                target: Target::User(to.clone()),
+                text: text.clone(),
+            }),
+            _ => None,
+        };
+        if let Some(chat) = chat.clone() {
+            if self.unconfirmed.len() == UNCONFIRMED_KEPT {
+                self.unconfirmed.pop_front();
+            }
+            self.unconfirmed.push_back(chat);
+        }
         if self.has_refs {
             let number = self.next_ref;
             self.next_ref += 1;
-            self.refs.insert(number, Pending { origin, answer });
+            self.refs.insert(
+                number,
+                Pending {
+                    origin,
+                    answer,
+                    chat,
+                },
+            );
             if number > REFS_KEPT {
                 self.refs = self.refs.split_off(&(number - REFS_KEPT));
             }
@@ -613,111 +726,5 @@ impl Model {
             origin,
             Answer::History(room, purpose),
         );
-    }
-
-    // ---- buffers and lines ---------------------------------------------
-
-    pub(super) fn buffer_index(&self, id: &BufferId) -> Option<usize> {
-        self.buffers.iter().position(|buffer| &buffer.id == id)
-    }
-
-    pub(super) fn ensure_buffer(&mut self, id: BufferId, title: String) -> usize {
-        match self.buffer_index(&id) {
-            Some(at) => at,
-            None => {
-                self.buffers.push(Buffer::new(id, title));
-                self.buffers.len() - 1
-            }
-        }
-    }
-
-    /// Shows buffer `at`: the one left loses its marker, the one shown its
-    /// counts (its marker stays until it is left).
-    pub(super) fn select(&mut self, at: usize) {
-        if at >= self.buffers.len() || at == self.current {
-            return;
-        }
-        self.buffers[self.current].marker = None;
-        self.current = at;
-        let buffer = &mut self.buffers[at];
-        buffer.unread = 0;
-        buffer.mentions = 0;
-    }
-
-    /// Adds a line to a buffer (the server buffer when `id` has none) and
-    /// prints it in line mode.
-    pub(super) fn add_line(&mut self, id: BufferId, line: Line) {
-        let at = self.buffer_index(&id).unwrap_or(0);
-        self.print(&line, &id);
-        self.buffers[at].push(line);
-    }
-
-    pub(super) fn print(&mut self, line: &Line, id: &BufferId) {
-        match self.settings.mode {
-            Mode::Ui => {}
-            Mode::Lines { json: false } => {
-                let text = text_line(line, self.settings.tz_offset_secs);
-                self.printed.push(text);
-            }
-            Mode::Lines { json: true } => self.printed.push(json_line(line, id)),
-        }
-    }
-
-    pub(super) fn notice(&mut self, id: BufferId, text: &str, now_ms: u64) {
-        let line = Line {
-            time_ms: now_ms,
-            kind: LineKind::Notice(text.to_owned()),
-        };
-        self.add_line(id, line);
-    }
-
-    pub(super) fn error(
-        &mut self,
-        id: BufferId,
-        code: Option<u16>,
-        text: &str,
-        command: Option<String>,
-        now_ms: u64,
-    ) {
-        let line = Line {
-            time_ms: now_ms,
-            kind: LineKind::Error {
-                code,
-                text: text.to_owned(),
-                command,
-            },
-        };
-        self.add_line(id, line);
-    }
-
-    /// Records that message `id` of `room` was shown.
-    pub(super) fn shown(&mut self, room: &RoomName, id: u64) {
-        let entry = self
-            .saved
-            .last_shown
-            .entry(room.as_str().to_owned())
-            .or_insert(0);
-        if id > *entry {
-            *entry = id;
-            self.saved_changed = true;
-        }
-    }
-
-    pub(super) fn last_shown(&self, room: &RoomName) -> Option<u64> {
-        self.saved.last_shown.get(room.as_str()).copied()
-    }
-
-    pub(super) fn forget_room(&mut self, room: &RoomName) {
-        if self.saved.last_shown.remove(room.as_str()).is_some() {
-            self.saved_changed = true;
-        }
-        self.catch_ups.remove(room);
-        if let Some(at) = self.buffer_index(&BufferId::Room(room.clone())) {
-            self.buffers.remove(at);
-            if self.current >= at && self.current > 0 {
-                self.current -= 1;
-            }
-            self.current = self.current.min(self.buffers.len() - 1);
-        }
     }
 }

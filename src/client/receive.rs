@@ -2,14 +2,7 @@
 //! buffers (each id once), presence, member lists, history answers and the
 //! catch-up after a (re)join, errors next to the command that caused them.
 //! Nothing here reads a key or draws.
-//!
-//! The catch-up rule: when our own 201 says we (re)joined room R (we were
-//! not in it on this connection) and R has a last shown id L, riftc holds
-//! every message of R with id > L that arrives (live 200s, the join
-//! backlog, HISTORY answers) and sends HISTORY after L, asking again after
-//! the last id of each answer that says `more`. When an answer says no
-//! more, the held messages are shown in id order and L moves on. Messages
-//! with id <= L are never shown again; a `gap` adds a notice to R.
+//! The catch-up after a (re)join and history answers are in `catch_up`.
 
 use super::buffer::{BufferId, Line, LineKind};
 use super::lines::mentions;
@@ -17,11 +10,6 @@ use super::model::{
     Answer, CATCH_UP_TIMEOUT_MS, CatchUp, HistoryPurpose, Login, Model, Origin, Shown,
 };
 use crate::proto::{ChatMessage, Incoming, Outgoing, RoomName, Target, Username, parse_incoming};
-
-/// Largest answer one HISTORY may bring (the server's cap).
-const HISTORY_CAP: u64 = 1000;
-/// Messages per older page.
-pub(super) const OLDER_PAGE: u64 = 100;
 
 impl Model {
     /// One server frame, without the newline.
@@ -140,10 +128,15 @@ impl Model {
             Incoming::Error { code, error } => self.server_error(code, &error, reference, now_ms),
             Incoming::Unknown { .. } => {}
         }
+        self.settle(now_ms);
     }
 
     fn server_error(&mut self, code: u16, error: &str, reference: Option<&str>, now_ms: u64) {
         let pending = self.take_ref(reference);
+        if let Some(chat) = pending.as_ref().and_then(|pending| pending.chat.as_ref()) {
+            let chat = chat.clone();
+            self.confirm(&chat.target, &chat.text);
+        }
         if self.login != Login::Ready && pending.is_none() {
             self.login_error(code, error, now_ms);
             return;
@@ -216,7 +209,7 @@ impl Model {
         }
     }
 
-    fn chat_message(&mut self, message: ChatMessage, now_ms: u64) {
+    pub(super) fn chat_message(&mut self, message: ChatMessage, now_ms: u64) {
         match &message.target {
             Target::Room(room) => {
                 let room = room.clone();
@@ -233,7 +226,7 @@ impl Model {
     }
 
     /// A room message, unless it was shown before.
-    fn show_room_message(&mut self, message: ChatMessage, now_ms: u64) {
+    pub(super) fn show_room_message(&mut self, message: ChatMessage, now_ms: u64) {
         let Target::Room(room) = &message.target else {
             return;
         };
@@ -293,6 +286,9 @@ impl Model {
         }
         if self.buffers[at].has_message(message.id) {
             return;
+        }
+        if is_own {
+            self.confirm(&message.target, &message.text);
         }
         self.print(&line, &id);
         let is_shown = at == self.current;
@@ -536,153 +532,9 @@ impl Model {
             self.add_line(id, line);
         }
     }
-
-    fn backlog(
-        &mut self,
-        room: RoomName,
-        messages: Vec<ChatMessage>,
-        more: bool,
-        gap: bool,
-        purpose: Option<HistoryPurpose>,
-        now_ms: u64,
-    ) {
-        match purpose {
-            // The join backlog: like live messages.
-            None => {
-                for message in messages {
-                    self.chat_message(message, now_ms);
-                }
-            }
-            Some(HistoryPurpose::CatchUp) => {
-                let Some(catch_up) = self.catch_ups.get_mut(&room) else {
-                    for message in messages {
-                        self.chat_message(message, now_ms);
-                    }
-                    return;
-                };
-                catch_up.has_gap |= gap;
-                catch_up.deadline = now_ms.saturating_add(CATCH_UP_TIMEOUT_MS);
-                let last = messages.last().map(|message| message.id);
-                for message in messages {
-                    if message.id > catch_up.after {
-                        catch_up.held.insert(message.id, message);
-                    }
-                }
-                if more {
-                    let after = last.unwrap_or(catch_up.resume_after);
-                    catch_up.resume_after = after;
-                    self.ask_history(room, Some(after), None, HistoryPurpose::CatchUp, None);
-                } else {
-                    self.finish_catch_up(&room, None, now_ms);
-                }
-            }
-            Some(HistoryPurpose::Older { asked }) => {
-                let Some(at) = self.buffer_index(&BufferId::Room(room.clone())) else {
-                    return;
-                };
-                let oldest = self.buffers[at].oldest_id();
-                let got = messages.len() as u64;
-                let mut added = 0;
-                for message in messages {
-                    if oldest.is_some_and(|oldest| message.id < oldest)
-                        || self
-                            .last_shown(&room)
-                            .is_some_and(|last| message.id <= last)
-                        || oldest.is_none()
-                    {
-                        let (is_action, text) = split_action(&message.text);
-                        let line = Line {
-                            time_ms: message.ts,
-                            kind: LineKind::Chat {
-                                id: message.id,
-                                from: message.from.clone(),
-                                to: None,
-                                room: Some(room.clone()),
-                                is_mention: self
-                                    .name
-                                    .as_ref()
-                                    .is_some_and(|me| mentions(&text, me.as_str())),
-                                text,
-                                is_action,
-                                is_replay: false,
-                            },
-                        };
-                        if self.buffers[at].insert_message(line) {
-                            added += 1;
-                        }
-                    }
-                }
-                let buffer = &mut self.buffers[at];
-                buffer.is_loading_older = false;
-                if added == 0 || (got < asked && !more) || asked >= HISTORY_CAP {
-                    buffer.at_history_start = true;
-                }
-            }
-            Some(HistoryPurpose::Show) => {
-                if gap {
-                    self.add_line(
-                        BufferId::Room(room.clone()),
-                        Line {
-                            time_ms: now_ms,
-                            kind: LineKind::Gap { room: room.clone() },
-                        },
-                    );
-                }
-                for message in messages {
-                    self.show_message(message, true, now_ms);
-                }
-            }
-        }
-    }
-
-    /// Shows what a catch-up holds, in id order, and ends it.
-    pub(super) fn finish_catch_up(&mut self, room: &RoomName, problem: Option<&str>, now_ms: u64) {
-        let Some(catch_up) = self.catch_ups.remove(room) else {
-            return;
-        };
-        let id = BufferId::Room(room.clone());
-        if catch_up.has_gap {
-            let line = Line {
-                time_ms: now_ms,
-                kind: LineKind::Gap { room: room.clone() },
-            };
-            self.add_line(id.clone(), line);
-        }
-        if let Some(problem) = problem {
-            self.error(id, None, problem, None, now_ms);
-        }
-        for (_, message) in catch_up.held {
-            self.show_room_message(message, now_ms);
-        }
-    }
-
-    /// The next older page of the shown room, when scrolled past the top.
-    pub(super) fn load_older(&mut self) {
-        let buffer = &self.buffers[self.current];
-        let Some(room) = buffer.room().cloned() else {
-            return;
-        };
-        if buffer.at_history_start
-            || buffer.is_loading_older
-            || !buffer.is_joined
-            || self.login != Login::Ready
-        {
-            return;
-        }
-        let asked = (buffer.message_count() as u64)
-            .saturating_add(OLDER_PAGE)
-            .min(HISTORY_CAP);
-        self.buffers[self.current].is_loading_older = true;
-        self.ask_history(
-            room,
-            None,
-            Some(asked),
-            HistoryPurpose::Older { asked },
-            None,
-        );
-    }
 }
 
+/// A `/me ` text is an action, shown without the prefix.
 pub(super) fn split_action(text: &str) -> (bool, String) {
     match text.strip_prefix("/me ") {
         Some(action) => (true, action.to_owned()),

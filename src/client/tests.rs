@@ -955,3 +955,85 @@ fn commands_while_disconnected_are_refused_not_lost_silently() {
         LineKind::Error { command: Some(command), .. } if command == "hello"
     ));
 }
+
+#[test]
+fn line_mode_waits_for_the_rooms_to_be_back_before_its_last_ping_and_resends_lost_lines() {
+    let mut model = logged_in(LINES, "alice", SavedState::default());
+    message(&mut model, 1, "lobby", "bob", "m1");
+    model.handle_input_line("confirmed", 0);
+    model.handle_input_line("lost", 0);
+    model.handle_input_line("/msg bob lost too", 0);
+    sent(&mut model);
+    message(&mut model, 2, "lobby", "alice", "confirmed");
+    model.handle_input_end(0);
+    assert_eq!(codes(&sent(&mut model)), [108]);
+    model.handle_disconnected("reset", 0);
+    assert_eq!(model.want(1_000), Want::Connect);
+    let out = relogin(&mut model, 1_000);
+    assert_eq!(codes(&out), [110, 104], "no PING before lobby is back");
+    joined(&mut model, "alice", "lobby");
+    assert!(sent(&mut model).iter().all(|value| value["code"] != 108));
+    backlog(&mut model, "lobby", &[1, 2], false, false);
+    backlog(&mut model, "lobby", &[], false, false);
+    let out = sent(&mut model);
+    assert_eq!(
+        out[0],
+        serde_json::json!({"code":100,"message":"lost","room":"lobby"})
+    );
+    assert_eq!(out[1]["code"], 108);
+    assert!(
+        model
+            .take_printed()
+            .iter()
+            .any(|line| line == "* this private message may not have been delivered: lost too")
+    );
+    let token = out[1]["token"].as_str().unwrap().to_owned();
+    model.handle_line(&format!(r#"{{"code":207,"token":"{token}"}}"#), 0);
+    assert_eq!(model.want(0), Want::Quit(0));
+}
+
+#[test]
+fn with_refs_a_refused_line_is_not_sent_again() {
+    let mut model = Model::new(settings(Mode::Ui, Some("alice")), SavedState::default(), 0);
+    model.handle_connected(0);
+    model.handle_line(r#"{"code":210,"auth":"open","features":["ref"]}"#, 0);
+    feed(
+        &mut model,
+        ServerMsg::YourName {
+            username: user("alice"),
+        },
+        0,
+    );
+    joined(&mut model, "alice", "lobby");
+    backlog(&mut model, "lobby", &[], false, false);
+    message(&mut model, 1, "lobby", "bob", "m1");
+    sent(&mut model);
+    type_line(&mut model, "too fast");
+    let reference = sent(&mut model)[0]["ref"].as_str().unwrap().to_owned();
+    model.handle_line(
+        &format!(r#"{{"code":429,"error":"slow down","ref":"{reference}"}}"#),
+        0,
+    );
+    model.handle_disconnected("reset", 0);
+    model.handle_connected(1_000);
+    model.handle_line(r#"{"code":210,"auth":"open","features":["ref"]}"#, 0);
+    feed(
+        &mut model,
+        ServerMsg::YourName {
+            username: user("alice"),
+        },
+        0,
+    );
+    sent(&mut model);
+    joined(&mut model, "alice", "lobby");
+    let out = sent(&mut model);
+    assert_eq!(out[0]["code"], 106);
+    let history = out[0]["ref"].as_str().unwrap().to_owned();
+    backlog(&mut model, "lobby", &[1], false, false);
+    model.handle_line(
+        &format!(r#"{{"code":208,"room":"lobby","messages":[],"ref":"{history}"}}"#),
+        0,
+    );
+    assert!(model.catch_ups.is_empty(), "the catch-up ended");
+    assert!(sent(&mut model).iter().all(|value| value["code"] != 100));
+}
