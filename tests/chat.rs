@@ -84,6 +84,57 @@ fn the_greeting_announces_password_auth_when_configured() {
 }
 
 #[test]
+fn issue_13_a_ref_comes_back_on_the_answers_to_its_request_and_features_are_announced() {
+    let server = Server::start();
+    let mut alice = Client::json(server.port());
+    assert_eq!(alice.greeting["features"], json!(["ref"]));
+    alice.send(r#"{"code":110,"username":"alice","ref":"login-1"}"#);
+    assert_eq!(
+        alice.recv_line(),
+        r#"{"code":202,"new":"alice","ref":"login-1"}"#
+    );
+    assert_eq!(
+        alice.recv_line(),
+        r#"{"code":201,"new":"alice","room":"lobby"}"#
+    );
+    alice.send(r#"{"code":108,"token":[1,"two"],"ref":"ping-2"}"#);
+    assert_eq!(
+        alice.recv_line(),
+        r#"{"code":207,"token":[1,"two"],"ref":"ping-2"}"#
+    );
+    alice.send(r#"{"code":100,"message":" ","ref":"say-3"}"#);
+    assert_eq!(
+        alice.recv_line(),
+        r#"{"code":400,"error":"message is empty","ref":"say-3"}"#
+    );
+    // A broadcast carries no ref, not even the sender's own copy.
+    alice.send(r#"{"code":100,"message":"hi","ref":"say-4"}"#);
+    let line = alice.recv_line();
+    assert!(line.starts_with(r#"{"code":200,"#), "{line}");
+    assert!(!line.contains("ref"), "{line}");
+    // A bad ref is a 400 without one.
+    alice.send(r#"{"code":108,"ref":""}"#);
+    let refused = alice.expect_code(400);
+    assert_eq!(refused.get("ref"), None, "{refused}");
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let history = dir.path().join("history.jsonl");
+    let server = Launch::new()
+        .arg("--history-file")
+        .arg(history.to_str().expect("a UTF-8 path"))
+        .start();
+    let mut bob = Client::json(server.port());
+    assert_eq!(bob.greeting["features"], json!(["ref", "history"]));
+    bob.login("bob");
+    bob.expect_code(208);
+    bob.send(r#"{"code":106,"ref":"catch-up"}"#);
+    assert_eq!(
+        bob.recv_line(),
+        r#"{"code":208,"room":"lobby","messages":[],"ref":"catch-up"}"#
+    );
+}
+
+#[test]
 fn version_flag_prints_the_version_and_exits_0() {
     let finished = Launch::new().arg("--version").run_to_exit();
     assert_eq!(finished.status.code(), Some(0), "{}", finished.stderr);

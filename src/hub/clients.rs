@@ -6,7 +6,7 @@
 use super::{ConnId, Hub, Now, Wire};
 use crate::flood::{ByteBudget, TokenBucket};
 use crate::outbox::{Arena, Flushed, Outbox, Span};
-use crate::proto::{RoomName, ServerMsg};
+use crate::proto::{Features, RoomName, ServerMsg};
 use crate::session::{Mode, State};
 use std::io;
 use std::net::SocketAddr;
@@ -256,6 +256,9 @@ impl Hub {
             conn,
             &ServerMsg::Hello {
                 auth: self.config.auth.kind(),
+                features: Features {
+                    has_history: self.config.history_backlog.is_some(),
+                },
             },
         );
     }

@@ -8,7 +8,7 @@ use super::refusal::{AccountChange, AskAgain, NoVerdict, QuitReason, Refusal};
 use super::{ConnId, Hub, Now};
 use crate::accounts::Users;
 use crate::auth::{Check, Checked};
-use crate::proto::{ServerMsg, Username};
+use crate::proto::{Ref, ServerMsg, Username};
 use crate::session::{Input, Login, Mode, State};
 use crate::throttle::Wait;
 use std::num::NonZeroU64;
@@ -69,8 +69,10 @@ impl Hub {
                 .get(conn)
                 .is_some_and(|client| client.pending_check.is_some());
             if is_checking {
-                self.orphan_pending_check(conn);
-                self.ask_password_again(conn, NoVerdict::RulesChanged);
+                let reference = self.orphan_pending_check(conn);
+                self.answering_late(conn, reference, |hub| {
+                    hub.ask_password_again(conn, NoVerdict::RulesChanged);
+                });
             }
         }
     }
@@ -108,8 +110,10 @@ impl Hub {
             } else {
                 // The worker still runs the old check: its verdict is an
                 // orphan's (counted, logs nobody in).
-                self.orphan_pending_check(conn);
-                self.ask_password_again(conn, NoVerdict::AccountChanged { username, change });
+                let reference = self.orphan_pending_check(conn);
+                self.answering_late(conn, reference, |hub| {
+                    hub.ask_password_again(conn, NoVerdict::AccountChanged { username, change });
+                });
             }
         }
     }
@@ -170,8 +174,11 @@ impl Hub {
             return;
         }
         client.pending_check = None;
+        let reference = self.check_refs.remove(&ticket);
         if let State::PassAuth { username } = client.state.clone() {
-            self.finish_pass(conn, username, checked, now);
+            self.answering_late(conn, reference, |hub| {
+                hub.finish_pass(conn, username, checked, now);
+            });
         }
     }
 
@@ -186,8 +193,10 @@ impl Hub {
             return;
         };
         if client.pending_check.map(NonZeroU64::get) == Some(ticket) {
-            self.end_pending_check(conn);
-            self.ask_password_again(conn, NoVerdict::VerifierBusy);
+            let reference = self.end_pending_check(conn);
+            self.answering_late(conn, reference, |hub| {
+                hub.ask_password_again(conn, NoVerdict::VerifierBusy);
+            });
         }
     }
 
@@ -302,6 +311,10 @@ impl Hub {
                 if let Some(client) = self.clients.get_mut(conn) {
                     client.pending_check = NonZeroU64::new(ticket);
                 }
+                // The verdict answers this PASS: keep its ref till then.
+                if let Some(answering) = self.answering.as_ref().filter(|a| a.conn == conn) {
+                    self.check_refs.insert(ticket, answering.reference.clone());
+                }
                 self.verify_jobs.push(VerifyJob {
                     conn,
                     ticket,
@@ -345,20 +358,17 @@ impl Hub {
             client.tag(conn)
         );
         if failures >= MAX_PASSWORD_FAILURES {
-            self.clients
-                .send(conn, &Refusal::WrongPasswordClosing.to_msg());
+            self.answer(conn, &Refusal::WrongPasswordClosing.to_msg());
             self.quit(conn, QuitReason::TooManyWrongPasswords);
         } else if is_text {
             // A person retypes what they typed: keep reading passwords, so
             // a retyped password is never taken for a username and
             // announced (issue 11). `/quit` leaves.
-            self.clients
-                .send(conn, &Refusal::WrongPasswordTypeAgain.to_msg());
+            self.answer(conn, &Refusal::WrongPasswordTypeAgain.to_msg());
             self.prompt_password(conn);
         } else {
             self.transition(conn, Input::PasswordRejected);
-            self.clients
-                .send(conn, &Refusal::WrongPasswordSendUserAgain.to_msg());
+            self.answer(conn, &Refusal::WrongPasswordSendUserAgain.to_msg());
         }
     }
 
@@ -398,7 +408,7 @@ impl Hub {
         if let Some(client) = self.clients.get(conn) {
             log::info!("{} login {username}", client.tag(conn));
         }
-        self.clients.send(
+        self.answer(
             conn,
             &ServerMsg::YourName {
                 username: username.clone(),
@@ -421,8 +431,7 @@ impl Hub {
         } else {
             AskAgain::SendPass
         };
-        self.clients
-            .send(conn, &Refusal::NoVerdict { why, again }.to_msg());
+        self.answer(conn, &Refusal::NoVerdict { why, again }.to_msg());
         if is_text {
             self.prompt_password(conn);
         }
@@ -441,7 +450,7 @@ impl Hub {
                 arena.append(|out| out.extend_from_slice(WILL_ECHO))
             });
         }
-        self.clients.send(conn, &ServerMsg::PassNeeded);
+        self.answer(conn, &ServerMsg::PassNeeded);
     }
 
     /// Gives a telnet client its local echo back (`IAC WONT ECHO`) if the
@@ -459,33 +468,30 @@ impl Hub {
     }
 
     /// Forgets the password check under way, if any, without a verdict:
-    /// the throttle stops counting it in flight.
-    pub(super) fn end_pending_check(&mut self, conn: ConnId) {
-        let Some(client) = self.clients.get_mut(conn) else {
-            return;
-        };
-        if client.pending_check.take().is_none() {
-            return;
-        }
+    /// the throttle stops counting it in flight. Returns the ref of the
+    /// PASS it was checking, if that carried one, for what answers it.
+    pub(super) fn end_pending_check(&mut self, conn: ConnId) -> Option<Ref> {
+        let client = self.clients.get_mut(conn)?;
+        let ticket = client.pending_check.take()?;
         if let State::PassAuth { username } = &client.state {
             self.throttle
                 .abandon(client.peer.ip(), username.key().as_str());
         }
+        self.check_refs.remove(&ticket.get())
     }
 
     /// The client leaves while its password check runs: the worker runs it
     /// anyway, so it stays in flight for the throttle until its verdict
     /// (`handle_verified` counts a wrong one), as if the client had waited.
-    pub(super) fn orphan_pending_check(&mut self, conn: ConnId) {
-        let Some(client) = self.clients.get_mut(conn) else {
-            return;
-        };
-        let Some(ticket) = client.pending_check.take() else {
-            return;
-        };
+    /// Returns the ref of the PASS it was checking, if that carried one
+    /// (the orphan's verdict answers nobody).
+    pub(super) fn orphan_pending_check(&mut self, conn: ConnId) -> Option<Ref> {
+        let client = self.clients.get_mut(conn)?;
+        let ticket = client.pending_check.take()?;
         if let State::PassAuth { username } = &client.state {
             self.orphan_checks
                 .insert(ticket.get(), (client.peer.ip(), username.key()));
         }
+        self.check_refs.remove(&ticket.get())
     }
 }

@@ -271,9 +271,10 @@ impl Hub {
         Ok(())
     }
 
-    /// HISTORY, the applying half: the slice as one 208.
+    /// HISTORY, the applying half: the slice as one 208, answering the
+    /// HISTORY (with its ref, if it carried one).
     pub(super) fn send_backlog(&mut self, conn: ConnId, room: RoomName, slice: Slice) {
-        self.clients.send(
+        self.answer(
             conn,
             &ServerMsg::Backlog {
                 room,

@@ -36,6 +36,12 @@
 //!   204s for others, so the flush repeats; `end_turn` ends the turn: what
 //!   is still owed is sealed out of the turn arena.
 //!
+//! A JSON client may tie a `ref` to a request (`proto::Ref`): the frames
+//! that answer that request alone to its sender (its error, 202, 206, 207,
+//! 208 of HISTORY, 211, 212) carry it back. The hub holds it while it
+//! handles the line (`Hub::answering`), or, for a password checked off the
+//! loop, until the verdict (`Hub::check_refs`); never in `Client`.
+//!
 //! Reload calls `set_config`; start-up calls `reserve_connections`,
 //! `restore_history` and `restore_next_id`; compaction reads `history` and
 //! `id_reservation`; a quiet loop calls `release_idle_memory`.
@@ -75,7 +81,8 @@ pub use rooms::{MAX_ROOMS_PER_USER, ROOMS_CHUNK, WHO_CHUNK};
 use crate::auth::Auth;
 use crate::codec::CodecError;
 use crate::proto::{
-    NameKey, ProtoError, Request, RoomName, ServerMsg, TextExpect, Username, parse_json, parse_text,
+    NameKey, ProtoError, Ref, Request, RoomName, ServerMsg, TextExpect, Username, parse_json_line,
+    parse_text,
 };
 use crate::session::{Input, Mode, State};
 use crate::throttle::Throttle;
@@ -178,6 +185,21 @@ pub struct Hub {
     /// worker still runs them, so the throttle keeps counting them in
     /// flight until their verdict, and a wrong one still counts.
     orphan_checks: HashMap<u64, (IpAddr, NameKey)>,
+    /// The request being answered and its ref, while the hub handles the
+    /// line (or the password verdict) that carried one: `answer` ties its
+    /// frames to it. `None` otherwise, and for every frame without a ref.
+    answering: Option<Answering>,
+    /// The refs of PASS frames whose check runs off the loop, by ticket,
+    /// until the verdict (or the end of the check) answers them. Only
+    /// checks of a PASS that carried a ref are here.
+    check_refs: HashMap<u64, Ref>,
+}
+
+/// A request that carried a ref, from `conn`, being answered.
+#[derive(Debug)]
+struct Answering {
+    conn: ConnId,
+    reference: Ref,
 }
 
 /// Requests answered to the sender only, whose output is bounded by the
@@ -220,6 +242,8 @@ impl Hub {
             verify_jobs: Vec::new(),
             next_ticket: 1,
             orphan_checks: HashMap::new(),
+            answering: None,
+            check_refs: HashMap::new(),
         }
     }
 
@@ -252,6 +276,8 @@ impl Hub {
     /// it is not `Open`, the shell hands it no more lines.
     pub fn handle_line(&mut self, conn: ConnId, line: &str, now: Now) -> Fate {
         self.take_line(conn, line, now);
+        // A ref lives for the handling of its line only.
+        self.answering = None;
         self.fate(conn)
     }
 
@@ -259,7 +285,10 @@ impl Hub {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };
-        if client.cut_off.is_some() {
+        // A session that has left (or was cut off) takes no more lines:
+        // nothing is answered, and nothing of them is logged (a text line
+        // after a final wrong password may be a password).
+        if client.cut_off.is_some() || client.state == State::Quit {
             return;
         }
         client.last_input_ms = now.mono_ms;
@@ -295,7 +324,13 @@ impl Hub {
                 };
                 parse_text(line, expect)
             }
-            _ => parse_json(line),
+            _ => {
+                let parsed = parse_json_line(line);
+                self.answering = parsed
+                    .reference
+                    .map(|reference| Answering { conn, reference });
+                parsed.request
+            }
         };
         // A raw line is logged (debug, escaped) only once it has parsed into
         // a request that carries no password, and never in PASS AUTH, where
@@ -370,11 +405,10 @@ impl Hub {
         client.flood_strikes += 1;
         if client.flood_strikes >= MAX_FLOOD_STRIKES {
             log::warn!("{} disconnected: excess flood", client.tag(conn));
-            self.clients.send(conn, &Refusal::ExcessFlood.to_msg());
+            self.answer(conn, &Refusal::ExcessFlood.to_msg());
             self.quit(conn, QuitReason::ExcessFlood);
         } else {
-            self.clients
-                .send(conn, &Refusal::Flooding { rate }.to_msg());
+            self.answer(conn, &Refusal::Flooding { rate }.to_msg());
         }
         false
     }
@@ -431,7 +465,9 @@ impl Hub {
 
     /// A line the codec could not deliver.
     pub fn handle_codec_error(&mut self, conn: ConnId, error: CodecError) -> Fate {
-        self.refuse(conn, Refusal::Codec(error));
+        if self.fate(conn) == Fate::Open {
+            self.refuse(conn, Refusal::Codec(error));
+        }
         self.fate(conn)
     }
 
@@ -486,7 +522,44 @@ impl Hub {
                 refusal.to_string()
             );
         }
-        self.clients.send(conn, &refusal.to_msg());
+        self.answer(conn, &refusal.to_msg());
+    }
+
+    /// Sends `msg` to `conn` as an answer to the request being handled
+    /// alone: with that request's ref, if it carried one and came from
+    /// `conn`; otherwise exactly as `Clients::send` would. Broadcasts
+    /// never come through here.
+    fn answer(&mut self, conn: ConnId, msg: &ServerMsg) {
+        let Hub {
+            clients, answering, ..
+        } = self;
+        match answering {
+            Some(answering) if answering.conn == conn => {
+                let reference = &answering.reference;
+                clients.enqueue_with(conn, |mode, arena| {
+                    arena.append(|out| match mode {
+                        Mode::Json => msg.write_json_line_with_ref(reference, out),
+                        Mode::Text => out.extend_from_slice(&msg.to_text_lines()),
+                    })
+                });
+            }
+            _ => clients.send(conn, msg),
+        }
+    }
+
+    /// Runs `answer_it` as the answer to a request of `conn`'s that is
+    /// answered late (a PASS whose check ran off the loop): `reference`,
+    /// the ref it carried, goes on the frames `answer` sends.
+    fn answering_late(
+        &mut self,
+        conn: ConnId,
+        reference: Option<Ref>,
+        answer_it: impl FnOnce(&mut Hub),
+    ) {
+        let answering = reference.map(|reference| Answering { conn, reference });
+        let outer = std::mem::replace(&mut self.answering, answering);
+        answer_it(self);
+        self.answering = outer;
     }
 
     fn dispatch(
@@ -497,7 +570,7 @@ impl Hub {
         now: Now,
     ) -> Result<(), Refusal> {
         match (state, request) {
-            (_, Request::Ping { token }) => self.clients.send(conn, &ServerMsg::Pong { token }),
+            (_, Request::Ping { token }) => self.answer(conn, &ServerMsg::Pong { token }),
             (_, Request::Quit) => self.quit(conn, QuitReason::Quit),
             (_, Request::Help) => self.clients.send(conn, &ServerMsg::Help),
             (State::UserAuth, Request::User { username }) => self.user(conn, username, now)?,

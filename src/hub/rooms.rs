@@ -117,7 +117,7 @@ impl Hub {
         if let Some(client) = self.clients.get(conn) {
             log::info!("{} renamed {old} -> {new}", client.tag(conn));
         }
-        self.clients.send(
+        self.answer(
             conn,
             &ServerMsg::YourName {
                 username: new.clone(),
@@ -165,7 +165,7 @@ impl Hub {
         let last = chunks.len() - 1;
         let omitted = users.len() - chunks.iter().map(|chunk| chunk.len()).sum::<usize>();
         for (index, chunk) in chunks.into_iter().enumerate() {
-            self.clients.send(
+            self.answer(
                 conn,
                 &ServerMsg::Users {
                     room: room.clone(),
@@ -191,7 +191,7 @@ impl Hub {
         let last = chunks.len() - 1;
         let omitted = rooms.len() - chunks.iter().map(|chunk| chunk.len()).sum::<usize>();
         for (index, chunk) in chunks.into_iter().enumerate() {
-            self.clients.send(
+            self.answer(
                 conn,
                 &ServerMsg::RoomList {
                     rooms: chunk.to_vec(),
@@ -344,7 +344,8 @@ impl Hub {
             return;
         };
         let username = client.state.username().cloned();
-        self.orphan_pending_check(conn);
+        // Nobody is left to answer: the ref of a PASS under way goes too.
+        let _ = self.orphan_pending_check(conn);
         if let Some(username) = username {
             let neighbours = self.neighbours(conn, Rooms::Announcing);
             self.clients.deliver(

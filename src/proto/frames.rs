@@ -1,11 +1,13 @@
-//! Server frames: `ServerMsg` (with `ChatMessage`, `Target`, `AuthKind`)
-//! and its two spellings, one JSON object per line (`write_json_line`) or
+//! Server frames: `ServerMsg` (with `ChatMessage`, `Target`, `AuthKind`,
+//! `Features`) and its two spellings, one JSON object per line
+//! (`write_json_line`, or `write_json_line_with_ref` for an answer to a
+//! request that carried a `Ref`) or
 //! readable text lines (`to_text_lines`, escaped so that no peer can drive
 //! or garble a terminal), the text-only help page, and the byte budget of
 //! a history answer. Nothing here parses a client line.
 
 use super::chars::{is_format_control, is_invisible};
-use super::{Code, RoomName, Token, Username};
+use super::{Code, Ref, RoomName, Token, Username};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 /// Where a chat message went: a room, or one user (a private message).
@@ -42,6 +44,27 @@ impl AuthKind {
             AuthKind::Password => "password",
             AuthKind::Accounts => "accounts",
         }
+    }
+}
+
+/// The optional features a server announces in its greeting (`features`):
+/// what a client may use that a riftd speaking protocol version 1 may lack.
+/// What every server has (rooms, DMs, WHO, ROOMS, PING) is not listed, nor
+/// what another greeting field already tells (RENAME: `auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// History is on: HISTORY is answered and joining a room sends a
+    /// backlog (208).
+    pub has_history: bool,
+}
+
+impl Features {
+    /// The names, in the order the greeting lists them: `ref` (always, on
+    /// this server), then `history` when history is on.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [("ref", true), ("history", self.has_history)]
+            .into_iter()
+            .filter_map(|(name, is_on)| is_on.then_some(name))
     }
 }
 
@@ -92,6 +115,7 @@ pub enum ServerMsg {
     ServerPing,
     Hello {
         auth: AuthKind,
+        features: Features,
     },
     PassNeeded,
     /// One chunk of a ROOMS answer, sorted by name; `more` is true on every
@@ -154,6 +178,15 @@ impl ServerMsg {
         out.push(b'\n');
     }
 
+    /// Appends the frame as one JSON line answering a request that carried
+    /// `reference`: the same object with `"ref"` as its last key.
+    pub fn write_json_line_with_ref(&self, reference: &Ref, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail, and every field serialises.
+        serde_json::to_writer(&mut *out, &WithRef(self, reference))
+            .expect("server frames always serialise");
+        out.push(b'\n');
+    }
+
     /// The frame as readable text for `nc`/`telnet` users, `\n` included.
     pub fn to_text_lines(&self) -> Vec<u8> {
         let text = match self {
@@ -206,7 +239,7 @@ impl ServerMsg {
                 }
                 lines
             }
-            ServerMsg::Hello { auth } => {
+            ServerMsg::Hello { auth, .. } => {
                 format!(
                     "* riftd {} ({} auth)",
                     env!("CARGO_PKG_VERSION"),
@@ -358,6 +391,26 @@ impl Serialize for MessageBody<'_> {
 
 impl Serialize for ServerMsg {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.serialize_with_ref(None, serializer)
+    }
+}
+
+/// A frame answering a request that carried a ref.
+struct WithRef<'a>(&'a ServerMsg, &'a Ref);
+
+impl Serialize for WithRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_with_ref(Some(self.1), serializer)
+    }
+}
+
+impl ServerMsg {
+    /// The frame's JSON object, with `"ref"` last when `reference` is set.
+    fn serialize_with_ref<S: Serializer>(
+        &self,
+        reference: Option<&Ref>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         // Every frame a JSON client can receive has a code; the help page
         // (text mode's only) has none, so none is written for it.
@@ -422,10 +475,12 @@ impl Serialize for ServerMsg {
                     map.serialize_entry("gap", &true)?;
                 }
             }
-            ServerMsg::Hello { auth } => {
+            ServerMsg::Hello { auth, features } => {
                 map.serialize_entry("server", "riftd")?;
                 map.serialize_entry("version", env!("CARGO_PKG_VERSION"))?;
                 map.serialize_entry("auth", auth.as_str())?;
+                let names: Vec<&str> = features.names().collect();
+                map.serialize_entry("features", &names)?;
                 map.serialize_entry(
                     "hint",
                     "send JSON frames, or type a username to chat in plain text",
@@ -452,6 +507,9 @@ impl Serialize for ServerMsg {
                 }
             }
             ServerMsg::Error { error, .. } => map.serialize_entry("error", error)?,
+        }
+        if let Some(reference) = reference {
+            map.serialize_entry("ref", reference.as_str())?;
         }
         map.end()
     }
@@ -556,6 +614,7 @@ mod tests {
         );
         let hello = json(&ServerMsg::Hello {
             auth: AuthKind::Open,
+            features: Features { has_history: false },
         });
         assert!(hello.starts_with(&format!(
             "{{\"code\":210,\"server\":\"riftd\",\"version\":\"{}\",\"auth\":\"open\"",

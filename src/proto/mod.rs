@@ -7,7 +7,8 @@
 //!
 //! - `codes`: `Code`, every code on the wire with its number;
 //! - `names`: `Username`, `NameKey`, `RoomName`, valid once they exist;
-//! - `requests`: `Request` from a JSON or a text line, and `ProtoError`;
+//! - `requests`: `Request` from a JSON or a text line (with its `Ref`), and
+//!   `ProtoError`;
 //! - `frames`: `ServerMsg` and its JSON and text spellings, the help page;
 //! - `records`: the journal's history and id reservation records;
 //! - `chars`: the invisible and layout-changing characters both sides check;
@@ -25,7 +26,7 @@ mod requests;
 
 pub use codes::Code;
 pub use frames::{
-    AuthKind, BACKLOG_FRAME_BYTES, ChatMessage, ServerMsg, Target, backlog_entry_bytes,
+    AuthKind, BACKLOG_FRAME_BYTES, ChatMessage, Features, ServerMsg, Target, backlog_entry_bytes,
     escape_controls,
 };
 pub use incoming::{Incoming, IncomingError, Received, parse_incoming};
@@ -36,6 +37,6 @@ pub use records::{
     write_id_reservation,
 };
 pub use requests::{
-    MAX_MESSAGE_BYTES, ProtoError, Request, TextExpect, Token, looks_like_http, parse_json,
-    parse_text,
+    JsonLine, MAX_MESSAGE_BYTES, MAX_REF_BYTES, ProtoError, Ref, Request, TextExpect, Token,
+    looks_like_http, parse_json, parse_json_line, parse_text,
 };

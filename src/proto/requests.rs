@@ -1,5 +1,6 @@
 //! Client requests: `Request`, parsed from one JSON-mode line
-//! (`parse_json`) or one text-mode line (`parse_text`, read as `TextExpect`
+//! (`parse_json_line`, with the `Ref` a client may tie to it, or
+//! `parse_json`) or one text-mode line (`parse_text`, read as `TextExpect`
 //! says), and `ProtoError`, why a line was refused (always a 400). Nothing
 //! here decides what a request means for the chat.
 
@@ -7,6 +8,7 @@ use super::chars::is_invisible;
 use super::{Code, RoomName, Username};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use thiserror::Error;
 
 /// Longest chat message, in bytes after JSON decoding. A 200 frame carrying it
@@ -55,6 +57,54 @@ impl ProtoError {
 
 /// A PING token, echoed byte for byte, whatever JSON it is.
 pub type Token = Box<RawValue>;
+
+/// Longest `ref` a client may tie to a JSON frame, in bytes (UTF-8).
+pub const MAX_REF_BYTES: usize = 64;
+
+/// What a `ref` must be, as its 400 says.
+const REF_EXPECTED: &str = "a string of 1 to 64 bytes without control characters";
+
+/// The label a JSON client may tie to one frame (`"ref"`): 1 to
+/// `MAX_REF_BYTES` bytes of UTF-8 without control characters. The hub
+/// echoes it in the frames that answer that request alone. Held inline, so
+/// a frame that carries one allocates nothing to keep it, and a frame
+/// without one costs nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ref {
+    len: u8,
+    bytes: [u8; MAX_REF_BYTES],
+}
+
+impl Ref {
+    /// A ref from its decoded JSON string; a 400 naming `ref` otherwise.
+    pub fn parse(text: &str) -> Result<Ref, ProtoError> {
+        let bad = ProtoError::WrongType {
+            field: "ref",
+            expected: REF_EXPECTED,
+        };
+        let len = match u8::try_from(text.len()) {
+            Ok(len) if (1..=MAX_REF_BYTES).contains(&text.len()) => len,
+            _ => return Err(bad),
+        };
+        if text.chars().any(char::is_control) {
+            return Err(bad);
+        }
+        let mut bytes = [0; MAX_REF_BYTES];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Ok(Ref { len, bytes })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)])
+            .expect("a Ref holds the UTF-8 string it was parsed from")
+    }
+}
+
+impl std::fmt::Debug for Ref {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ref({:?})", self.as_str())
+    }
+}
 
 /// One parsed client frame.
 #[derive(Debug)]
@@ -144,6 +194,9 @@ struct RawFrame<'a> {
     after: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     limit: Option<&'a RawValue>,
+    /// Any code may carry a ref (`Ref`).
+    #[serde(rename = "ref", borrow, default, deserialize_with = "present")]
+    reference: Option<&'a RawValue>,
 }
 
 /// Keeps a key that is present with the value `null` (serde would make it
@@ -206,20 +259,70 @@ fn optional_room(raw: Option<&RawValue>) -> Result<Option<RoomName>, ProtoError>
         .transpose()
 }
 
-/// Parses one JSON-mode line into a request.
+/// One JSON-mode line: the request or why it is refused, and the ref the
+/// client tied to it. The ref is read whenever the line is a JSON object of
+/// known, distinct keys and the ref itself is valid, so a 400 for another
+/// field can carry it; a bad ref is refused, and its 400 has none.
+#[derive(Debug)]
+pub struct JsonLine {
+    pub request: Result<Request, ProtoError>,
+    pub reference: Option<Ref>,
+}
+
+/// Parses one JSON-mode line into a request, without its ref.
 pub fn parse_json(line: &str) -> Result<Request, ProtoError> {
+    parse_json_line(line).request
+}
+
+/// Parses one JSON-mode line into a request and its ref.
+pub fn parse_json_line(line: &str) -> JsonLine {
+    let refused = |error| JsonLine {
+        request: Err(error),
+        reference: None,
+    };
+    let frame = match raw_frame(line) {
+        Ok(frame) => frame,
+        Err(error) => return refused(error),
+    };
+    let reference = match frame.reference.map(parse_ref).transpose() {
+        Ok(reference) => reference,
+        Err(error) => return refused(error),
+    };
+    JsonLine {
+        request: request_of(frame),
+        reference,
+    }
+}
+
+fn parse_ref(raw: &RawValue) -> Result<Ref, ProtoError> {
+    let bad = || ProtoError::WrongType {
+        field: "ref",
+        expected: REF_EXPECTED,
+    };
+    // Borrowed unless the string has escapes.
+    let text: Cow<'_, str> = match serde_json::from_str::<&str>(raw.get()) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => Cow::Owned(serde_json::from_str::<String>(raw.get()).map_err(|_| bad())?),
+    };
+    Ref::parse(&text)
+}
+
+fn raw_frame(line: &str) -> Result<RawFrame<'_>, ProtoError> {
     // serde accepts an array for a struct; the protocol does not.
     if !line.trim_start().starts_with('{') {
         return Err(ProtoError::BadJson("expected `{`".to_owned()));
     }
-    let frame: RawFrame = serde_json::from_str(line).map_err(|error| {
+    serde_json::from_str(line).map_err(|error| {
         let mut reason = error.to_string();
         // serde_json appends " at line 1 column N"; keep the message short.
         if let Some(at) = reason.find(" at line ") {
             reason.truncate(at);
         }
         ProtoError::BadJson(reason)
-    })?;
+    })
+}
+
+fn request_of(frame: RawFrame<'_>) -> Result<Request, ProtoError> {
     let raw_code = frame.code.ok_or(ProtoError::MissingField("code"))?;
     let number: u64 = serde_json::from_str(raw_code.get()).map_err(|_| ProtoError::WrongType {
         field: "code",
@@ -498,6 +601,28 @@ mod tests {
                 "{line}: {error} lacks {reason}"
             );
         }
+    }
+
+    #[test]
+    fn issue_13_a_ref_is_read_with_any_code_and_kept_when_another_field_is_refused() {
+        let parsed = parse_json_line(r#"{"code":107,"ref":"r1"}"#);
+        assert!(matches!(parsed.request, Ok(Request::Rooms)));
+        assert_eq!(parsed.reference.as_ref().map(Ref::as_str), Some("r1"));
+        let parsed = parse_json_line(r#"{"ref":"r2","code":100,"message":""}"#);
+        assert_eq!(parsed.request.unwrap_err(), ProtoError::EmptyMessage);
+        assert_eq!(parsed.reference.as_ref().map(Ref::as_str), Some("r2"));
+        // Unreadable lines and bad refs have no ref.
+        for line in [
+            r#"{"code":108,"ref":"r3","x":1}"#,
+            r#"{"code":108,"ref":"r4","ref":"r4"}"#,
+            r#"{"code":108,"ref":1}"#,
+            r#"{"code":108,"ref":"\u0000"}"#,
+        ] {
+            let parsed = parse_json_line(line);
+            assert!(parsed.request.is_err(), "{line}");
+            assert!(parsed.reference.is_none(), "{line}");
+        }
+        assert!(parse_json(r#"{"code":109,"ref":"q"}"#).is_ok());
     }
 
     #[test]

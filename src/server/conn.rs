@@ -230,6 +230,12 @@ impl Conn {
             return Reading::Done;
         }
         self.read_turn = turn;
+        if self.phase == Phase::Open {
+            // The session may have ended since the last read without a
+            // line of its own (shutdown, a password verdict, a reload):
+            // catch up first, so nothing more reaches it.
+            self.follow(id, hub.fate(id));
+        }
         // Every line handed on and every byte read is charged, whatever the
         // codec makes of it, so no input of any shape holds the loop.
         let mut budget = turn_budget.clone();
@@ -412,3 +418,7 @@ impl Conn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

@@ -17,7 +17,7 @@ mod verifier;
 
 use crate::codec::TurnBudget;
 use crate::config::{Config, ConfigError};
-use crate::hub::{ConnId, Hub, Now};
+use crate::hub::{ConnId, CutOff, Fate, Hub, Now};
 use conn::{CloseReason, Conn, READ_CHUNK, Reading};
 use control::notify;
 use journal::Journal;
@@ -618,17 +618,26 @@ impl Server {
             let Some(conn) = self.conns.try_remove(id) else {
                 continue;
             };
+            let peer = conn.peer();
+            let reason = conn.close_reason().unwrap_or(CloseReason::IoError);
+            if let Fate::CutOff(CutOff::SlowConsumer { owed, limit }) = self.hub.fate(ConnId(id))
+                && reason != CloseReason::SlowConsumer
+            {
+                // Cut off, then closed for another reason before its
+                // connection acted on it: the cut-off is still said once.
+                log::warn!(
+                    "conn={id} peer={peer} cut off: SlowConsumer (owed {owed} bytes, over max_output_bytes {limit})"
+                );
+            }
             self.hub.handle_closed(ConnId(id));
             self.heap_trim.note(Instant::now());
-            let group = crate::throttle::group(conn.peer().ip());
+            let group = crate::throttle::group(peer.ip());
             if let Some(count) = self.per_ip.get_mut(&group) {
                 *count -= 1;
                 if *count == 0 {
                     self.per_ip.remove(&group);
                 }
             }
-            let peer = conn.peer();
-            let reason = conn.close_reason().unwrap_or(CloseReason::IoError);
             if reason == CloseReason::SlowConsumer {
                 continue; // Its line was logged when it was cut off.
             }

@@ -17,6 +17,7 @@ fn a_new_connection_is_greeted_with_210_announcing_open_auth() {
             "server": "riftd",
             "version": env!("CARGO_PKG_VERSION"),
             "auth": "open",
+            "features": ["ref"],
             "hint": "send JSON frames, or type a username to chat in plain text",
         })]
     );

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::outbox::Flushed;
-use crate::proto::{ChatMessage, MAX_MESSAGE_BYTES, Target};
+use crate::proto::{ChatMessage, MAX_MESSAGE_BYTES, MAX_REF_BYTES, Target};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -299,6 +299,7 @@ mod login;
 mod logs;
 mod messages;
 mod random;
+mod refs;
 mod rooms;
 mod session;
 mod text;
