@@ -244,7 +244,7 @@ fn an_escape_sequence_from_someone_else_is_shown_escaped() {
     let mut mallory = Client::json(server.port());
     mallory.login("mallory");
     mallory.send_json(&json!({"code": 100, "message": "look \u{1b}[2J\u{1b}]0;pwned\u{7} here \u{202e}gnp.exe"}));
-    let screen = alice.wait_for("here");
+    let screen = alice.wait_for("gnp.exe");
     assert!(screen.contains("look"), "{screen}");
     // The clear-screen did not happen (the earlier lines are still there)
     // and the sequences are visible as text.
@@ -345,4 +345,110 @@ fn line_mode_exits_non_zero_when_the_name_is_taken() {
     assert!(!status.success(), "{stdout}");
     let said = format!("{stdout}{stderr}");
     assert!(said.contains("ci") && said.to_lowercase().contains("taken"), "{said}");
+}
+
+#[test]
+fn line_mode_speaks_tls_to_a_self_signed_server_and_logs_in_with_a_password_file() {
+    let certificate = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let mut server = Launch::new()
+        .config(
+            "auth = \"password\"\npassword_file = \"secret\"\nflood_rate = 0\n\
+             listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n\
+             tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        )
+        .file("secret", "s3cret\n")
+        .file("cert.pem", &certificate.cert.pem())
+        .file("key.pem", &certificate.signing_key.serialize_pem())
+        .start();
+    let line = server.wait_for_log("(TLS)");
+    let tls_port = line
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.trim_end_matches(" (TLS)").trim().parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no TLS port in {line:?}"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), certificate.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("password"), "s3cret\n").unwrap();
+    let mut watcher = Client::json(server.port());
+    watcher.send_json(&json!({"code": 110, "username": "watcher"}));
+    watcher.expect_code(211);
+    watcher.send_json(&json!({"code": 111, "password": "s3cret"}));
+    watcher.expect_code(202);
+    let ca = dir.path().join("ca.pem");
+    let password = dir.path().join("password");
+    let (status, stdout, stderr) = line_mode(
+        &[
+            "--user",
+            "ci",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--password-file",
+            password.to_str().unwrap(),
+            &format!("localhost:{tls_port}"),
+        ],
+        "sent over TLS\n",
+        dir.path(),
+    );
+    assert!(status.success(), "{status}: {stderr}\n{stdout}");
+    let message = loop {
+        let frame = watcher.recv_json();
+        if frame["code"] == 200 {
+            break frame;
+        }
+    };
+    assert_eq!(message["message"]["text"], "sent over TLS");
+    assert_eq!(message["message"]["from"], "ci");
+
+    // The wrong password is a clear failure, not a retry loop.
+    std::fs::write(&password, "wrong\n").unwrap();
+    let (status, stdout, stderr) = line_mode(
+        &[
+            "--user",
+            "ci",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--password-file",
+            password.to_str().unwrap(),
+            &format!("localhost:{tls_port}"),
+        ],
+        "never sent\n",
+        dir.path(),
+    );
+    assert!(!status.success(), "{stdout}");
+    assert!(format!("{stdout}{stderr}").to_lowercase().contains("password"), "{stdout}{stderr}");
+}
+
+#[test]
+fn a_restarted_riftc_shows_what_was_said_while_it_was_not_running_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new()
+        .config("flood_rate = 0\n")
+        .arg("--history-file")
+        .arg(dir.path().join("history.jsonl").to_str().unwrap())
+        .start();
+    let home = dir.path().join("alice");
+    let alice = Terminal::start(&home, &["--user", "alice", &address(&server)]);
+    alice.wait_for("alice");
+    let mut bob = Client::json(server.port());
+    bob.login("bob");
+    bob.send_json(&json!({"code": 100, "message": "seen before quitting"}));
+    alice.wait_for("seen before quitting");
+    alice.enter("/quit");
+    alice.wait_until("riftc to exit", |_| !alice.is_running());
+    drop(alice);
+    for index in 1..=3 {
+        bob.send_json(&json!({"code": 100, "message": format!("said while riftc was closed {index}")}));
+        bob.expect_code(200);
+    }
+    let alice = Terminal::start(&home, &["--user", "alice", &address(&server)]);
+    let screen = alice.wait_for("said while riftc was closed 3");
+    for needle in [
+        "seen before quitting",
+        "said while riftc was closed 1",
+        "said while riftc was closed 2",
+        "said while riftc was closed 3",
+    ] {
+        assert!(screen.matches(needle).count() <= 1, "{needle} twice:\n{screen}");
+    }
+    assert_eq!(screen.matches("said while riftc was closed 1").count(), 1, "{screen}");
 }
