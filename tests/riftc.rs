@@ -44,7 +44,19 @@ impl Terminal {
         ];
         command.extend(args.iter().map(|arg| (*arg).to_owned()));
         let status = Command::new("tmux")
-            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d", "-x", "100", "-y", "30", "env"])
+            .args([
+                "-L",
+                &socket,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                "env",
+            ])
             .args(&command)
             .status()
             .expect("tmux is installed (.ci/run installs it)");
@@ -129,15 +141,24 @@ fn address(server: &Server) -> String {
 fn two_people_chat_and_see_each_other() {
     let server = Launch::new().config("flood_rate = 0\n").start();
     let dir = tempfile::tempdir().unwrap();
-    let alice = Terminal::start(&dir.path().join("alice"), &["--user", "alice", &address(&server)]);
+    let alice = Terminal::start(
+        &dir.path().join("alice"),
+        &["--user", "alice", &address(&server)],
+    );
     alice.wait_for("alice");
-    let bob = Terminal::start(&dir.path().join("bob"), &["--user", "bob", &address(&server)]);
+    let bob = Terminal::start(
+        &dir.path().join("bob"),
+        &["--user", "bob", &address(&server)],
+    );
     bob.wait_for("bob");
     bob.enter("hello alice, how are you?");
     alice.wait_for("hello alice, how are you?");
     alice.enter("fine, thanks bob");
     let screen = bob.wait_for("fine, thanks bob");
-    assert!(screen.contains("lobby"), "no room in the sidebar:\n{screen}");
+    assert!(
+        screen.contains("lobby"),
+        "no room in the sidebar:\n{screen}"
+    );
     // Quitting restores the terminal and ends riftc.
     alice.enter("/quit");
     alice.wait_until("riftc to exit", |_| !alice.is_running());
@@ -148,14 +169,20 @@ fn two_people_chat_and_see_each_other() {
 fn a_private_message_opens_its_own_buffer() {
     let server = Launch::new().config("flood_rate = 0\n").start();
     let dir = tempfile::tempdir().unwrap();
-    let alice = Terminal::start(&dir.path().join("alice"), &["--user", "alice", &address(&server)]);
+    let alice = Terminal::start(
+        &dir.path().join("alice"),
+        &["--user", "alice", &address(&server)],
+    );
     alice.wait_for("alice");
     let mut bob = Client::json(server.port());
     bob.login("bob");
     bob.send_json(&json!({"code": 102, "to": "alice", "message": "psst, a secret"}));
     // The DM gets a buffer of its own in the sidebar, not the room's pane.
     let screen = alice.wait_for("bob");
-    assert!(!screen.contains("psst, a secret"), "shown in the room:\n{screen}");
+    assert!(
+        !screen.contains("psst, a secret"),
+        "shown in the room:\n{screen}"
+    );
     alice.press(&["C-n"]);
     alice.wait_for("psst, a secret");
 }
@@ -174,7 +201,10 @@ fn scrolling_back_fetches_older_history_from_the_server() {
         bob.send_json(&json!({"code": 100, "message": format!("message number {index:02}")}));
         bob.expect_code(200);
     }
-    let alice = Terminal::start(&dir.path().join("alice"), &["--user", "alice", &address(&server)]);
+    let alice = Terminal::start(
+        &dir.path().join("alice"),
+        &["--user", "alice", &address(&server)],
+    );
     let screen = alice.wait_for("message number 60");
     assert!(!screen.contains("message number 10"), "{screen}");
     for _ in 0..6 {
@@ -239,26 +269,41 @@ fn after_a_restart_the_messages_sent_meanwhile_are_shown_exactly_once() {
 fn an_escape_sequence_from_someone_else_is_shown_escaped() {
     let server = Launch::new().config("flood_rate = 0\n").start();
     let dir = tempfile::tempdir().unwrap();
-    let alice = Terminal::start(&dir.path().join("alice"), &["--user", "alice", &address(&server)]);
+    let alice = Terminal::start(
+        &dir.path().join("alice"),
+        &["--user", "alice", &address(&server)],
+    );
     alice.wait_for("alice");
     let mut mallory = Client::json(server.port());
     mallory.login("mallory");
-    mallory.send_json(&json!({"code": 100, "message": "look \u{1b}[2J\u{1b}]0;pwned\u{7} here \u{202e}gnp.exe"}));
+    mallory.send_json(
+        &json!({"code": 100, "message": "look \u{1b}[2J\u{1b}]0;pwned\u{7} here \u{202e}gnp.exe"}),
+    );
     let screen = alice.wait_for("gnp.exe");
     assert!(screen.contains("look"), "{screen}");
     // The clear-screen did not happen (the earlier lines are still there)
     // and the sequences are visible as text.
     assert!(screen.contains("mallory"), "{screen}");
     assert!(
-        screen.contains("^[") || screen.contains("U+001B") || screen.contains("\\x1b") || screen.contains("\\u{1b}"),
+        screen.contains("^[")
+            || screen.contains("U+001B")
+            || screen.contains("\\x1b")
+            || screen.contains("\\u{1b}"),
         "the escape is not shown:\n{screen}"
     );
-    assert!(screen.contains("202E") || screen.contains("202e"), "{screen}");
+    assert!(
+        screen.contains("202E") || screen.contains("202e"),
+        "{screen}"
+    );
 }
 
 /// Runs riftc in line mode with `input` on stdin; returns its exit status
 /// and standard output.
-fn line_mode(args: &[&str], input: &str, home: &Path) -> (std::process::ExitStatus, String, String) {
+fn line_mode(
+    args: &[&str],
+    input: &str,
+    home: &Path,
+) -> (std::process::ExitStatus, String, String) {
     let mut child = Command::new(riftc_binary())
         .args(args)
         .env("HOME", home)
@@ -341,10 +386,14 @@ fn line_mode_exits_non_zero_when_the_name_is_taken() {
     let mut holder = Client::json(server.port());
     holder.login("ci");
     let dir = tempfile::tempdir().unwrap();
-    let (status, stdout, stderr) = line_mode(&["--user", "ci", &address(&server)], "x\n", dir.path());
+    let (status, stdout, stderr) =
+        line_mode(&["--user", "ci", &address(&server)], "x\n", dir.path());
     assert!(!status.success(), "{stdout}");
     let said = format!("{stdout}{stderr}");
-    assert!(said.contains("ci") && said.to_lowercase().contains("taken"), "{said}");
+    assert!(
+        said.contains("ci") && said.to_lowercase().contains("taken"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -376,19 +425,17 @@ fn line_mode_speaks_tls_to_a_self_signed_server_and_logs_in_with_a_password_file
     watcher.expect_code(202);
     let ca = dir.path().join("ca.pem");
     let password = dir.path().join("password");
-    let (status, stdout, stderr) = line_mode(
-        &[
-            "--user",
-            "ci",
-            "--ca",
-            ca.to_str().unwrap(),
-            "--password-file",
-            password.to_str().unwrap(),
-            &format!("localhost:{tls_port}"),
-        ],
-        "sent over TLS\n",
-        dir.path(),
-    );
+    let server_address = format!("localhost:{tls_port}");
+    let args = [
+        "--user",
+        "ci",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--password-file",
+        password.to_str().unwrap(),
+        &server_address,
+    ];
+    let (status, stdout, stderr) = line_mode(&args, "sent over TLS\n", dir.path());
     assert!(status.success(), "{status}: {stderr}\n{stdout}");
     let message = loop {
         let frame = watcher.recv_json();
@@ -401,21 +448,14 @@ fn line_mode_speaks_tls_to_a_self_signed_server_and_logs_in_with_a_password_file
 
     // The wrong password is a clear failure, not a retry loop.
     std::fs::write(&password, "wrong\n").unwrap();
-    let (status, stdout, stderr) = line_mode(
-        &[
-            "--user",
-            "ci",
-            "--ca",
-            ca.to_str().unwrap(),
-            "--password-file",
-            password.to_str().unwrap(),
-            &format!("localhost:{tls_port}"),
-        ],
-        "never sent\n",
-        dir.path(),
-    );
+    let (status, stdout, stderr) = line_mode(&args, "never sent\n", dir.path());
     assert!(!status.success(), "{stdout}");
-    assert!(format!("{stdout}{stderr}").to_lowercase().contains("password"), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}")
+            .to_lowercase()
+            .contains("password"),
+        "{stdout}{stderr}"
+    );
 }
 
 #[test]
@@ -437,7 +477,9 @@ fn a_restarted_riftc_shows_what_was_said_while_it_was_not_running_exactly_once()
     alice.wait_until("riftc to exit", |_| !alice.is_running());
     drop(alice);
     for index in 1..=3 {
-        bob.send_json(&json!({"code": 100, "message": format!("said while riftc was closed {index}")}));
+        bob.send_json(
+            &json!({"code": 100, "message": format!("said while riftc was closed {index}")}),
+        );
         bob.expect_code(200);
     }
     let alice = Terminal::start(&home, &["--user", "alice", &address(&server)]);
@@ -448,7 +490,14 @@ fn a_restarted_riftc_shows_what_was_said_while_it_was_not_running_exactly_once()
         "said while riftc was closed 2",
         "said while riftc was closed 3",
     ] {
-        assert!(screen.matches(needle).count() <= 1, "{needle} twice:\n{screen}");
+        assert!(
+            screen.matches(needle).count() <= 1,
+            "{needle} twice:\n{screen}"
+        );
     }
-    assert_eq!(screen.matches("said while riftc was closed 1").count(), 1, "{screen}");
+    assert_eq!(
+        screen.matches("said while riftc was closed 1").count(),
+        1,
+        "{screen}"
+    );
 }

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 /// commands work) and each event is printed as one line.
 #[derive(Debug, Parser)]
 #[command(name = "riftc", version, about, long_about = None)]
-#[command(after_help = "Examples:\n  riftc --user alice\n  riftc --tls --ca ca.pem chat.example.org\n  echo 'deploy done' | riftc --user ci --room ops chat.example.org")]
+#[command(
+    after_help = "Examples:\n  riftc --user alice\n  riftc --tls --ca ca.pem chat.example.org\n  echo 'deploy done' | riftc --user ci --room ops chat.example.org"
+)]
 pub struct Args {
     /// The server, HOST[:PORT] (IPv6 as [::1]:5050) [default: 127.0.0.1:5050]
     pub server: Option<String>,

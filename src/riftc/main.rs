@@ -280,7 +280,11 @@ impl Shell {
                 Err(RecvTimeoutError::Disconnected) => return 1,
             }
             let now = now_ms();
-            if self.model.next_deadline().is_none_or(|deadline| deadline <= now) {
+            if self
+                .model
+                .next_deadline()
+                .is_none_or(|deadline| deadline <= now)
+            {
                 self.model.handle_tick(now);
             }
         }

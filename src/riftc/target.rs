@@ -95,7 +95,16 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused_with_the_expected_form() {
-        for text in ["", ":5050", "host:", "host:0", "host:70000", "[::1", "[::1]x", "a b"] {
+        for text in [
+            "",
+            ":5050",
+            "host:",
+            "host:0",
+            "host:70000",
+            "[::1",
+            "[::1]x",
+            "a b",
+        ] {
             let error = Target::parse(text).unwrap_err();
             assert!(error.contains("HOST[:PORT]"), "{text}: {error}");
         }
