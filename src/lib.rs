@@ -22,6 +22,9 @@
 //!   address and name, and per name; checks in flight count.
 //! - [`config`]: defaults + TOML file + flags, validated.
 //!
+//! - [`client`]: riftc's model (pure), its terminal view and line-mode
+//!   output; its shell lives in `src/riftc/`.
+//!
 //! The shell around it:
 //! - [`server`]: the single-threaded mio event loop, signals and timers;
 //!   each connection with its phase and its transport (plain or TLS).
@@ -36,6 +39,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;

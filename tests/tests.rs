@@ -12,5 +12,6 @@ mod chat;
 mod cluster;
 mod daemon;
 mod history;
+mod riftc;
 mod robustness;
 mod systemd;

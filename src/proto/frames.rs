@@ -302,7 +302,7 @@ fn clock(ts_ms: u64) -> String {
 /// code point (`<U+202E>`), so nobody can reorder or hide text on it. The
 /// emoji and text presentation selectors (U+FE0F, U+FE0E) are kept: they
 /// only choose how the character before them is drawn.
-fn escape_controls(text: &str) -> String {
+pub fn escape_controls(text: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {

@@ -11,20 +11,27 @@
 //!   `ProtoError`;
 //! - `frames`: `ServerMsg` and its JSON and text spellings, the help page;
 //! - `records`: the journal's history and id reservation records;
-//! - `chars`: the invisible and layout-changing characters both sides check.
+//! - `chars`: the invisible and layout-changing characters both sides check;
+//! - `incoming`: server frames as a client (riftc) reads them;
+//! - `outgoing`: requests as a client writes them.
 
 mod chars;
 mod codes;
 mod frames;
+mod incoming;
 mod names;
+mod outgoing;
 mod records;
 mod requests;
 
 pub use codes::Code;
 pub use frames::{
     AuthKind, BACKLOG_FRAME_BYTES, ChatMessage, Features, ServerMsg, Target, backlog_entry_bytes,
+    escape_controls,
 };
+pub use incoming::{Incoming, IncomingError, Received, parse_incoming};
 pub use names::{MAX_NAME_BYTES, NameKey, RoomName, Username};
+pub use outgoing::Outgoing;
 pub use records::{
     history_record, parse_history_record, parse_id_reservation, write_history_record,
     write_id_reservation,
