@@ -15,6 +15,8 @@ impl Model {
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let alt = key.modifiers.contains(KeyModifiers::ALT);
+        // At the name and password prompts nothing is recalled or completed.
+        let is_prompt = self.is_password_prompt() || self.is_name_prompt();
         let editor = &mut self.editor;
         match key.code {
             KeyCode::Char('c') if ctrl => self.run(Command::Quit, None, now_ms),
@@ -40,6 +42,7 @@ impl Model {
             KeyCode::End => editor.end(),
             KeyCode::Backspace => editor.backspace(),
             KeyCode::Delete => editor.delete(),
+            KeyCode::Up | KeyCode::Down | KeyCode::Tab if is_prompt => {}
             KeyCode::Up => editor.history_up(),
             KeyCode::Down => editor.history_down(),
             KeyCode::Tab => self.complete(),

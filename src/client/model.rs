@@ -181,6 +181,9 @@ pub struct Model {
     pub(super) catch_ups: BTreeMap<RoomName, CatchUp>,
     pub(super) select_on_join: Option<RoomName>,
     pub(super) room_list: Vec<(RoomName, u64)>,
+    /// WHO answers arriving in chunks: how each is shown, what came so far.
+    pub(super) who_answers: BTreeMap<RoomName, Shown>,
+    pub(super) who_collected: BTreeMap<RoomName, Vec<Username>>,
     pub(super) known_rooms: Vec<RoomName>,
     pub(super) lag_ms: Option<u64>,
     pub(super) lag_ping: Option<(String, u64)>,
@@ -226,6 +229,8 @@ impl Model {
             catch_ups: BTreeMap::new(),
             select_on_join: None,
             room_list: Vec::new(),
+            who_answers: BTreeMap::new(),
+            who_collected: BTreeMap::new(),
             known_rooms: Vec::new(),
             lag_ms: None,
             lag_ping: None,
@@ -289,12 +294,21 @@ impl Model {
 
     pub fn handle_disconnected(&mut self, reason: &str, now_ms: u64) {
         let was_up = self.link == Link::Up;
+        let was_stuck = self.login == Login::Stuck;
         self.link = Link::Down;
         self.login = Login::Greeting;
         self.lag_ping = None;
         self.end_token = None;
         self.reset_connection_state();
         if self.quit_deadline.is_some() || self.exit.is_some() || self.is_finished {
+            return;
+        }
+        if was_stuck {
+            // The refusal would only come again: wait for /connect.
+            self.retry_at = None;
+            self.link_note = "type /connect".to_owned();
+            let text = format!("disconnected: {reason}; type /connect to try again");
+            self.notice(BufferId::Server, &text, now_ms);
             return;
         }
         let text = if was_up {
@@ -463,11 +477,13 @@ impl Model {
         self.unref_answers.clear();
         self.backlog_expected = None;
         self.catch_ups.clear();
+        self.who_answers.clear();
+        self.who_collected.clear();
+        self.room_list.clear();
         self.has_refs = false;
         for buffer in &mut self.buffers {
             buffer.is_joined = false;
             buffer.is_loading_older = false;
-            buffer.is_collecting_members = false;
         }
     }
 

@@ -169,9 +169,8 @@ impl Model {
                 }
             }
             Some(Answer::Who(room, _)) => {
-                if let Some(at) = self.buffer_index(&BufferId::Room(room)) {
-                    self.buffers[at].is_collecting_members = false;
-                }
+                self.who_answers.remove(&room);
+                self.who_collected.remove(&room);
             }
             _ => {}
         }
@@ -349,7 +348,6 @@ impl Model {
                 buffer: BufferId::Room(room.clone()),
                 command: None,
             };
-            self.buffers[at].is_collecting_members = false;
             self.send(
                 Outgoing::Who {
                     room: Some(room.clone()),
@@ -487,34 +485,33 @@ impl Model {
         reference: Option<&str>,
         now_ms: u64,
     ) {
-        let shown = match self.take_ref(reference).map(|pending| pending.answer) {
-            Some(Answer::Who(_, shown)) => shown,
-            Some(_) => Shown::Visibly,
-            None if self.has_refs => Shown::Visibly,
-            None => {
-                let is_first = self
-                    .buffer_index(&BufferId::Room(room.clone()))
-                    .is_none_or(|at| !self.buffers[at].is_collecting_members);
-                if is_first {
-                    match self.take_unref(
-                        |answer| matches!(answer, Answer::Who(asked, _) if *asked == room),
-                    ) {
-                        Some(Answer::Who(_, shown)) => shown,
-                        _ => Shown::Visibly,
-                    }
-                } else {
-                    Shown::Visibly
-                }
-            }
+        let pending = self.take_ref(reference).map(|pending| pending.answer);
+        let shown = match self.who_answers.get(&room) {
+            // A later chunk of an answer already under way.
+            Some(shown) => *shown,
+            None => match pending {
+                Some(Answer::Who(_, shown)) => shown,
+                Some(_) => Shown::Visibly,
+                None if self.has_refs => Shown::Visibly,
+                None => match self
+                    .take_unref(|answer| matches!(answer, Answer::Who(asked, _) if *asked == room))
+                {
+                    Some(Answer::Who(_, shown)) => shown,
+                    _ => Shown::Visibly,
+                },
+            },
         };
+        let collected = self.who_collected.entry(room.clone()).or_default();
+        collected.extend(users);
+        if more {
+            self.who_answers.insert(room, shown);
+            return;
+        }
+        self.who_answers.remove(&room);
+        let users = self.who_collected.remove(&room).unwrap_or_default();
         let at = self.buffer_index(&BufferId::Room(room.clone()));
         if let Some(at) = at {
-            let buffer = &mut self.buffers[at];
-            if !buffer.is_collecting_members {
-                buffer.members.clear();
-            }
-            buffer.members.extend(users.iter().cloned());
-            buffer.is_collecting_members = more;
+            self.buffers[at].members = users.clone();
         }
         if shown == Shown::Visibly {
             let line = Line {

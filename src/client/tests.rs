@@ -210,6 +210,7 @@ fn a_password_login_uses_the_given_password_or_asks_for_it_masked() {
     hello(&mut model, AuthKind::Password);
     feed(&mut model, ServerMsg::PassNeeded, 0);
     assert!(model.is_password_prompt());
+    model.handle_key(key(KeyCode::Tab), 0);
     type_line(&mut model, "pw");
     let out = sent(&mut model);
     assert_eq!(out[1], serde_json::json!({"code":111,"password":"pw"}));
@@ -322,6 +323,20 @@ fn a_refusal_the_ui_cannot_fix_waits_for_connect() {
     assert!(sent(&mut model).is_empty());
     type_line(&mut model, "/connect");
     assert_eq!(codes(&sent(&mut model)), [110]);
+    feed(
+        &mut model,
+        ServerMsg::error(Code::Forbidden, "this server takes passwords only over TLS"),
+        0,
+    );
+    model.handle_disconnected("closed", 0);
+    assert_eq!(
+        model.want(60_000),
+        Want::Wait,
+        "no reconnect loop into the same refusal"
+    );
+    assert_eq!(model.next_deadline(), None);
+    type_line(&mut model, "/connect");
+    assert_eq!(model.want(0), Want::Connect);
 }
 
 // ---- buffers, unread, mentions, DMs -----------------------------------------
@@ -1036,4 +1051,36 @@ fn with_refs_a_refused_line_is_not_sent_again() {
     );
     assert!(model.catch_ups.is_empty(), "the catch-up ended");
     assert!(sent(&mut model).iter().all(|value| value["code"] != 100));
+}
+
+#[test]
+fn a_who_answer_in_chunks_is_one_member_list_and_one_line() {
+    let mut model = logged_in(LINES, "alice", SavedState::default());
+    model.take_printed();
+    let chunk = |users: &[&str], more: bool, omitted: usize| ServerMsg::Users {
+        room: room("lobby"),
+        users: users.iter().map(|name| user(name)).collect(),
+        more,
+        omitted,
+    };
+    // The silent WHO sent at the join, in two chunks: no line.
+    feed(&mut model, chunk(&["alice", "bob"], true, 0), 0);
+    feed(&mut model, chunk(&["carol"], false, 0), 0);
+    assert!(model.take_printed().is_empty());
+    assert_eq!(
+        model.current_buffer().members,
+        [user("alice"), user("bob"), user("carol")]
+    );
+    model.handle_input_line("/who", 0);
+    assert_eq!(
+        sent(&mut model),
+        [serde_json::json!({"code":103,"room":"lobby"})]
+    );
+    feed(&mut model, chunk(&["alice"], true, 0), 0);
+    feed(&mut model, chunk(&["bob"], false, 7), 0);
+    assert_eq!(
+        model.take_printed(),
+        ["* in #lobby: alice bob (and 7 more, not shown)"]
+    );
+    assert_eq!(model.current_buffer().members, [user("alice"), user("bob")]);
 }
