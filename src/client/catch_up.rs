@@ -19,7 +19,7 @@
 use super::buffer::{BufferId, Line, LineKind};
 use super::lines::mentions;
 use super::model::{CATCH_UP_TIMEOUT_MS, HistoryPurpose, Login, Model};
-use super::receive::split_action;
+use super::receive::{Arrival, split_action};
 use crate::proto::{ChatMessage, RoomName};
 
 /// Largest answer one HISTORY may bring (the server's cap).
@@ -41,13 +41,13 @@ impl Model {
             // The join backlog: like live messages.
             None => {
                 for message in messages {
-                    self.chat_message(message, now_ms);
+                    self.chat_message(message);
                 }
             }
             Some(HistoryPurpose::CatchUp) => {
                 let Some(catch_up) = self.catch_ups.get_mut(&room) else {
                     for message in messages {
-                        self.chat_message(message, now_ms);
+                        self.chat_message(message);
                     }
                     return;
                 };
@@ -120,7 +120,7 @@ impl Model {
                     );
                 }
                 for message in messages {
-                    self.show_message(message, true, now_ms);
+                    self.show_message(message, Arrival::Replay);
                 }
             }
         }
@@ -143,7 +143,7 @@ impl Model {
             self.error(id, None, problem, None, now_ms);
         }
         for (_, message) in catch_up.held {
-            self.show_room_message(message, now_ms);
+            self.show_room_message(message);
         }
         self.resend_unconfirmed(room);
     }

@@ -58,8 +58,7 @@ impl Model {
         }
     }
 
-    pub fn handle_paste(&mut self, text: &str, now_ms: u64) {
-        let _ = now_ms;
+    pub fn handle_paste(&mut self, text: &str, _now_ms: u64) {
         self.editor.insert_str(text);
     }
 

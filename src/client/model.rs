@@ -1,8 +1,11 @@
 //! The `Model`: everything riftc knows (connection and login state,
 //! buffers, the input line, pending requests, catch-up after a drop), and
 //! its contract with the shell. Sans-IO: no socket, terminal, file or clock;
-//! time arrives as `now_ms`. Frames are handled in `receive`, keys and
-//! commands in `input`.
+//! time arrives as `now_ms`. Frames are handled in `receive` (history
+//! answers in `catch_up`), keys and commands in `input`, lines put into
+//! buffers in `show`.
+//!
+//! Drain `take_printed` before acting on `Quit`: the last lines say why.
 //!
 //! The shell's loop: feed inputs (`handle_*`), then drain outputs
 //! (`take_outgoing` to the socket, `take_printed` to stdout in line mode,

@@ -50,7 +50,7 @@ impl Model {
                     self.logged_in(username, now_ms);
                 }
             }
-            Incoming::Message(message) => self.chat_message(message, now_ms),
+            Incoming::Message(message) => self.chat_message(message),
             Incoming::Connected { username, room } => self.connected(username, room, now_ms),
             Incoming::Disconnected { username, room } => {
                 self.disconnected(username, room, now_ms);
@@ -208,7 +208,7 @@ impl Model {
         }
     }
 
-    pub(super) fn chat_message(&mut self, message: ChatMessage, now_ms: u64) {
+    pub(super) fn chat_message(&mut self, message: ChatMessage) {
         match &message.target {
             Target::Room(room) => {
                 let room = room.clone();
@@ -218,14 +218,14 @@ impl Model {
                     }
                     return;
                 }
-                self.show_room_message(message, now_ms);
+                self.show_room_message(message);
             }
-            Target::User(_) => self.show_message(message, false, now_ms),
+            Target::User(_) => self.show_message(message, Arrival::Live),
         }
     }
 
     /// A room message, unless it was shown before.
-    pub(super) fn show_room_message(&mut self, message: ChatMessage, now_ms: u64) {
+    pub(super) fn show_room_message(&mut self, message: ChatMessage) {
         let Target::Room(room) = &message.target else {
             return;
         };
@@ -234,14 +234,14 @@ impl Model {
         }
         let room = room.clone();
         let id = message.id;
-        self.show_message(message, false, now_ms);
+        self.show_message(message, Arrival::Live);
         self.shown(&room, id);
     }
 
     /// Puts a message in its buffer (opening a private one), counts it
     /// unread when that buffer is not shown, and prints it in line mode.
-    pub(super) fn show_message(&mut self, message: ChatMessage, is_replay: bool, now_ms: u64) {
-        let _ = now_ms;
+    pub(super) fn show_message(&mut self, message: ChatMessage, arrival: Arrival) {
+        let is_replay = arrival == Arrival::Replay;
         let me = self.name.clone();
         let is_own = me.as_ref().is_some_and(|me| me.key() == message.from.key());
         let (id, title, room, to) = match &message.target {
@@ -529,6 +529,15 @@ impl Model {
             self.add_line(id, line);
         }
     }
+}
+
+/// How a message reaches a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// For the first time: counted unread, deduplicated.
+    Live,
+    /// Shown again on request (`/history N`).
+    Replay,
 }
 
 /// A `/me ` text is an action, shown without the prefix.
