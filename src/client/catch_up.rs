@@ -38,16 +38,16 @@ impl Model {
         now_ms: u64,
     ) {
         match purpose {
-            // The join backlog: like live messages.
+            // The join backlog: held if a catch-up runs, else context.
             None => {
                 for message in messages {
-                    self.chat_message(message);
+                    self.chat_message(message, Arrival::Context);
                 }
             }
             Some(HistoryPurpose::CatchUp) => {
                 let Some(catch_up) = self.catch_ups.get_mut(&room) else {
                     for message in messages {
-                        self.chat_message(message);
+                        self.chat_message(message, Arrival::Live);
                     }
                     return;
                 };
@@ -143,7 +143,7 @@ impl Model {
             self.error(id, None, problem, None, now_ms);
         }
         for (_, message) in catch_up.held {
-            self.show_room_message(message);
+            self.show_room_message(message, Arrival::Live);
         }
         self.resend_unconfirmed(room);
     }

@@ -1,8 +1,8 @@
 //! What each server frame does to the `Model`: login steps, messages into
-//! buffers (each id once), presence, member lists, history answers and the
-//! catch-up after a (re)join, errors next to the command that caused them.
-//! Nothing here reads a key or draws.
-//! The catch-up after a (re)join and history answers are in `catch_up`.
+//! buffers (each id once), presence, member lists, room lists, pongs, and
+//! errors next to the command that caused them. History answers (the
+//! catch-up after a (re)join, older pages) go on to `catch_up`. Nothing
+//! here reads a key or draws.
 
 use super::buffer::{BufferId, Line, LineKind};
 use super::lines::mentions;
@@ -36,6 +36,7 @@ impl Model {
                 }
             }
             Incoming::YourName { username } => {
+                self.take_ref(reference);
                 if self.login == Login::Ready {
                     self.name = Some(username.clone());
                     let line = Line {
@@ -50,7 +51,7 @@ impl Model {
                     self.logged_in(username, now_ms);
                 }
             }
-            Incoming::Message(message) => self.chat_message(message),
+            Incoming::Message(message) => self.chat_message(message, Arrival::Live),
             Incoming::Connected { username, room } => self.connected(username, room, now_ms),
             Incoming::Disconnected { username, room } => {
                 self.disconnected(username, room, now_ms);
@@ -66,6 +67,7 @@ impl Model {
                 omitted,
             } => self.users(room, users, more, omitted, reference, now_ms),
             Incoming::Pong { token } => {
+                self.take_ref(reference);
                 let token: Option<String> =
                     token.and_then(|token| serde_json::from_str(token.get()).ok());
                 if let Some(token) = token {
@@ -208,7 +210,7 @@ impl Model {
         }
     }
 
-    pub(super) fn chat_message(&mut self, message: ChatMessage) {
+    pub(super) fn chat_message(&mut self, message: ChatMessage, arrival: Arrival) {
         match &message.target {
             Target::Room(room) => {
                 let room = room.clone();
@@ -218,14 +220,14 @@ impl Model {
                     }
                     return;
                 }
-                self.show_room_message(message);
+                self.show_room_message(message, arrival);
             }
-            Target::User(_) => self.show_message(message, Arrival::Live),
+            Target::User(_) => self.show_message(message, arrival),
         }
     }
 
     /// A room message, unless it was shown before.
-    pub(super) fn show_room_message(&mut self, message: ChatMessage) {
+    pub(super) fn show_room_message(&mut self, message: ChatMessage, arrival: Arrival) {
         let Target::Room(room) = &message.target else {
             return;
         };
@@ -234,7 +236,7 @@ impl Model {
         }
         let room = room.clone();
         let id = message.id;
-        self.show_message(message, Arrival::Live);
+        self.show_message(message, arrival);
         self.shown(&room, id);
     }
 
@@ -293,7 +295,7 @@ impl Model {
         let is_shown = at == self.current;
         let buffer = &mut self.buffers[at];
         buffer.insert_message(line);
-        if !is_shown && !is_own {
+        if !is_shown && !is_own && arrival == Arrival::Live {
             if buffer.unread == 0 {
                 buffer.marker = Some(message.id);
             }
@@ -536,6 +538,8 @@ impl Model {
 pub(super) enum Arrival {
     /// For the first time: counted unread, deduplicated.
     Live,
+    /// The backlog of a room joined afresh: context, not counted unread.
+    Context,
     /// Shown again on request (`/history N`).
     Replay,
 }

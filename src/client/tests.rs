@@ -1084,3 +1084,29 @@ fn a_who_answer_in_chunks_is_one_member_list_and_one_line() {
     );
     assert_eq!(model.current_buffer().members, [user("alice"), user("bob")]);
 }
+
+#[test]
+fn a_fresh_join_backlog_is_context_but_a_catch_up_counts_unread() {
+    let mut saved = SavedState::default();
+    saved.last_shown.insert("rust".into(), 5);
+    let mut model = logged_in(Mode::Ui, "alice", saved);
+    joined(&mut model, "alice", "news");
+    backlog(&mut model, "news", &[1, 2], false, false);
+    joined(&mut model, "alice", "rust");
+    backlog(&mut model, "rust", &[4, 5, 6], false, false);
+    backlog(&mut model, "rust", &[6, 7], false, false);
+    let counts: Vec<(String, usize)> = model
+        .buffers()
+        .iter()
+        .map(|buffer| (buffer.title.clone(), buffer.unread))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("riftd".into(), 0),
+            ("#lobby".into(), 0),
+            ("#news".into(), 0),
+            ("#rust".into(), 2)
+        ]
+    );
+}
