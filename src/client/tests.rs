@@ -1110,3 +1110,71 @@ fn a_fresh_join_backlog_is_context_but_a_catch_up_counts_unread() {
         ]
     );
 }
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec!["alice", "bob", "Bob", "lobby", "rust", "x\u{1b}"]);
+        let text = ".{0,12}";
+        (
+            100u16..=520,
+            name.clone(),
+            name,
+            text,
+            0u64..20,
+            any::<bool>(),
+        )
+            .prop_map(|(code, a, b, text, id, flag)| {
+                serde_json::json!({
+                    "code": code, "new": a, "old": b, "room": b, "username": a, "to": a,
+                    "users": [a, b], "more": flag, "gap": !flag, "error": text,
+                    "rooms": [{"name": b, "users": id}], "token": text, "auth": "open",
+                    "message": {"id": id, "ts": id, "room": b, "from": a, "text": text},
+                    "messages": [{"id": id, "ts": id, "room": b, "from": a, "text": text}],
+                    "ref": format!("r{id}"), "features": ["ref"],
+                })
+                .to_string()
+            })
+    }
+
+    fn event() -> impl Strategy<Value = u8> {
+        0u8..12
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_frames_keys_and_drops_leave_a_model_that_draws(
+            frames in prop::collection::vec(frame(), 0..40),
+            events in prop::collection::vec(event(), 0..40),
+            junk in ".{0,40}",
+        ) {
+            let mut model = logged_in(Mode::Ui, "alice", SavedState::default());
+            model.handle_line(&junk, 0);
+            for (at, frame) in frames.iter().enumerate() {
+                let now = at as u64 * 500;
+                model.handle_line(frame, now);
+                match events.get(at).copied().unwrap_or(0) {
+                    1 => model.handle_key(key(KeyCode::PageUp), now),
+                    2 => model.handle_key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::CONTROL), now),
+                    3 => model.handle_key(key(KeyCode::Tab), now),
+                    4 => model.handle_disconnected("drop", now),
+                    5 => model.handle_connected(now),
+                    6 => type_line(&mut model, "/part"),
+                    7 => type_line(&mut model, "/msg bob hi"),
+                    8 => type_line(&mut model, "/close"),
+                    9 => model.handle_tick(now + 20_000),
+                    10 => model.handle_paste("漢\u{1b}字\n", now),
+                    11 => model.handle_key(key(KeyCode::Left), now),
+                    _ => {}
+                }
+                model.take_outgoing();
+                let _ = model.want(now);
+                let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(30, 6)).unwrap();
+                terminal.draw(|frame| super::super::view::draw(frame, &model)).unwrap();
+            }
+        }
+    }
+}

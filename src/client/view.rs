@@ -252,13 +252,18 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
         None => String::new(),
     };
     let name = model.name().map_or("-", |name| name.as_str());
+    let scrolled = match model.current_buffer().scroll {
+        0 => String::new(),
+        lines => format!(" (scrolled up {lines})"),
+    };
     let text = format!(
-        " {} | {} | {}{} | {}",
+        " {} | {} | {}{} | {}{}",
         escape(&model.settings.server),
         name,
         state,
         lag,
-        escape(&model.current_buffer().title)
+        escape(&model.current_buffer().title),
+        scrolled,
     );
     let style = Style::default().bg(Color::Blue).fg(Color::White);
     frame.render_widget(Paragraph::new(Line::from(text)).style(style), area);
