@@ -4,6 +4,7 @@
 
 use super::buffer::{BufferId, Line, LineKind};
 use super::commands::{COMMANDS, Command, HELP, parse_command};
+use super::editor::Recall;
 use super::model::{Answer, HistoryPurpose, Link, Login, Model, Origin, QUIT_WAIT_MS, Shown};
 use crate::proto::{Outgoing, RoomName, Username};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -102,7 +103,7 @@ impl Model {
     fn enter(&mut self, now_ms: u64) {
         match self.login.clone() {
             Login::AskingName => {
-                let line = self.editor.take_line(false);
+                let line = self.editor.take_line(Recall::Forget);
                 match Username::parse(line.trim()) {
                     Ok(name) => {
                         self.name = Some(name);
@@ -114,12 +115,12 @@ impl Model {
                 }
             }
             Login::AskingPassword(name) => {
-                let password = self.editor.take_line(false);
+                let password = self.editor.take_line(Recall::Forget);
                 self.password = Some(password);
                 self.send_pass(name, now_ms);
             }
             _ => {
-                let line = self.editor.take_line(true);
+                let line = self.editor.take_line(Recall::Remember);
                 if !line.trim().is_empty() {
                     self.submit(&line, now_ms);
                 }
