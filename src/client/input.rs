@@ -20,6 +20,8 @@ impl Model {
         let is_prompt = self.is_password_prompt() || self.is_name_prompt();
         let editor = &mut self.editor;
         match key.code {
+            // AltGr arrives as Ctrl+Alt on some terminals: it types.
+            KeyCode::Char(ch) if ctrl && alt => editor.insert_char(ch),
             KeyCode::Char('c') if ctrl => self.run(Command::Quit, None, now_ms),
             KeyCode::Char('a') if ctrl => editor.home(),
             KeyCode::Char('e') if ctrl => editor.end(),
