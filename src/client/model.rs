@@ -389,7 +389,12 @@ impl Model {
             return Want::Quit(code);
         }
         if self.is_finished {
-            return Want::Quit(0);
+            // Once the QUIT is taken.
+            return if self.outgoing.is_empty() {
+                Want::Quit(0)
+            } else {
+                Want::Wait
+            };
         }
         if let Some(deadline) = self.quit_deadline {
             let is_sent = self.outgoing.is_empty();

@@ -72,6 +72,8 @@ impl Model {
                     token.and_then(|token| serde_json::from_str(token.get()).ok());
                 if let Some(token) = token {
                     if self.end_token.as_deref() == Some(token.as_str()) {
+                        // Everything typed was relayed: leave politely.
+                        self.send_plain(Outgoing::Quit);
                         self.is_finished = true;
                     }
                     if let Some((sent, at)) = self.lag_ping.take() {

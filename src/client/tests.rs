@@ -828,6 +828,8 @@ fn line_mode_sends_what_was_typed_before_login_and_quits_once_the_server_relayed
     feed(&mut model, ServerMsg::Pong { token: None }, 0);
     assert_eq!(model.want(0), Want::Wait);
     model.handle_line(&format!(r#"{{"code":207,"token":"{token}"}}"#), 0);
+    assert_eq!(model.want(0), Want::Wait, "the QUIT is not taken yet");
+    assert_eq!(codes(&sent(&mut model)), [109]);
     assert_eq!(model.want(0), Want::Quit(0));
 }
 
@@ -1004,6 +1006,7 @@ fn line_mode_waits_for_the_rooms_to_be_back_before_its_last_ping_and_resends_los
     );
     let token = out[1]["token"].as_str().unwrap().to_owned();
     model.handle_line(&format!(r#"{{"code":207,"token":"{token}"}}"#), 0);
+    assert_eq!(codes(&sent(&mut model)), [109]);
     assert_eq!(model.want(0), Want::Quit(0));
 }
 
