@@ -114,8 +114,6 @@ pub struct Buffer {
     pub at_history_start: bool,
     /// An older page was asked for and has not come.
     pub is_loading_older: bool,
-    /// A WHO answer is arriving in chunks: the next chunk appends.
-    pub is_collecting_members: bool,
 }
 
 impl Buffer {
@@ -134,7 +132,6 @@ impl Buffer {
             was_joined: false,
             at_history_start: false,
             is_loading_older: false,
-            is_collecting_members: false,
         }
     }
 

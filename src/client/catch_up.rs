@@ -19,7 +19,7 @@
 use super::buffer::{BufferId, Line, LineKind};
 use super::lines::mentions;
 use super::model::{CATCH_UP_TIMEOUT_MS, HistoryPurpose, Login, Model};
-use super::receive::split_action;
+use super::receive::{Arrival, split_action};
 use crate::proto::{ChatMessage, RoomName};
 
 /// Largest answer one HISTORY may bring (the server's cap).
@@ -38,16 +38,16 @@ impl Model {
         now_ms: u64,
     ) {
         match purpose {
-            // The join backlog: like live messages.
+            // The join backlog: held if a catch-up runs, else context.
             None => {
                 for message in messages {
-                    self.chat_message(message, now_ms);
+                    self.chat_message(message, Arrival::Context);
                 }
             }
             Some(HistoryPurpose::CatchUp) => {
                 let Some(catch_up) = self.catch_ups.get_mut(&room) else {
                     for message in messages {
-                        self.chat_message(message, now_ms);
+                        self.chat_message(message, Arrival::Live);
                     }
                     return;
                 };
@@ -120,7 +120,7 @@ impl Model {
                     );
                 }
                 for message in messages {
-                    self.show_message(message, true, now_ms);
+                    self.show_message(message, Arrival::Replay);
                 }
             }
         }
@@ -143,7 +143,7 @@ impl Model {
             self.error(id, None, problem, None, now_ms);
         }
         for (_, message) in catch_up.held {
-            self.show_room_message(message, now_ms);
+            self.show_room_message(message, Arrival::Live);
         }
         self.resend_unconfirmed(room);
     }

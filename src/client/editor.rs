@@ -17,6 +17,14 @@ struct Completion {
     index: usize,
 }
 
+/// Whether a line taken from the editor is remembered for Up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recall {
+    Remember,
+    /// A password (or a name at the prompt): never recalled.
+    Forget,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Editor {
     text: String,
@@ -150,14 +158,14 @@ impl Editor {
         self.edited();
     }
 
-    /// Enter: the line, cleared from the editor; remembered for Up when
-    /// `remember` (never a password).
-    pub fn take_line(&mut self, remember: bool) -> String {
+    /// Enter: the line, cleared from the editor, and remembered for Up
+    /// unless `Recall::Forget`.
+    pub fn take_line(&mut self, recall: Recall) -> String {
         let line = std::mem::take(&mut self.text);
         self.cursor = 0;
         self.browsing = None;
         self.edited();
-        if remember && !line.is_empty() && self.history.last() != Some(&line) {
+        if recall == Recall::Remember && !line.is_empty() && self.history.last() != Some(&line) {
             if self.history.len() == HISTORY_LINES {
                 self.history.remove(0);
             }
@@ -306,11 +314,11 @@ mod tests {
     #[test]
     fn up_and_down_walk_the_history_and_keep_the_draft() {
         let mut editor = typed("one");
-        assert_eq!(editor.take_line(true), "one");
+        assert_eq!(editor.take_line(Recall::Remember), "one");
         editor.insert_str("two");
-        editor.take_line(true);
+        editor.take_line(Recall::Remember);
         editor.insert_str("secret");
-        editor.take_line(false);
+        editor.take_line(Recall::Forget);
         editor.insert_str("draft");
         editor.history_up();
         assert_eq!(editor.text(), "two");

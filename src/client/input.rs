@@ -4,6 +4,7 @@
 
 use super::buffer::{BufferId, Line, LineKind};
 use super::commands::{COMMANDS, Command, HELP, parse_command};
+use super::editor::Recall;
 use super::model::{Answer, HistoryPurpose, Link, Login, Model, Origin, QUIT_WAIT_MS, Shown};
 use crate::proto::{Outgoing, RoomName, Username};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -15,8 +16,12 @@ impl Model {
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let alt = key.modifiers.contains(KeyModifiers::ALT);
+        // At the name and password prompts nothing is recalled or completed.
+        let is_prompt = self.is_password_prompt() || self.is_name_prompt();
         let editor = &mut self.editor;
         match key.code {
+            // AltGr arrives as Ctrl+Alt on some terminals: it types.
+            KeyCode::Char(ch) if ctrl && alt => editor.insert_char(ch),
             KeyCode::Char('c') if ctrl => self.run(Command::Quit, None, now_ms),
             KeyCode::Char('a') if ctrl => editor.home(),
             KeyCode::Char('e') if ctrl => editor.end(),
@@ -40,6 +45,7 @@ impl Model {
             KeyCode::End => editor.end(),
             KeyCode::Backspace => editor.backspace(),
             KeyCode::Delete => editor.delete(),
+            KeyCode::Up | KeyCode::Down | KeyCode::Tab if is_prompt => {}
             KeyCode::Up => editor.history_up(),
             KeyCode::Down => editor.history_down(),
             KeyCode::Tab => self.complete(),
@@ -55,8 +61,7 @@ impl Model {
         }
     }
 
-    pub fn handle_paste(&mut self, text: &str, now_ms: u64) {
-        let _ = now_ms;
+    pub fn handle_paste(&mut self, text: &str, _now_ms: u64) {
         self.editor.insert_str(text);
     }
 
@@ -100,7 +105,7 @@ impl Model {
     fn enter(&mut self, now_ms: u64) {
         match self.login.clone() {
             Login::AskingName => {
-                let line = self.editor.take_line(false);
+                let line = self.editor.take_line(Recall::Forget);
                 match Username::parse(line.trim()) {
                     Ok(name) => {
                         self.name = Some(name);
@@ -112,12 +117,12 @@ impl Model {
                 }
             }
             Login::AskingPassword(name) => {
-                let password = self.editor.take_line(false);
+                let password = self.editor.take_line(Recall::Forget);
                 self.password = Some(password);
                 self.send_pass(name, now_ms);
             }
             _ => {
-                let line = self.editor.take_line(true);
+                let line = self.editor.take_line(Recall::Remember);
                 if !line.trim().is_empty() {
                     self.submit(&line, now_ms);
                 }

@@ -4,8 +4,10 @@
 //! into the `Model` and drains what it wants done (see `model`'s header for
 //! the order). Nothing here does IO or reads a clock.
 //!
-//! - `model`: `Model`, `Settings`, `SavedState`, `Want`: state, the
-//!   contract with the shell, connection, login and reconnect;
+//! - `model`: `Model`, `Settings`, `SavedState`, `Want`: state and the
+//!   contract with the shell; sending requests with refs;
+//! - `link`: retries with backoff, login steps, rejoin after a login,
+//!   line mode's end;
 //! - `receive`: each server frame's effect;
 //! - `catch_up`: history answers: the catch-up rule, older pages, /history;
 //! - `show`: lines into buffers (and printed), the last shown ids;
@@ -23,6 +25,7 @@ pub mod commands;
 pub mod editor;
 mod input;
 pub mod lines;
+mod link;
 pub mod model;
 mod receive;
 mod show;

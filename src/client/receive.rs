@@ -1,8 +1,8 @@
 //! What each server frame does to the `Model`: login steps, messages into
-//! buffers (each id once), presence, member lists, history answers and the
-//! catch-up after a (re)join, errors next to the command that caused them.
-//! Nothing here reads a key or draws.
-//! The catch-up after a (re)join and history answers are in `catch_up`.
+//! buffers (each id once), presence, member lists, room lists, pongs, and
+//! errors next to the command that caused them. History answers (the
+//! catch-up after a (re)join, older pages) go on to `catch_up`. Nothing
+//! here reads a key or draws.
 
 use super::buffer::{BufferId, Line, LineKind};
 use super::lines::mentions;
@@ -36,6 +36,7 @@ impl Model {
                 }
             }
             Incoming::YourName { username } => {
+                self.take_ref(reference);
                 if self.login == Login::Ready {
                     self.name = Some(username.clone());
                     let line = Line {
@@ -50,7 +51,7 @@ impl Model {
                     self.logged_in(username, now_ms);
                 }
             }
-            Incoming::Message(message) => self.chat_message(message, now_ms),
+            Incoming::Message(message) => self.chat_message(message, Arrival::Live),
             Incoming::Connected { username, room } => self.connected(username, room, now_ms),
             Incoming::Disconnected { username, room } => {
                 self.disconnected(username, room, now_ms);
@@ -66,10 +67,13 @@ impl Model {
                 omitted,
             } => self.users(room, users, more, omitted, reference, now_ms),
             Incoming::Pong { token } => {
+                self.take_ref(reference);
                 let token: Option<String> =
                     token.and_then(|token| serde_json::from_str(token.get()).ok());
                 if let Some(token) = token {
                     if self.end_token.as_deref() == Some(token.as_str()) {
+                        // Everything typed was relayed: leave politely.
+                        self.send_plain(Outgoing::Quit);
                         self.is_finished = true;
                     }
                     if let Some((sent, at)) = self.lag_ping.take() {
@@ -169,9 +173,8 @@ impl Model {
                 }
             }
             Some(Answer::Who(room, _)) => {
-                if let Some(at) = self.buffer_index(&BufferId::Room(room)) {
-                    self.buffers[at].is_collecting_members = false;
-                }
+                self.who_answers.remove(&room);
+                self.who_collected.remove(&room);
             }
             _ => {}
         }
@@ -209,7 +212,7 @@ impl Model {
         }
     }
 
-    pub(super) fn chat_message(&mut self, message: ChatMessage, now_ms: u64) {
+    pub(super) fn chat_message(&mut self, message: ChatMessage, arrival: Arrival) {
         match &message.target {
             Target::Room(room) => {
                 let room = room.clone();
@@ -219,14 +222,14 @@ impl Model {
                     }
                     return;
                 }
-                self.show_room_message(message, now_ms);
+                self.show_room_message(message, arrival);
             }
-            Target::User(_) => self.show_message(message, false, now_ms),
+            Target::User(_) => self.show_message(message, arrival),
         }
     }
 
     /// A room message, unless it was shown before.
-    pub(super) fn show_room_message(&mut self, message: ChatMessage, now_ms: u64) {
+    pub(super) fn show_room_message(&mut self, message: ChatMessage, arrival: Arrival) {
         let Target::Room(room) = &message.target else {
             return;
         };
@@ -235,14 +238,14 @@ impl Model {
         }
         let room = room.clone();
         let id = message.id;
-        self.show_message(message, false, now_ms);
+        self.show_message(message, arrival);
         self.shown(&room, id);
     }
 
     /// Puts a message in its buffer (opening a private one), counts it
     /// unread when that buffer is not shown, and prints it in line mode.
-    pub(super) fn show_message(&mut self, message: ChatMessage, is_replay: bool, now_ms: u64) {
-        let _ = now_ms;
+    pub(super) fn show_message(&mut self, message: ChatMessage, arrival: Arrival) {
+        let is_replay = arrival == Arrival::Replay;
         let me = self.name.clone();
         let is_own = me.as_ref().is_some_and(|me| me.key() == message.from.key());
         let (id, title, room, to) = match &message.target {
@@ -294,7 +297,7 @@ impl Model {
         let is_shown = at == self.current;
         let buffer = &mut self.buffers[at];
         buffer.insert_message(line);
-        if !is_shown && !is_own {
+        if !is_shown && !is_own && arrival == Arrival::Live {
             if buffer.unread == 0 {
                 buffer.marker = Some(message.id);
             }
@@ -349,7 +352,6 @@ impl Model {
                 buffer: BufferId::Room(room.clone()),
                 command: None,
             };
-            self.buffers[at].is_collecting_members = false;
             self.send(
                 Outgoing::Who {
                     room: Some(room.clone()),
@@ -487,34 +489,33 @@ impl Model {
         reference: Option<&str>,
         now_ms: u64,
     ) {
-        let shown = match self.take_ref(reference).map(|pending| pending.answer) {
-            Some(Answer::Who(_, shown)) => shown,
-            Some(_) => Shown::Visibly,
-            None if self.has_refs => Shown::Visibly,
-            None => {
-                let is_first = self
-                    .buffer_index(&BufferId::Room(room.clone()))
-                    .is_none_or(|at| !self.buffers[at].is_collecting_members);
-                if is_first {
-                    match self.take_unref(
-                        |answer| matches!(answer, Answer::Who(asked, _) if *asked == room),
-                    ) {
-                        Some(Answer::Who(_, shown)) => shown,
-                        _ => Shown::Visibly,
-                    }
-                } else {
-                    Shown::Visibly
-                }
-            }
+        let pending = self.take_ref(reference).map(|pending| pending.answer);
+        let shown = match self.who_answers.get(&room) {
+            // A later chunk of an answer already under way.
+            Some(shown) => *shown,
+            None => match pending {
+                Some(Answer::Who(_, shown)) => shown,
+                Some(_) => Shown::Visibly,
+                None if self.has_refs => Shown::Visibly,
+                None => match self
+                    .take_unref(|answer| matches!(answer, Answer::Who(asked, _) if *asked == room))
+                {
+                    Some(Answer::Who(_, shown)) => shown,
+                    _ => Shown::Visibly,
+                },
+            },
         };
+        let collected = self.who_collected.entry(room.clone()).or_default();
+        collected.extend(users);
+        if more {
+            self.who_answers.insert(room, shown);
+            return;
+        }
+        self.who_answers.remove(&room);
+        let users = self.who_collected.remove(&room).unwrap_or_default();
         let at = self.buffer_index(&BufferId::Room(room.clone()));
         if let Some(at) = at {
-            let buffer = &mut self.buffers[at];
-            if !buffer.is_collecting_members {
-                buffer.members.clear();
-            }
-            buffer.members.extend(users.iter().cloned());
-            buffer.is_collecting_members = more;
+            self.buffers[at].members = users.clone();
         }
         if shown == Shown::Visibly {
             let line = Line {
@@ -532,6 +533,17 @@ impl Model {
             self.add_line(id, line);
         }
     }
+}
+
+/// How a message reaches a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// For the first time: counted unread, deduplicated.
+    Live,
+    /// The backlog of a room joined afresh: context, not counted unread.
+    Context,
+    /// Shown again on request (`/history N`).
+    Replay,
 }
 
 /// A `/me ` text is an action, shown without the prefix.

@@ -210,6 +210,7 @@ fn a_password_login_uses_the_given_password_or_asks_for_it_masked() {
     hello(&mut model, AuthKind::Password);
     feed(&mut model, ServerMsg::PassNeeded, 0);
     assert!(model.is_password_prompt());
+    model.handle_key(key(KeyCode::Tab), 0);
     type_line(&mut model, "pw");
     let out = sent(&mut model);
     assert_eq!(out[1], serde_json::json!({"code":111,"password":"pw"}));
@@ -322,6 +323,20 @@ fn a_refusal_the_ui_cannot_fix_waits_for_connect() {
     assert!(sent(&mut model).is_empty());
     type_line(&mut model, "/connect");
     assert_eq!(codes(&sent(&mut model)), [110]);
+    feed(
+        &mut model,
+        ServerMsg::error(Code::Forbidden, "this server takes passwords only over TLS"),
+        0,
+    );
+    model.handle_disconnected("closed", 0);
+    assert_eq!(
+        model.want(60_000),
+        Want::Wait,
+        "no reconnect loop into the same refusal"
+    );
+    assert_eq!(model.next_deadline(), None);
+    type_line(&mut model, "/connect");
+    assert_eq!(model.want(0), Want::Connect);
 }
 
 // ---- buffers, unread, mentions, DMs -----------------------------------------
@@ -813,6 +828,8 @@ fn line_mode_sends_what_was_typed_before_login_and_quits_once_the_server_relayed
     feed(&mut model, ServerMsg::Pong { token: None }, 0);
     assert_eq!(model.want(0), Want::Wait);
     model.handle_line(&format!(r#"{{"code":207,"token":"{token}"}}"#), 0);
+    assert_eq!(model.want(0), Want::Wait, "the QUIT is not taken yet");
+    assert_eq!(codes(&sent(&mut model)), [109]);
     assert_eq!(model.want(0), Want::Quit(0));
 }
 
@@ -989,6 +1006,7 @@ fn line_mode_waits_for_the_rooms_to_be_back_before_its_last_ping_and_resends_los
     );
     let token = out[1]["token"].as_str().unwrap().to_owned();
     model.handle_line(&format!(r#"{{"code":207,"token":"{token}"}}"#), 0);
+    assert_eq!(codes(&sent(&mut model)), [109]);
     assert_eq!(model.want(0), Want::Quit(0));
 }
 
@@ -1036,4 +1054,130 @@ fn with_refs_a_refused_line_is_not_sent_again() {
     );
     assert!(model.catch_ups.is_empty(), "the catch-up ended");
     assert!(sent(&mut model).iter().all(|value| value["code"] != 100));
+}
+
+#[test]
+fn a_who_answer_in_chunks_is_one_member_list_and_one_line() {
+    let mut model = logged_in(LINES, "alice", SavedState::default());
+    model.take_printed();
+    let chunk = |users: &[&str], more: bool, omitted: usize| ServerMsg::Users {
+        room: room("lobby"),
+        users: users.iter().map(|name| user(name)).collect(),
+        more,
+        omitted,
+    };
+    // The silent WHO sent at the join, in two chunks: no line.
+    feed(&mut model, chunk(&["alice", "bob"], true, 0), 0);
+    feed(&mut model, chunk(&["carol"], false, 0), 0);
+    assert!(model.take_printed().is_empty());
+    assert_eq!(
+        model.current_buffer().members,
+        [user("alice"), user("bob"), user("carol")]
+    );
+    model.handle_input_line("/who", 0);
+    assert_eq!(
+        sent(&mut model),
+        [serde_json::json!({"code":103,"room":"lobby"})]
+    );
+    feed(&mut model, chunk(&["alice"], true, 0), 0);
+    feed(&mut model, chunk(&["bob"], false, 7), 0);
+    assert_eq!(
+        model.take_printed(),
+        ["* in #lobby: alice bob (and 7 more, not shown)"]
+    );
+    assert_eq!(model.current_buffer().members, [user("alice"), user("bob")]);
+}
+
+#[test]
+fn a_fresh_join_backlog_is_context_but_a_catch_up_counts_unread() {
+    let mut saved = SavedState::default();
+    saved.last_shown.insert("rust".into(), 5);
+    let mut model = logged_in(Mode::Ui, "alice", saved);
+    joined(&mut model, "alice", "news");
+    backlog(&mut model, "news", &[1, 2], false, false);
+    joined(&mut model, "alice", "rust");
+    backlog(&mut model, "rust", &[4, 5, 6], false, false);
+    backlog(&mut model, "rust", &[6, 7], false, false);
+    let counts: Vec<(String, usize)> = model
+        .buffers()
+        .iter()
+        .map(|buffer| (buffer.title.clone(), buffer.unread))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("riftd".into(), 0),
+            ("#lobby".into(), 0),
+            ("#news".into(), 0),
+            ("#rust".into(), 2)
+        ]
+    );
+}
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec!["alice", "bob", "Bob", "lobby", "rust", "x\u{1b}"]);
+        let text = ".{0,12}";
+        (
+            100u16..=520,
+            name.clone(),
+            name,
+            text,
+            0u64..20,
+            any::<bool>(),
+        )
+            .prop_map(|(code, a, b, text, id, flag)| {
+                serde_json::json!({
+                    "code": code, "new": a, "old": b, "room": b, "username": a, "to": a,
+                    "users": [a, b], "more": flag, "gap": !flag, "error": text,
+                    "rooms": [{"name": b, "users": id}], "token": text, "auth": "open",
+                    "message": {"id": id, "ts": id, "room": b, "from": a, "text": text},
+                    "messages": [{"id": id, "ts": id, "room": b, "from": a, "text": text}],
+                    "ref": format!("r{id}"), "features": ["ref"],
+                })
+                .to_string()
+            })
+    }
+
+    fn event() -> impl Strategy<Value = u8> {
+        0u8..12
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_frames_keys_and_drops_leave_a_model_that_draws(
+            frames in prop::collection::vec(frame(), 0..40),
+            events in prop::collection::vec(event(), 0..40),
+            junk in ".{0,40}",
+        ) {
+            let mut model = logged_in(Mode::Ui, "alice", SavedState::default());
+            model.handle_line(&junk, 0);
+            for (at, frame) in frames.iter().enumerate() {
+                let now = at as u64 * 500;
+                model.handle_line(frame, now);
+                match events.get(at).copied().unwrap_or(0) {
+                    1 => model.handle_key(key(KeyCode::PageUp), now),
+                    2 => model.handle_key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::CONTROL), now),
+                    3 => model.handle_key(key(KeyCode::Tab), now),
+                    4 => model.handle_disconnected("drop", now),
+                    5 => model.handle_connected(now),
+                    6 => type_line(&mut model, "/part"),
+                    7 => type_line(&mut model, "/msg bob hi"),
+                    8 => type_line(&mut model, "/close"),
+                    9 => model.handle_tick(now + 20_000),
+                    10 => model.handle_paste("漢\u{1b}字\n", now),
+                    11 => model.handle_key(key(KeyCode::Left), now),
+                    _ => {}
+                }
+                model.take_outgoing();
+                let _ = model.want(now);
+                let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(30, 6)).unwrap();
+                terminal.draw(|frame| super::super::view::draw(frame, &model)).unwrap();
+            }
+        }
+    }
 }

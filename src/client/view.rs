@@ -252,13 +252,18 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
         None => String::new(),
     };
     let name = model.name().map_or("-", |name| name.as_str());
+    let scrolled = match model.current_buffer().scroll {
+        0 => String::new(),
+        lines => format!(" (scrolled up {lines})"),
+    };
     let text = format!(
-        " {} | {} | {}{} | {}",
+        " {} | {} | {}{} | {}{}",
         escape(&model.settings.server),
         name,
         state,
         lag,
-        escape(&model.current_buffer().title)
+        escape(&model.current_buffer().title),
+        scrolled,
     );
     let style = Style::default().bg(Color::Blue).fg(Color::White);
     frame.render_widget(Paragraph::new(Line::from(text)).style(style), area);
@@ -359,7 +364,9 @@ mod tests {
                 while x < width {
                     let cell = &buffer[(x, y)];
                     row.push_str(cell.symbol());
-                    x += 1;
+                    // A wide character's second cell is not a character.
+                    let cells: usize = cell.symbol().chars().map(char_width).sum();
+                    x += u16::try_from(cells.max(1)).unwrap_or(1);
                 }
                 row.trim_end().to_owned()
             })
@@ -476,6 +483,25 @@ mod tests {
         terminal.draw(|frame| draw(frame, &model)).unwrap();
         // "[#lobby] " is 9 cells, then two wide characters.
         assert_eq!(terminal.get_cursor_position().unwrap(), (13, 3).into());
+    }
+
+    #[test]
+    fn wide_characters_wrap_at_cell_boundaries() {
+        let mut model = model();
+        model.handle_key(
+            key(
+                crossterm::event::KeyCode::F(2),
+                crossterm::event::KeyModifiers::NONE,
+            ),
+            0,
+        );
+        model.handle_line(
+            r#"{"code":200,"message":{"id":9,"ts":0,"room":"lobby","from":"bob","text":"漢字漢字漢字漢字"}}"#,
+            0,
+        );
+        let rows = screen(&model, 40, 5);
+        assert_eq!(rows[1], "2 #lobby          00:00 <bob> 漢字漢字漢");
+        assert_eq!(rows[2], "3 #rust           字漢字");
     }
 
     #[test]
