@@ -121,6 +121,19 @@ impl Terminal {
         self.press(&["Enter"]);
     }
 
+    /// Waits until `name` is logged in with #lobby current (the status
+    /// line, the second to last row, says so).
+    fn wait_online(&self, name: &str) -> String {
+        let status = format!("| {name} | connected");
+        self.wait_until(&format!("{name} online in #lobby"), |screen| {
+            let rows: Vec<&str> = screen.trim_end().lines().collect();
+            rows.len() >= 2 && {
+                let line = rows[rows.len() - 2];
+                line.contains(&status) && line.trim_end().ends_with("#lobby")
+            }
+        })
+    }
+
     fn is_running(&self) -> bool {
         self.tmux(&["has-session"]).status.success()
     }
@@ -145,12 +158,12 @@ fn two_people_chat_and_see_each_other() {
         &dir.path().join("alice"),
         &["--user", "alice", &address(&server)],
     );
-    alice.wait_for("alice");
+    alice.wait_online("alice");
     let bob = Terminal::start(
         &dir.path().join("bob"),
         &["--user", "bob", &address(&server)],
     );
-    bob.wait_for("bob");
+    bob.wait_online("bob");
     bob.enter("hello alice, how are you?");
     alice.wait_for("hello alice, how are you?");
     alice.enter("fine, thanks bob");
@@ -162,7 +175,7 @@ fn two_people_chat_and_see_each_other() {
     // Quitting restores the terminal and ends riftc.
     alice.enter("/quit");
     alice.wait_until("riftc to exit", |_| !alice.is_running());
-    bob.wait_for("alice");
+    bob.wait_for("alice quit");
 }
 
 #[test]
@@ -173,12 +186,12 @@ fn a_private_message_opens_its_own_buffer() {
         &dir.path().join("alice"),
         &["--user", "alice", &address(&server)],
     );
-    alice.wait_for("alice");
+    alice.wait_online("alice");
     let mut bob = Client::json(server.port());
     bob.login("bob");
     bob.send_json(&json!({"code": 102, "to": "alice", "message": "psst, a secret"}));
     // The DM gets a buffer of its own in the sidebar, not the room's pane.
-    let screen = alice.wait_for("bob");
+    let screen = alice.wait_for("3 bob");
     assert!(
         !screen.contains("psst, a secret"),
         "shown in the room:\n{screen}"
@@ -238,7 +251,7 @@ fn after_a_restart_the_messages_sent_meanwhile_are_shown_exactly_once() {
         &dir.path().join("alice"),
         &["--user", "alice", &format!("127.0.0.1:{port}")],
     );
-    alice.wait_for("alice");
+    alice.wait_online("alice");
     let mut bob = Client::json(port);
     bob.login("bob");
     bob.send_json(&json!({"code": 100, "message": "before the restart"}));
@@ -273,7 +286,7 @@ fn an_escape_sequence_from_someone_else_is_shown_escaped() {
         &dir.path().join("alice"),
         &["--user", "alice", &address(&server)],
     );
-    alice.wait_for("alice");
+    alice.wait_online("alice");
     let mut mallory = Client::json(server.port());
     mallory.login("mallory");
     mallory.send_json(
@@ -468,7 +481,7 @@ fn a_restarted_riftc_shows_what_was_said_while_it_was_not_running_exactly_once()
         .start();
     let home = dir.path().join("alice");
     let alice = Terminal::start(&home, &["--user", "alice", &address(&server)]);
-    alice.wait_for("alice");
+    alice.wait_online("alice");
     let mut bob = Client::json(server.port());
     bob.login("bob");
     bob.send_json(&json!({"code": 100, "message": "seen before quitting"}));

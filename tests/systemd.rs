@@ -426,7 +426,10 @@ fn start_with_two_passed_sockets() -> TwoPassed {
         sockets[0].as_raw_fd(),
         sockets[1].as_raw_fd()
     );
-    let mut command = Command::new("sh");
+    // bash, not sh: dash refuses a descriptor number above 9 in a
+    // redirection ("Bad fd number"), and the sockets get such numbers
+    // whenever other tests of this process hold many descriptors.
+    let mut command = Command::new("bash");
     command
         .arg("-c")
         .arg(script)
@@ -451,7 +454,7 @@ fn start_with_two_passed_sockets() -> TwoPassed {
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("cannot run sh");
+    let mut child = command.spawn().expect("cannot run bash");
     let lines = forward_lines(child.stderr.take().expect("stderr is piped"));
     let passed = TwoPassed {
         child,

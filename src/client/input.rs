@@ -92,10 +92,16 @@ impl Model {
         usize::from(self.height.saturating_sub(4)).max(2) / 2
     }
 
+    /// Scrolls up half a page, never past the oldest line: at the top the
+    /// pane shows the buffer's first lines (the view anchors them at the
+    /// bottom otherwise, so scrolling further would leave the pane empty),
+    /// and an older page is asked for.
     fn scroll_up(&mut self) {
         let page = self.page();
+        // The message pane: all rows but the status and input lines.
+        let rows = usize::from(self.height.saturating_sub(2)).max(1);
         let buffer = &mut self.buffers[self.current];
-        let top = buffer.lines.len().saturating_sub(1);
+        let top = buffer.lines.len().saturating_sub(rows);
         buffer.scroll = buffer.scroll.saturating_add(page).min(top);
         if buffer.scroll >= top {
             self.load_older();

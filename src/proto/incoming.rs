@@ -259,7 +259,7 @@ pub fn parse_incoming(line: &str) -> Result<Received, IncomingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Code, Request, ServerMsg, parse_json};
+    use crate::proto::{Code, Features, Request, ServerMsg, parse_json};
 
     fn user(name: &str) -> Username {
         Username::parse(name).unwrap()
@@ -387,8 +387,12 @@ mod tests {
         ));
         for auth in [AuthKind::Open, AuthKind::Password, AuthKind::Accounts] {
             assert!(matches!(
-                round_trip(&ServerMsg::Hello { auth }),
-                Incoming::Hello { auth: Some(parsed), features } if parsed == auth && features.is_empty()
+                round_trip(&ServerMsg::Hello {
+                    auth,
+                    features: Features { has_history: true },
+                }),
+                Incoming::Hello { auth: Some(parsed), features }
+                    if parsed == auth && features == ["ref", "history"]
             ));
         }
         assert!(matches!(
