@@ -14,6 +14,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Block, Borders};
 
 const SIDEBAR_WIDTH: u16 = 18;
 const MEMBERS_WIDTH: u16 = 16;
@@ -89,7 +90,15 @@ fn draw_sidebar(frame: &mut Frame, model: &Model, area: Rect) {
             Line::from(Span::styled(text, style))
         })
         .collect();
-    frame.render_widget(Paragraph::new(lines), area);
+    // A rule on the right, then one blank column before the messages.
+    let edge = Block::default()
+        .borders(Borders::RIGHT)
+        .border_style(Style::default().fg(Color::DarkGray));
+    let area = Rect {
+        width: area.width.saturating_sub(1),
+        ..area
+    };
+    frame.render_widget(Paragraph::new(lines).block(edge), area);
 }
 
 /// One buffer line as styled pieces.
@@ -400,12 +409,12 @@ mod tests {
         assert_eq!(
             rows,
             [
-                "1 riftd                                                         │ 2 here",
-                "2 #lobby                                                        │ alice",
-                "3 #rust                                                         │ bob",
-                "                                                                │",
-                "                  00:00 * alice joined #lobby                   │",
-                "                  01:00 <bob> hello ^[[2J<U+202E>evil           │",
+                "1 riftd         │                                               │ 2 here",
+                "2 #lobby        │                                               │ alice",
+                "3 #rust         │                                               │ bob",
+                "                │                                               │",
+                "                │ 00:00 * alice joined #lobby                   │",
+                "                │ 01:00 <bob> hello ^[[2J<U+202E>evil           │",
                 " 127.0.0.1:5050 | alice | connected | #lobby",
                 "[#lobby] h",
             ]
@@ -424,7 +433,7 @@ mod tests {
             2000,
         );
         let rows = screen(&model, 60, 6);
-        assert!(rows[2].starts_with("3 #rust 2 @1      01:00"), "{rows:?}");
+        assert!(rows[2].starts_with("3 #rust 2 @1    │ 01:00"), "{rows:?}");
         model.handle_key(
             key(
                 crossterm::event::KeyCode::F(2),
@@ -443,10 +452,10 @@ mod tests {
         assert_eq!(
             rows,
             [
-                "1 riftd           00:00 * alice joined #rust",
-                "2 #lobby          ────────────── new messages ──────────────",
-                "3 #rust           02:00 <bob> hey alice",
-                "                  02:01 * carol waves",
+                "1 riftd         │ 00:00 * alice joined #rust",
+                "2 #lobby        │ ────────────── new messages ──────────────",
+                "3 #rust         │ 02:00 <bob> hey alice",
+                "                │ 02:01 * carol waves",
                 " 127.0.0.1:5050 | alice | connected | #rust",
                 "[#rust]",
             ]
@@ -500,8 +509,8 @@ mod tests {
             0,
         );
         let rows = screen(&model, 40, 5);
-        assert_eq!(rows[1], "2 #lobby          00:00 <bob> 漢字漢字漢");
-        assert_eq!(rows[2], "3 #rust           字漢字");
+        assert_eq!(rows[1], "2 #lobby        │ 00:00 <bob> 漢字漢字漢");
+        assert_eq!(rows[2], "3 #rust         │ 字漢字");
     }
 
     #[test]
