@@ -38,7 +38,17 @@ impl Model {
             Incoming::YourName { username } => {
                 self.take_ref(reference);
                 if self.login == Login::Ready {
-                    self.name = Some(username.clone());
+                    // Our own rename: others get a 203, we only this
+                    // answer, so our place in every member list moves here.
+                    if let Some(old) = self.name.replace(username.clone()) {
+                        for buffer in &mut self.buffers {
+                            for member in &mut buffer.members {
+                                if member.key() == old.key() {
+                                    *member = username.clone();
+                                }
+                            }
+                        }
+                    }
                     let line = Line {
                         time_ms: now_ms,
                         kind: LineKind::YouAre(username),

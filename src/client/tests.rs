@@ -207,6 +207,20 @@ fn an_open_login_sends_user_then_joins_the_default_room_and_asks_who_is_there() 
         0,
     );
     assert_eq!(model.current_buffer().members, [user("alice"), user("bob")]);
+    // Renaming ourselves moves our own entry (others' 203 never reaches us).
+    type_line(&mut model, "/nick Alicia");
+    sent(&mut model);
+    feed(
+        &mut model,
+        ServerMsg::YourName {
+            username: user("Alicia"),
+        },
+        0,
+    );
+    assert_eq!(
+        model.current_buffer().members,
+        [user("Alicia"), user("bob")]
+    );
     // The silent WHO adds no line.
     assert!(
         !model
