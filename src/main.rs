@@ -245,25 +245,9 @@ fn build_server(
     Ok(server)
 }
 
-/// Cluster mode's keys are parsed and its bridge exists (`riftd::cluster`),
-/// but the hub and the loop do not use it yet (issue 14): a node that ran
-/// as a single server while its operator configured a cluster would split
-/// the chat silently, so it refuses to start instead (exit 2).
-fn refuse_cluster_until_wired(config: &Config) -> Result<(), Failure> {
-    if config.cluster().is_some() {
-        return Err(Failure::Usage(
-            "cluster_url is set, but this riftd cannot serve in cluster mode yet \
-             (its NATS bridge is not wired to the chat); remove cluster_url to run a single node"
-                .to_owned(),
-        ));
-    }
-    Ok(())
-}
-
 /// The pidfile (if `pid_file` is set) is removed however the run ends,
 /// including a failure to bind: it must never be left naming a dead pid.
 fn foreground(cli: &Cli, config: Config) -> Result<ExitCode, Failure> {
-    refuse_cluster_until_wired(&config)?;
     let early_sighup = catch_early_sighup();
     let mut pidfile = config
         .pid_file()
@@ -297,7 +281,6 @@ fn serve_foreground(
 /// 0 only when the daemon reports it is listening.
 fn start(cli: &Cli) -> Result<ExitCode, Failure> {
     let config = load_config(cli)?;
-    refuse_cluster_until_wired(&config)?;
     // Inherited by the daemon, which writes its pid before its loop runs.
     let early_sighup = catch_early_sighup();
     let pid_path = pid_path(&config);

@@ -5,6 +5,7 @@
 //! throttle. The server comes from `tests/cluster/nats-server.sh` (which
 //! `.ci/run` calls first) or `$RIFTD_NATS_SERVER`.
 
+use crate::common::nats::Nats;
 use mio::{Events, Poll, Token, Waker};
 use riftd::cluster::{
     Bridge, BridgeOptions, Change, ClusterError, ClusterSettings, Event, HistoryRange,
@@ -12,36 +13,12 @@ use riftd::cluster::{
 };
 use riftd::proto::{ChatMessage, RoomName, Username};
 use std::collections::VecDeque;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
 /// How long one answer or event may take.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The nats-server binary: `$RIFTD_NATS_SERVER`, else what the install
-/// script prints (installing it the first time).
-fn nats_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            if let Some(path) = std::env::var_os("RIFTD_NATS_SERVER") {
-                return PathBuf::from(path);
-            }
-            let script =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/nats-server.sh");
-            let output = Command::new(&script)
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("tests/cluster/nats-server.sh runs");
-            assert!(output.status.success(), "{} failed", script.display());
-            PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-        })
-        .clone()
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -49,58 +26,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A nats-server with JetStream on loopback, killed on drop.
-struct Nats {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Nats {
-    fn start() -> Nats {
-        Nats::start_with(&[])
-    }
-
-    /// With extra command-line options (auth, TLS).
-    fn start_with(extra: &[&str]) -> Nats {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(nats_binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let mut nats = Nats {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = nats.child.try_wait() {
-                panic!("nats-server exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nats
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One node: a bridge and the poll its waker belongs to, as the loop
@@ -574,13 +499,6 @@ fn refused_cluster_settings_stop_riftd_with_exit_2_before_it_listens() {
             .file("node.creds", "x\n");
         assert_config_refused(launch, needle);
     }
-}
-
-#[test]
-fn until_the_hub_is_wired_a_valid_cluster_config_refuses_to_start_rather_than_run_alone() {
-    use crate::common::{Launch, assert_config_refused};
-    let launch = Launch::new().config("cluster_url = \"nats://127.0.0.1:4222\"\n");
-    assert_config_refused(launch, "cannot serve in cluster mode yet");
 }
 
 /// The cluster settings `Config::load` makes of `text`, written with its

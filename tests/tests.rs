@@ -10,6 +10,7 @@ mod common;
 mod accounts_tls;
 mod chat;
 mod cluster;
+mod cluster_chat;
 mod daemon;
 mod history;
 mod riftc;

@@ -243,6 +243,10 @@ impl Hub {
     ) -> Result<(), Refusal> {
         match self.config.auth.login() {
             Login::Open => {
+                if self.cluster.is_some() {
+                    // Claimed cluster-wide; `handle_cluster` applies it.
+                    return self.cluster_claim(conn, username, None, false);
+                }
                 let claim = self.ledger.claim_name(conn, username)?;
                 self.user_claimed(conn, claim);
             }
@@ -288,6 +292,7 @@ impl Hub {
             .clients
             .get(conn)
             .is_some_and(|client| client.pending_check.is_some())
+            || self.is_claiming(conn)
         {
             return Err(Refusal::CheckUnderWay);
         }
@@ -341,6 +346,17 @@ impl Hub {
         if checked == Checked::Valid {
             self.throttle
                 .record_success(address, username.key().as_str(), now.mono_ms);
+            if self.cluster.is_some() {
+                // Claimed cluster-wide; `handle_cluster` applies it.
+                match self.cluster_claim(conn, username, None, true) {
+                    Ok(()) => {}
+                    Err(Refusal::NameTaken(username)) => {
+                        self.pass_claimed(conn, Err(Taken(username)))
+                    }
+                    Err(refusal) => self.refuse(conn, refusal),
+                }
+                return;
+            }
             let claim = self.ledger.claim_name(conn, username);
             self.pass_claimed(conn, claim);
             return;

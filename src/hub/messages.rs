@@ -183,6 +183,11 @@ impl Hub {
         if !self.is_member(conn, &room) {
             return Err(Refusal::NotInRoom(room));
         }
+        if self.cluster.is_some() {
+            // Members get it from `Event::Message`, in the cluster's order.
+            self.cluster_post(conn, room, username, text, now);
+            return Ok(());
+        }
         let posted = self.ledger.post(room.clone(), username, text, now)?;
         self.said(&room, posted);
         Ok(())
@@ -213,6 +218,11 @@ impl Hub {
         text: String,
         now: Now,
     ) -> Result<(), Refusal> {
+        if self.cluster.is_some() {
+            // To whoever holds `to` on any node; `handle_cluster` answers.
+            self.cluster_dm(conn, username, to, text, now);
+            return Ok(());
+        }
         let target = self
             .ledger
             .holder(&to)
@@ -263,6 +273,11 @@ impl Hub {
         }
         let limit = limit.unwrap_or(backlog.max(1));
         let budget = self.backlog_budget(conn);
+        if self.cluster.is_some() {
+            // Read from the stream; `handle_cluster` answers.
+            self.cluster_history(conn, room, after, limit, budget);
+            return Ok(());
+        }
         let slice = match after {
             Some(after) => self.ledger.history_after(&room, after, limit, budget),
             None => self.ledger.backlog(&room, limit, budget),

@@ -63,10 +63,14 @@
 //! - `ledger.rs`: the `Ledger`, the one place that decides names, room
 //!   membership, message ids and history; handlers ask it, then apply its
 //!   answer (the seam where a cluster backend will answer later).
+//! - `cluster.rs`: cluster mode (issue 14): the ledger's decisions as
+//!   jobs for the NATS bridge (`drain_cluster_jobs`) and their answers and
+//!   events (`handle_cluster`); absent without `cluster_url`.
 //! - `refusal.rs`: every refusal as one typed `Refusal` (code and wire text),
 //!   and why a session quits (`QuitReason`).
 
 mod clients;
+mod cluster;
 mod ledger;
 mod login;
 mod messages;
@@ -193,6 +197,9 @@ pub struct Hub {
     /// until the verdict (or the end of the check) answers them. Only
     /// checks of a PASS that carried a ref are here.
     check_refs: HashMap<u64, Ref>,
+    /// Cluster mode: `None` for a single node, where the ledger answers
+    /// everything at once.
+    cluster: Option<Box<cluster::Cluster>>,
 }
 
 /// A request that carried a ref, from `conn`, being answered.
@@ -244,6 +251,7 @@ impl Hub {
             orphan_checks: HashMap::new(),
             answering: None,
             check_refs: HashMap::new(),
+            cluster: None,
         }
     }
 
@@ -492,11 +500,17 @@ impl Hub {
 
     /// The server is going down: tell everyone (205) and stop reading them.
     pub fn handle_shutdown(&mut self) {
+        let mut leaving = Vec::new();
         for index in 0..self.clients.slots.len() {
             let conn = ConnId(index);
             let Some(client) = self.clients.get_mut(conn) else {
                 continue;
             };
+            if self.cluster.is_some()
+                && let Some(username) = client.state.username()
+            {
+                leaving.push((username.clone(), client.rooms.clone()));
+            }
             if let Ok(next) = client.state.next(Input::Leave) {
                 client.state = next;
                 client.rooms.clear();
@@ -509,6 +523,7 @@ impl Hub {
         }
         // Everyone is leaving at once: no 204s, just free every name and room.
         self.ledger.release_everyone();
+        self.cluster_shutdown(leaving);
     }
 
     fn refuse(&mut self, conn: ConnId, refusal: Refusal) {

@@ -91,6 +91,8 @@ pub enum Refusal {
     IdsExhausted,
     #[error("history is off on this server")]
     HistoryOff,
+    #[error("the cluster did not answer; try again")]
+    ClusterUnavailable,
 }
 
 impl Refusal {
@@ -124,7 +126,9 @@ impl Refusal {
             | Refusal::WrongPasswordTypeAgain
             | Refusal::WrongPasswordSendUserAgain => Code::WrongPassword,
             Refusal::LoginTimeout | Refusal::PingUnanswered => Code::Timeout,
-            Refusal::NoVerdict { .. } | Refusal::IdsExhausted => Code::Unavailable,
+            Refusal::NoVerdict { .. } | Refusal::IdsExhausted | Refusal::ClusterUnavailable => {
+                Code::Unavailable
+            }
         }
     }
 
@@ -165,13 +169,15 @@ pub enum NoVerdict {
     },
     /// The verifier's queue was full.
     VerifierBusy,
+    /// The cluster did not answer the name claim after the password.
+    ClusterUnavailable,
 }
 
 impl NoVerdict {
     /// When to try again: "shortly" only when the verifier was busy.
     fn when(&self) -> &'static str {
         match self {
-            NoVerdict::VerifierBusy => " shortly",
+            NoVerdict::VerifierBusy | NoVerdict::ClusterUnavailable => " shortly",
             NoVerdict::RulesChanged | NoVerdict::AccountChanged { .. } => "",
         }
     }
@@ -188,6 +194,7 @@ impl std::fmt::Display for NoVerdict {
                 "account {username} {change} while its password was checked"
             ),
             NoVerdict::VerifierBusy => f.write_str("too many logins at once"),
+            NoVerdict::ClusterUnavailable => f.write_str("the cluster did not answer"),
         }
     }
 }
@@ -222,6 +229,7 @@ pub enum QuitReason {
     NameTakenDuringCheck,
     AccountChanged,
     AuthChangedToAccounts,
+    NameLost,
 }
 
 impl QuitReason {
@@ -252,6 +260,7 @@ impl std::fmt::Display for QuitReason {
             QuitReason::NameTakenDuringCheck => "name taken during the password check",
             QuitReason::AccountChanged => "account removed or changed",
             QuitReason::AuthChangedToAccounts => "auth changed to accounts",
+            QuitReason::NameLost => "name lost to another node",
         })
     }
 }

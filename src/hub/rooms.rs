@@ -26,7 +26,12 @@ pub(super) const LIST_FRAME_BYTES: usize = 128;
 /// A room with `members` is too big to announce joins and leaves
 /// (`quiet_room_size`, 0 = never).
 fn is_quiet(members: &[ConnId], quiet_room_size: usize) -> bool {
-    quiet_room_size > 0 && members.len() > quiet_room_size
+    is_quiet_count(members.len(), quiet_room_size)
+}
+
+/// A room of `count` members is quiet (`quiet_room_size`, 0 = never).
+pub(super) fn is_quiet_count(count: usize, quiet_room_size: usize) -> bool {
+    quiet_room_size > 0 && count > quiet_room_size
 }
 
 /// Splits a list answer into frames of at most `chunk` entries, as many
@@ -99,6 +104,10 @@ impl Hub {
             // impersonate its owner (issue 11, item 1).
             return Err(Refusal::NamesAreAccounts);
         }
+        if self.cluster.is_some() {
+            // Moved cluster-wide; `handle_cluster` applies it.
+            return self.cluster_claim(conn, new, Some(old), false);
+        }
         let claim = self.ledger.rename(conn, &old, new)?;
         self.renamed(conn, old, claim);
         Ok(())
@@ -140,9 +149,9 @@ impl Hub {
         client
             .rooms
             .iter()
-            .filter_map(|room| self.ledger.members(room))
-            .filter(|members| which == Rooms::All || !self.is_quiet(members))
-            .flat_map(|members| members.iter().copied())
+            .filter_map(|room| Some((room, self.ledger.members(room)?)))
+            .filter(|(room, members)| which == Rooms::All || !self.is_room_quiet(room, members))
+            .flat_map(|(_, members)| members.iter().copied())
             .filter(|&member| member != conn && seen.insert(member))
             .collect()
     }
@@ -151,8 +160,25 @@ impl Hub {
         is_quiet(members, self.config.quiet_room_size)
     }
 
+    /// Whether `room` (whose local members are `members`) is quiet: in a
+    /// cluster, counted over every node.
+    pub(super) fn is_room_quiet(&self, room: &RoomName, members: &[ConnId]) -> bool {
+        match &self.cluster {
+            None => self.is_quiet(members),
+            Some(cluster) => is_quiet_count(
+                cluster.count(room).max(members.len()),
+                self.config.quiet_room_size,
+            ),
+        }
+    }
+
     pub(super) fn who(&mut self, conn: ConnId, room: Option<RoomName>) -> Result<(), Refusal> {
         let room = self.room_or_current(conn, room)?;
+        if self.cluster.is_some() {
+            // Everyone on every node; `handle_cluster` answers.
+            self.cluster_who(conn, room);
+            return Ok(());
+        }
         let members = self
             .ledger
             .members(&room)
@@ -161,6 +187,13 @@ impl Hub {
             .iter()
             .filter_map(|&member| self.clients.get(member)?.state.username().cloned())
             .collect();
+        self.send_who(conn, room, users);
+        Ok(())
+    }
+
+    /// WHO, the applying half: the names in 206 frames within the answer's
+    /// share of the output cap.
+    pub(super) fn send_who(&mut self, conn: ConnId, room: RoomName, users: Vec<Username>) {
         let chunks = capped_chunks(&users, WHO_CHUNK, WHO_ENTRY_BYTES, self.answer_cap());
         let last = chunks.len() - 1;
         let omitted = users.len() - chunks.iter().map(|chunk| chunk.len()).sum::<usize>();
@@ -175,7 +208,6 @@ impl Hub {
                 },
             );
         }
-        Ok(())
     }
 
     /// ROOMS: every room with its member count, sorted by name, in 212
@@ -240,6 +272,10 @@ impl Hub {
             client.rooms.reserve_exact(1);
         }
         client.rooms.push(room.clone());
+        if self.cluster.is_some() {
+            self.cluster_enter_room(conn, username, room);
+            return;
+        }
         let quiet_room_size = self.config.quiet_room_size;
         let members = self.ledger.join(conn, &room);
         let joined = ServerMsg::Connected {
@@ -319,7 +355,7 @@ impl Hub {
                 username,
                 room: Some(room.clone()),
             };
-            if self.is_quiet(members) {
+            if self.is_room_quiet(&room, members) {
                 self.clients.send(conn, &left);
             } else {
                 self.clients.deliver(members, &left);
@@ -335,6 +371,11 @@ impl Hub {
         if self.ledger.part(conn, room) == Parted::Closed {
             self.join_backlogs.remove(room);
         }
+        if self.cluster.is_some()
+            && let Some(username) = self.state(conn).and_then(State::username).cloned()
+        {
+            self.cluster_left_room(conn, &username, room);
+        }
     }
 
     /// Leaves the server: 204 to everyone who shared a room, name freed,
@@ -346,6 +387,7 @@ impl Hub {
         let username = client.state.username().cloned();
         // Nobody is left to answer: the ref of a PASS under way goes too.
         let _ = self.orphan_pending_check(conn);
+        self.cluster_forget(conn);
         if let Some(username) = username {
             let neighbours = self.neighbours(conn, Rooms::Announcing);
             self.clients.deliver(
@@ -356,6 +398,7 @@ impl Hub {
                 },
             );
             self.ledger.release_name(&username);
+            self.cluster_release(&username);
         }
         let rooms = self
             .clients

@@ -15,6 +15,7 @@ mod log_limit;
 mod transport;
 mod verifier;
 
+use crate::cluster::{Bridge, BridgeOptions, ClusterError};
 use crate::codec::TurnBudget;
 use crate::config::{Config, ConfigError};
 use crate::hub::{ConnId, CutOff, Fate, Hub, Now};
@@ -40,8 +41,10 @@ use thiserror::Error;
 use verifier::Verifier;
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
-/// The password verifier's wake-up.
-const VERIFIER_TOKEN: Token = Token(usize::MAX - 1);
+/// The wake-up of the threads beside the loop: the password verifier and,
+/// in cluster mode, the cluster bridge. mio allows one `Waker` per `Poll`,
+/// so they share it, and a wake-up takes both their outputs.
+const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENER_BASE - i`; connection tokens are slab
 /// keys, which stay far below.
 const LISTENER_BASE: usize = usize::MAX - 2;
@@ -75,6 +78,9 @@ pub enum ServerError {
     },
     #[error("cannot start the password verifier: {0}")]
     Verifier(#[source] io::Error),
+    /// NATS could not be reached, or JetStream not set up (exit 1).
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
     #[error("second signal during shutdown: exiting at once")]
     ForcedExit,
     /// The sockets systemd passed (socket activation) cannot be used: a
@@ -91,7 +97,10 @@ pub struct Server {
     listeners: Vec<Listener>,
     signals: Signals,
     verifier: Verifier,
-    /// The history journal, when history is on.
+    /// The NATS bridge, in cluster mode (`cluster_url`).
+    cluster: Option<Bridge>,
+    /// The history journal, when history is on (never in cluster mode:
+    /// history lives in JetStream).
     journal: Option<Journal>,
     conns: Slab<Conn>,
     hub: Hub,
@@ -197,6 +206,7 @@ impl Server {
         hub.reserve_connections(max_connections);
         let journal = match config.history() {
             None => None,
+            Some(_) if config.cluster().is_some() => None,
             Some(history) => {
                 let path = history.file.as_path();
                 let history_error = |source| ServerError::History {
@@ -230,8 +240,24 @@ impl Server {
                 Some(journal)
             }
         };
-        let waker = Waker::new(poll.registry(), VERIFIER_TOKEN).map_err(ServerError::Poll)?;
-        let verifier = Verifier::start(Arc::new(waker)).map_err(ServerError::Verifier)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN).map_err(ServerError::Poll)?);
+        let verifier = Verifier::start(Arc::clone(&waker)).map_err(ServerError::Verifier)?;
+        // After any fork (`Server::new` is built in the daemon), before
+        // READY: a node that cannot reach NATS never says it is ready.
+        let cluster = match config.cluster() {
+            None => None,
+            Some(settings) => {
+                let options = BridgeOptions::new(config.hub_config().history_keep);
+                let bridge = Bridge::start(settings.clone(), options, waker)?;
+                log::info!(
+                    "cluster: node {} connected to {}",
+                    bridge.node_name(),
+                    settings.urls.join(", ")
+                );
+                hub.enable_cluster(bridge.node_name());
+                Some(bridge)
+            }
+        };
         let tagged = listeners
             .plain
             .into_iter()
@@ -255,6 +281,7 @@ impl Server {
             listeners: mio_listeners,
             signals,
             verifier,
+            cluster,
             // Sized once for the configured cap: growing by doubling would
             // leave the old copies as resident holes in the heap.
             conns: Slab::with_capacity(max_connections),
@@ -364,7 +391,10 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     SIGNAL_TOKEN => self.handle_signals(now)?,
-                    VERIFIER_TOKEN => self.take_verdicts(wall),
+                    WAKER_TOKEN => {
+                        self.take_verdicts(wall);
+                        self.take_cluster_outputs(wall);
+                    }
                     Token(token) if token > LISTENER_BASE - self.listeners.len() => {
                         self.accept(LISTENER_BASE - token, now, wall)
                     }
@@ -386,7 +416,7 @@ impl Server {
                 );
             }
             self.submit_verify_jobs();
-            self.flush_and_reap(now);
+            self.flush_and_reap(now, wall);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() {
                     log::info!("shutdown complete");
@@ -513,6 +543,33 @@ impl Server {
         }
     }
 
+    /// Hands the hub's cluster jobs to the bridge; a full queue is the
+    /// hub's to answer (503), and what that answer queues goes next pass.
+    fn submit_cluster_jobs(&mut self, wall: Now) {
+        let Some(bridge) = &self.cluster else {
+            return;
+        };
+        for job in self.hub.drain_cluster_jobs() {
+            if let Err(job) = bridge.submit(job) {
+                if let Some(suppressed) = self.verifier_busy_log.event(Instant::now()) {
+                    let note = suppressed_note(suppressed, "refused job(s)");
+                    log::warn!("cluster job refused: bridge queue full{note}");
+                }
+                self.hub.handle_cluster_busy(job.ticket, wall);
+            }
+        }
+    }
+
+    /// Applies the bridge's answers and events.
+    fn take_cluster_outputs(&mut self, wall: Now) {
+        let Some(bridge) = &self.cluster else {
+            return;
+        };
+        for output in bridge.outputs() {
+            self.hub.handle_cluster(output, wall);
+        }
+    }
+
     /// Applies the worker's answers.
     fn take_verdicts(&mut self, wall: Now) {
         let verdicts: Vec<_> = self.verifier.verdicts().collect();
@@ -567,9 +624,12 @@ impl Server {
 
     /// Writes every dirty outbox once, then removes closed connections;
     /// repeats while removals queue 204s for others.
-    fn flush_and_reap(&mut self, now: Instant) {
+    fn flush_and_reap(&mut self, now: Instant, wall: Now) {
         self.write_history(now);
         loop {
+            // Before the flush: jobs this turn's inputs (and last pass's
+            // reaped connections) queued.
+            self.submit_cluster_jobs(wall);
             let mut dirty = std::mem::take(&mut self.to_flush);
             // Swapped with the hub's list, so both keep their capacity.
             self.hub.drain_dirty(&mut self.hub_dirty);

@@ -5,6 +5,8 @@
 //! (a log line, a frame, EOF, process exit); nothing here sleeps to let the
 //! server catch up, and nothing uses a fixed port.
 
+pub mod nats;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -551,6 +553,30 @@ impl Client {
             frame["code"] == code
         });
         frame
+    }
+
+    /// Like `expect_code`, waiting up to `timeout` (for what has a
+    /// documented bound longer than `READ_TIMEOUT`).
+    pub fn expect_code_within(&mut self, code: u64, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut skipped = Vec::new();
+        loop {
+            match self.read_line_by(deadline) {
+                Read1::Line(line) => {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    let frame: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|error| panic!("not JSON ({error}): {line:?}"));
+                    if frame["code"] == code {
+                        return frame;
+                    }
+                    skipped.push(line);
+                }
+                Read1::Eof => panic!("EOF before code {code}; skipped {skipped:#?}"),
+                Read1::Timeout => {
+                    panic!("no code {code} within {timeout:?}; skipped {skipped:#?}")
+                }
+            }
+        }
     }
 
     /// Reads text lines until one contains `needle`, and returns it.

@@ -1,0 +1,995 @@
+//! Cluster mode (issue 14): the ledger's decisions answered by the cluster
+//! (`crate::cluster`, NATS JetStream) instead of the local `Ledger`.
+//!
+//! Each asking half that must agree with other nodes queues a `Job` here
+//! (the shell drains them with `Hub::drain_cluster_jobs`, as it drains
+//! password checks) and holds the request under a ticket, with its ref;
+//! `Hub::handle_cluster` takes the answer and calls the same applying
+//! half as local mode (`user_claimed`, `pass_claimed`, `renamed`,
+//! `send_backlog`, ...). Unasked events (room messages, DMs, presence from
+//! other nodes) arrive through the same input.
+//!
+//! The local `Ledger` stays this node's index: the names its own sessions
+//! hold (DM delivery, local races) and the local members of each room
+//! (fan-out). Room messages are fanned out to local members only from
+//! `Event::Message`, never from the `Posted` answer, so every node
+//! delivers a room's messages in the one order JetStream gave them.
+//!
+//! Without `cluster_url` there is no `Cluster` and none of this runs.
+
+use super::refusal::{NoVerdict, QuitReason, Refusal};
+use super::rooms::is_quiet_count;
+use super::{ConnId, Hub, Now};
+use crate::cluster::{
+    Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output, Ticket,
+};
+use crate::history::{MAX_HISTORY_REPLY, MAX_HISTORY_REPLY_BYTES, Slice};
+use crate::proto::{
+    ChatMessage, NameKey, Ref, RoomName, ServerMsg, Target, Username, backlog_entry_bytes,
+};
+use crate::session::State;
+use std::collections::HashMap;
+
+/// The hub's side of cluster mode: jobs to submit, requests waiting for
+/// their answer, and this node's view of the rooms it has members in.
+#[derive(Debug)]
+pub(super) struct Cluster {
+    /// This node's name, as the cluster knows it (presence entries).
+    node: String,
+    jobs: Vec<Job>,
+    next_ticket: Ticket,
+    pending: HashMap<Ticket, Pending>,
+    /// Connections with a name claim under way (USER, PASS, RENAME), and
+    /// the name: one at a time per connection, and one local claimant per
+    /// name (the cluster grants a name to a node, not to a connection).
+    claiming: HashMap<ConnId, NameKey>,
+    /// The rooms this node has local members in.
+    rooms: HashMap<RoomName, RoomView>,
+}
+
+#[derive(Debug, Default)]
+struct RoomView {
+    /// `Subscribed` came back: messages and presence arrive from now on.
+    is_subscribed: bool,
+    /// Local members whose `Join` and backlog wait for the subscription.
+    waiting: Vec<ConnId>,
+    /// Everyone in the room on every node, as far as this node knows
+    /// (its members' joins, `Members` at subscription, presence events):
+    /// the quiet-room rule counts it, and a 204 spells the name from it.
+    roster: HashMap<NameKey, (Username, String)>,
+}
+
+/// What a ticket's answer applies to.
+#[derive(Debug)]
+enum Pending {
+    User {
+        conn: ConnId,
+        reference: Option<Ref>,
+    },
+    Pass {
+        conn: ConnId,
+        reference: Option<Ref>,
+    },
+    Rename {
+        conn: ConnId,
+        old: Username,
+        reference: Option<Ref>,
+    },
+    /// A claim whose connection left meanwhile: a granted name is freed.
+    Abandoned,
+    Post {
+        conn: ConnId,
+        reference: Option<Ref>,
+    },
+    Dm {
+        conn: ConnId,
+        reference: Option<Ref>,
+    },
+    History {
+        conn: ConnId,
+        room: RoomName,
+        range: HistoryRange,
+        limit: usize,
+        budget: usize,
+        reference: Option<Ref>,
+    },
+    Backlog {
+        conn: ConnId,
+        room: RoomName,
+        budget: usize,
+    },
+    Who {
+        conn: ConnId,
+        room: RoomName,
+        reference: Option<Ref>,
+    },
+    Subscribe {
+        room: RoomName,
+    },
+    Roster {
+        room: RoomName,
+    },
+    /// Nobody waits for the answer (Join, Part, Unsubscribe, a release),
+    /// or its connection left.
+    Nobody,
+}
+
+impl Pending {
+    fn conn(&self) -> Option<ConnId> {
+        match self {
+            Pending::User { conn, .. }
+            | Pending::Pass { conn, .. }
+            | Pending::Rename { conn, .. }
+            | Pending::Post { conn, .. }
+            | Pending::Dm { conn, .. }
+            | Pending::History { conn, .. }
+            | Pending::Backlog { conn, .. }
+            | Pending::Who { conn, .. } => Some(*conn),
+            _ => None,
+        }
+    }
+}
+
+impl Cluster {
+    pub(super) fn new(node: String) -> Cluster {
+        Cluster {
+            node,
+            jobs: Vec::new(),
+            next_ticket: 1,
+            pending: HashMap::new(),
+            claiming: HashMap::new(),
+            rooms: HashMap::new(),
+        }
+    }
+
+    fn ask(&mut self, kind: JobKind, pending: Pending) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.jobs.push(Job { ticket, kind });
+        self.pending.insert(ticket, pending);
+    }
+
+    /// Members of `room` on every node, as this node knows them.
+    pub(super) fn count(&self, room: &RoomName) -> usize {
+        self.rooms.get(room).map_or(0, |view| view.roster.len())
+    }
+}
+
+/// At most `limit` messages within `budget` encoded bytes: the newest
+/// (`Last`) or the oldest (`After`); `more` when some were left out.
+fn trim(slice: HistorySlice, range: HistoryRange, limit: usize, budget: usize) -> Slice {
+    let HistorySlice {
+        mut messages,
+        mut more,
+        gap,
+    } = slice;
+    let limit = limit.min(MAX_HISTORY_REPLY);
+    let mut budget = budget.min(MAX_HISTORY_REPLY_BYTES);
+    match range {
+        HistoryRange::Last => {
+            let mut first = messages.len();
+            let start = messages.len().saturating_sub(limit);
+            while first > start {
+                let size = backlog_entry_bytes(&messages[first - 1]);
+                if size > budget {
+                    break;
+                }
+                budget -= size;
+                first -= 1;
+            }
+            more |= first > 0;
+            messages.drain(..first);
+        }
+        HistoryRange::After(_) => {
+            let mut kept = 0;
+            for message in &messages {
+                let size = backlog_entry_bytes(message);
+                if kept == limit || size > budget {
+                    break;
+                }
+                budget -= size;
+                kept += 1;
+            }
+            more |= kept < messages.len();
+            messages.truncate(kept);
+        }
+    }
+    Slice {
+        messages,
+        more,
+        gap,
+    }
+}
+
+impl Hub {
+    /// Cluster mode from now on: the shell calls this once, after the
+    /// bridge started, before any connection.
+    pub fn enable_cluster(&mut self, node: &str) {
+        self.cluster = Some(Box::new(Cluster::new(node.to_owned())));
+    }
+
+    /// Jobs for the cluster bridge, oldest first (empty without a cluster).
+    pub fn drain_cluster_jobs(&mut self) -> Vec<Job> {
+        self.cluster
+            .as_mut()
+            .map(|cluster| std::mem::take(&mut cluster.jobs))
+            .unwrap_or_default()
+    }
+
+    /// The bridge's queue was full: the request is refused (503), the
+    /// session goes on.
+    pub fn handle_cluster_busy(&mut self, ticket: Ticket, now: Now) {
+        self.handle_cluster(
+            Output::Done {
+                ticket,
+                result: JobResult::Failed("the cluster's queue is full".to_owned()),
+            },
+            now,
+        );
+    }
+
+    /// An output of the bridge: the answer to a job, or an event.
+    pub fn handle_cluster(&mut self, output: Output, now: Now) {
+        match output {
+            Output::Done { ticket, result } => {
+                let Some(pending) = self
+                    .cluster
+                    .as_mut()
+                    .and_then(|cluster| cluster.pending.remove(&ticket))
+                else {
+                    return;
+                };
+                if let JobResult::Failed(reason) = &result {
+                    log::warn!("cluster job failed: {reason}");
+                }
+                self.apply_cluster(pending, result, now);
+            }
+            Output::Event(event) => self.cluster_event(event),
+        }
+    }
+
+    /// Whether `conn` has a name claim under way in the cluster.
+    pub(super) fn is_claiming(&self, conn: ConnId) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.claiming.contains_key(&conn))
+    }
+
+    /// The ref of the request being answered, if it is `conn`'s: kept
+    /// with a ticket until the cluster answers.
+    fn held_ref(&self, conn: ConnId) -> Option<Ref> {
+        self.answering
+            .as_ref()
+            .filter(|answering| answering.conn == conn)
+            .map(|answering| answering.reference.clone())
+    }
+
+    /// A name claim (USER under open auth, a verified PASS, RENAME), the
+    /// asking half in a cluster: local checks first (another local
+    /// connection holds or claims it: 409 at once), then `ClaimName` or
+    /// `Rename` leaves as a job.
+    pub(super) fn cluster_claim(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        old: Option<Username>,
+        is_pass: bool,
+    ) -> Result<(), Refusal> {
+        if self.is_claiming(conn) {
+            return Err(Refusal::CheckUnderWay);
+        }
+        self.ledger.check_name(conn, &username)?;
+        let reference = self.held_ref(conn);
+        let Some(cluster) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        let key = username.key();
+        if cluster
+            .claiming
+            .iter()
+            .any(|(&other, claimed)| other != conn && *claimed == key)
+        {
+            return Err(Refusal::NameTaken(username));
+        }
+        cluster.claiming.insert(conn, key);
+        match old {
+            Some(old) => cluster.ask(
+                JobKind::Rename {
+                    old: old.clone(),
+                    new: username,
+                },
+                Pending::Rename {
+                    conn,
+                    old,
+                    reference,
+                },
+            ),
+            None if is_pass => cluster.ask(
+                JobKind::ClaimName { user: username },
+                Pending::Pass { conn, reference },
+            ),
+            None => cluster.ask(
+                JobKind::ClaimName { user: username },
+                Pending::User { conn, reference },
+            ),
+        }
+        Ok(())
+    }
+
+    /// A name this node's session held is free (quit, disconnect).
+    pub(super) fn cluster_release(&mut self, username: &Username) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.ask(
+                JobKind::ReleaseName {
+                    user: username.clone(),
+                },
+                Pending::Nobody,
+            );
+        }
+    }
+
+    /// SAY in a cluster, the asking half: `Post` leaves as a job; the
+    /// message reaches members (the sender too) as `Event::Message`.
+    pub(super) fn cluster_post(
+        &mut self,
+        conn: ConnId,
+        room: RoomName,
+        from: Username,
+        text: String,
+        now: Now,
+    ) {
+        let reference = self.held_ref(conn);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.ask(
+                JobKind::Post {
+                    room,
+                    from,
+                    text,
+                    ts: now.unix_ms,
+                },
+                Pending::Post { conn, reference },
+            );
+        }
+    }
+
+    /// DM in a cluster, the asking half: `SendDm` finds the holder on
+    /// any node and gives the message its id.
+    pub(super) fn cluster_dm(
+        &mut self,
+        conn: ConnId,
+        from: Username,
+        to: Username,
+        text: String,
+        now: Now,
+    ) {
+        let reference = self.held_ref(conn);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.ask(
+                JobKind::SendDm {
+                    from,
+                    to,
+                    text,
+                    ts: now.unix_ms,
+                },
+                Pending::Dm { conn, reference },
+            );
+        }
+    }
+
+    /// HISTORY in a cluster, the asking half: the stream is read.
+    pub(super) fn cluster_history(
+        &mut self,
+        conn: ConnId,
+        room: RoomName,
+        after: Option<u64>,
+        limit: usize,
+        budget: usize,
+    ) {
+        let reference = self.held_ref(conn);
+        let range = after.map_or(HistoryRange::Last, HistoryRange::After);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.ask(
+                JobKind::History {
+                    room: room.clone(),
+                    range,
+                    limit: limit.min(MAX_HISTORY_REPLY),
+                },
+                Pending::History {
+                    conn,
+                    room,
+                    range,
+                    limit,
+                    budget,
+                    reference,
+                },
+            );
+        }
+    }
+
+    /// WHO in a cluster, the asking half: everyone on every node.
+    pub(super) fn cluster_who(&mut self, conn: ConnId, room: RoomName) {
+        let reference = self.held_ref(conn);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.ask(
+                JobKind::Members { room: room.clone() },
+                Pending::Who {
+                    conn,
+                    room,
+                    reference,
+                },
+            );
+        }
+    }
+
+    /// Entering a room in a cluster (JOIN, or the default room at login),
+    /// the applying half. Once this node is subscribed to the room (a
+    /// `Subscribe` on its first local member), the newcomer is a local
+    /// member: local members are told (only the newcomer, when the room is
+    /// quiet cluster-wide), the membership is published (`Join`; other
+    /// nodes announce it from the presence event) and the backlog read.
+    /// Until then it waits, so it misses no message between the backlog
+    /// and live delivery.
+    pub(super) fn cluster_enter_room(&mut self, conn: ConnId, username: Username, room: RoomName) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let is_new = !cluster.rooms.contains_key(&room);
+        let node = cluster.node.clone();
+        let view = cluster.rooms.entry(room.clone()).or_default();
+        view.roster.insert(username.key(), (username, node));
+        if view.is_subscribed {
+            self.cluster_joined(conn, room);
+            return;
+        }
+        view.waiting.push(conn);
+        if is_new {
+            cluster.ask(
+                JobKind::Subscribe { room: room.clone() },
+                Pending::Subscribe { room },
+            );
+        }
+    }
+
+    /// The room is subscribed: `conn` is a local member from now on, its
+    /// local neighbours are told, its membership published and its
+    /// backlog read.
+    fn cluster_joined(&mut self, conn: ConnId, room: RoomName) {
+        let Some(username) = self.state(conn).and_then(State::username).cloned() else {
+            return;
+        };
+        let quiet_room_size = self.config.quiet_room_size;
+        let count = self
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.count(&room));
+        let members = self.ledger.join(conn, &room);
+        let joined = ServerMsg::Connected {
+            username: username.clone(),
+            room: room.clone(),
+        };
+        if is_quiet_count(count.max(members.len()), quiet_room_size) {
+            self.clients.send(conn, &joined);
+        } else {
+            self.clients.deliver(members, &joined);
+        }
+        let backlog = self.config.history_backlog;
+        let budget = self.backlog_budget(conn);
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.ask(
+            JobKind::Join {
+                room: room.clone(),
+                user: username,
+            },
+            Pending::Nobody,
+        );
+        if let Some(backlog) = backlog {
+            cluster.ask(
+                JobKind::History {
+                    room: room.clone(),
+                    range: HistoryRange::Last,
+                    limit: backlog.min(MAX_HISTORY_REPLY),
+                },
+                Pending::Backlog { conn, room, budget },
+            );
+        }
+    }
+
+    /// `conn` (logged in as `username`) left `room` in a cluster: the
+    /// membership is withdrawn (`Part`), and the subscription too after
+    /// the last local member (`Unsubscribe`).
+    pub(super) fn cluster_left_room(&mut self, conn: ConnId, username: &Username, room: &RoomName) {
+        let is_empty = self.ledger.members(room).is_none_or(<[ConnId]>::is_empty);
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.ask(
+            JobKind::Part {
+                room: room.clone(),
+                user: username.clone(),
+            },
+            Pending::Nobody,
+        );
+        let mut is_waited_for = false;
+        if let Some(view) = cluster.rooms.get_mut(room) {
+            view.waiting.retain(|&waiting| waiting != conn);
+            is_waited_for = !view.waiting.is_empty();
+            let key = username.key();
+            if view
+                .roster
+                .get(&key)
+                .is_some_and(|(_, node)| *node == cluster.node)
+            {
+                view.roster.remove(&key);
+            }
+        }
+        if is_empty && !is_waited_for && cluster.rooms.remove(room).is_some() {
+            cluster.ask(JobKind::Unsubscribe { room: room.clone() }, Pending::Nobody);
+        }
+    }
+
+    /// `conn` is leaving: what it waits for answers nobody; a name claim
+    /// under way is freed if it is granted.
+    pub(super) fn cluster_forget(&mut self, conn: ConnId) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.claiming.remove(&conn);
+        for pending in cluster.pending.values_mut() {
+            if pending.conn() == Some(conn) {
+                *pending = match pending {
+                    Pending::User { .. } | Pending::Pass { .. } | Pending::Rename { .. } => {
+                        Pending::Abandoned
+                    }
+                    _ => Pending::Nobody,
+                };
+            }
+        }
+    }
+
+    /// The server goes down: every name this node holds is released and
+    /// every membership withdrawn, as far as the bridge gets to it (what
+    /// it does not expires after `NAME_TTL`).
+    pub(super) fn cluster_shutdown(&mut self, leaving: Vec<(Username, Vec<RoomName>)>) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        for (username, rooms) in leaving {
+            for room in rooms {
+                cluster.ask(
+                    JobKind::Part {
+                        room,
+                        user: username.clone(),
+                    },
+                    Pending::Nobody,
+                );
+            }
+            cluster.ask(JobKind::ReleaseName { user: username }, Pending::Nobody);
+        }
+    }
+
+    fn cluster_unavailable(&mut self, conn: ConnId, reference: Option<Ref>) {
+        self.answering_late(conn, reference, |hub| {
+            hub.refuse(conn, Refusal::ClusterUnavailable);
+        });
+    }
+
+    fn logged_in_as(&self, conn: ConnId) -> Option<Username> {
+        self.state(conn).and_then(State::username).cloned()
+    }
+
+    /// The applying halves, from the cluster's answers.
+    fn apply_cluster(&mut self, pending: Pending, result: JobResult, now: Now) {
+        if let Some(conn) = pending.conn()
+            && matches!(
+                pending,
+                Pending::User { .. } | Pending::Pass { .. } | Pending::Rename { .. }
+            )
+            && let Some(cluster) = self.cluster.as_mut()
+        {
+            cluster.claiming.remove(&conn);
+        }
+        match (pending, result) {
+            (Pending::User { conn, reference }, result) => {
+                if self.state(conn) != Some(&State::UserAuth) {
+                    return;
+                }
+                self.answering_late(conn, reference, |hub| match result {
+                    JobResult::Claimed(username) => match hub.ledger.claim_name(conn, username) {
+                        Ok(claim) => hub.user_claimed(conn, claim),
+                        Err(taken) => hub.refuse(conn, taken.into()),
+                    },
+                    JobResult::Taken(username) => hub.refuse(conn, Refusal::NameTaken(username)),
+                    _ => hub.refuse(conn, Refusal::ClusterUnavailable),
+                });
+            }
+            (Pending::Pass { conn, reference }, result) => {
+                if !matches!(self.state(conn), Some(State::PassAuth { .. })) {
+                    return;
+                }
+                self.answering_late(conn, reference, |hub| match result {
+                    JobResult::Claimed(username) => {
+                        let claim = hub.ledger.claim_name(conn, username);
+                        hub.pass_claimed(conn, claim);
+                    }
+                    JobResult::Taken(username) => {
+                        hub.pass_claimed(conn, Err(super::ledger::Taken(username)));
+                    }
+                    _ => hub.ask_password_again(conn, NoVerdict::ClusterUnavailable),
+                });
+            }
+            (
+                Pending::Rename {
+                    conn,
+                    old,
+                    reference,
+                },
+                result,
+            ) => {
+                if self.logged_in_as(conn).as_ref() != Some(&old) {
+                    return;
+                }
+                self.answering_late(conn, reference, |hub| match result {
+                    JobResult::Claimed(new) => match hub.ledger.rename(conn, &old, new) {
+                        Ok(claim) => {
+                            let new = claim.username().clone();
+                            hub.cluster_rekey(conn, &old, &new);
+                            hub.renamed(conn, old, claim);
+                        }
+                        Err(taken) => hub.refuse(conn, taken.into()),
+                    },
+                    JobResult::Taken(new) => hub.refuse(conn, Refusal::NameTaken(new)),
+                    _ => hub.refuse(conn, Refusal::ClusterUnavailable),
+                });
+            }
+            // Granted to a session that left: free it, unless a local
+            // session holds it meanwhile.
+            (Pending::Abandoned, JobResult::Claimed(username))
+                if self.ledger.holder(&username).is_none() =>
+            {
+                self.cluster_release(&username);
+            }
+            (Pending::Post { conn, reference }, result) => match result {
+                // Members, the sender too, get it from `Event::Message`.
+                JobResult::Posted(_) => {}
+                _ => self.cluster_unavailable(conn, reference),
+            },
+            (Pending::Dm { conn, reference }, result) => match result {
+                JobResult::DmSent { message, .. } => {
+                    if self.logged_in_as(conn).is_some() {
+                        self.clients.send(conn, &ServerMsg::Message(message));
+                    }
+                }
+                JobResult::NoSuchUser(to) => self.answering_late(conn, reference, |hub| {
+                    hub.refuse(conn, Refusal::NoSuchUser(to));
+                }),
+                _ => self.cluster_unavailable(conn, reference),
+            },
+            (
+                Pending::History {
+                    conn,
+                    room,
+                    range,
+                    limit,
+                    budget,
+                    reference,
+                },
+                result,
+            ) => match result {
+                JobResult::History(slice) => {
+                    let slice = trim(slice, range, limit, budget);
+                    self.answer_late_charged(conn, reference, now, |hub| {
+                        hub.send_backlog(conn, room, slice);
+                    });
+                }
+                _ => self.cluster_unavailable(conn, reference),
+            },
+            (Pending::Backlog { conn, room, budget }, JobResult::History(slice))
+                if self.is_member(conn, &room) =>
+            {
+                let slice = trim(slice, HistoryRange::Last, usize::MAX, budget);
+                self.clients.send(
+                    conn,
+                    &ServerMsg::Backlog {
+                        room,
+                        messages: slice.messages,
+                        more: slice.more,
+                        gap: slice.gap,
+                    },
+                );
+            }
+            (
+                Pending::Who {
+                    conn,
+                    room,
+                    reference,
+                },
+                result,
+            ) => match result {
+                JobResult::Members(members) => {
+                    let exists = !members.is_empty() || self.ledger.members(&room).is_some();
+                    self.answer_late_charged(conn, reference, now, |hub| {
+                        if exists {
+                            let users = members.into_iter().map(|member| member.user).collect();
+                            hub.send_who(conn, room, users);
+                        } else {
+                            hub.refuse(conn, Refusal::NoSuchRoom(room));
+                        }
+                    });
+                }
+                _ => self.cluster_unavailable(conn, reference),
+            },
+            (Pending::Subscribe { room }, JobResult::Subscribed(_)) => self.subscribed(room),
+            (Pending::Subscribe { room }, _) => self.subscribe_failed(room),
+            (Pending::Roster { room }, JobResult::Members(members)) => {
+                self.seed_roster(&room, members)
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a late answer through `answer_it` (with the request's ref)
+    /// and charges what it cost to the client's answer budget, as
+    /// `take_line` charges an answer given at once.
+    fn answer_late_charged(
+        &mut self,
+        conn: ConnId,
+        reference: Option<Ref>,
+        now: Now,
+        answer_it: impl FnOnce(&mut Hub),
+    ) {
+        let before = self.pending_bytes(conn);
+        self.answering_late(conn, reference, answer_it);
+        let cost = self.pending_bytes(conn).saturating_sub(before);
+        let rate = self.answer_rate();
+        if let Some(client) = self.clients.get_mut(conn) {
+            client.answers.spend(cost, rate, now.mono_ms);
+        }
+    }
+
+    /// A rename moves `conn`'s memberships to the new name (other nodes
+    /// see the old name leave and the new one join).
+    fn cluster_rekey(&mut self, conn: ConnId, old: &Username, new: &Username) {
+        let rooms = self
+            .clients
+            .get(conn)
+            .map(|client| client.rooms.clone())
+            .unwrap_or_default();
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        for room in rooms {
+            let Some(view) = cluster.rooms.get_mut(&room) else {
+                continue;
+            };
+            view.roster.remove(&old.key());
+            view.roster
+                .insert(new.key(), (new.clone(), cluster.node.clone()));
+            if !view.is_subscribed {
+                // Its `Join` is still to come, under the new name.
+                continue;
+            }
+            cluster.ask(
+                JobKind::Part {
+                    room: room.clone(),
+                    user: old.clone(),
+                },
+                Pending::Nobody,
+            );
+            cluster.ask(
+                JobKind::Join {
+                    room,
+                    user: new.clone(),
+                },
+                Pending::Nobody,
+            );
+        }
+    }
+
+    fn subscribed(&mut self, room: RoomName) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(view) = cluster.rooms.get_mut(&room) else {
+            return;
+        };
+        if view.is_subscribed {
+            return;
+        }
+        view.is_subscribed = true;
+        let waiting = std::mem::take(&mut view.waiting);
+        cluster.ask(
+            JobKind::Members { room: room.clone() },
+            Pending::Roster { room: room.clone() },
+        );
+        for conn in waiting {
+            if self.is_member(conn, &room) {
+                self.cluster_joined(conn, room.clone());
+            }
+        }
+    }
+
+    /// The room could not be subscribed: its waiting members are told
+    /// (503) and leave it.
+    fn subscribe_failed(&mut self, room: RoomName) {
+        let Some(view) = self
+            .cluster
+            .as_mut()
+            .and_then(|cluster| cluster.rooms.get_mut(&room))
+        else {
+            return;
+        };
+        if view.is_subscribed {
+            return;
+        }
+        let waiting = std::mem::take(&mut view.waiting);
+        for conn in waiting {
+            if self.is_member(conn, &room) {
+                self.clients
+                    .send(conn, &Refusal::ClusterUnavailable.to_msg());
+                self.remove_from_room(conn, &room);
+            }
+        }
+    }
+
+    fn seed_roster(&mut self, room: &RoomName, members: Vec<Member>) {
+        let Some(view) = self
+            .cluster
+            .as_mut()
+            .and_then(|cluster| cluster.rooms.get_mut(room))
+        else {
+            return;
+        };
+        for member in members {
+            view.roster
+                .entry(member.user.key())
+                .or_insert((member.user, member.node));
+        }
+    }
+
+    fn cluster_event(&mut self, event: Event) {
+        match event {
+            Event::Message { message, .. } => {
+                if let Target::Room(room) = &message.target
+                    && let Some(members) = self.ledger.members(room)
+                {
+                    let members = members.to_vec();
+                    self.clients.deliver(&members, &ServerMsg::Message(message));
+                }
+            }
+            Event::Direct(message) => self.deliver_direct(message),
+            Event::Presence {
+                room,
+                user,
+                node,
+                change,
+            } => self.presence(room, user, node, change),
+            Event::NameLost(username) => {
+                if let Some(conn) = self.ledger.holder(&username) {
+                    log::warn!("{username} lost its name to another node");
+                    self.clients
+                        .send(conn, &Refusal::NameTaken(username).to_msg());
+                    self.quit(conn, QuitReason::NameLost);
+                }
+            }
+            Event::Disconnected => log::warn!("cluster: NATS connection lost; reconnecting"),
+            Event::Reconnected => log::info!("cluster: NATS connection back"),
+        }
+    }
+
+    /// A DM for a user on this node. The sender's own copy comes with the
+    /// `DmSent` answer, so a DM to oneself is delivered once.
+    fn deliver_direct(&mut self, message: ChatMessage) {
+        let Target::User(to) = &message.target else {
+            return;
+        };
+        if message.from.key() == to.key() {
+            return;
+        }
+        let Some(conn) = self.ledger.holder(to) else {
+            return;
+        };
+        if self.logged_in_as(conn).is_some() {
+            self.clients.send(conn, &ServerMsg::Message(message));
+        }
+    }
+
+    /// A join or leave on another node: this node's members of the room
+    /// are told (201, 204), unless the room is quiet. This node's own
+    /// joins and leaves were announced locally when they happened.
+    fn presence(&mut self, room: RoomName, user: Username, node: String, change: Change) {
+        let quiet_room_size = self.config.quiet_room_size;
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let me = cluster.node.clone();
+        let Some(view) = cluster.rooms.get_mut(&room) else {
+            return;
+        };
+        let key = user.key();
+        let msg = match change {
+            Change::Joined => {
+                if node == me {
+                    return;
+                }
+                let was = view.roster.insert(key, (user.clone(), node.clone()));
+                if was.is_some_and(|(_, was_node)| was_node == node) {
+                    return;
+                }
+                if is_quiet_count(view.roster.len(), quiet_room_size) {
+                    return;
+                }
+                ServerMsg::Connected {
+                    username: user,
+                    room: room.clone(),
+                }
+            }
+            Change::Left => {
+                let Some((_, held_by)) = view.roster.get(&key) else {
+                    return;
+                };
+                if *held_by == me {
+                    // Ours: announced when it happened, or a stale event
+                    // from before it joined again.
+                    return;
+                }
+                let count = view.roster.len();
+                let Some((username, _)) = view.roster.remove(&key) else {
+                    return;
+                };
+                if is_quiet_count(count, quiet_room_size) {
+                    return;
+                }
+                ServerMsg::Disconnected {
+                    username,
+                    room: Some(room.clone()),
+                }
+            }
+        };
+        if let Some(members) = self.ledger.members(&room) {
+            let members = members.to_vec();
+            self.clients.deliver(&members, &msg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, text: &str) -> ChatMessage {
+        ChatMessage {
+            id,
+            ts: 0,
+            target: Target::Room(RoomName::parse("den").unwrap()),
+            from: Username::parse("alice").unwrap(),
+            text: text.to_owned(),
+        }
+    }
+
+    fn slice(ids: &[u64]) -> HistorySlice {
+        HistorySlice {
+            messages: ids.iter().map(|&id| message(id, "hi")).collect(),
+            more: false,
+            gap: false,
+        }
+    }
+
+    fn ids(slice: &Slice) -> Vec<u64> {
+        slice.messages.iter().map(|message| message.id).collect()
+    }
+
+    #[test]
+    fn a_backlog_keeps_the_newest_and_history_after_the_oldest_within_limit_and_budget() {
+        let last = trim(slice(&[1, 2, 3]), HistoryRange::Last, 2, usize::MAX);
+        assert_eq!((ids(&last), last.more), (vec![2, 3], true));
+        let after = trim(slice(&[1, 2, 3]), HistoryRange::After(0), 2, usize::MAX);
+        assert_eq!((ids(&after), after.more), (vec![1, 2], true));
+        let one = backlog_entry_bytes(&message(3, "hi"));
+        let tight = trim(slice(&[1, 2, 3]), HistoryRange::Last, 10, one);
+        assert_eq!((ids(&tight), tight.more), (vec![3], true));
+        let all = trim(slice(&[1, 2]), HistoryRange::After(0), 10, usize::MAX);
+        assert_eq!((ids(&all), all.more), (vec![1, 2], false));
+    }
+}

@@ -1,0 +1,271 @@
+//! Cluster mode end to end (issue 14): a real `nats-server` with JetStream
+//! and two riftd nodes started with `cluster_url`, clients on each over
+//! TCP. Every wait is bounded (a frame, a log line, an exit); the node
+//! death test waits for the documented bound (`NAME_TTL`, 10 s, plus the
+//! server's sweep), never a fixed sleep.
+
+use crate::common::nats::Nats;
+use crate::common::{Client, EXIT_TIMEOUT, Launch, Server, free_port};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// `riftd::cluster::NAME_TTL`: a dead node's names and memberships expire
+/// within it.
+const NAME_TTL: Duration = Duration::from_secs(10);
+
+/// A node on `nats`, history on (kept in JetStream; the file is unused).
+fn node_launch(nats: &Nats, name: &str) -> Launch {
+    Launch::new().config(&format!(
+        "cluster_url = \"{}\"\nnode_name = \"{name}\"\nhistory_file = \"history.jsonl\"\n",
+        nats.url()
+    ))
+}
+
+fn node(nats: &Nats, name: &str) -> Server {
+    node_launch(nats, name).start()
+}
+
+fn two_nodes() -> (Nats, Server, Server) {
+    let nats = Nats::start();
+    let a = node(&nats, "node-a");
+    let b = node(&nats, "node-b");
+    (nats, a, b)
+}
+
+/// Logged in under open auth: 202, 201 (the default room), and the
+/// backlog (208), which comes once the node reads it from the stream.
+fn login(server: &Server, name: &str) -> (Client, Value) {
+    let mut client = Client::json(server.port());
+    client.login(name);
+    let backlog = client.expect_code(208);
+    (client, backlog)
+}
+
+fn say(client: &mut Client, text: &str) {
+    client.send_json(&json!({"code": 100, "message": text}));
+}
+
+/// The next `count` chat messages (200), as (id, text).
+fn heard(client: &mut Client, count: usize) -> Vec<(u64, String)> {
+    (0..count)
+        .map(|_| {
+            let frame = client.expect_code(200);
+            let message = &frame["message"];
+            (
+                message["id"].as_u64().unwrap(),
+                message["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn texts(backlog: &Value) -> Vec<String> {
+    backlog["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn room_messages_cross_nodes_in_one_order_with_increasing_ids() {
+    let (_nats, a, b) = two_nodes();
+    let (mut alice, _) = login(&a, "alice");
+    let (mut bob, _) = login(&b, "bob");
+    // Both nodes are subscribed to the lobby once each has seen the
+    // other's join.
+    assert_eq!(alice.expect_code(201)["new"], "bob");
+    for round in 0..5 {
+        say(&mut alice, &format!("a{round}"));
+        say(&mut bob, &format!("b{round}"));
+    }
+    let on_a = heard(&mut alice, 10);
+    let on_b = heard(&mut bob, 10);
+    assert_eq!(on_a, on_b, "both nodes deliver one order");
+    assert!(
+        on_a.windows(2).all(|pair| pair[0].0 < pair[1].0),
+        "{on_a:?}"
+    );
+    // Each sender's own messages keep their order.
+    let from_alice: Vec<_> = on_a.iter().filter(|(_, t)| t.starts_with('a')).collect();
+    assert_eq!(from_alice.len(), 5);
+    assert!(from_alice.windows(2).all(|pair| pair[0].1 < pair[1].1));
+}
+
+#[test]
+fn a_name_held_on_one_node_is_taken_on_the_other_in_any_case() {
+    let (_nats, a, b) = two_nodes();
+    let (_alice, _) = login(&a, "alice");
+    let mut other = Client::json(b.port());
+    other.send_json(&json!({"code": 110, "username": "ALICE"}));
+    assert_eq!(other.expect_code(409)["code"], 409);
+    // RENAME into it from the other node is refused too, and the old name
+    // is kept.
+    let (mut bob, _) = login(&b, "bob");
+    bob.send_json(&json!({"code": 101, "username": "Alice"}));
+    bob.expect_code(409);
+    bob.send_json(&json!({"code": 101, "username": "robert"}));
+    assert_eq!(bob.expect_code(202)["new"], "robert");
+    // "bob" is free again, cluster-wide.
+    let (_bob_again, _) = login(&a, "Bob");
+}
+
+#[test]
+fn two_nodes_racing_for_one_name_give_it_to_exactly_one() {
+    let (_nats, a, b) = two_nodes();
+    for round in 0..5 {
+        let name = format!("racer{round}");
+        let mut on_a = Client::json(a.port());
+        let mut on_b = Client::json(b.port());
+        let claim = json!({"code": 110, "username": name});
+        on_a.send_json(&claim);
+        on_b.send_json(&claim);
+        let answers = [
+            on_a.recv_json()["code"].clone(),
+            on_b.recv_json()["code"].clone(),
+        ];
+        let won = answers.iter().filter(|code| **code == 202).count();
+        let lost = answers.iter().filter(|code| **code == 409).count();
+        assert_eq!((won, lost), (1, 1), "round {round}: {answers:?}");
+    }
+}
+
+#[test]
+fn a_dm_reaches_the_holder_on_another_node_and_nobody_is_404() {
+    let (_nats, a, b) = two_nodes();
+    let (mut alice, _) = login(&a, "alice");
+    let (mut bob, _) = login(&b, "bob");
+    alice.send_json(&json!({"code": 102, "to": "BOB", "message": "psst"}));
+    let got = bob.expect_code(200)["message"].clone();
+    assert_eq!(
+        (got["from"].clone(), got["text"].clone()),
+        (json!("alice"), json!("psst"))
+    );
+    let echo = alice.expect_code(200)["message"].clone();
+    assert_eq!(echo["id"], got["id"]);
+    say(&mut bob, "after the dm");
+    let said = bob.expect_code(200)["message"]["id"].as_u64().unwrap();
+    assert!(
+        said > got["id"].as_u64().unwrap(),
+        "DM ids share the room ids' order"
+    );
+    alice.send_json(&json!({"code": 102, "to": "nobody", "message": "hello?"}));
+    alice.expect_code(404);
+}
+
+#[test]
+fn who_lists_members_of_every_node_and_presence_crosses_nodes() {
+    let (_nats, a, b) = two_nodes();
+    let (mut alice, _) = login(&a, "alice");
+    let (mut bob, _) = login(&b, "bob");
+    assert_eq!(alice.expect_code(201)["new"], "bob");
+    bob.send_json(&json!({"code": 103}));
+    let mut users: Vec<String> = bob.expect_code(206)["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| user.as_str().unwrap().to_owned())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob"]);
+    // A room joined on both nodes: each side sees the other come and go.
+    alice.send_json(&json!({"code": 104, "room": "den"}));
+    alice.expect_code(201);
+    bob.send_json(&json!({"code": 104, "room": "den"}));
+    let joined = alice.expect_code(201);
+    assert_eq!(
+        (joined["new"].clone(), joined["room"].clone()),
+        (json!("bob"), json!("den"))
+    );
+    bob.send_json(&json!({"code": 105, "room": "den"}));
+    let left = alice.expect_code(204);
+    assert_eq!(
+        (left["username"].clone(), left["room"].clone()),
+        (json!("bob"), json!("den"))
+    );
+    drop(bob);
+    let quit = alice.expect_code(204);
+    assert_eq!(quit["username"], "bob");
+}
+
+#[test]
+fn the_join_backlog_and_history_on_one_node_show_what_was_said_on_the_other() {
+    let nats = Nats::start();
+    let launch = node_launch(&nats, "node-a");
+    let history_file = launch.dir().join("history.jsonl");
+    let a = launch.start();
+    let b = node(&nats, "node-b");
+    let (mut alice, _) = login(&a, "alice");
+    for text in ["one", "two", "three"] {
+        say(&mut alice, text);
+    }
+    let ids: Vec<u64> = heard(&mut alice, 3).into_iter().map(|(id, _)| id).collect();
+    let (mut carol, backlog) = login(&b, "carol");
+    assert_eq!(texts(&backlog), ["one", "two", "three"]);
+    carol.send_json(&json!({"code": 106, "after": ids[0], "ref": "catch-up"}));
+    let answer = carol.expect_code(208);
+    assert_eq!(texts(&answer), ["two", "three"]);
+    assert_eq!(answer["ref"], "catch-up");
+    carol.send_json(&json!({"code": 106, "limit": 1}));
+    assert_eq!(texts(&carol.expect_code(208)), ["three"]);
+    // History lives in JetStream: the local journal is not written.
+    assert!(
+        !history_file.exists(),
+        "{} was written",
+        history_file.display()
+    );
+}
+
+#[test]
+fn a_killed_nodes_users_leave_and_their_names_are_free_within_the_bound() {
+    let (_nats, mut a, b) = two_nodes();
+    let (_alice, _) = login(&a, "alice");
+    let (mut bob, _) = login(&b, "bob");
+    bob.send_json(&json!({"code": 103}));
+    assert!(
+        bob.expect_code(206)["users"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("alice"))
+    );
+    a.signal("KILL");
+    a.wait_exit();
+    let killed = Instant::now();
+    let bound = NAME_TTL + Duration::from_secs(3);
+    let left = bob.expect_code_within(204, bound);
+    assert_eq!(left["username"], "alice");
+    // The name is free on the other node, within the same bound.
+    loop {
+        let mut again = Client::json(b.port());
+        again.send_json(&json!({"code": 110, "username": "alice"}));
+        let answer = again.recv_json();
+        if answer["code"] == 202 {
+            break;
+        }
+        assert_eq!(answer["code"], 409, "{answer}");
+        assert!(
+            killed.elapsed() < bound,
+            "alice still taken after {bound:?}"
+        );
+        // Asked again once the answer came; each try waits for its answer.
+    }
+}
+
+#[test]
+fn without_a_reachable_nats_a_node_exits_1_naming_it() {
+    let port = free_port();
+    let started = Instant::now();
+    let finished = Launch::new()
+        .config(&format!("cluster_url = \"nats://127.0.0.1:{port}\"\n"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .run_to_exit();
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        finished.stderr
+    );
+    assert!(started.elapsed() < EXIT_TIMEOUT);
+}
