@@ -15,8 +15,13 @@ const NAME_TTL: Duration = Duration::from_secs(10);
 
 /// A node on `nats`, history on (kept in JetStream; the file is unused).
 fn node_launch(nats: &Nats, name: &str) -> Launch {
+    node_launch_with(nats, name, "")
+}
+
+/// The same with more config lines.
+fn node_launch_with(nats: &Nats, name: &str, extra: &str) -> Launch {
     Launch::new().config(&format!(
-        "cluster_url = \"{}\"\nnode_name = \"{name}\"\nhistory_file = \"history.jsonl\"\n",
+        "cluster_url = \"{}\"\nnode_name = \"{name}\"\nhistory_file = \"history.jsonl\"\n{extra}",
         nats.url()
     ))
 }
@@ -109,6 +114,55 @@ fn a_name_held_on_one_node_is_taken_on_the_other_in_any_case() {
     assert_eq!(bob.expect_code(202)["new"], "robert");
     // "bob" is free again, cluster-wide.
     let (_bob_again, _) = login(&a, "Bob");
+}
+
+#[test]
+fn behind_a_password_the_name_is_claimed_cluster_wide_once_the_password_is_right() {
+    let nats = Nats::start();
+    let config = "auth = \"password\"\npassword_file = \"pw\"\n";
+    let a = node_launch_with(&nats, "node-a", config)
+        .file("pw", "sesame\n")
+        .start();
+    let b = node_launch_with(&nats, "node-b", config)
+        .file("pw", "sesame\n")
+        .start();
+    let mut alice = Client::json(a.port());
+    alice.send_json(&json!({"code": 110, "username": "alice"}));
+    alice.expect_code(211);
+    alice.send_json(&json!({"code": 111, "password": "sesame", "ref": "p7"}));
+    assert_eq!(
+        alice.recv_json(),
+        json!({"code": 202, "new": "alice", "ref": "p7"})
+    );
+    alice.expect_code(201);
+    // USER alone holds nothing and checks only this node; the verified
+    // password's claim meets the other node's holder.
+    let mut other = Client::json(b.port());
+    other.send_json(&json!({"code": 110, "username": "Alice"}));
+    other.expect_code(211);
+    other.send_json(&json!({"code": 111, "password": "sesame", "ref": "p8"}));
+    let taken = other.expect_code(409);
+    assert_eq!(taken["ref"], "p8", "{taken}");
+}
+
+#[test]
+fn a_room_too_big_cluster_wide_is_quiet_on_every_node() {
+    let nats = Nats::start();
+    let quiet = "quiet_room_size = 1\n";
+    let a = node_launch_with(&nats, "node-a", quiet).start();
+    let b = node_launch_with(&nats, "node-b", quiet).start();
+    let (mut alice, _) = login(&a, "alice");
+    let (mut bob, _) = login(&b, "bob");
+    // Two members on two nodes: more than 1, so bob's join is not
+    // announced to alice, whose next frame is bob's message.
+    bob.send_json(&json!({"code": 103}));
+    assert_eq!(bob.expect_code(206)["users"].as_array().unwrap().len(), 2);
+    say(&mut bob, "hello");
+    let next = alice.recv_json();
+    assert_eq!(
+        (next["code"].clone(), next["message"]["text"].clone()),
+        (json!(200), json!("hello"))
+    );
 }
 
 #[test]
@@ -268,4 +322,18 @@ fn without_a_reachable_nats_a_node_exits_1_naming_it() {
         finished.stderr
     );
     assert!(started.elapsed() < EXIT_TIMEOUT);
+}
+
+#[test]
+fn when_nats_goes_away_requests_get_503_and_the_session_goes_on() {
+    let nats = Nats::start();
+    let a = node(&nats, "node-a");
+    let (mut alice, _) = login(&a, "alice");
+    drop(nats);
+    alice.send_json(&json!({"code": 100, "message": "anyone?", "ref": "lost"}));
+    // `REQUEST_TIMEOUT` (5 s) and a margin.
+    let refused = alice.expect_code_within(503, Duration::from_secs(10));
+    assert_eq!(refused["ref"], "lost", "{refused}");
+    alice.send_json(&json!({"code": 108, "token": "still here"}));
+    assert_eq!(alice.expect_code(207)["token"], "still here");
 }

@@ -255,6 +255,14 @@ impl Hub {
             .is_some_and(|cluster| cluster.claiming.contains_key(&conn))
     }
 
+    /// Whether a local connection has a claim of `username` under way.
+    fn is_claimed(&self, username: &Username) -> bool {
+        let key = username.key();
+        self.cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.claiming.values().any(|claimed| *claimed == key))
+    }
+
     /// The ref of the request being answered, if it is `conn`'s: kept
     /// with a ticket until the cluster answers.
     fn held_ref(&self, conn: ConnId) -> Option<Ref> {
@@ -644,9 +652,10 @@ impl Hub {
                 });
             }
             // Granted to a session that left: free it, unless a local
-            // session holds it meanwhile.
+            // session holds or claims it meanwhile (its claim came after
+            // this one, and a release now would undo it).
             (Pending::Abandoned, JobResult::Claimed(username))
-                if self.ledger.holder(&username).is_none() =>
+                if self.ledger.holder(&username).is_none() && !self.is_claimed(&username) =>
             {
                 self.cluster_release(&username);
             }
@@ -770,13 +779,16 @@ impl Hub {
                 // Its `Join` is still to come, under the new name.
                 continue;
             }
-            cluster.ask(
-                JobKind::Part {
-                    room: room.clone(),
-                    user: old.clone(),
-                },
-                Pending::Nobody,
-            );
+            // A change of case keeps the entry's key: the put rewrites it.
+            if old.key() != new.key() {
+                cluster.ask(
+                    JobKind::Part {
+                        room: room.clone(),
+                        user: old.clone(),
+                    },
+                    Pending::Nobody,
+                );
+            }
             cluster.ask(
                 JobKind::Join {
                     room,

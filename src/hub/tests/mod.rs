@@ -295,6 +295,7 @@ fn message_ids(frames: &[Value]) -> Vec<u64> {
 }
 
 mod clients;
+mod cluster;
 mod login;
 mod logs;
 mod messages;

@@ -1,0 +1,224 @@
+//! Cluster mode of the sans-IO hub (issue 14): requests leave as jobs, the
+//! answers and events are handed back by hand, as the bridge would.
+
+use super::*;
+use crate::cluster::{Change, Event, Job, JobKind, JobResult, Member, Output};
+
+const NODE: &str = "node-a";
+
+fn clustered() -> Chat {
+    let mut chat = Chat::open();
+    chat.hub.enable_cluster(NODE);
+    chat
+}
+
+impl Chat {
+    fn jobs(&mut self) -> Vec<Job> {
+        self.hub.drain_cluster_jobs()
+    }
+
+    fn answer(&mut self, ticket: u64, result: JobResult) {
+        self.hub
+            .handle_cluster(Output::Done { ticket, result }, self.now);
+        self.hub.end_turn();
+    }
+
+    fn event(&mut self, event: Event) {
+        self.hub.handle_cluster(Output::Event(event), self.now);
+        self.hub.end_turn();
+    }
+
+    /// Logs `name` in through the cluster and subscribes the lobby if it
+    /// is the node's first member there; its own output is read.
+    fn cluster_login(&mut self, name: &str) -> ConnId {
+        let conn = self.connect();
+        self.send_json(conn, json!({"code": 110, "username": name}));
+        let jobs = self.jobs();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0].kind, JobKind::ClaimName { user: user(name) });
+        self.answer(jobs[0].ticket, JobResult::Claimed(user(name)));
+        for job in self.jobs() {
+            if let JobKind::Subscribe { room } = job.kind {
+                self.answer(job.ticket, JobResult::Subscribed(room));
+            }
+        }
+        // Members, Join: nobody waits for them here.
+        self.jobs();
+        assert_eq!(self.codes(conn), vec![210, 202, 201], "login of {name}");
+        conn
+    }
+}
+
+#[test]
+fn a_login_waits_for_the_cluster_claim_and_the_room_for_its_subscription() {
+    let mut chat = clustered();
+    let alice = chat.connect();
+    chat.send_json(
+        alice,
+        json!({"code": 110, "username": "alice", "ref": "r1"}),
+    );
+    assert_eq!(chat.codes(alice), vec![210], "nothing before the claim");
+    let claim = chat.jobs().remove(0);
+    chat.answer(claim.ticket, JobResult::Claimed(user("alice")));
+    assert_eq!(
+        chat.received(alice),
+        vec![json!({"code": 202, "new": "alice", "ref": "r1"})]
+    );
+    let subscribe = chat.jobs().remove(0);
+    assert_eq!(subscribe.kind, JobKind::Subscribe { room: room(LOBBY) });
+    chat.answer(subscribe.ticket, JobResult::Subscribed(room(LOBBY)));
+    assert_eq!(chat.received(alice), vec![joined("alice", LOBBY)]);
+    let kinds: Vec<JobKind> = chat.jobs().into_iter().map(|job| job.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            JobKind::Members { room: room(LOBBY) },
+            JobKind::Join {
+                room: room(LOBBY),
+                user: user("alice")
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_name_taken_elsewhere_is_409_and_one_node_never_claims_a_name_twice() {
+    let mut chat = clustered();
+    let (one, two) = (chat.connect(), chat.connect());
+    chat.clear_all();
+    chat.send_json(one, json!({"code": 110, "username": "carol"}));
+    chat.send_json(two, json!({"code": 110, "username": "CAROL"}));
+    chat.expect_error(two, 409, "taken");
+    let jobs = chat.jobs();
+    assert_eq!(jobs.len(), 1, "one claim leaves: {jobs:?}");
+    // A second USER while the claim is under way is refused.
+    chat.send_json(one, json!({"code": 110, "username": "dave"}));
+    chat.expect_error(one, 429, "under way");
+    chat.answer(jobs[0].ticket, JobResult::Taken(user("carol")));
+    chat.expect_error(one, 409, "carol");
+    assert_eq!(chat.state_of(one), Some(State::UserAuth));
+}
+
+#[test]
+fn a_claim_granted_after_its_connection_left_is_released() {
+    let mut chat = clustered();
+    let gone = chat.connect();
+    chat.send_json(gone, json!({"code": 110, "username": "erin"}));
+    let claim = chat.jobs().remove(0);
+    chat.hub.handle_closed(gone);
+    chat.answer(claim.ticket, JobResult::Claimed(user("erin")));
+    let kinds: Vec<JobKind> = chat.jobs().into_iter().map(|job| job.kind).collect();
+    assert_eq!(kinds, vec![JobKind::ReleaseName { user: user("erin") }]);
+}
+
+#[test]
+fn say_is_delivered_from_the_stream_event_only_and_a_failure_is_503() {
+    let mut chat = clustered();
+    let alice = chat.cluster_login("alice");
+    chat.send_json(alice, say("hi"));
+    let post = chat.jobs().remove(0);
+    assert!(matches!(post.kind, JobKind::Post { .. }), "{post:?}");
+    chat.answer(
+        post.ticket,
+        JobResult::Posted(ChatMessage {
+            id: 7,
+            ts: TS,
+            target: Target::Room(room(LOBBY)),
+            from: user("alice"),
+            text: "hi".into(),
+        }),
+    );
+    assert!(chat.received(alice).is_empty(), "not from the answer");
+    let message = ChatMessage {
+        id: 7,
+        ts: TS,
+        target: Target::Room(room(LOBBY)),
+        from: user("alice"),
+        text: "hi".into(),
+    };
+    chat.event(Event::Message {
+        message,
+        previous: None,
+    });
+    assert_eq!(
+        chat.received(alice),
+        vec![room_message(7, TS, LOBBY, "alice", "hi")]
+    );
+    chat.send_json(alice, json!({"code": 100, "message": "again", "ref": "s2"}));
+    let post = chat.jobs().remove(0);
+    chat.answer(post.ticket, JobResult::Failed("timed out".into()));
+    let refused = chat.received(alice);
+    assert_eq!(
+        (refused[0]["code"].clone(), refused[0]["ref"].clone()),
+        (json!(503), json!("s2"))
+    );
+    // A full queue is refused the same way, and the session goes on.
+    chat.send_json(alice, say("third"));
+    let post = chat.jobs().remove(0);
+    chat.hub.handle_cluster_busy(post.ticket, chat.now);
+    chat.expect_error(alice, 503, "cluster");
+    assert_eq!(chat.state_of(alice), Some(broadcast("alice")));
+}
+
+#[test]
+fn another_nodes_joins_and_leaves_are_announced_and_this_nodes_events_ignored() {
+    let mut chat = clustered();
+    let alice = chat.cluster_login("alice");
+    let presence = |name: &str, node: &str, change| Event::Presence {
+        room: room(LOBBY),
+        user: user(name),
+        node: node.to_owned(),
+        change,
+    };
+    chat.event(presence("alice", NODE, Change::Joined));
+    assert!(chat.received(alice).is_empty());
+    chat.event(presence("bob", "node-b", Change::Joined));
+    chat.event(presence("bob", "node-b", Change::Joined));
+    assert_eq!(chat.received(alice), vec![joined("bob", LOBBY)]);
+    // An expiry names the key only; the 204 spells it as it joined.
+    chat.event(Event::Presence {
+        room: room(LOBBY),
+        user: user("bob"),
+        node: String::new(),
+        change: Change::Left,
+    });
+    assert_eq!(chat.received(alice), vec![left_room("bob", LOBBY)]);
+    chat.event(presence("bob", "", Change::Left));
+    assert!(chat.received(alice).is_empty(), "once");
+}
+
+#[test]
+fn dms_go_through_the_cluster_and_who_lists_every_node() {
+    let mut chat = clustered();
+    let alice = chat.cluster_login("alice");
+    chat.send_json(alice, dm("nobody", "hello?"));
+    let job = chat.jobs().remove(0);
+    chat.answer(job.ticket, JobResult::NoSuchUser(user("nobody")));
+    chat.expect_error(alice, 404, "nobody");
+    // A DM from another node reaches its local holder.
+    let private = ChatMessage {
+        id: 9,
+        ts: TS,
+        target: Target::User(user("alice")),
+        from: user("bob"),
+        text: "psst".into(),
+    };
+    chat.event(Event::Direct(private));
+    assert_eq!(
+        chat.received(alice),
+        vec![direct_message(9, TS, "alice", "bob", "psst")]
+    );
+    chat.send_json(alice, json!({"code": 103}));
+    let who = chat.jobs().remove(0);
+    assert_eq!(who.kind, JobKind::Members { room: room(LOBBY) });
+    let member = |name: &str, node: &str| Member {
+        user: user(name),
+        node: node.to_owned(),
+    };
+    chat.answer(
+        who.ticket,
+        JobResult::Members(vec![member("alice", NODE), member("bob", "node-b")]),
+    );
+    let frames = chat.received(alice);
+    assert_eq!(frames[0]["users"], json!(["alice", "bob"]));
+}
