@@ -232,6 +232,12 @@ fn who_lists_members_of_every_node_and_presence_crosses_nodes() {
         (joined["new"].clone(), joined["room"].clone()),
         (json!("bob"), json!("den"))
     );
+    // ROOMS counts every node's members.
+    bob.send_json(&json!({"code": 107}));
+    assert_eq!(
+        bob.expect_code(212)["rooms"],
+        json!([{"name": "den", "users": 2}, {"name": "lobby", "users": 2}])
+    );
     bob.send_json(&json!({"code": 105, "room": "den"}));
     let left = alice.expect_code(204);
     assert_eq!(

@@ -342,6 +342,7 @@ impl Worker {
             JobKind::Join { room, user } => self.join(&room, user).await,
             JobKind::Part { room, user } => self.part(&room, &user).await,
             JobKind::Members { room } => self.list_members(&room).await,
+            JobKind::Rooms => self.list_rooms().await,
             JobKind::RecordFailures { keys } => self.record_failures(keys).await,
             JobKind::ReadFailures { keys } => self.read_failures(keys).await,
             JobKind::ClearFailures { keys } => {
@@ -788,6 +789,40 @@ impl Worker {
             .collect();
         members.sort_by_key(|member| member.user.key());
         JobResult::Members(members)
+    }
+
+    /// Every room with a live membership entry, counted: the last entry
+    /// per key of the whole members bucket (delete and expiry markers
+    /// skipped), grouped by the key's room token.
+    async fn list_rooms(&self) -> JobResult {
+        let Ok(store) = self
+            .jetstream
+            .get_stream(format!("KV_{MEMBERS_BUCKET}"))
+            .await
+        else {
+            return failed("the members bucket is gone");
+        };
+        let filter = format!("$KV.{MEMBERS_BUCKET}.*.*");
+        let (messages, _) =
+            match Worker::read(&store, filter, DeliverPolicy::LastPerSubject, usize::MAX).await {
+                Ok(read) => read,
+                Err(error) => return failed(error),
+            };
+        let mut counts: std::collections::BTreeMap<RoomName, usize> = Default::default();
+        for message in &messages {
+            if !is_put(message.headers.as_ref()) {
+                continue;
+            }
+            let room = message
+                .subject
+                .split('.')
+                .nth(2)
+                .and_then(|token| RoomName::parse(token).ok());
+            if let Some(room) = room {
+                *counts.entry(room).or_default() += 1;
+            }
+        }
+        JobResult::Rooms(counts.into_iter().collect())
     }
 
     // The login throttle.

@@ -80,6 +80,9 @@ pub enum JobKind {
     Part { room: RoomName, user: Username },
     /// Everyone in `room`, on every node: `Members`.
     Members { room: RoomName },
+    /// Every room with members on any node, with its member count, sorted
+    /// by name: `Rooms`.
+    Rooms,
     /// One more failed login for each key: `Failures` with the new counts.
     RecordFailures { keys: Vec<ThrottleKey> },
     /// The current failure counts: `Failures`.
@@ -114,6 +117,7 @@ pub enum JobResult {
     Subscribed(RoomName),
     Unsubscribed(RoomName),
     Members(Vec<Member>),
+    Rooms(Vec<(RoomName, usize)>),
     Failures(Vec<(ThrottleKey, u32)>),
     /// The job did its work (Join, Part, ClearFailures).
     Done,

@@ -103,6 +103,10 @@ enum Pending {
         room: RoomName,
         reference: Option<Ref>,
     },
+    Rooms {
+        conn: ConnId,
+        reference: Option<Ref>,
+    },
     Subscribe {
         room: RoomName,
     },
@@ -124,7 +128,8 @@ impl Pending {
             | Pending::Dm { conn, .. }
             | Pending::History { conn, .. }
             | Pending::Backlog { conn, .. }
-            | Pending::Who { conn, .. } => Some(*conn),
+            | Pending::Who { conn, .. }
+            | Pending::Rooms { conn, .. } => Some(*conn),
             _ => None,
         }
     }
@@ -429,6 +434,14 @@ impl Hub {
         }
     }
 
+    /// ROOMS in a cluster, the asking half: every node's rooms.
+    pub(super) fn cluster_rooms(&mut self, conn: ConnId) {
+        let reference = self.held_ref(conn);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.ask(JobKind::Rooms, Pending::Rooms { conn, reference });
+        }
+    }
+
     /// Entering a room in a cluster (JOIN, or the default room at login),
     /// the applying half. Once this node is subscribed to the room (a
     /// `Subscribe` on its first local member), the newcomer is a local
@@ -725,6 +738,19 @@ impl Hub {
                         } else {
                             hub.refuse(conn, Refusal::NoSuchRoom(room));
                         }
+                    });
+                }
+                _ => self.cluster_unavailable(conn, reference),
+            },
+            (Pending::Rooms { conn, reference }, result) => match result {
+                JobResult::Rooms(mut rooms) => {
+                    // The default room exists even when nobody is in it.
+                    let default = &self.config.default_room;
+                    if let Err(at) = rooms.binary_search_by(|(name, _)| name.cmp(default)) {
+                        rooms.insert(at, (default.clone(), 0));
+                    }
+                    self.answer_late_charged(conn, reference, now, |hub| {
+                        hub.send_room_list(conn, rooms);
                     });
                 }
                 _ => self.cluster_unavailable(conn, reference),

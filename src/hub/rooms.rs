@@ -214,11 +214,21 @@ impl Hub {
     /// frames of at most `ROOMS_CHUNK` rooms, the whole answer within its
     /// share of the output cap (`omitted` counts the rooms left out).
     pub(super) fn room_list(&mut self, conn: ConnId) {
+        if self.cluster.is_some() {
+            // Every node's rooms; `handle_cluster` answers.
+            self.cluster_rooms(conn);
+            return;
+        }
         let rooms: Vec<(RoomName, usize)> = self
             .ledger
             .rooms()
             .map(|(name, count)| (name.clone(), count))
             .collect();
+        self.send_room_list(conn, rooms);
+    }
+
+    /// ROOMS, the applying half: 212 frames within the answer's share.
+    pub(super) fn send_room_list(&mut self, conn: ConnId, rooms: Vec<(RoomName, usize)>) {
         let chunks = capped_chunks(&rooms, ROOMS_CHUNK, ROOMS_ENTRY_BYTES, self.answer_cap());
         let last = chunks.len() - 1;
         let omitted = rooms.len() - chunks.iter().map(|chunk| chunk.len()).sum::<usize>();

@@ -222,3 +222,21 @@ fn dms_go_through_the_cluster_and_who_lists_every_node() {
     let frames = chat.received(alice);
     assert_eq!(frames[0]["users"], json!(["alice", "bob"]));
 }
+
+#[test]
+fn rooms_lists_every_nodes_rooms_and_the_default_room_even_when_empty() {
+    let mut chat = clustered();
+    let alice = chat.cluster_login("alice");
+    chat.send_json(alice, json!({"code": 107, "ref": "all"}));
+    let job = chat.jobs().remove(0);
+    assert_eq!(job.kind, JobKind::Rooms);
+    chat.answer(job.ticket, JobResult::Rooms(vec![(room("den"), 3)]));
+    let frames = chat.received(alice);
+    assert_eq!(
+        (frames[0]["rooms"].clone(), frames[0]["ref"].clone()),
+        (
+            json!([{"name": "den", "users": 3}, {"name": "lobby", "users": 0}]),
+            json!("all")
+        )
+    );
+}
