@@ -45,7 +45,17 @@ pub(super) struct Cluster {
     claiming: HashMap<ConnId, NameKey>,
     /// The rooms this node has local members in.
     rooms: HashMap<RoomName, RoomView>,
+    /// Members who joined a room and wait for its backlog: the room's
+    /// messages that arrive meanwhile are held for them, and sent after
+    /// the 208 (those it does not already hold), so a joiner sees the
+    /// backlog first and no message twice, as in local mode. Empty except
+    /// during joins: the fan-out looks here only when it is not.
+    joining: HashMap<(ConnId, RoomName), Vec<ChatMessage>>,
 }
+
+/// Messages held for one joiner while its backlog is read; past this the
+/// newest are dropped (a read slower than `REQUEST_TIMEOUT` fails first).
+const JOIN_HOLD: usize = 1024;
 
 #[derive(Debug, Default)]
 struct RoomView {
@@ -144,6 +154,7 @@ impl Cluster {
             pending: HashMap::new(),
             claiming: HashMap::new(),
             rooms: HashMap::new(),
+            joining: HashMap::new(),
         }
     }
 
@@ -506,6 +517,7 @@ impl Hub {
             Pending::Nobody,
         );
         if let Some(backlog) = backlog {
+            cluster.joining.insert((conn, room.clone()), Vec::new());
             cluster.ask(
                 JobKind::History {
                     room: room.clone(),
@@ -532,6 +544,7 @@ impl Hub {
             },
             Pending::Nobody,
         );
+        cluster.joining.remove(&(conn, room.clone()));
         let mut is_waited_for = false;
         if let Some(view) = cluster.rooms.get_mut(room) {
             view.waiting.retain(|&waiting| waiting != conn);
@@ -557,6 +570,7 @@ impl Hub {
             return;
         };
         cluster.claiming.remove(&conn);
+        cluster.joining.retain(|(joiner, _), _| *joiner != conn);
         for pending in cluster.pending.values_mut() {
             if pending.conn() == Some(conn) {
                 *pending = match pending {
@@ -707,19 +721,34 @@ impl Hub {
                 }
                 _ => self.cluster_unavailable(conn, reference),
             },
-            (Pending::Backlog { conn, room, budget }, JobResult::History(slice))
-                if self.is_member(conn, &room) =>
-            {
-                let slice = trim(slice, HistoryRange::Last, usize::MAX, budget);
-                self.clients.send(
-                    conn,
-                    &ServerMsg::Backlog {
-                        room,
-                        messages: slice.messages,
-                        more: slice.more,
-                        gap: slice.gap,
-                    },
-                );
+            (Pending::Backlog { conn, room, budget }, result) => {
+                let held = self
+                    .cluster
+                    .as_mut()
+                    .and_then(|cluster| cluster.joining.remove(&(conn, room.clone())))
+                    .unwrap_or_default();
+                if !self.is_member(conn, &room) {
+                    return;
+                }
+                // Without a backlog (the read failed) the joiner still
+                // gets what was held for it.
+                let mut newest = 0;
+                if let JobResult::History(slice) = result {
+                    let slice = trim(slice, HistoryRange::Last, usize::MAX, budget);
+                    newest = slice.messages.last().map_or(0, |message| message.id);
+                    self.clients.send(
+                        conn,
+                        &ServerMsg::Backlog {
+                            room,
+                            messages: slice.messages,
+                            more: slice.more,
+                            gap: slice.gap,
+                        },
+                    );
+                }
+                for message in held.into_iter().filter(|message| message.id > newest) {
+                    self.clients.send(conn, &ServerMsg::Message(message));
+                }
             }
             (
                 Pending::Who {
@@ -888,14 +917,7 @@ impl Hub {
 
     fn cluster_event(&mut self, event: Event) {
         match event {
-            Event::Message { message, .. } => {
-                if let Target::Room(room) = &message.target
-                    && let Some(members) = self.ledger.members(room)
-                {
-                    let members = members.to_vec();
-                    self.clients.deliver(&members, &ServerMsg::Message(message));
-                }
-            }
+            Event::Message { message, .. } => self.deliver_room_message(message),
             Event::Direct(message) => self.deliver_direct(message),
             Event::Presence {
                 room,
@@ -914,6 +936,40 @@ impl Hub {
             Event::Disconnected => log::warn!("cluster: NATS connection lost; reconnecting"),
             Event::Reconnected => log::info!("cluster: NATS connection back"),
         }
+    }
+
+    /// A room message from the stream, to the room's local members; held
+    /// for those whose join backlog is still being read.
+    fn deliver_room_message(&mut self, message: ChatMessage) {
+        let Target::Room(room) = &message.target else {
+            return;
+        };
+        let Hub {
+            ledger,
+            clients,
+            cluster,
+            ..
+        } = self;
+        let Some(members) = ledger.members(room) else {
+            return;
+        };
+        let joining = cluster
+            .as_mut()
+            .map(|cluster| &mut cluster.joining)
+            .filter(|joining| !joining.is_empty());
+        let Some(joining) = joining else {
+            clients.deliver(members, &ServerMsg::Message(message));
+            return;
+        };
+        let mut now = Vec::with_capacity(members.len());
+        for &member in members {
+            match joining.get_mut(&(member, room.clone())) {
+                Some(held) if held.len() < JOIN_HOLD => held.push(message.clone()),
+                Some(_) => {}
+                None => now.push(member),
+            }
+        }
+        clients.deliver(&now, &ServerMsg::Message(message));
     }
 
     /// A DM for a user on this node. The sender's own copy comes with the

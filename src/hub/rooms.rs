@@ -347,7 +347,9 @@ impl Hub {
         room: Option<RoomName>,
     ) -> Result<(), Refusal> {
         let room = self.room_or_current(conn, room)?;
-        if self.ledger.members(&room).is_none() {
+        // In a cluster a member may still wait for the room's subscription,
+        // before this node's ledger has the room (never so locally).
+        if self.ledger.members(&room).is_none() && !self.is_member(conn, &room) {
             return Err(Refusal::NoSuchRoom(room));
         }
         if !self.is_member(conn, &room) {
@@ -360,16 +362,16 @@ impl Hub {
     /// PART, the applying half: the members, the leaver among them, are
     /// told (only the leaver, in a quiet room), then it leaves the room.
     pub(super) fn parted(&mut self, conn: ConnId, username: Username, room: RoomName) {
-        if let Some(members) = self.ledger.members(&room) {
-            let left = ServerMsg::Disconnected {
-                username,
-                room: Some(room.clone()),
-            };
-            if self.is_room_quiet(&room, members) {
-                self.clients.send(conn, &left);
-            } else {
+        let left = ServerMsg::Disconnected {
+            username,
+            room: Some(room.clone()),
+        };
+        match self.ledger.members(&room) {
+            Some(members) if !self.is_room_quiet(&room, members) => {
                 self.clients.deliver(members, &left);
             }
+            // Quiet, or (in a cluster) left before its subscription came.
+            _ => self.clients.send(conn, &left),
         }
         self.remove_from_room(conn, &room);
     }

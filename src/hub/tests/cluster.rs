@@ -240,3 +240,61 @@ fn rooms_lists_every_nodes_rooms_and_the_default_room_even_when_empty() {
         )
     );
 }
+
+fn lobby_message(id: u64, text: &str) -> ChatMessage {
+    ChatMessage {
+        id,
+        ts: TS,
+        target: Target::Room(room(LOBBY)),
+        from: user("bob"),
+        text: text.into(),
+    }
+}
+
+#[test]
+fn a_joiner_gets_its_backlog_first_and_no_message_twice() {
+    let mut chat = clustered();
+    chat.hub.set_config(HubConfig {
+        history_backlog: Some(10),
+        ..test_config()
+    });
+    let alice = chat.connect();
+    chat.send_json(alice, json!({"code": 110, "username": "alice"}));
+    let claim = chat.jobs().remove(0);
+    chat.answer(claim.ticket, JobResult::Claimed(user("alice")));
+    let subscribe = chat.jobs().remove(0);
+    chat.answer(subscribe.ticket, JobResult::Subscribed(room(LOBBY)));
+    assert_eq!(chat.codes(alice), vec![210, 202, 201]);
+    let backlog = chat
+        .jobs()
+        .into_iter()
+        .find(|job| matches!(job.kind, JobKind::History { .. }))
+        .expect("the backlog is read");
+    // Stored while the backlog is read: one is in it, one is newer.
+    let live = |id, text| Event::Message {
+        message: lobby_message(id, text),
+        previous: None,
+    };
+    chat.event(live(5, "in the backlog"));
+    chat.event(live(6, "newer"));
+    assert!(chat.received(alice).is_empty(), "held until the backlog");
+    chat.answer(
+        backlog.ticket,
+        JobResult::History(crate::cluster::HistorySlice {
+            messages: vec![lobby_message(4, "old"), lobby_message(5, "in the backlog")],
+            more: false,
+            gap: false,
+        }),
+    );
+    let frames = chat.received(alice);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0]["code"], 208);
+    assert_eq!(frames[0]["messages"][1]["id"], 5);
+    assert_eq!(frames[0]["messages"][0]["id"], 4);
+    assert_eq!(frames[1], room_message(6, TS, LOBBY, "bob", "newer"));
+    chat.event(live(7, "live"));
+    assert_eq!(
+        chat.received(alice),
+        vec![room_message(7, TS, LOBBY, "bob", "live")]
+    );
+}
