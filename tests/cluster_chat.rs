@@ -345,3 +345,21 @@ fn when_nats_goes_away_requests_get_503_and_the_session_goes_on() {
     alice.send_json(&json!({"code": 108, "token": "still here"}));
     assert_eq!(alice.expect_code(207)["token"], "still here");
 }
+
+#[test]
+fn a_daemon_that_cannot_reach_nats_makes_start_exit_1_naming_it() {
+    let port = free_port();
+    let launch = Launch::new()
+        .config(&format!(
+            "listen = \"127.0.0.1:0\"\npid_file = \"riftd.pid\"\nlog_file = \"riftd.log\"\n\
+             cluster_url = \"nats://127.0.0.1:{port}\"\n"
+        ))
+        .args(&["-d", "start"]);
+    let finished = launch.run_to_exit();
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        finished.stderr
+    );
+}
