@@ -12,7 +12,10 @@
 //! this order, once per loop turn.
 //!
 //! - **Inputs** (`handle_*`), as events arrive: `handle_connected` for an
-//!   accepted socket (it is greeted), then for each read `handle_line` per
+//!   accepted socket (it is greeted; `handle_connected_with` and
+//!   `Greeting::Deferred` hold the greeting until `handle_greet` says how
+//!   it speaks, `Framing::Lines` or `WebSocket`, or `handle_http_answered`
+//!   ends it ungreeted), then for each read `handle_line` per
 //!   complete line, `handle_codec_error` for a line the codec could not
 //!   deliver, `handle_telnet` once the codec has seen telnet negotiation,
 //!   `handle_eof` when the peer closed its side. Verdicts of the password
@@ -73,7 +76,7 @@ mod messages;
 mod refusal;
 mod rooms;
 
-pub use clients::{AfterFlush, CutOff, Fate};
+pub use clients::{AfterFlush, CutOff, Fate, Framing, Greeting};
 pub use login::{MAX_PASSWORD_FAILURES, VerifyJob};
 pub use messages::{ANSWER_BURST, ANSWER_RATE, ANSWER_SHARE};
 pub use rooms::{MAX_ROOMS_PER_USER, ROOMS_CHUNK, WHO_CHUNK};
@@ -304,7 +307,7 @@ impl Hub {
             return;
         };
         if client.state == State::Listen {
-            client.mode = Some(if line.starts_with('{') {
+            client.mode = Some(if line.starts_with('{') || client.framing == Framing::WebSocket {
                 Mode::Json
             } else {
                 Mode::Text
