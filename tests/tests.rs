@@ -15,3 +15,4 @@ mod history;
 mod riftc;
 mod robustness;
 mod systemd;
+mod websocket;
