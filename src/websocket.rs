@@ -614,8 +614,14 @@ mod tests {
             ),
             // A close frame with a one-byte payload or a code not to be sent.
             (frame(true, OP_CLOSE, b"\x03"), CloseCode::Protocol),
-            (frame(true, OP_CLOSE, &1005u16.to_be_bytes()), CloseCode::Protocol),
-            (frame(true, OP_CLOSE, &999u16.to_be_bytes()), CloseCode::Protocol),
+            (
+                frame(true, OP_CLOSE, &1005u16.to_be_bytes()),
+                CloseCode::Protocol,
+            ),
+            (
+                frame(true, OP_CLOSE, &999u16.to_be_bytes()),
+                CloseCode::Protocol,
+            ),
             (frame(true, OP_BINARY, b"\x00\x01"), CloseCode::Unsupported),
         ];
         for (input, code) in cases {

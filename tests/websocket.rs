@@ -152,7 +152,12 @@ impl RawSocket {
         }
         if is_masked {
             frame.extend_from_slice(&mask);
-            frame.extend(payload.iter().enumerate().map(|(at, byte)| byte ^ mask[at % 4]));
+            frame.extend(
+                payload
+                    .iter()
+                    .enumerate()
+                    .map(|(at, byte)| byte ^ mask[at % 4]),
+            );
         } else {
             frame.extend_from_slice(payload);
         }
@@ -171,9 +176,10 @@ impl RawSocket {
                 assert_eq!(self.buffer[0] & 0x80, 0x80, "server frames are final");
                 assert_eq!(self.buffer[1] & 0x80, 0, "server frames are unmasked");
                 let (len, start) = match self.buffer[1] {
-                    126 if self.buffer.len() >= 4 => {
-                        (usize::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])), 4)
-                    }
+                    126 if self.buffer.len() >= 4 => (
+                        usize::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])),
+                        4,
+                    ),
                     127 if self.buffer.len() >= 10 => {
                         let mut bytes = [0; 8];
                         bytes.copy_from_slice(&self.buffer[2..10]);
@@ -239,7 +245,10 @@ fn http_exchange(port: u16, request: &str) -> String {
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut chunk = [0; 4096];
     loop {
-        assert!(Instant::now() < deadline, "the response did not end in time");
+        assert!(
+            Instant::now() < deadline,
+            "the response did not end in time"
+        );
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(count) => response.extend_from_slice(&chunk[..count]),
@@ -258,7 +267,10 @@ fn a_websocket_client_chats_with_a_tcp_client_in_the_same_room() {
     let mut tcp = Client::json(server.port());
     tcp.login("bob");
     assert_eq!(expect_code(&mut web, 201)["new"], "bob");
-    send_json(&mut web, &json!({"code": 100, "message": "hello from a browser"}));
+    send_json(
+        &mut web,
+        &json!({"code": 100, "message": "hello from a browser"}),
+    );
     let said = tcp.expect_code(200);
     assert_eq!(said["message"]["from"], "ann");
     assert_eq!(said["message"]["text"], "hello from a browser");
@@ -382,9 +394,18 @@ fn binary_messages_are_closed_with_1003() {
 fn origins_other_than_the_pages_own_are_refused_with_403() {
     let server = Server::with_config(WEB);
     let port = server.port();
-    let response = http_exchange(port, &upgrade_request(port, "Origin: http://evil.example\r\n"));
-    assert!(response.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{response}");
-    assert!(!response.contains("\"code\""), "no chat frame over HTTP: {response}");
+    let response = http_exchange(
+        port,
+        &upgrade_request(port, "Origin: http://evil.example\r\n"),
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 403 Forbidden\r\n"),
+        "{response}"
+    );
+    assert!(
+        !response.contains("\"code\""),
+        "no chat frame over HTTP: {response}"
+    );
     // The page's own origin (the Host, with the listener's scheme) may.
     let mut raw = RawSocket {
         stream: tcp(port),
@@ -422,7 +443,10 @@ fn other_http_requests_get_proper_errors_and_no_greeting() {
     for (request, status) in [
         ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "404 Not Found"),
         ("GET /chat HTTP/1.1\r\nHost: x\r\n\r\n", "404 Not Found"),
-        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "405 Method Not Allowed"),
+        (
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            "405 Method Not Allowed",
+        ),
         ("GET / HTTP/1.1\r\nHost x\r\n\r\n", "400 Bad Request"),
     ] {
         let response = http_exchange(port, request);
@@ -432,7 +456,10 @@ fn other_http_requests_get_proper_errors_and_no_greeting() {
         );
         assert!(!response.contains("\"code\":210"), "{response}");
         let (head, body) = response.split_once("\r\n\r\n").expect("a whole response");
-        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
     }
     let huge = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "y".repeat(9000));
     assert!(http_exchange(port, &huge).starts_with("HTTP/1.1 431 "));
@@ -449,7 +476,10 @@ fn slow_http_headers_hit_the_login_deadline_with_408() {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).expect("read failed");
     let response = String::from_utf8(response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{response:?}");
+    assert!(
+        response.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{response:?}"
+    );
     assert!(started.elapsed() < READ_TIMEOUT);
 }
 
@@ -459,7 +489,10 @@ fn with_web_off_an_http_request_line_still_gets_todays_400() {
     let mut client = Client::json(server.port());
     client.send("GET / HTTP/1.1");
     let refusal = client.recv_line();
-    assert!(refusal.contains("not an HTTP server") && refusal.contains("(400)"), "{refusal}");
+    assert!(
+        refusal.contains("not an HTTP server") && refusal.contains("(400)"),
+        "{refusal}"
+    );
     client.expect_eof();
 }
 
@@ -563,7 +596,10 @@ fn wss_over_a_tls_listener_chats_with_the_pages_https_origin() {
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
             assert_eq!(response.status(), 403)
         }
-        other => panic!("expected 403, got {:?}", other.map(|(_, response)| response)),
+        other => panic!(
+            "expected 403, got {:?}",
+            other.map(|(_, response)| response)
+        ),
     }
 }
 

@@ -270,7 +270,10 @@ mod tests {
 
     #[test]
     fn web_is_off_by_default_and_origins_must_be_origins() {
-        let config = RawConfig::from_toml("web = true").unwrap().validate().unwrap();
+        let config = RawConfig::from_toml("web = true")
+            .unwrap()
+            .validate()
+            .unwrap();
         assert!(config.web().is_some());
         let listed = RawConfig::from_toml(
             "web = true\nweb_origins = [\"https://chat.example\", \"http://[::1]:8080\"]",
@@ -279,7 +282,11 @@ mod tests {
         .validate()
         .unwrap();
         assert!(listed.web().is_some());
-        for bad in ["chat.example", "https://chat.example/", "https://chat.example/page"] {
+        for bad in [
+            "chat.example",
+            "https://chat.example/",
+            "https://chat.example/page",
+        ] {
             let error = RawConfig::from_toml(&format!("web = true\nweb_origins = [{bad:?}]"))
                 .unwrap()
                 .validate()

@@ -526,3 +526,163 @@ impl Hub {
         self.clients.get(conn).map(|client| &client.state)
     }
 }
+
+#[cfg(test)]
+mod websocket_tests {
+    //! The greeting held for web listeners and the WebSocket encoding;
+    //! the rest of the hub is tested in `hub/tests`.
+    use super::super::HubConfig;
+    use super::*;
+    use crate::auth::Auth;
+    use crate::proto::RoomName;
+    use serde_json::{Value, json};
+
+    const NOW: Now = Now {
+        unix_ms: 1_700_000_000_000,
+        mono_ms: 0,
+    };
+
+    fn hub() -> Hub {
+        Hub::new(HubConfig {
+            auth: Auth::Open,
+            default_room: RoomName::parse("lobby").unwrap(),
+            max_output_bytes: 1 << 30,
+            require_tls_for_password: false,
+            history_backlog: None,
+            history_keep: 100,
+            history_max_bytes: usize::MAX,
+            quiet_room_size: 0,
+            auth_timeout_ms: u64::MAX / 4,
+            idle_timeout_ms: 0,
+            flood_rate: 0.0,
+            flood_burst: 1.0,
+        })
+    }
+
+    fn connect(hub: &mut Hub, index: usize, greeting: Greeting) -> ConnId {
+        let conn = ConnId(index);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        hub.handle_connected_with(conn, peer, Wire::Plain, greeting, NOW);
+        conn
+    }
+
+    /// Everything the connection is owed, taken.
+    fn take(hub: &mut Hub, conn: ConnId) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        hub.with_output(conn, |outbox, arena| {
+            let _ = outbox.write_to(arena, &mut bytes);
+        });
+        bytes
+    }
+
+    /// Server WebSocket frames as their JSON payloads; each must be one
+    /// final, unmasked text frame holding one line without its `\n`.
+    fn messages(mut bytes: &[u8]) -> Vec<Value> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            assert_eq!(bytes[0], 0x81, "a final text frame");
+            let (len, start) = match bytes[1] {
+                126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+                127 => panic!("no frame here is that long"),
+                len => (usize::from(len), 2),
+            };
+            let payload = &bytes[start..start + len];
+            assert!(!payload.contains(&b'\n'), "one line, no terminator");
+            frames.push(serde_json::from_slice(payload).unwrap());
+            bytes = &bytes[start + len..];
+        }
+        frames
+    }
+
+    fn line(hub: &mut Hub, conn: ConnId, frame: Value) {
+        hub.handle_line(conn, &frame.to_string(), NOW);
+    }
+
+    #[test]
+    fn a_held_greeting_waits_for_handle_greet_and_nothing_goes_out_before_it() {
+        let mut hub = hub();
+        let now = connect(&mut hub, 0, Greeting::Now);
+        let held = connect(&mut hub, 1, Greeting::Deferred);
+        let greeting = take(&mut hub, now);
+        assert!(greeting.starts_with(b"{\"code\":210"));
+        assert!(take(&mut hub, held).is_empty());
+        hub.handle_greet(held, Framing::Lines);
+        assert_eq!(
+            take(&mut hub, held),
+            greeting,
+            "the same greeting, byte for byte"
+        );
+        // Once only.
+        hub.handle_greet(held, Framing::Lines);
+        assert!(take(&mut hub, held).is_empty());
+    }
+
+    #[test]
+    fn an_http_answer_ends_a_held_session_ungreeted() {
+        let mut hub = hub();
+        let conn = connect(&mut hub, 0, Greeting::Deferred);
+        assert_eq!(hub.handle_http_answered(conn), Fate::Leaving);
+        assert!(take(&mut hub, conn).is_empty());
+    }
+
+    #[test]
+    fn a_websocket_client_is_greeted_in_a_frame_and_stays_in_json_mode() {
+        let mut hub = hub();
+        let conn = connect(&mut hub, 0, Greeting::Deferred);
+        hub.handle_greet(conn, Framing::WebSocket);
+        let greeting = messages(&take(&mut hub, conn));
+        assert_eq!(greeting[0]["code"], 210);
+        hub.handle_line(conn, "ann", NOW);
+        assert_eq!(messages(&take(&mut hub, conn))[0]["code"], 400);
+        // Answers with a ref go through `enqueue_with`: framed too.
+        line(
+            &mut hub,
+            conn,
+            json!({"code": 108, "token": 7, "ref": "r1"}),
+        );
+        assert_eq!(
+            messages(&take(&mut hub, conn)),
+            [json!({"code": 207, "token": 7, "ref": "r1"})]
+        );
+    }
+
+    #[test]
+    fn a_fan_out_frames_once_per_turn_for_all_websocket_members() {
+        let mut hub = hub();
+        let speaker = connect(&mut hub, 0, Greeting::Now);
+        line(&mut hub, speaker, json!({"code": 110, "username": "ann"}));
+        let members: Vec<ConnId> = (1..=5)
+            .map(|index| {
+                let conn = connect(&mut hub, index, Greeting::Deferred);
+                hub.handle_greet(conn, Framing::WebSocket);
+                line(
+                    &mut hub,
+                    conn,
+                    json!({"code": 110, "username": format!("web{index}")}),
+                );
+                conn
+            })
+            .collect();
+        hub.end_turn();
+        for conn in std::iter::once(speaker).chain(members.iter().copied()) {
+            take(&mut hub, conn);
+        }
+        let before = hub.clients.arena.len();
+        line(&mut hub, speaker, json!({"code": 100, "message": "hi all"}));
+        let grown = hub.clients.arena.len() - before;
+        let json_line = take(&mut hub, speaker);
+        assert!(json_line.ends_with(b"\n"));
+        let heard: Vec<Vec<u8>> = members.iter().map(|&conn| take(&mut hub, conn)).collect();
+        assert!(heard.windows(2).all(|pair| pair[0] == pair[1]));
+        let frame = &heard[0];
+        assert_eq!(
+            frame.len(),
+            2 + json_line.len() - 1,
+            "header + line without \\n"
+        );
+        assert_eq!(&frame[2..], &json_line[..json_line.len() - 1]);
+        assert_eq!(messages(frame)[0]["message"]["text"], "hi all");
+        // One JSON line and one WebSocket frame in the arena, not six.
+        assert_eq!(grown, json_line.len() + frame.len());
+    }
+}

@@ -372,7 +372,10 @@ mod tests {
             refused("POST / HTTP/1.1\r\nHost: x\r\n\r\n"),
             Status::MethodNotAllowed
         );
-        assert_eq!(refused("GET / HTTP/1.1\r\nHo st: x\r\n\r\n"), Status::BadRequest);
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHo st: x\r\n\r\n"),
+            Status::BadRequest
+        );
         assert_eq!(refused("GET /\r\n\r\n"), Status::BadRequest);
     }
 

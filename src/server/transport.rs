@@ -15,7 +15,9 @@
 //! between outbox frames.
 
 use super::conn::CloseReason;
-use super::http::{self, GREETING_DELAY, MAX_HEAD_BYTES, Scheme, Sniff, Status, Verdict, WebSettings};
+use super::http::{
+    self, GREETING_DELAY, MAX_HEAD_BYTES, Scheme, Sniff, Status, Verdict, WebSettings,
+};
 use crate::hub::Wire;
 use crate::outbox::{Arena, Flushed, Outbox};
 use crate::tls::{self, Received};
@@ -45,7 +47,10 @@ pub enum Transport {
 pub enum Read {
     /// `len` bytes of protocol lines at the start of the buffer, from
     /// `cost` bytes taken from the peer.
-    Data { len: usize, cost: usize },
+    Data {
+        len: usize,
+        cost: usize,
+    },
     /// `cost` bytes taken, nothing to hand on yet (TLS records, a partial
     /// frame or request, a control frame, input after the end).
     Consumed(usize),
@@ -57,7 +62,11 @@ pub enum Read {
     Ended,
     /// The gate decided (`Switch`); `len` bytes of protocol lines follow
     /// at the start of the buffer.
-    Switched { to: Switch, len: usize, cost: usize },
+    Switched {
+        to: Switch,
+        len: usize,
+        cost: usize,
+    },
 }
 
 /// What the gate decided about a connection.
@@ -141,7 +150,8 @@ impl Transport {
 
     /// Reads into `buf`: one socket read at most.
     pub fn read(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<Read> {
-        if buf.len() < MIN_FRAMED_READ && matches!(self, Transport::Http(_) | Transport::WebSocket(_))
+        if buf.len() < MIN_FRAMED_READ
+            && matches!(self, Transport::Http(_) | Transport::WebSocket(_))
         {
             // The turn's budget is nearly spent: spend the rest, and read
             // a whole share next turn (the gate and the decoder need room).
@@ -318,9 +328,7 @@ impl Transport {
             Transport::Http(gate) => {
                 gate.written < gate.response.len() || gate.inner.has_own_output()
             }
-            Transport::WebSocket(socket) => {
-                !socket.own.is_empty() || socket.inner.has_own_output()
-            }
+            Transport::WebSocket(socket) => !socket.own.is_empty() || socket.inner.has_own_output(),
         }
     }
 
@@ -466,7 +474,8 @@ impl HttpGate {
             return self.inner.write(stream, outbox, arena);
         }
         outbox.clear();
-        let (taken, flushed) = write_bytes(&mut self.inner, stream, &self.response[self.written..])?;
+        let (taken, flushed) =
+            write_bytes(&mut self.inner, stream, &self.response[self.written..])?;
         self.written += taken;
         Ok(flushed)
     }
