@@ -507,6 +507,12 @@ fn nc_users_on_a_web_listener_are_greeted_without_saying_anything() {
     client.expect_line("ann");
     let mut json = Client::json(server.port());
     json.login("bob");
+    // Once greeted, a connection speaks lines for good: a request line
+    // then is refused as it is without `web`.
+    let mut late = Client::json(server.port());
+    late.send("GET / HTTP/1.1");
+    assert!(late.recv_line().contains("(400)"));
+    late.expect_eof();
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! One accepted socket as the event loop sees it: the stream, its transport
-//! (plain or TLS), its line codec, its phase (open, quitting, draining,
+//! (plain, TLS, the HTTP gate of `web = true`, WebSocket), its line codec, its phase (open, quitting, draining,
 //! closed) and the readiness it is registered for. It reads itself (bytes
 //! through the transport into the codec, lines into the hub) and flushes
 //! itself (the outbox through the transport), and follows the hub's answer
@@ -17,6 +17,11 @@
 //! A connection is removed at the end of the turn in which it is `Closed`;
 //! the shell then tells the hub (`Hub::handle_closed`), which frees its
 //! name and sends the 204s.
+//!
+//! On a web-enabled listener the hub holds the greeting: the connection
+//! tells it when the transport's gate decides (`Hub::handle_greet` with
+//! the framing, or `handle_http_answered`), or when the gate's delay passes
+//! with nothing decided (`greet_if_due`, from the server's timer).
 
 use super::http::Status;
 use super::instant_after;
