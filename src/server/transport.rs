@@ -27,6 +27,8 @@ use rustls::ServerConnection;
 use std::io::{self, Read as _};
 use std::sync::Arc;
 
+/// Bytes of our own (pongs) a WebSocket may owe; pongs past it are dropped.
+const MAX_OWN_BYTES: usize = 64 * 1024;
 /// The least buffer the gate and the WebSocket decoder read into.
 const MIN_FRAMED_READ: usize = 64;
 
@@ -503,9 +505,16 @@ impl WebSocket {
             Read::Data { len, cost } => (len, cost),
             other => return Ok(other),
         };
+        let mut pongs = Vec::new();
         let decoded = self
             .decoder
-            .decode(&raw[..len], &mut out[..len + 1], &mut self.own);
+            .decode(&raw[..len], &mut out[..len + 1], &mut pongs);
+        if self.own.len().saturating_add(pongs.len()) <= MAX_OWN_BYTES {
+            self.own.append(&mut pongs);
+        }
+        // Else a client that pings and does not read its pongs gets no
+        // more of them (RFC 6455 lets a pong answer only the latest ping):
+        // what we owe it of our own stays bounded.
         if let Some(end) = decoded.end {
             self.close = Some(match end {
                 End::Closed(code) | End::Failed(code) => code,
