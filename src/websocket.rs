@@ -654,6 +654,50 @@ mod tests {
         assert_eq!(end, None);
     }
 
+    proptest::proptest! {
+        /// Any messages, cut into any fragments with pings between them,
+        /// fed in reads of any size: each message is one line, each ping
+        /// one pong, and the decoder's output never outgrows its input.
+        #[test]
+        fn any_fragmentation_and_reads_give_the_same_lines(
+            messages in proptest::collection::vec("[^\r\n]{0,40}", 1..8),
+            cut in 1usize..17,
+            read in 1usize..40,
+        ) {
+            let mut input = Vec::new();
+            let mut pings = 0;
+            for message in &messages {
+                let bytes = message.as_bytes();
+                let pieces: Vec<&[u8]> = if bytes.is_empty() {
+                    vec![&[][..]]
+                } else {
+                    bytes.chunks(cut).collect()
+                };
+                for (index, piece) in pieces.iter().enumerate() {
+                    let opcode = if index == 0 { OP_TEXT } else { OP_CONTINUATION };
+                    input.extend(frame(index + 1 == pieces.len(), opcode, piece));
+                    if index + 1 < pieces.len() {
+                        input.extend(frame(true, OP_PING, b"p"));
+                        pings += 1;
+                    }
+                }
+            }
+            let mut decoder = Decoder::default();
+            let mut lines = Vec::new();
+            let mut replies = Vec::new();
+            for piece in input.chunks(read) {
+                let mut out = vec![0; piece.len() + 1];
+                let decoded = decoder.decode(piece, &mut out, &mut replies);
+                proptest::prop_assert!(decoded.written <= piece.len() + 1);
+                proptest::prop_assert_eq!(decoded.end, None);
+                lines.extend_from_slice(&out[..decoded.written]);
+            }
+            let expected: String = messages.iter().map(|message| format!("{message}\n")).collect();
+            proptest::prop_assert_eq!(String::from_utf8(lines).unwrap(), expected);
+            proptest::prop_assert_eq!(replies, [0x8A, 1, b'p'].repeat(pings));
+        }
+    }
+
     #[test]
     fn output_never_outgrows_input_plus_one() {
         // Many small final frames, cut anywhere: the decoder's promise
