@@ -307,13 +307,14 @@ impl Hub {
             return;
         };
         if client.state == State::Listen {
-            client.mode = Some(
-                if line.starts_with('{') || client.framing == Framing::WebSocket {
-                    Mode::Json
-                } else {
-                    Mode::Text
-                },
-            );
+            client.mode = Some(if line.starts_with('{') {
+                Mode::Json
+            } else {
+                Mode::Text
+            });
+            if client.framing == Framing::WebSocket {
+                client.mode = Some(Mode::Json); // JSON only over WebSocket.
+            }
             // Through the machine, like every move of a session.
             match client.state.next(Input::FirstLine) {
                 Ok(next) => client.state = next,
