@@ -3,6 +3,8 @@
 //! Code map (the pure core first; it does no socket IO and reads no clock;
 //! `accounts` and `config` read and write their own files, nothing else does):
 //! - [`codec`]: bytes to lines (cap, `\r\n`, telnet stripping, UTF-8).
+//! - [`websocket`]: RFC 6455 framing: the handshake key, server frames, and
+//!   client frames decoded into protocol lines.
 //! - [`proto`]: codes, names, requests, frames and the journal's records;
 //!   the only JSON user.
 //! - [`session`]: the LISTEN → USER AUTH → PASS AUTH → BROADCAST → QUIT machine.
@@ -27,7 +29,8 @@
 //!
 //! The shell around it:
 //! - [`server`]: the single-threaded mio event loop, signals and timers;
-//!   each connection with its phase and its transport (plain or TLS).
+//!   each connection with its phase and its transport (plain, TLS, the HTTP
+//!   gate of `web = true`, WebSocket over either).
 //! - [`daemon`]: locked pidfile, fork with a readiness pipe, stop/status.
 //! - [`tls`]: certificates into rustls; bytes between socket, rustls, outbox.
 //! - [`cluster`]: cluster mode's bridge to NATS JetStream: one thread with
@@ -54,3 +57,4 @@ pub mod server;
 pub mod session;
 pub mod throttle;
 pub mod tls;
+pub mod websocket;

@@ -16,3 +16,4 @@ mod history;
 mod riftc;
 mod robustness;
 mod systemd;
+mod websocket;

@@ -30,7 +30,7 @@ mod ranges;
 mod raw;
 mod rules;
 
-pub use crate::server::{FsyncPolicy, HistoryConfig};
+pub use crate::server::{FsyncPolicy, HistoryConfig, WebSettings};
 pub use files::{
     MAX_CONFIG_FILE_BYTES, MAX_PASSWORD_FILE_BYTES, MAX_TLS_FILE_BYTES, MAX_USERS_FILE_BYTES,
     describe_file_type, read_regular_file, read_regular_text,
@@ -114,6 +114,8 @@ pub struct Config {
     quiet_room_size: usize,
     /// Cluster mode, when `cluster_url` is set.
     cluster: Option<ClusterSettings>,
+    /// `web = true`: who may open a WebSocket (`web_origins`).
+    web: Option<Arc<WebSettings>>,
 }
 
 impl Config {
@@ -195,6 +197,11 @@ impl Config {
         }
     }
 
+    /// HTTP and WebSocket on the listeners (`web = true`), or `None`.
+    pub fn web(&self) -> Option<&Arc<WebSettings>> {
+        self.web.as_ref()
+    }
+
     /// Cluster mode's settings, or `None` for a single node.
     pub fn cluster(&self) -> Option<&ClusterSettings> {
         self.cluster.as_ref()
@@ -258,6 +265,34 @@ mod tests {
         assert_eq!(config.quiet_room_size, 500);
         assert_eq!(config.default_room.as_str(), "lobby");
         assert_eq!(config.auth(), Auth::Open);
+        assert!(config.web().is_none());
+    }
+
+    #[test]
+    fn web_is_off_by_default_and_origins_must_be_origins() {
+        let config = RawConfig::from_toml("web = true")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(config.web().is_some());
+        let listed = RawConfig::from_toml(
+            "web = true\nweb_origins = [\"https://chat.example\", \"http://[::1]:8080\"]",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(listed.web().is_some());
+        for bad in [
+            "chat.example",
+            "https://chat.example/",
+            "https://chat.example/page",
+        ] {
+            let error = RawConfig::from_toml(&format!("web = true\nweb_origins = [{bad:?}]"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(error.to_string().contains("web_origins"), "{error}");
+        }
     }
 
     #[test]

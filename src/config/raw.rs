@@ -113,6 +113,12 @@ pub struct RawConfig {
     /// PEM client certificate chain and key for NATS (both or neither).
     pub cluster_tls_cert: Option<PathBuf>,
     pub cluster_tls_key: Option<PathBuf>,
+    /// Serve HTTP on the listeners: WebSocket clients upgrade on `GET /`;
+    /// the greeting waits for a client's first bytes (or a short delay).
+    pub web: bool,
+    /// `Origin`s allowed to open a WebSocket (`https://host[:port]`);
+    /// empty (the default): only the page's own origin.
+    pub web_origins: Vec<String>,
     /// The file this config was read from, if any.
     #[serde(skip)]
     pub(super) source: Option<PathBuf>,
@@ -156,6 +162,8 @@ impl Default for RawConfig {
             cluster_tls_ca: None,
             cluster_tls_cert: None,
             cluster_tls_key: None,
+            web: false,
+            web_origins: Vec::new(),
             source: None,
         }
     }

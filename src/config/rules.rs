@@ -9,6 +9,7 @@ use super::ranges::check_range;
 use super::{AuthSetting, Config, ConfigError, RawConfig, invalid};
 use crate::accounts::Users;
 use crate::auth::Auth;
+use crate::server::WebSettings;
 use crate::tls::load_server_config;
 use std::path::Path;
 use std::sync::Arc;
@@ -86,6 +87,19 @@ impl RawConfig {
             (None, Some(users)) => Auth::Accounts { users },
             (None, None) => Auth::Open,
         };
+        for origin in &self.web_origins {
+            if !crate::server::is_origin(origin) {
+                return Err(invalid(
+                    "web_origins",
+                    format!(
+                        "{origin:?} is not an origin: write scheme and host as a browser sends them, like \"https://chat.example\" or \"http://127.0.0.1:5050\" (no path, no trailing slash)"
+                    ),
+                ));
+            }
+        }
+        let web = self
+            .web
+            .then(|| Arc::new(WebSettings::new(&self.web_origins)));
         let cluster = self.cluster_settings()?;
         let history_file = self.history_path().map(Path::to_owned);
         Ok(Config {
@@ -113,6 +127,7 @@ impl RawConfig {
             history_max_bytes: self.history_max_bytes,
             quiet_room_size: self.quiet_room_size,
             cluster,
+            web,
         })
     }
 

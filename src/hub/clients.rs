@@ -1,13 +1,16 @@
 //! The connection table and fan-out: one `Client` per connection, frames
-//! encoded once per mode into the turn arena and queued as spans in each
-//! recipient's outbox; the output cap (a slow consumer is cut off) and the
-//! end of a turn. Decides nothing about the chat.
+//! encoded once per encoding (JSON, text, WebSocket) into the turn arena
+//! and queued as spans in each recipient's outbox; the greeting (at once,
+//! or held until the shell says how the client speaks); the output cap (a
+//! slow consumer is cut off) and the end of a turn. Decides nothing about
+//! the chat.
 
 use super::{ConnId, Hub, Now, Wire};
 use crate::flood::{ByteBudget, TokenBucket};
 use crate::outbox::{Arena, Flushed, Outbox, Span};
 use crate::proto::{Features, RoomName, ServerMsg};
 use crate::session::{Mode, State};
+use crate::websocket;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -52,6 +55,34 @@ pub enum AfterFlush {
     CutOff(CutOff),
 }
 
+/// When a new connection is greeted (the 210).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    /// At once, as on every listener without `web`.
+    Now,
+    /// When the shell calls `Hub::handle_greet`: a web-enabled listener
+    /// holds it until the first bytes tell HTTP from protocol lines.
+    Deferred,
+}
+
+/// How the connection's lines are framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Lines ending in `\n`, as written (TCP or TLS).
+    Lines,
+    /// One WebSocket text message per line, without its `\n`; JSON mode
+    /// only.
+    WebSocket,
+}
+
+/// How one frame is spelled for one recipient: a `FrameCache` slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    Json,
+    Text,
+    WebSocket,
+}
+
 /// One connection's view from the hub.
 #[derive(Debug)]
 pub(super) struct Client {
@@ -70,6 +101,10 @@ pub(super) struct Client {
     pub(super) is_telnet: bool,
     /// We sent `IAC WILL ECHO` (the password prompt) and owe `IAC WONT ECHO`.
     pub(super) is_echo_off: bool,
+    /// Lines or WebSocket messages (JSON mode then, whatever it sends).
+    pub(super) framing: Framing,
+    /// The greeting is held (`Greeting::Deferred`) until `handle_greet`.
+    pub(super) is_greeting_held: bool,
     /// Rooms joined, oldest first; the last one is the current room, where
     /// a SAY without `room` goes.
     pub(super) rooms: Vec<RoomName>,
@@ -92,6 +127,15 @@ pub(super) struct Client {
 }
 
 impl Client {
+    /// How frames are spelled for it.
+    fn encoding(&self) -> Encoding {
+        match (self.framing, self.mode) {
+            (Framing::WebSocket, _) => Encoding::WebSocket,
+            (Framing::Lines, Some(Mode::Text)) => Encoding::Text,
+            (Framing::Lines, _) => Encoding::Json,
+        }
+    }
+
     pub(super) fn tag(&self, conn: ConnId) -> String {
         format!("conn={conn} peer={}", self.peer)
     }
@@ -147,26 +191,49 @@ impl Clients {
         }
     }
 
-    /// Queues a frame, encoded in the recipient's mode. `frames` caches
-    /// the two encodings so a fan-out encodes each at most once.
+    /// Queues a frame, encoded for the recipient. `frames` caches the
+    /// encodings so a fan-out encodes each at most once.
     pub(super) fn enqueue(&mut self, conn: ConnId, msg: &ServerMsg, frames: &mut FrameCache) {
-        self.enqueue_with(conn, |mode, arena| frames.get(msg, mode, arena));
+        self.push_span(conn, |client, arena| {
+            frames.get(msg, client.encoding(), arena)
+        });
     }
 
-    /// Queues what `encode` appends to the arena for a client in `mode`.
+    /// Queues what `encode` appends to the arena for a client in `mode`
+    /// (one or more lines, appended fresh: never a cached span). For a
+    /// WebSocket client they are JSON, then framed one message per line.
     pub(super) fn enqueue_with(
         &mut self,
         conn: ConnId,
         encode: impl FnOnce(Mode, &mut Arena) -> Span,
     ) {
+        self.push_span(conn, |client, arena| match client.framing {
+            Framing::Lines => encode(client.mode.unwrap_or(Mode::Json), arena),
+            Framing::WebSocket => {
+                let before = arena.len();
+                let lines = encode(Mode::Json, arena);
+                if arena.len() - before != lines.len() {
+                    // Unframed bytes would break the stream: a bug, loud.
+                    log::error!("a frame for a WebSocket client was not appended fresh; dropped");
+                    return arena.append(|_| {});
+                }
+                arena.append(|bytes| frame_tail(bytes, lines.len()))
+            }
+        });
+    }
+
+    /// Queues the span `encode` gives for the client, under the output cap.
+    fn push_span(&mut self, conn: ConnId, encode: impl FnOnce(&Client, &mut Arena) -> Span) {
         let max_output_bytes = self.max_output_bytes;
         let Some(client) = self.slots.get_mut(conn.0).and_then(Option::as_mut) else {
             return;
         };
-        if client.cut_off.is_some() {
+        if client.cut_off.is_some() || client.is_greeting_held {
+            // Nothing reaches a connection before its greeting: until the
+            // shell knows how it speaks there is no spelling for it.
             return;
         }
-        let span = encode(client.mode.unwrap_or(Mode::Json), &mut self.arena);
+        let span = encode(client, &mut self.arena);
         if client.outbox.push(span) {
             self.in_turn.push(conn);
         }
@@ -195,27 +262,55 @@ impl Clients {
     }
 }
 
-/// Where a frame's JSON and text encodings lie in the turn arena, each
-/// encoded on first use.
+/// Where a frame's encodings (JSON line, text lines, WebSocket message)
+/// lie in the turn arena, each encoded on first use.
 #[derive(Default)]
 pub(super) struct FrameCache {
     pub(super) json: Option<Span>,
     pub(super) text: Option<Span>,
+    pub(super) websocket: Option<Span>,
 }
 
 impl FrameCache {
-    pub(super) fn get(&mut self, msg: &ServerMsg, mode: Mode, arena: &mut Arena) -> Span {
-        let slot = match mode {
-            Mode::Json => &mut self.json,
-            Mode::Text => &mut self.text,
+    pub(super) fn get(&mut self, msg: &ServerMsg, encoding: Encoding, arena: &mut Arena) -> Span {
+        let slot = match encoding {
+            Encoding::Json => &mut self.json,
+            Encoding::Text => &mut self.text,
+            Encoding::WebSocket => &mut self.websocket,
         };
         slot.get_or_insert_with(|| {
-            arena.append(|bytes| match mode {
-                Mode::Json => msg.write_json_line(bytes),
-                Mode::Text => bytes.extend_from_slice(&msg.to_text_lines()),
+            arena.append(|bytes| match encoding {
+                Encoding::Json => msg.write_json_line(bytes),
+                Encoding::Text => bytes.extend_from_slice(&msg.to_text_lines()),
+                Encoding::WebSocket => {
+                    // The JSON line without its `\n`, behind its header:
+                    // written once, then moved up by the header's length.
+                    let start = bytes.len();
+                    msg.write_json_line(bytes);
+                    if bytes.last() == Some(&b'\n') {
+                        bytes.pop();
+                    }
+                    let (header, used) = websocket::text_header(bytes.len() - start);
+                    bytes.splice(start..start, header[..used].iter().copied());
+                }
             })
         })
         .clone()
+    }
+}
+
+/// Appends, as WebSocket text messages, each line of the last `len` bytes
+/// of `bytes` (lines ending in `\n`, which the message leaves out). The
+/// lines themselves stay behind, unused, until the arena is cleared.
+fn frame_tail(bytes: &mut Vec<u8>, len: usize) {
+    let end = bytes.len();
+    let mut start = end - len;
+    while start < end {
+        let line_end = memchr::memchr(b'\n', &bytes[start..end]).map_or(end, |at| start + at);
+        let (header, used) = websocket::text_header(line_end - start);
+        bytes.extend_from_slice(&header[..used]);
+        bytes.extend_from_within(start..line_end);
+        start = line_end + 1;
     }
 }
 
@@ -228,6 +323,20 @@ impl Hub {
 
     /// A new connection: greet it.
     pub fn handle_connected(&mut self, conn: ConnId, peer: SocketAddr, wire: Wire, now: Now) {
+        self.handle_connected_with(conn, peer, wire, Greeting::Now, now);
+    }
+
+    /// A new connection, greeted now or when the shell calls
+    /// `handle_greet` (`Greeting::Deferred`). Nothing is sent to it before
+    /// its greeting; its login deadline runs from now either way.
+    pub fn handle_connected_with(
+        &mut self,
+        conn: ConnId,
+        peer: SocketAddr,
+        wire: Wire,
+        greeting: Greeting,
+        now: Now,
+    ) {
         let slots = &mut self.clients.slots;
         if slots.len() <= conn.0 {
             slots.resize_with(conn.0 + 1, || None);
@@ -242,6 +351,8 @@ impl Hub {
             failures: 0,
             is_telnet: false,
             is_echo_off: false,
+            framing: Framing::Lines,
+            is_greeting_held: greeting == Greeting::Deferred,
             rooms: Vec::new(),
             outbox: Outbox::default(),
             cut_off: None,
@@ -252,6 +363,36 @@ impl Hub {
             flood_strikes: 0,
             answers: ByteBudget::default(),
         });
+        if greeting == Greeting::Now {
+            self.greet(conn);
+        }
+    }
+
+    /// The shell knows how a connection with a held greeting speaks:
+    /// greet it now, framed so. A WebSocket client is in JSON mode
+    /// whatever its first message. Does nothing for one already greeted.
+    pub fn handle_greet(&mut self, conn: ConnId, framing: Framing) {
+        let Some(client) = self.clients.get_mut(conn) else {
+            return;
+        };
+        if !client.is_greeting_held {
+            return;
+        }
+        client.is_greeting_held = false;
+        client.framing = framing;
+        self.greet(conn);
+    }
+
+    /// The shell answered the connection in HTTP (an error response): the
+    /// session ends, without a greeting, once that is written.
+    pub fn handle_http_answered(&mut self, conn: ConnId) -> Fate {
+        if self.fate(conn) == Fate::Open {
+            self.quit(conn, super::refusal::QuitReason::SentHttp);
+        }
+        self.fate(conn)
+    }
+
+    fn greet(&mut self, conn: ConnId) {
         self.clients.send(
             conn,
             &ServerMsg::Hello {
@@ -383,5 +524,165 @@ impl Hub {
     /// goes by `Fate`).
     pub(crate) fn state(&self, conn: ConnId) -> Option<&State> {
         self.clients.get(conn).map(|client| &client.state)
+    }
+}
+
+#[cfg(test)]
+mod websocket_tests {
+    //! The greeting held for web listeners and the WebSocket encoding;
+    //! the rest of the hub is tested in `hub/tests`.
+    use super::super::HubConfig;
+    use super::*;
+    use crate::auth::Auth;
+    use crate::proto::RoomName;
+    use serde_json::{Value, json};
+
+    const NOW: Now = Now {
+        unix_ms: 1_700_000_000_000,
+        mono_ms: 0,
+    };
+
+    fn hub() -> Hub {
+        Hub::new(HubConfig {
+            auth: Auth::Open,
+            default_room: RoomName::parse("lobby").unwrap(),
+            max_output_bytes: 1 << 30,
+            require_tls_for_password: false,
+            history_backlog: None,
+            history_keep: 100,
+            history_max_bytes: usize::MAX,
+            quiet_room_size: 0,
+            auth_timeout_ms: u64::MAX / 4,
+            idle_timeout_ms: 0,
+            flood_rate: 0.0,
+            flood_burst: 1.0,
+        })
+    }
+
+    fn connect(hub: &mut Hub, index: usize, greeting: Greeting) -> ConnId {
+        let conn = ConnId(index);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        hub.handle_connected_with(conn, peer, Wire::Plain, greeting, NOW);
+        conn
+    }
+
+    /// Everything the connection is owed, taken.
+    fn take(hub: &mut Hub, conn: ConnId) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        hub.with_output(conn, |outbox, arena| {
+            let _ = outbox.write_to(arena, &mut bytes);
+        });
+        bytes
+    }
+
+    /// Server WebSocket frames as their JSON payloads; each must be one
+    /// final, unmasked text frame holding one line without its `\n`.
+    fn messages(mut bytes: &[u8]) -> Vec<Value> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            assert_eq!(bytes[0], 0x81, "a final text frame");
+            let (len, start) = match bytes[1] {
+                126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+                127 => panic!("no frame here is that long"),
+                len => (usize::from(len), 2),
+            };
+            let payload = &bytes[start..start + len];
+            assert!(!payload.contains(&b'\n'), "one line, no terminator");
+            frames.push(serde_json::from_slice(payload).unwrap());
+            bytes = &bytes[start + len..];
+        }
+        frames
+    }
+
+    fn line(hub: &mut Hub, conn: ConnId, frame: Value) {
+        hub.handle_line(conn, &frame.to_string(), NOW);
+    }
+
+    #[test]
+    fn a_held_greeting_waits_for_handle_greet_and_nothing_goes_out_before_it() {
+        let mut hub = hub();
+        let now = connect(&mut hub, 0, Greeting::Now);
+        let held = connect(&mut hub, 1, Greeting::Deferred);
+        let greeting = take(&mut hub, now);
+        assert!(greeting.starts_with(b"{\"code\":210"));
+        assert!(take(&mut hub, held).is_empty());
+        hub.handle_greet(held, Framing::Lines);
+        assert_eq!(
+            take(&mut hub, held),
+            greeting,
+            "the same greeting, byte for byte"
+        );
+        // Once only.
+        hub.handle_greet(held, Framing::Lines);
+        assert!(take(&mut hub, held).is_empty());
+    }
+
+    #[test]
+    fn an_http_answer_ends_a_held_session_ungreeted() {
+        let mut hub = hub();
+        let conn = connect(&mut hub, 0, Greeting::Deferred);
+        assert_eq!(hub.handle_http_answered(conn), Fate::Leaving);
+        assert!(take(&mut hub, conn).is_empty());
+    }
+
+    #[test]
+    fn a_websocket_client_is_greeted_in_a_frame_and_stays_in_json_mode() {
+        let mut hub = hub();
+        let conn = connect(&mut hub, 0, Greeting::Deferred);
+        hub.handle_greet(conn, Framing::WebSocket);
+        let greeting = messages(&take(&mut hub, conn));
+        assert_eq!(greeting[0]["code"], 210);
+        hub.handle_line(conn, "ann", NOW);
+        assert_eq!(messages(&take(&mut hub, conn))[0]["code"], 400);
+        // Answers with a ref go through `enqueue_with`: framed too.
+        line(
+            &mut hub,
+            conn,
+            json!({"code": 108, "token": 7, "ref": "r1"}),
+        );
+        assert_eq!(
+            messages(&take(&mut hub, conn)),
+            [json!({"code": 207, "token": 7, "ref": "r1"})]
+        );
+    }
+
+    #[test]
+    fn a_fan_out_frames_once_per_turn_for_all_websocket_members() {
+        let mut hub = hub();
+        let speaker = connect(&mut hub, 0, Greeting::Now);
+        line(&mut hub, speaker, json!({"code": 110, "username": "ann"}));
+        let members: Vec<ConnId> = (1..=5)
+            .map(|index| {
+                let conn = connect(&mut hub, index, Greeting::Deferred);
+                hub.handle_greet(conn, Framing::WebSocket);
+                line(
+                    &mut hub,
+                    conn,
+                    json!({"code": 110, "username": format!("web{index}")}),
+                );
+                conn
+            })
+            .collect();
+        hub.end_turn();
+        for conn in std::iter::once(speaker).chain(members.iter().copied()) {
+            take(&mut hub, conn);
+        }
+        let before = hub.clients.arena.len();
+        line(&mut hub, speaker, json!({"code": 100, "message": "hi all"}));
+        let grown = hub.clients.arena.len() - before;
+        let json_line = take(&mut hub, speaker);
+        assert!(json_line.ends_with(b"\n"));
+        let heard: Vec<Vec<u8>> = members.iter().map(|&conn| take(&mut hub, conn)).collect();
+        assert!(heard.windows(2).all(|pair| pair[0] == pair[1]));
+        let frame = &heard[0];
+        assert_eq!(
+            frame.len(),
+            2 + json_line.len() - 1,
+            "header + line without \\n"
+        );
+        assert_eq!(&frame[2..], &json_line[..json_line.len() - 1]);
+        assert_eq!(messages(frame)[0]["message"]["text"], "hi all");
+        // One JSON line and one WebSocket frame in the arena, not six.
+        assert_eq!(grown, json_line.len() + frame.len());
     }
 }

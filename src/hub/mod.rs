@@ -12,7 +12,10 @@
 //! this order, once per loop turn.
 //!
 //! - **Inputs** (`handle_*`), as events arrive: `handle_connected` for an
-//!   accepted socket (it is greeted), then for each read `handle_line` per
+//!   accepted socket (it is greeted; `handle_connected_with` and
+//!   `Greeting::Deferred` hold the greeting until `handle_greet` says how
+//!   it speaks, `Framing::Lines` or `WebSocket`, or `handle_http_answered`
+//!   ends it ungreeted), then for each read `handle_line` per
 //!   complete line, `handle_codec_error` for a line the codec could not
 //!   deliver, `handle_telnet` once the codec has seen telnet negotiation,
 //!   `handle_eof` when the peer closed its side. Verdicts of the password
@@ -77,7 +80,7 @@ mod messages;
 mod refusal;
 mod rooms;
 
-pub use clients::{AfterFlush, CutOff, Fate};
+pub use clients::{AfterFlush, CutOff, Fate, Framing, Greeting};
 pub use login::{MAX_PASSWORD_FAILURES, VerifyJob};
 pub use messages::{ANSWER_BURST, ANSWER_RATE, ANSWER_SHARE};
 pub use rooms::{MAX_ROOMS_PER_USER, ROOMS_CHUNK, WHO_CHUNK};
@@ -317,6 +320,9 @@ impl Hub {
             } else {
                 Mode::Text
             });
+            if client.framing == Framing::WebSocket {
+                client.mode = Some(Mode::Json); // JSON only over WebSocket.
+            }
             // Through the machine, like every move of a session.
             match client.state.next(Input::FirstLine) {
                 Ok(next) => client.state = next,

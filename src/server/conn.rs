@@ -1,5 +1,5 @@
 //! One accepted socket as the event loop sees it: the stream, its transport
-//! (plain or TLS), its line codec, its phase (open, quitting, draining,
+//! (plain, TLS, the HTTP gate of `web = true`, WebSocket), its line codec, its phase (open, quitting, draining,
 //! closed) and the readiness it is registered for. It reads itself (bytes
 //! through the transport into the codec, lines into the hub) and flushes
 //! itself (the outbox through the transport), and follows the hub's answer
@@ -17,13 +17,18 @@
 //! A connection is removed at the end of the turn in which it is `Closed`;
 //! the shell then tells the hub (`Hub::handle_closed`), which frees its
 //! name and sends the 204s.
+//!
+//! On a web-enabled listener the hub holds the greeting: the connection
+//! tells it when the transport's gate decides (`Hub::handle_greet` with
+//! the framing, or `handle_http_answered`), or when the gate's delay passes
+//! with nothing decided (`greet_if_due`, from the server's timer).
 
+use super::http::Status;
 use super::instant_after;
-use super::transport::Transport;
+use super::transport::{Read, Switch, Transport};
 use crate::codec::{LineCodec, TurnBudget};
-use crate::hub::{AfterFlush, ConnId, CutOff, Fate, Hub, Now};
+use crate::hub::{AfterFlush, ConnId, CutOff, Fate, Framing, Hub, Now};
 use crate::outbox::Flushed;
-use crate::tls::Received;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::io;
@@ -260,8 +265,8 @@ impl Conn {
             }
             let buf = &mut read_buf[..budget.read_len(READ_CHUNK)];
             match self.transport.read(&mut self.stream, buf) {
-                Ok(Received::WouldBlock) => break,
-                Ok(Received::Closed) => {
+                Ok(Read::WouldBlock) => break,
+                Ok(Read::Closed) => {
                     self.has_peer_closed = true;
                     match self.phase {
                         // Draining after our FIN: the peer has closed too.
@@ -277,18 +282,49 @@ impl Conn {
                     }
                     break;
                 }
-                Ok(Received::Records(count)) => budget.charge_bytes(count),
-                Ok(Received::Data(count)) => {
-                    budget.charge_bytes(count);
+                Ok(Read::Ended) => {
+                    // A WebSocket close frame (or a broken rule): the
+                    // session leaves as at EOF, but the socket is still
+                    // open for our close frame, and the drain after it.
+                    if let Some(code) = self.transport.websocket_end() {
+                        log::debug!(
+                            "conn={id} peer={} ended the WebSocket (close {})",
+                            self.peer,
+                            code.number()
+                        );
+                    }
+                    if self.phase == Phase::Open {
+                        let fate = hub.handle_eof(id);
+                        self.follow(id, fate);
+                    }
+                }
+                Ok(Read::Consumed(cost)) => budget.charge_bytes(cost),
+                Ok(Read::Switched { to, len, cost }) => {
+                    budget.charge_bytes(cost);
+                    if self.phase != Phase::Open {
+                        continue;
+                    }
+                    match to {
+                        Switch::Lines => hub.handle_greet(id, Framing::Lines),
+                        Switch::WebSocket => {
+                            log::debug!("conn={id} peer={} upgraded to WebSocket", self.peer);
+                            hub.handle_greet(id, Framing::WebSocket);
+                        }
+                        Switch::Answered => {
+                            let fate = hub.handle_http_answered(id);
+                            self.follow(id, fate);
+                        }
+                    }
+                    self.take_input(id, hub, &buf[..len]);
+                }
+                Ok(Read::Data { len, cost }) => {
+                    budget.charge_bytes(cost);
                     if self.phase != Phase::Open {
                         // Quitting or draining: input is discarded (and
                         // charged, so a drain cannot hold the loop either).
                         continue;
                     }
-                    self.codec.push(&buf[..count]);
-                    if self.codec.has_seen_iac() {
-                        hub.handle_telnet(id);
-                    }
+                    self.take_input(id, hub, &buf[..len]);
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
@@ -299,8 +335,39 @@ impl Conn {
                 }
             }
         }
+        self.transport.note_ready(now.mono_ms);
         self.codec.shrink_if_idle();
         reading
+    }
+
+    /// Protocol lines read: into the codec.
+    fn take_input(&mut self, id: ConnId, hub: &mut Hub, bytes: &[u8]) {
+        if bytes.is_empty() || self.phase != Phase::Open {
+            return;
+        }
+        self.codec.push(bytes);
+        if self.codec.has_seen_iac() {
+            hub.handle_telnet(id);
+        }
+    }
+
+    /// When a web-enabled connection's held greeting is due (monotonic
+    /// ms), while its first bytes have not decided.
+    pub fn greet_deadline(&self) -> Option<u64> {
+        self.transport.greet_deadline()
+    }
+
+    /// Sends the held greeting if it is due: the client said nothing
+    /// that could be HTTP in time (`nc`, `telnet`). What it sent so far
+    /// (a prefix of a method name) is read as the start of a line.
+    pub fn greet_if_due(&mut self, id: ConnId, hub: &mut Hub, now: Now) {
+        let Some(held) = self.transport.open_if_due(now.mono_ms) else {
+            return;
+        };
+        if self.phase == Phase::Open {
+            hub.handle_greet(id, Framing::Lines);
+            self.take_input(id, hub, &held);
+        }
     }
 
     /// True when the transport has bytes of its own to send (a TLS
@@ -324,6 +391,14 @@ impl Conn {
     ) {
         if matches!(self.phase, Phase::Draining | Phase::Closed(_)) {
             return;
+        }
+        if self.transport.is_gate() && hub.fate(id) != Fate::Open {
+            // The session ended (login deadline, shutdown) while an HTTP
+            // request was still coming: it gets an HTTP answer.
+            self.transport.answer_unfinished(match shutdown {
+                Some(_) => Status::Unavailable,
+                None => Status::RequestTimeout,
+            });
         }
         let Conn {
             stream, transport, ..

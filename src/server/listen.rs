@@ -8,7 +8,7 @@ use super::log_limit::suppressed_note;
 use super::transport::Transport;
 use super::{Server, ServerError, activation, instant_after};
 use crate::config::Config;
-use crate::hub::{ConnId, Now, Wire};
+use crate::hub::{ConnId, Greeting, Now, Wire};
 use crate::proto::{Code, ServerMsg};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -310,6 +310,14 @@ impl Server {
             }
             return;
         }
+        // `web = true`: the HTTP gate goes in front, holding the greeting.
+        let (transport, greeting) = match self.config.web() {
+            Some(settings) => (
+                Transport::gate(transport, Arc::clone(settings)),
+                Greeting::Deferred,
+            ),
+            None => (transport, Greeting::Now),
+        };
         let wire = transport.wire();
         let id = self.conns.insert(Conn::new(
             stream,
@@ -326,7 +334,8 @@ impl Server {
         log::debug!("conn={id} peer={peer} connected{over}");
         *self.per_ip.entry(group).or_insert(0) += 1;
         self.heap_trim.note(Instant::now());
-        self.hub.handle_connected(ConnId(id), peer, wire, wall);
+        self.hub
+            .handle_connected_with(ConnId(id), peer, wire, greeting, wall);
         self.schedule(id);
         // A client usually sends its first line right behind the handshake,
         // so it is often queued already: reading it now sends the greeting

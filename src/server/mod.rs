@@ -9,6 +9,7 @@ mod activation;
 mod conn;
 mod control;
 mod heap;
+mod http;
 mod journal;
 mod listen;
 mod log_limit;
@@ -21,6 +22,7 @@ use crate::config::{Config, ConfigError};
 use crate::hub::{ConnId, CutOff, Fate, Hub, Now};
 use conn::{CloseReason, Conn, READ_CHUNK, Reading};
 use control::notify;
+pub use http::{WebSettings, is_origin};
 use journal::Journal;
 pub use journal::{FsyncPolicy, HistoryConfig};
 use listen::{Listener, ListenerKind};
@@ -493,8 +495,13 @@ impl Server {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
-        let Some(deadline) = self.hub.deadline(ConnId(id)) else {
-            return;
+        // A held greeting's (web listeners) comes before the hub's.
+        let deadline = match (self.hub.deadline(ConnId(id)), conn.greet_deadline()) {
+            (Some(hub), Some(greeting)) => hub.min(greeting),
+            (hub, greeting) => match hub.or(greeting) {
+                Some(deadline) => deadline,
+                None => return,
+            },
         };
         if conn.arm_timer(deadline) {
             self.timers.push(Reverse((deadline, id)));
@@ -597,6 +604,7 @@ impl Server {
             if !conn.fire_timer(deadline) {
                 continue; // Superseded by an earlier timer, or stale.
             }
+            conn.greet_if_due(ConnId(id), &mut self.hub, wall);
             self.hub.handle_timeout(ConnId(id), wall);
             self.schedule(id);
         }

@@ -1,0 +1,428 @@
+//! The HTTP side of `web = true`, pure: whether a connection's first bytes
+//! are an HTTP request line (`sniff`), what a complete request head gets
+//! (`judge`: the WebSocket upgrade, or an HTTP error), and the responses'
+//! bytes. It never reads a socket and keeps no state: the gate in
+//! `transport` holds the bytes and writes the answers. See
+//! `design/protocol.md`, "WebSocket", and `design/security.md`, "Browsers".
+
+use crate::websocket;
+use std::time::Duration;
+
+/// How long a web-enabled listener holds the 210 greeting for a client
+/// that has sent nothing (counted once TLS is up): long enough for a
+/// browser's request to arrive, short enough that `nc` users do not notice.
+pub const GREETING_DELAY: Duration = Duration::from_millis(150);
+/// The longest request head (request line and headers) accepted; longer
+/// gets 431.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Headers a request may have.
+const MAX_HEADERS: usize = 64;
+/// The request-line starts of every HTTP method a client would send.
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// The `web_*` settings: who may open a WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSettings {
+    /// Allowed `Origin`s, lower-case; empty: only the page's own origin
+    /// (the request's `Host` with the listener's scheme).
+    origins: Vec<String>,
+}
+
+impl WebSettings {
+    /// `origins` as configured (checked by the config: `http(s)://host[:port]`).
+    pub fn new(origins: &[String]) -> WebSettings {
+        WebSettings {
+            origins: origins
+                .iter()
+                .map(|origin| origin.to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// Whether a page at `origin` may open a WebSocket to `host`.
+    fn allows(&self, origin: &str, scheme: Scheme, host: &str) -> bool {
+        let origin = origin.to_ascii_lowercase();
+        if self.origins.is_empty() {
+            return origin == format!("{}://{}", scheme.name(), host.to_ascii_lowercase());
+        }
+        self.origins.contains(&origin)
+    }
+}
+
+/// Whether a configured origin is spelled as browsers send one:
+/// `http://host` or `https://host:port`, no path, no trailing slash.
+pub fn is_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]_".contains(&byte))
+}
+
+/// The listener's scheme, for the page's own origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// What a connection's first bytes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniff {
+    /// An HTTP request line begins.
+    Http,
+    /// Protocol lines (JSON or text): greet and read them as lines.
+    Lines,
+    /// Too few bytes to tell (a prefix of `GET `…).
+    Undecided,
+}
+
+/// Whether `bytes`, the first a connection sent, begin an HTTP request.
+pub fn sniff(bytes: &[u8]) -> Sniff {
+    let mut verdict = Sniff::Lines;
+    for method in METHODS {
+        if bytes.starts_with(method) {
+            return Sniff::Http;
+        }
+        if method.starts_with(bytes) {
+            verdict = Sniff::Undecided;
+        }
+    }
+    verdict
+}
+
+/// An HTTP answer riftd gives, with its status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    BadRequest,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    UpgradeRequired,
+    HeadTooLarge,
+    Unavailable,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::BadRequest => 400,
+            Status::Forbidden => 403,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::RequestTimeout => 408,
+            Status::UpgradeRequired => 426,
+            Status::HeadTooLarge => 431,
+            Status::Unavailable => 503,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Status::BadRequest => "Bad Request",
+            Status::Forbidden => "Forbidden",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::RequestTimeout => "Request Timeout",
+            Status::UpgradeRequired => "Upgrade Required",
+            Status::HeadTooLarge => "Request Header Fields Too Large",
+            Status::Unavailable => "Service Unavailable",
+        }
+    }
+
+    /// The body: one line for a person who opened the address.
+    fn body(self) -> &'static str {
+        match self {
+            Status::BadRequest => "riftd: malformed request\n",
+            Status::Forbidden => "riftd: this origin may not open a WebSocket here\n",
+            Status::NotFound => {
+                "riftd: no page here; WebSocket clients upgrade on GET / (riftd's chat page is not built yet)\n"
+            }
+            Status::MethodNotAllowed => "riftd: only GET is served\n",
+            Status::RequestTimeout => "riftd: the request took too long\n",
+            Status::UpgradeRequired => "riftd: WebSocket version 13 only\n",
+            Status::HeadTooLarge => "riftd: request head too large\n",
+            Status::Unavailable => "riftd: going down\n",
+        }
+    }
+
+    /// Headers the status calls for, each ending in CRLF.
+    fn extra_headers(self) -> &'static str {
+        match self {
+            Status::MethodNotAllowed => "Allow: GET\r\n",
+            Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
+            _ => "",
+        }
+    }
+}
+
+/// The whole response for an HTTP error; the connection closes after it.
+pub fn error_response(status: Status) -> Vec<u8> {
+    let body = status.body();
+    format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n{body}",
+        status.code(),
+        status.reason(),
+        body.len(),
+        status.extra_headers(),
+    )
+    .into_bytes()
+}
+
+/// The 101 that switches the connection to WebSocket.
+pub fn switching_response(accept: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// What a complete request head gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Switch to WebSocket with this `Sec-WebSocket-Accept`.
+    Upgrade { accept: String },
+    /// Answer this error and close.
+    Refuse(Status),
+}
+
+/// Judges `head`, the bytes a client sent so far; `None` while the head
+/// is incomplete (and under `MAX_HEAD_BYTES`: the caller checks).
+pub fn judge(head: &[u8], scheme: Scheme, settings: &WebSettings) -> Option<Verdict> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let length = match request.parse(head) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return None,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Some(Verdict::Refuse(Status::HeadTooLarge));
+        }
+        Err(_) => return Some(Verdict::Refuse(Status::BadRequest)),
+    };
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|header| header.name.eq_ignore_ascii_case(name))
+            .map(|header| std::str::from_utf8(header.value).map(str::trim))
+    };
+    let has_token = |name: &str, token: &str| {
+        matches!(header(name), Some(Ok(value))
+            if value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+    };
+    if request.method != Some("GET") {
+        return Some(Verdict::Refuse(Status::MethodNotAllowed));
+    }
+    let path = request.path.unwrap_or("");
+    if path != "/" && !path.starts_with("/?") {
+        return Some(Verdict::Refuse(Status::NotFound));
+    }
+    if !has_token("upgrade", "websocket") {
+        // No page yet: a plain GET / finds nothing.
+        return Some(Verdict::Refuse(Status::NotFound));
+    }
+    // An upgrade: HTTP/1.1 with a host, `Connection: Upgrade`, version 13
+    // and a key; and no bytes after the head (a client waits for the 101).
+    let Some(Ok(host)) = header("host") else {
+        return Some(Verdict::Refuse(Status::BadRequest));
+    };
+    if request.version != Some(1)
+        || host.is_empty()
+        || !has_token("connection", "upgrade")
+        || length != head.len()
+    {
+        return Some(Verdict::Refuse(Status::BadRequest));
+    }
+    if !matches!(header("sec-websocket-version"), Some(Ok("13"))) {
+        return Some(Verdict::Refuse(Status::UpgradeRequired));
+    }
+    let Some(Ok(key)) = header("sec-websocket-key") else {
+        return Some(Verdict::Refuse(Status::BadRequest));
+    };
+    if !websocket::is_valid_key(key) {
+        return Some(Verdict::Refuse(Status::BadRequest));
+    }
+    match header("origin") {
+        // Browsers always send one; other programs may not, and could
+        // send any: the check guards browsers' users, not the server.
+        None => {}
+        Some(Ok(origin)) if settings.allows(origin, scheme, host) => {}
+        Some(_) => return Some(Verdict::Refuse(Status::Forbidden)),
+    }
+    Some(Verdict::Upgrade {
+        accept: websocket::accept_key(key),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn upgrade_with(extra: &str) -> String {
+        format!(
+            "GET / HTTP/1.1\r\nHost: chat.example:5050\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+    }
+
+    fn judged(head: &str) -> Option<Verdict> {
+        judge(head.as_bytes(), Scheme::Http, &WebSettings::new(&[]))
+    }
+
+    fn refused(head: &str) -> Status {
+        match judged(head) {
+            Some(Verdict::Refuse(status)) => status,
+            other => panic!("{head:?} got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_bytes_tell_http_from_protocol_lines() {
+        assert_eq!(sniff(b"GET / HTTP/1.1\r\n"), Sniff::Http);
+        assert_eq!(sniff(b"OPTIONS "), Sniff::Http);
+        assert_eq!(sniff(b"GE"), Sniff::Undecided);
+        assert_eq!(sniff(b"P"), Sniff::Undecided);
+        assert_eq!(sniff(b"GET"), Sniff::Undecided);
+        assert_eq!(sniff(b"{\"code\":100}\n"), Sniff::Lines);
+        assert_eq!(sniff(b"ann\n"), Sniff::Lines);
+        assert_eq!(sniff(b"GETTY\n"), Sniff::Lines);
+        assert_eq!(sniff(b"get / HTTP/1.1"), Sniff::Lines);
+    }
+
+    #[test]
+    fn a_valid_upgrade_is_switched_with_the_rfc_accept_key() {
+        assert_eq!(
+            judged(&upgrade_with("")),
+            Some(Verdict::Upgrade {
+                accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()
+            })
+        );
+        assert!(matches!(
+            judged(&upgrade_with("Origin: http://chat.example:5050\r\n")),
+            Some(Verdict::Upgrade { .. })
+        ));
+    }
+
+    #[test]
+    fn an_incomplete_head_waits() {
+        assert_eq!(judged("GET / HTTP/1.1\r\nHost: x\r\n"), None);
+    }
+
+    #[test]
+    fn origins_other_than_the_pages_own_or_the_listed_ones_get_403() {
+        assert_eq!(
+            refused(&upgrade_with("Origin: http://evil.example\r\n")),
+            Status::Forbidden
+        );
+        // The scheme is the listener's: an https page is another origin.
+        assert_eq!(
+            refused(&upgrade_with("Origin: https://chat.example:5050\r\n")),
+            Status::Forbidden
+        );
+        let listed = WebSettings::new(&["https://Chat.Example".to_owned()]);
+        let head = upgrade_with("Origin: https://chat.example\r\n");
+        assert!(matches!(
+            judge(head.as_bytes(), Scheme::Http, &listed),
+            Some(Verdict::Upgrade { .. })
+        ));
+        let own = upgrade_with("Origin: http://chat.example:5050\r\n");
+        assert_eq!(
+            judge(own.as_bytes(), Scheme::Http, &listed),
+            Some(Verdict::Refuse(Status::Forbidden))
+        );
+    }
+
+    #[test]
+    fn requests_that_are_not_an_upgrade_get_proper_errors() {
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Status::NotFound
+        );
+        assert_eq!(
+            refused("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Status::NotFound
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Status::MethodNotAllowed
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHo st: x\r\n\r\n"),
+            Status::BadRequest
+        );
+        assert_eq!(refused("GET /\r\n\r\n"), Status::BadRequest);
+    }
+
+    #[test]
+    fn a_broken_upgrade_gets_400_or_426() {
+        let no_key = upgrade_with("").replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), "");
+        assert_eq!(refused(&no_key), Status::BadRequest);
+        let short_key = upgrade_with("").replace(KEY, "c2hvcnQ=");
+        assert_eq!(refused(&short_key), Status::BadRequest);
+        let old = upgrade_with("").replace("Version: 13", "Version: 8");
+        assert_eq!(refused(&old), Status::UpgradeRequired);
+        let http10 = upgrade_with("").replace("HTTP/1.1", "HTTP/1.0");
+        assert_eq!(refused(&http10), Status::BadRequest);
+        let no_connection = upgrade_with("").replace("keep-alive, Upgrade", "keep-alive");
+        assert_eq!(refused(&no_connection), Status::BadRequest);
+        let early_frame = format!("{}\u{81}", upgrade_with(""));
+        assert_eq!(refused(&early_frame), Status::BadRequest);
+    }
+
+    #[test]
+    fn too_many_headers_get_431() {
+        let mut head = String::from("GET / HTTP/1.1\r\n");
+        for index in 0..=MAX_HEADERS {
+            head.push_str(&format!("X-{index}: y\r\n"));
+        }
+        head.push_str("\r\n");
+        assert_eq!(refused(&head), Status::HeadTooLarge);
+    }
+
+    #[test]
+    fn error_responses_are_complete_http_with_their_length() {
+        let response = String::from_utf8(error_response(Status::MethodNotAllowed)).unwrap();
+        assert!(response.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(response.contains("\r\nAllow: GET\r\n"));
+        assert!(response.contains("\r\nConnection: close\r\n"));
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    #[test]
+    fn configured_origins_must_look_like_origins() {
+        assert!(is_origin("https://chat.example"));
+        assert!(is_origin("http://127.0.0.1:8080"));
+        assert!(is_origin("http://[::1]:8080"));
+        assert!(!is_origin("chat.example"));
+        assert!(!is_origin("https://chat.example/"));
+        assert!(!is_origin("https://"));
+        assert!(!is_origin("ftp://chat.example"));
+    }
+}
