@@ -250,12 +250,8 @@ impl Server {
             None => None,
             Some(settings) => {
                 let options = BridgeOptions::new(config.hub_config().history_keep);
+                // The bridge logs the connection (node, URLs) once.
                 let bridge = Bridge::start(settings.clone(), options, waker)?;
-                log::info!(
-                    "cluster: node {} connected to {}",
-                    bridge.node_name(),
-                    settings.urls.join(", ")
-                );
                 hub.enable_cluster(bridge.node_name());
                 Some(bridge)
             }
