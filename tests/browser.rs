@@ -20,7 +20,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The key WebDriver types for Enter.
 const ENTER: &str = "\u{E007}";
-/// The W3C name of an element reference in JSON.
 /// The page's connection state (`online`, `offline`, `connecting`).
 const STATE: &str = "const status = document.getElementById('status');\
                      return status ? status.dataset.state : document.location.href + ' ' + (document.body && document.body.innerText).slice(0, 300);";
@@ -118,6 +117,12 @@ impl Driver {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
+                // No preconnects: Chrome opens idle sockets ahead of
+                // requests, and riftd greets a socket silent for 150 ms
+                // (the greeting rule), which then breaks the request sent
+                // on it (ERR_INVALID_HTTP_RESPONSE on a reload). A known
+                // problem of the greeting rule, design/protocol.md.
+                "prefs": {"net.network_prediction_options": 2},
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu",
                     "--disable-dev-shm-usage", "--no-first-run",
@@ -237,11 +242,7 @@ impl Browser<'_> {
     }
 
     pub fn wait_online(&self) {
-        self.wait_for(
-            "online",
-            STATE,
-            |state| state == "online",
-        );
+        self.wait_for("online", STATE, |state| state == "online");
     }
 
     /// Types a line into the message box and sends it with Enter.
@@ -319,7 +320,11 @@ fn two_browsers_and_a_tcp_user_chat_in_one_room() {
         let texts = browser.wait_text("#lobby", "hello browsers, alice");
         assert_eq!(
             texts,
-            ["hello from alice", "hi alice, bob here", "hello browsers, alice"]
+            [
+                "hello from alice",
+                "hi alice, bob here",
+                "hello browsers, alice"
+            ]
         );
     }
     // Who said it, and alice's name is highlighted for alice only.
@@ -358,7 +363,11 @@ fn two_browsers_and_a_tcp_user_chat_in_one_room() {
     alice.wait_text("#rust", "in rust now");
     assert_eq!(
         alice.texts("#lobby"),
-        ["hello from alice", "hi alice, bob here", "hello browsers, alice"]
+        [
+            "hello from alice",
+            "hi alice, bob here",
+            "hello browsers, alice"
+        ]
     );
 }
 
@@ -442,11 +451,7 @@ fn after_riftd_restarts_the_page_shows_what_was_said_meanwhile_once() {
     // The page stays open while riftd restarts: it reconnects by itself
     // and catches up (more messages than one backlog holds).
     stop(server);
-    alice.wait_for(
-        "offline",
-        STATE,
-        |state| state == "offline",
-    );
+    alice.wait_for("offline", STATE, |state| state == "offline");
     let server = server_on(port, &history);
     say_all(port, &["two", "three", "four", "five", "six"]);
     alice.wait_online();
@@ -494,17 +499,25 @@ fn screenshot() {
     bob.log_in(port, "bob");
     let mut carol = text_user(port, "carol");
     alice.say("/join rust");
-    bob.say("/join rust");
-    carol.send("/join rust");
-    carol.expect_line("* carol joined #rust");
+    alice.wait_for(
+        "#rust",
+        "return !!document.querySelector('.buf[data-buffer=\"#rust\"]');",
+        |shown| shown == true,
+    );
     alice.say("/join lobby");
     let lines: [(&str, &str); 6] = [
         ("bob", "morning! did the release go out?"),
-        ("alice", "yes, 0.1.0 is tagged. riftd now serves this page itself"),
+        (
+            "alice",
+            "yes, 0.1.0 is tagged. riftd now serves this page itself",
+        ),
         ("carol", "nice, I'm on nc and see you both"),
         ("bob", "/me waves at carol"),
         ("carol", "alice: does history work after a restart?"),
-        ("alice", "it does: the page catches up after the last id it showed"),
+        (
+            "alice",
+            "it does: the page catches up after the last id it showed",
+        ),
     ];
     for (who, line) in lines {
         match who {
