@@ -482,7 +482,10 @@ fn a_plain_get_of_the_root_serves_the_chat_page_with_its_policy() {
         "Connection: close",
         &format!("Content-Length: {}", body.len()),
     ] {
-        assert!(head.contains(&format!("\r\n{header}\r\n")), "{head}");
+        assert!(
+            format!("{head}\r\n").contains(&format!("\r\n{header}\r\n")),
+            "{head}"
+        );
     }
     let policy = head
         .split("\r\n")
