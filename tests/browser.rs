@@ -493,7 +493,9 @@ fn screenshot() {
     let server = web_server();
     let port = server.port();
     let driver = Driver::start();
-    let alice = driver.browser(1000, 650);
+    // Headless Chromium's window is 143 px taller than its page: this
+    // gives a 1000 × 650 page.
+    let alice = driver.browser(1000, 793);
     let bob = driver.browser(1000, 650);
     alice.log_in(port, "alice");
     bob.log_in(port, "bob");
