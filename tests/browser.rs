@@ -485,6 +485,66 @@ fn after_riftd_restarts_the_page_shows_what_was_said_meanwhile_once() {
     drop(server);
 }
 
+#[test]
+fn a_password_server_asks_for_the_password_and_a_wrong_one_is_said() {
+    let launch = Launch::new();
+    let password = launch.dir().join("password");
+    std::fs::write(&password, "s3cret\n").expect("password file");
+    let server = launch
+        .config(&format!(
+            "web = true\nauth = \"password\"\npassword_file = \"{}\"\n",
+            password.display()
+        ))
+        .start();
+    let driver = Driver::start();
+    let alice = driver.browser(1000, 650);
+    alice.open(&format!("http://127.0.0.1:{}/", server.port()));
+    alice.type_into("#login-name", "alice");
+    alice.click("#login-go");
+    let asked = "return document.getElementById('pass-row').hidden ? null : \
+                 document.getElementById('login-error').textContent;";
+    alice.wait_for("the password field", asked, |hint| {
+        hint == "This server asks for a password."
+    });
+    alice.type_into("#login-pass", "wrong");
+    alice.click("#login-go");
+    alice.wait_for("the refusal", asked, |error| {
+        error
+            .as_str()
+            .is_some_and(|error| error.contains("wrong password"))
+    });
+    alice.run("document.getElementById('login-pass').value = '';");
+    alice.type_into("#login-pass", "s3cret");
+    alice.click("#login-go");
+    alice.wait_online();
+    assert_eq!(
+        alice.run("return document.getElementById('me-name').textContent;"),
+        "alice"
+    );
+}
+
+#[test]
+fn older_messages_are_fetched_when_asked_each_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let server = server_on(port, &dir.path().join("history.jsonl"));
+    let said: Vec<String> = (1..=8).map(|n| format!("message {n}")).collect();
+    say_all(port, &said.iter().map(String::as_str).collect::<Vec<_>>());
+    let driver = Driver::start();
+    let alice = driver.browser(1000, 650);
+    alice.log_in(port, "alice");
+    // The join backlog is the newest 3; the button asks for more.
+    alice.wait_text("#lobby", "message 8");
+    assert_eq!(alice.texts("#lobby"), said[5..]);
+    alice.click("#messages .list[data-buffer=\"#lobby\"] .older");
+    alice.wait_text("#lobby", "message 1");
+    assert_eq!(alice.texts("#lobby"), said);
+    let button =
+        "return document.querySelector('#messages .list[data-buffer=\"#lobby\"] .older').hidden;";
+    alice.wait_for("no more older messages", button, |hidden| hidden == true);
+    drop(server);
+}
+
 /// Not a test: writes `docs/web.png`, the README's screenshot of the page
 /// with people chatting. `cargo test browser::screenshot -- --ignored`.
 #[test]
