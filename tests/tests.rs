@@ -8,6 +8,7 @@
 mod common;
 
 mod accounts_tls;
+mod browser;
 mod chat;
 mod cluster;
 mod cluster_chat;

@@ -441,7 +441,10 @@ fn other_http_requests_get_proper_errors_and_no_greeting() {
     let server = Server::with_config(WEB);
     let port = server.port();
     for (request, status) in [
-        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "404 Not Found"),
+        (
+            "GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n",
+            "404 Not Found",
+        ),
         ("GET /chat HTTP/1.1\r\nHost: x\r\n\r\n", "404 Not Found"),
         (
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
@@ -463,6 +466,41 @@ fn other_http_requests_get_proper_errors_and_no_greeting() {
     }
     let huge = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "y".repeat(9000));
     assert!(http_exchange(port, &huge).starts_with("HTTP/1.1 431 "));
+}
+
+#[test]
+fn a_plain_get_of_the_root_serves_the_chat_page_with_its_policy() {
+    let server = Server::with_config(WEB);
+    let port = server.port();
+    let response = http_exchange(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a whole response");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    for header in [
+        "Content-Type: text/html; charset=utf-8",
+        "X-Content-Type-Options: nosniff",
+        "Cache-Control: no-cache",
+        "Connection: close",
+        &format!("Content-Length: {}", body.len()),
+    ] {
+        assert!(
+            format!("{head}\r\n").contains(&format!("\r\n{header}\r\n")),
+            "{head}"
+        );
+    }
+    let policy = head
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix("Content-Security-Policy: "))
+        .expect("a Content-Security-Policy");
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    assert!(policy.contains("script-src 'sha256-"), "{policy}");
+    assert!(!policy.contains("script-src 'unsafe-inline'"), "{policy}");
+    assert!(body.starts_with("<!doctype html>"), "{body}");
+    assert!(!response.contains("\"code\":210"));
+    // /index.html is the same page; HEAD has its head and no body.
+    let same = http_exchange(port, "GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(same, response);
+    let head_only = http_exchange(port, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(head_only, format!("{head}\r\n\r\n"));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The HTTP side of `web = true`, pure: whether a connection's first bytes
 //! are an HTTP request line (`sniff`), what a complete request head gets
-//! (`judge`: the WebSocket upgrade, or an HTTP error), and the responses'
-//! bytes. It never reads a socket and keeps no state: the gate in
+//! (`judge`: the WebSocket upgrade, the chat page, or an HTTP error), and
+//! the responses' bytes. It never reads a socket and keeps no state: the gate in
 //! `transport` holds the bytes and writes the answers. See
 //! `design/protocol.md`, "WebSocket", and `design/security.md`, "Browsers".
 
@@ -161,9 +161,9 @@ impl Status {
             Status::BadRequest => "riftd: malformed request\n",
             Status::Forbidden => "riftd: this origin may not open a WebSocket here\n",
             Status::NotFound => {
-                "riftd: no page here; WebSocket clients upgrade on GET / (riftd's chat page is not built yet)\n"
+                "riftd: no page here; the chat is at / (WebSocket clients upgrade on GET /)\n"
             }
-            Status::MethodNotAllowed => "riftd: only GET is served\n",
+            Status::MethodNotAllowed => "riftd: only GET and HEAD are served\n",
             Status::RequestTimeout => "riftd: the request took too long\n",
             Status::UpgradeRequired => "riftd: WebSocket version 13 only\n",
             Status::HeadTooLarge => "riftd: request head too large\n",
@@ -174,7 +174,7 @@ impl Status {
     /// Headers the status calls for, each ending in CRLF.
     fn extra_headers(self) -> &'static str {
         match self {
-            Status::MethodNotAllowed => "Allow: GET\r\n",
+            Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
             Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
             _ => "",
         }
@@ -194,6 +194,42 @@ pub fn error_response(status: Status) -> Vec<u8> {
     .into_bytes()
 }
 
+/// riftd's chat page: one self-contained file, compiled in.
+pub const PAGE: &str = include_str!("../web/index.html");
+
+/// The SHA-256 of the page's one inline script, which the
+/// `Content-Security-Policy` allows and nothing else (a test checks it
+/// against `PAGE`: change both together).
+const SCRIPT_HASH: &str = "sha256-p4P58thgwrNabxMTbyotumSkkQJLABWgnDh0VRlEwjE=";
+
+/// The page's `Content-Security-Policy`: its own inline script (by hash)
+/// and styles, WebSockets to its own origin, nothing loaded from anywhere.
+fn content_security_policy() -> String {
+    format!(
+        "default-src 'none'; script-src '{SCRIPT_HASH}'; style-src 'unsafe-inline'; \
+         connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    )
+}
+
+/// The answer to `GET /` (the page) or `HEAD /` (its head alone); the
+/// connection closes after it.
+pub fn page_response(is_head: bool) -> Vec<u8> {
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
+         Content-Security-Policy: {}\r\nX-Content-Type-Options: nosniff\r\n\
+         X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\nCache-Control: no-cache\r\n\
+         Connection: close\r\n\r\n",
+        PAGE.len(),
+        content_security_policy(),
+    )
+    .into_bytes();
+    if !is_head {
+        response.extend_from_slice(PAGE.as_bytes());
+    }
+    response
+}
+
 /// The 101 that switches the connection to WebSocket.
 pub fn switching_response(accept: &str) -> Vec<u8> {
     format!(
@@ -207,6 +243,8 @@ pub fn switching_response(accept: &str) -> Vec<u8> {
 pub enum Verdict {
     /// Switch to WebSocket with this `Sec-WebSocket-Accept`.
     Upgrade { accept: String },
+    /// Answer the page (`is_head`: its head alone) and close.
+    Page { is_head: bool },
     /// Answer this error and close.
     Refuse(Status),
 }
@@ -235,16 +273,25 @@ pub fn judge(head: &[u8], scheme: Scheme, settings: &WebSettings) -> Option<Verd
         matches!(header(name), Some(Ok(value))
             if value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
     };
-    if request.method != Some("GET") {
-        return Some(Verdict::Refuse(Status::MethodNotAllowed));
-    }
+    let is_head = match request.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => return Some(Verdict::Refuse(Status::MethodNotAllowed)),
+    };
     let path = request.path.unwrap_or("");
-    if path != "/" && !path.starts_with("/?") {
+    let is_root = path == "/" || path.starts_with("/?");
+    if !has_token("upgrade", "websocket") {
+        // A plain GET (or HEAD) of / or /index.html: the page.
+        if is_root || path == "/index.html" || path.starts_with("/index.html?") {
+            return Some(Verdict::Page { is_head });
+        }
         return Some(Verdict::Refuse(Status::NotFound));
     }
-    if !has_token("upgrade", "websocket") {
-        // No page yet: a plain GET / finds nothing.
+    if !is_root {
         return Some(Verdict::Refuse(Status::NotFound));
+    }
+    if is_head {
+        return Some(Verdict::Refuse(Status::BadRequest));
     }
     // An upgrade: HTTP/1.1 with a host, `Connection: Upgrade`, version 13
     // and a key; and no bytes after the head (a client waits for the 101).
@@ -359,13 +406,56 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_get_or_head_of_the_root_is_the_page() {
+        for (head, is_head) in [
+            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", false),
+            ("GET /?room=rust HTTP/1.1\r\nHost: x\r\n\r\n", false),
+            ("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n", false),
+            ("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+        ] {
+            assert_eq!(judged(head), Some(Verdict::Page { is_head }), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn the_page_is_served_with_its_policy_and_head_gets_no_body() {
+        let response = String::from_utf8(page_response(false)).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(head.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"));
+        assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
+        assert!(head.contains("\r\nX-Content-Type-Options: nosniff\r\n"));
+        assert!(head.contains("\r\nCache-Control: no-cache\r\n"));
+        assert!(head.contains(&format!("script-src '{SCRIPT_HASH}';")));
+        assert_eq!(body, PAGE);
+        let head_only = page_response(true);
+        assert_eq!(head_only, format!("{head}\r\n\r\n").into_bytes());
+    }
+
+    #[test]
+    fn the_policy_allows_exactly_the_pages_one_inline_script() {
+        use base64::Engine;
+        use sha2::Digest;
+        let (_, rest) = PAGE.split_once("<script>").expect("the page has a script");
+        let (script, after) = rest.split_once("</script>").expect("the script ends");
+        assert!(!after.contains("<script"), "one inline script only");
+        let digest = sha2::Sha256::digest(script.as_bytes());
+        let hash = base64::engine::general_purpose::STANDARD.encode(digest);
+        assert_eq!(SCRIPT_HASH, format!("sha256-{hash}"), "update SCRIPT_HASH");
+        // Nothing in the page loads from elsewhere.
+        for needle in ["http://", "https://", "src=", "@import", "url("] {
+            assert!(!PAGE.contains(needle), "the page contains {needle:?}");
+        }
+    }
+
+    #[test]
     fn requests_that_are_not_an_upgrade_get_proper_errors() {
         assert_eq!(
-            refused("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            refused("GET /chat HTTP/1.1\r\nHost: x\r\n\r\n"),
             Status::NotFound
         );
         assert_eq!(
-            refused("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"),
+            refused("GET /index.htmlx HTTP/1.1\r\nHost: x\r\n\r\n"),
             Status::NotFound
         );
         assert_eq!(
@@ -409,7 +499,7 @@ mod tests {
     fn error_responses_are_complete_http_with_their_length() {
         let response = String::from_utf8(error_response(Status::MethodNotAllowed)).unwrap();
         assert!(response.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
-        assert!(response.contains("\r\nAllow: GET\r\n"));
+        assert!(response.contains("\r\nAllow: GET, HEAD\r\n"));
         assert!(response.contains("\r\nConnection: close\r\n"));
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));

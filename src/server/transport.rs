@@ -436,6 +436,10 @@ impl HttpGate {
                 self.answer(status);
                 Ok(self.answered(cost))
             }
+            Some(Verdict::Page { is_head }) => {
+                self.respond(http::page_response(is_head));
+                Ok(self.answered(cost))
+            }
             Some(Verdict::Upgrade { accept }) => {
                 self.held = Vec::new();
                 self.response = http::switching_response(&accept);
@@ -449,9 +453,13 @@ impl HttpGate {
     }
 
     fn answer(&mut self, status: Status) {
+        self.respond(http::error_response(status));
+    }
+
+    fn respond(&mut self, response: Vec<u8>) {
         self.gate = Gate::Answered;
         self.held = Vec::new();
-        self.response = http::error_response(status);
+        self.response = response;
         self.written = 0;
     }
 
