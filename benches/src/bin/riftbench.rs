@@ -604,7 +604,12 @@ fn fanout(options: &Options) -> io::Result<String> {
         .iter()
         .copied()
         .filter(|&key| bench.peers[key].role == Role::Receiver)
-        .zip(roles.iter().enumerate().filter(|(_, (role, _))| *role == Role::Receiver))
+        .zip(
+            roles
+                .iter()
+                .enumerate()
+                .filter(|(_, (role, _))| *role == Role::Receiver),
+        )
         .map(|(key, (index, _))| (key, index % receive_ports.len()))
         .collect();
     if bench.failed > 0 {
