@@ -66,6 +66,14 @@ cpu_ticks() { # pid -> utime+stime in ticks
 bench() { taskset -c 1 target/release/riftbench fanout "$@" --ready-code 208 --json; }
 field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, d))" "$1" "$2"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# by_port JSON... -> PORT:MEDIAN,... of the deliveries per receiving port
+by_port() {
+    python3 -c '
+import json, statistics, sys
+runs = [json.loads(arg)["deliveries_per_sec_by_port"] for arg in sys.argv[1:]]
+print(",".join(f"{port}:{statistics.median_low(run[port] for run in runs)}" for port in runs[0]))
+' "$@"
+}
 median_of() { local expr=$1; shift; for json in "$@"; do field "$json" "$expr"; done | median; }
 
 # run LABEL riftbench-args... : RUNS runs, medians, and the CPU each server
@@ -91,7 +99,7 @@ run() {
     printf '%-36s accepted %7s/s  deliveries %8s/s %-26s p50 %7s ms  p99 %8s ms  lost %s  gen %s%%  CPU:%s\n' \
         "$label" "$(median_of accepted_per_sec "${results[@]}")" \
         "$(median_of deliveries_per_sec "${results[@]}")" \
-        "($(median_of "','.join(f'{k}:{v}' for k, v in deliveries_per_sec_by_port.items())" "${results[@]}"))" \
+        "($(by_port "${results[@]}"))" \
         "$(median_of p50_ms "${results[@]}")" "$(median_of p99_ms "${results[@]}")" \
         "$lost" "$(median_of generator_cpu_pct "${results[@]}")" "$cpu"
 }
