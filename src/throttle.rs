@@ -106,9 +106,52 @@ impl Entry {
         Ok(())
     }
 
+    /// The entry a shared count stands for (cluster mode): the block the
+    /// `failures`-th failure began `age_ms` ago, and the checks this node
+    /// has in flight.
+    fn shared(policy: (u32, u64), counted: Counted, in_flight: u32, now_ms: u64) -> Entry {
+        let (free, max_block_ms) = policy;
+        let blocked_until_ms = block_ms(free, max_block_ms, counted.failures).map_or(0, |block| {
+            now_ms.saturating_add(block.saturating_sub(counted.age_ms))
+        });
+        Entry {
+            failures: counted.failures,
+            in_flight,
+            last_failure_ms: now_ms.saturating_sub(counted.age_ms),
+            blocked_until_ms,
+        }
+    }
+
     fn is_idle(&self) -> bool {
         self.failures == 0 && self.in_flight == 0 && self.blocked_until_ms == 0
     }
+}
+
+/// The block a record earns with `failures` failures, past `free`: one
+/// second, doubling with each further failure up to `max_block_ms`.
+fn block_ms(free: u32, max_block_ms: u64, failures: u32) -> Option<u64> {
+    if failures <= free {
+        return None;
+    }
+    let doublings = (failures - free - 1).min(20);
+    Some((BASE_BLOCK_MS << doublings).min(max_block_ms))
+}
+
+/// One record's failures as the cluster counts them (cluster mode): how
+/// many, and how long ago the last one was counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counted {
+    pub failures: u32,
+    pub age_ms: u64,
+}
+
+/// The three records of an attempt as the cluster counts them, in the
+/// order of `keys`: the address, the address and name, the name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shared {
+    pub address: Counted,
+    pub pair: Counted,
+    pub name: Counted,
 }
 
 #[derive(Debug, Default)]
@@ -155,13 +198,63 @@ impl Throttle {
     /// Why an attempt for this name from this address must wait, if it
     /// must (the longest block wins). Counts nothing (USER asks this).
     pub fn check(&self, address: IpAddr, username_key: &str, now_ms: u64) -> Result<(), Wait> {
+        self.verdict(address, username_key, now_ms, |key| {
+            self.entries.get(key).copied()
+        })
+    }
+
+    /// `check` in cluster mode: the failures and blocks are the cluster's
+    /// counts (`shared`, the same arithmetic as `record_failure`'s, from
+    /// the age of each record's last failure); only the checks in flight
+    /// and the addresses known to have logged in are this node's.
+    pub fn check_shared(
+        &self,
+        address: IpAddr,
+        username_key: &str,
+        now_ms: u64,
+        shared: &Shared,
+    ) -> Result<(), Wait> {
+        self.verdict(address, username_key, now_ms, |key| {
+            let counted = match key {
+                Key::Address(_) => shared.address,
+                Key::Pair(..) => shared.pair,
+                Key::Name(_) => shared.name,
+            };
+            let in_flight = self.entries.get(key).map_or(0, |entry| entry.in_flight);
+            Some(Entry::shared(key.policy(), counted, in_flight, now_ms))
+        })
+    }
+
+    /// `begin` in cluster mode: admitted by `check_shared`, then counted in
+    /// flight on this node as `begin` does.
+    pub fn begin_shared(
+        &mut self,
+        address: IpAddr,
+        username_key: &str,
+        now_ms: u64,
+        shared: &Shared,
+    ) -> Result<(), Wait> {
+        self.check_shared(address, username_key, now_ms, shared)?;
+        self.count_in_flight(address, username_key, now_ms);
+        Ok(())
+    }
+
+    /// The longest wait the three records' entries (as `entry` gives them)
+    /// impose, skipping the name's for an address that logged in to it.
+    fn verdict(
+        &self,
+        address: IpAddr,
+        username_key: &str,
+        now_ms: u64,
+        entry: impl Fn(&Key) -> Option<Entry>,
+    ) -> Result<(), Wait> {
         let mut verdict = Ok(());
         let is_known = self.is_known(address, username_key, now_ms);
         for key in Throttle::keys(address, username_key) {
             if is_known && matches!(key, Key::Name(_)) {
                 continue;
             }
-            let Some(entry) = self.entries.get(&key) else {
+            let Some(entry) = entry(&key) else {
                 continue;
             };
             match (entry.admits(key.policy().0, now_ms), verdict) {
@@ -185,12 +278,16 @@ impl Throttle {
     /// flight until `record_failure`, `record_success` or `abandon` ends it.
     pub fn begin(&mut self, address: IpAddr, username_key: &str, now_ms: u64) -> Result<(), Wait> {
         self.check(address, username_key, now_ms)?;
+        self.count_in_flight(address, username_key, now_ms);
+        Ok(())
+    }
+
+    fn count_in_flight(&mut self, address: IpAddr, username_key: &str, now_ms: u64) {
         self.prune(now_ms);
         for key in Throttle::keys(address, username_key) {
             let entry = self.entries.entry(key).or_default();
             entry.in_flight = entry.in_flight.saturating_add(1);
         }
-        Ok(())
     }
 
     /// Ends a check with a wrong password: it counts against all three
@@ -205,9 +302,7 @@ impl Throttle {
             }
             entry.failures = entry.failures.saturating_add(1);
             entry.last_failure_ms = now_ms;
-            if entry.failures > free {
-                let doublings = (entry.failures - free - 1).min(20);
-                let block = (BASE_BLOCK_MS << doublings).min(max_block_ms);
+            if let Some(block) = block_ms(free, max_block_ms, entry.failures) {
                 entry.blocked_until_ms = now_ms.saturating_add(block);
             }
         }
@@ -579,6 +674,53 @@ mod tests {
         throttle.prune_above = 0;
         throttle.begin(ip("192.0.2.1"), "alice", later).unwrap();
         assert_eq!(throttle.len(), 3);
+    }
+
+    #[test]
+    fn shared_counts_give_the_waits_local_failures_give() {
+        // Cluster mode: another node counted the failures; this node gets
+        // the counts and the age of the last one, and must give the same
+        // wait a single node that counted them itself gives.
+        let address = ip("192.0.2.1");
+        for failures in 0..=(ADDRESS_FREE_FAILURES + 3) {
+            let mut local = Throttle::default();
+            for _ in 0..failures {
+                local.record_failure(address, "alice", 1_000);
+            }
+            for later in [0, 1, 999, 1_000, 1_500, 4_000, 70_000] {
+                let counted = Counted {
+                    failures,
+                    age_ms: later,
+                };
+                let shared = Shared {
+                    address: counted,
+                    pair: counted,
+                    name: counted,
+                };
+                let elsewhere = Throttle::default();
+                assert_eq!(
+                    elsewhere.check_shared(address, "alice", 1_000 + later, &shared),
+                    local.check(address, "alice", 1_000 + later),
+                    "{failures} failures, {later} ms later"
+                );
+            }
+        }
+        // Checks in flight are this node's: past the allowance, one at a
+        // time, as `begin` admits them.
+        let counted = Counted {
+            failures: FREE_FAILURES + 1,
+            age_ms: BASE_BLOCK_MS,
+        };
+        let shared = Shared {
+            pair: counted,
+            ..Shared::default()
+        };
+        let mut throttle = Throttle::default();
+        assert!(throttle.begin_shared(address, "alice", 0, &shared).is_ok());
+        assert_eq!(
+            throttle.begin_shared(address, "alice", 0, &shared),
+            Err(Wait::InFlight)
+        );
     }
 
     #[test]

@@ -363,3 +363,87 @@ fn a_daemon_that_cannot_reach_nats_makes_start_exit_1_naming_it() {
         finished.stderr
     );
 }
+
+/// USER then a wrong PASS on a fresh JSON connection: the answer to the
+/// PASS, or the 429 that refused the USER.
+fn guess(port: u16, client: &mut Option<Client>) -> Value {
+    let connection = client.get_or_insert_with(|| Client::json(port));
+    connection.send_json(&json!({"code": 110, "username": "alice"}));
+    let asked = connection.recv_json();
+    if asked["code"] != 211 {
+        return asked;
+    }
+    connection.send_json(&json!({"code": 111, "password": "wrong"}));
+    let answer = connection.recv_json();
+    if answer["error"]
+        .as_str()
+        .is_some_and(|error| error.contains("closing"))
+    {
+        *client = None;
+    }
+    answer
+}
+
+/// The 429 a fresh connection gets for USER alice.
+fn refused_user(port: u16) -> Value {
+    let mut client = Client::json(port);
+    client.send_json(&json!({"code": 110, "username": "alice"}));
+    client.recv_json()
+}
+
+#[test]
+fn wrong_passwords_on_one_node_throttle_the_same_address_on_the_other() {
+    let nats = Nats::start();
+    let config = "auth = \"password\"\npassword_file = \"pw\"\n";
+    let a = node_launch_with(&nats, "node-a", config)
+        .file("pw", "sesame\n")
+        .start();
+    let b = node_launch_with(&nats, "node-b", config)
+        .file("pw", "sesame\n")
+        .start();
+    // Three free failures, then the fourth blocks the address and name
+    // for 1 s (`throttle::FREE_FAILURES`, `BASE_BLOCK_MS`), all on A.
+    let mut on_a = None;
+    for _ in 0..4 {
+        let answer = guess(a.port(), &mut on_a);
+        assert_eq!(answer["code"], 401, "{answer}");
+    }
+    // The next attempt from the same address on B is refused with the
+    // wait a single node gives (A says the same).
+    let expected = json!({"code": 429, "error": "too many failed logins; try again in 1 s"});
+    assert_eq!(refused_user(b.port()), expected);
+    assert_eq!(refused_user(a.port()), expected);
+    // Once the block is over, one more failure on B doubles it, and A
+    // refuses with the doubled wait.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut on_b = None;
+    let answer = loop {
+        let answer = guess(b.port(), &mut on_b);
+        if answer["code"] != 429 {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "still refused: {answer}");
+        on_b = None;
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(answer["code"], 401, "{answer}");
+    let doubled = json!({"code": 429, "error": "too many failed logins; try again in 2 s"});
+    assert_eq!(refused_user(a.port()), doubled);
+    assert_eq!(refused_user(b.port()), doubled);
+    // The right password, once admitted, clears the name's records on
+    // every node.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut alice = loop {
+        let mut client = Client::json(a.port());
+        client.send_json(&json!({"code": 110, "username": "alice"}));
+        if client.recv_json()["code"] == 211 {
+            break client;
+        }
+        assert!(Instant::now() < deadline, "never admitted");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    alice.send_json(&json!({"code": 111, "password": "sesame"}));
+    alice.expect_code(202);
+    let mut fresh = None;
+    assert_eq!(guess(b.port(), &mut fresh)["code"], 401);
+}

@@ -13,6 +13,7 @@ use super::{
     THROTTLE_BUCKET, THROTTLE_MEMORY,
 };
 use crate::proto::{ChatMessage, RoomName, Target, Username};
+use crate::throttle::Counted;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::stream::{self, Stream};
@@ -345,6 +346,7 @@ impl Worker {
             JobKind::Rooms => self.list_rooms().await,
             JobKind::RecordFailures { keys } => self.record_failures(keys).await,
             JobKind::ReadFailures { keys } => self.read_failures(keys).await,
+            JobKind::ReadFailuresAged { keys } => self.read_failures_aged(keys).await,
             JobKind::ClearFailures { keys } => {
                 for key in &keys {
                     if let Err(error) = self.throttle.delete(key.as_str()).await {
@@ -886,6 +888,35 @@ impl Worker {
         }
         JobResult::Failures(counts)
     }
+
+    /// The counts, and how long ago each key's last failure was written
+    /// (a failure is the key's last write: a success deletes it).
+    async fn read_failures_aged(&self, keys: Vec<ThrottleKey>) -> JobResult {
+        let mut counts = Vec::with_capacity(keys.len());
+        for key in keys {
+            let entry = match self.throttle.entry(key.as_str()).await {
+                Ok(entry) => entry.filter(|entry| entry.operation == Operation::Put),
+                Err(error) => return failed(error),
+            };
+            let counted = entry.map_or(Counted::default(), |entry| Counted {
+                failures: parse_count(&entry.value),
+                age_ms: age_ms(entry.created.unix_timestamp_nanos()),
+            });
+            counts.push((key, counted));
+        }
+        JobResult::FailuresAged(counts)
+    }
+}
+
+/// Milliseconds from `created` (a KV entry's time, by the NATS server's
+/// clock) to now (this node's clock); 0 if the clocks put it in the
+/// future.
+fn age_ms(created_nanos: i128) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let created = u128::try_from(created_nanos).unwrap_or(0);
+    u64::try_from(now.saturating_sub(created) / 1_000_000).unwrap_or(u64::MAX)
 }
 
 fn parse_count(value: &[u8]) -> u32 {

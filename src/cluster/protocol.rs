@@ -5,6 +5,7 @@
 //! and take results the way it makes a `VerifyJob` and takes a verdict.
 
 use crate::proto::{ChatMessage, NameKey, RoomName, Username};
+use crate::throttle::Counted;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -87,6 +88,11 @@ pub enum JobKind {
     RecordFailures { keys: Vec<ThrottleKey> },
     /// The current failure counts: `Failures`.
     ReadFailures { keys: Vec<ThrottleKey> },
+    /// The current failure counts with the age of each key's last
+    /// failure (its last write, by the bridge's clock against NATS's
+    /// timestamp), which the throttle's waits are computed from:
+    /// `FailuresAged`.
+    ReadFailuresAged { keys: Vec<ThrottleKey> },
     /// A successful login forgets these keys' failures: `Done`.
     ClearFailures { keys: Vec<ThrottleKey> },
 }
@@ -119,6 +125,8 @@ pub enum JobResult {
     Members(Vec<Member>),
     Rooms(Vec<(RoomName, usize)>),
     Failures(Vec<(ThrottleKey, u32)>),
+    /// Counts and the age of their last failure, in the keys' order.
+    FailuresAged(Vec<(ThrottleKey, Counted)>),
     /// The job did its work (Join, Part, ClearFailures).
     Done,
     /// NATS did not answer or refused; nothing was changed that the job

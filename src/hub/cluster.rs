@@ -17,9 +17,11 @@
 //!
 //! Without `cluster_url` there is no `Cluster` and none of this runs.
 
+use super::login::throttle_refusal;
 use super::refusal::{NoVerdict, QuitReason, Refusal};
 use super::rooms::is_quiet_count;
 use super::{ConnId, Hub, Now};
+use crate::cluster::ThrottleKey;
 use crate::cluster::{
     Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output, Ticket,
 };
@@ -28,7 +30,9 @@ use crate::proto::{
     ChatMessage, NameKey, Ref, RoomName, ServerMsg, Target, Username, backlog_entry_bytes,
 };
 use crate::session::State;
-use std::collections::HashMap;
+use crate::throttle::{self, Counted, Shared};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 /// The hub's side of cluster mode: jobs to submit, requests waiting for
 /// their answer, and this node's view of the rooms it has members in.
@@ -43,6 +47,10 @@ pub(super) struct Cluster {
     /// the name: one at a time per connection, and one local claimant per
     /// name (the cluster grants a name to a node, not to a connection).
     claiming: HashMap<ConnId, NameKey>,
+    /// Connections whose login waits for the throttle's counts (a read
+    /// before USER or PASS goes on, a failure counted before the 401):
+    /// one request at a time, as with a claim.
+    throttling: HashSet<ConnId>,
     /// The rooms this node has local members in.
     rooms: HashMap<RoomName, RoomView>,
     /// Members who joined a room and wait for its backlog: the room's
@@ -117,6 +125,25 @@ enum Pending {
         conn: ConnId,
         reference: Option<Ref>,
     },
+    /// USER behind a password waits for the throttle's counts.
+    ThrottleUser {
+        conn: ConnId,
+        username: Username,
+        reference: Option<Ref>,
+    },
+    /// PASS waits for the throttle's counts before its check begins.
+    ThrottlePass {
+        conn: ConnId,
+        username: Username,
+        password: HeldPassword,
+        reference: Option<Ref>,
+    },
+    /// A wrong password's 401 waits until the failure is counted.
+    WrongPassword {
+        conn: ConnId,
+        username: Username,
+        reference: Option<Ref>,
+    },
     Subscribe {
         room: RoomName,
     },
@@ -126,6 +153,44 @@ enum Pending {
     /// Nobody waits for the answer (Join, Part, Unsubscribe, a release),
     /// or its connection left.
     Nobody,
+}
+
+/// A password held while the throttle's counts are read; never printed.
+struct HeldPassword(String);
+
+impl std::fmt::Debug for HeldPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldPassword")
+    }
+}
+
+/// The throttle's three records for an attempt, as cluster keys, in
+/// `Shared`'s order: the address (its group), the address and name, the
+/// name.
+fn throttle_keys(address: IpAddr, name: &NameKey) -> Vec<ThrottleKey> {
+    let address = throttle::group(address);
+    vec![
+        ThrottleKey::address(address),
+        ThrottleKey::address_and_name(address, name),
+        ThrottleKey::name(name),
+    ]
+}
+
+/// The cluster's counts for `throttle_keys(address, name)`.
+fn shared_counts(address: IpAddr, name: &NameKey, counts: &[(ThrottleKey, Counted)]) -> Shared {
+    let [address_key, pair_key, name_key]: [ThrottleKey; 3] =
+        throttle_keys(address, name).try_into().expect("three keys");
+    let find = |key: &ThrottleKey| {
+        counts
+            .iter()
+            .find(|(counted, _)| counted == key)
+            .map_or(Counted::default(), |(_, counted)| *counted)
+    };
+    Shared {
+        address: find(&address_key),
+        pair: find(&pair_key),
+        name: find(&name_key),
+    }
 }
 
 impl Pending {
@@ -139,7 +204,10 @@ impl Pending {
             | Pending::History { conn, .. }
             | Pending::Backlog { conn, .. }
             | Pending::Who { conn, .. }
-            | Pending::Rooms { conn, .. } => Some(*conn),
+            | Pending::Rooms { conn, .. }
+            | Pending::ThrottleUser { conn, .. }
+            | Pending::ThrottlePass { conn, .. }
+            | Pending::WrongPassword { conn, .. } => Some(*conn),
             _ => None,
         }
     }
@@ -153,6 +221,7 @@ impl Cluster {
             next_ticket: 1,
             pending: HashMap::new(),
             claiming: HashMap::new(),
+            throttling: HashSet::new(),
             rooms: HashMap::new(),
             joining: HashMap::new(),
         }
@@ -266,9 +335,144 @@ impl Hub {
 
     /// Whether `conn` has a name claim under way in the cluster.
     pub(super) fn is_claiming(&self, conn: ConnId) -> bool {
-        self.cluster
-            .as_ref()
-            .is_some_and(|cluster| cluster.claiming.contains_key(&conn))
+        self.cluster.as_ref().is_some_and(|cluster| {
+            cluster.claiming.contains_key(&conn) || cluster.throttling.contains(&conn)
+        })
+    }
+
+    /// USER or PASS behind a password in a cluster, the asking half: the
+    /// throttle's counts are read from the cluster (`ReadFailuresAged`),
+    /// and the answer goes on as local mode does, with those counts.
+    pub(super) fn cluster_read_throttle(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        password: Option<String>,
+    ) -> Result<(), Refusal> {
+        if self.is_claiming(conn) {
+            return Err(Refusal::CheckUnderWay);
+        }
+        let address = self
+            .clients
+            .get(conn)
+            .map(|client| client.peer.ip())
+            .ok_or(Refusal::ConnectionGone)?;
+        let reference = self.held_ref(conn);
+        let Some(cluster) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        let keys = throttle_keys(address, &username.key());
+        let pending = match password {
+            Some(password) => Pending::ThrottlePass {
+                conn,
+                username,
+                password: HeldPassword(password),
+                reference,
+            },
+            None => Pending::ThrottleUser {
+                conn,
+                username,
+                reference,
+            },
+        };
+        cluster.throttling.insert(conn);
+        cluster.ask(JobKind::ReadFailuresAged { keys }, pending);
+        Ok(())
+    }
+
+    /// A wrong password, counted in the cluster (`RecordFailures`, a
+    /// compare-and-set per key). `waiting`: the connection whose 401
+    /// waits for the count (none for a check whose client left).
+    pub(super) fn cluster_count_failure(
+        &mut self,
+        address: IpAddr,
+        name: &NameKey,
+        waiting: Option<(ConnId, Username)>,
+    ) {
+        let reference = waiting.as_ref().and_then(|(conn, _)| self.held_ref(*conn));
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let keys = throttle_keys(address, name);
+        let pending = match waiting {
+            Some((conn, username)) => {
+                cluster.throttling.insert(conn);
+                Pending::WrongPassword {
+                    conn,
+                    username,
+                    reference,
+                }
+            }
+            None => Pending::Nobody,
+        };
+        cluster.ask(JobKind::RecordFailures { keys }, pending);
+    }
+
+    /// A right password: the name's records are cleared cluster-wide, the
+    /// address keeps its failures (as `Throttle::record_success`).
+    pub(super) fn cluster_clear_failures(&mut self, address: IpAddr, name: &NameKey) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            let keys = throttle_keys(address, name).split_off(1);
+            cluster.ask(JobKind::ClearFailures { keys }, Pending::Nobody);
+        }
+    }
+
+    /// The throttle's counts came back for a USER or PASS.
+    fn throttle_read(&mut self, pending: Pending, result: JobResult, now: Now) {
+        let (conn, username, password, reference) = match pending {
+            Pending::ThrottleUser {
+                conn,
+                username,
+                reference,
+            } => (conn, username, None, reference),
+            Pending::ThrottlePass {
+                conn,
+                username,
+                password,
+                reference,
+            } => (conn, username, Some(password.0), reference),
+            _ => return,
+        };
+        let is_awaited = match (self.state(conn), &password) {
+            (Some(State::UserAuth), None) => true,
+            (Some(State::PassAuth { username: asked }), Some(_)) => *asked == username,
+            _ => false,
+        };
+        let Some(address) = self.clients.get(conn).map(|client| client.peer.ip()) else {
+            return;
+        };
+        if !is_awaited {
+            return;
+        }
+        self.answering_late(conn, reference, |hub| {
+            let JobResult::FailuresAged(counts) = result else {
+                match password {
+                    Some(_) => hub.ask_password_again(conn, NoVerdict::ClusterUnavailable),
+                    None => hub.refuse(conn, Refusal::ClusterUnavailable),
+                }
+                return;
+            };
+            let key = username.key();
+            let shared = shared_counts(address, &key, &counts);
+            match password {
+                None => match hub
+                    .throttle
+                    .check_shared(address, key.as_str(), now.mono_ms, &shared)
+                {
+                    Ok(()) => hub.password_user_accepted(conn, username),
+                    Err(wait) => hub.refuse(conn, throttle_refusal(wait)),
+                },
+                Some(password) => {
+                    match hub
+                        .throttle
+                        .begin_shared(address, key.as_str(), now.mono_ms, &shared)
+                    {
+                        Ok(()) => hub.start_check(conn, username, password, now),
+                        Err(wait) => hub.refuse(conn, throttle_refusal(wait)),
+                    }
+                }
+            }
+        });
     }
 
     /// Whether a local connection has a claim of `username` under way.
@@ -570,6 +774,7 @@ impl Hub {
             return;
         };
         cluster.claiming.remove(&conn);
+        cluster.throttling.remove(&conn);
         cluster.joining.retain(|(joiner, _), _| *joiner != conn);
         for pending in cluster.pending.values_mut() {
             if pending.conn() == Some(conn) {
@@ -625,7 +830,38 @@ impl Hub {
         {
             cluster.claiming.remove(&conn);
         }
+        if let Some(conn) = pending.conn()
+            && matches!(
+                pending,
+                Pending::ThrottleUser { .. }
+                    | Pending::ThrottlePass { .. }
+                    | Pending::WrongPassword { .. }
+            )
+            && let Some(cluster) = self.cluster.as_mut()
+        {
+            cluster.throttling.remove(&conn);
+        }
         match (pending, result) {
+            (pending @ (Pending::ThrottleUser { .. } | Pending::ThrottlePass { .. }), result) => {
+                self.throttle_read(pending, result, now);
+            }
+            (
+                Pending::WrongPassword {
+                    conn,
+                    username,
+                    reference,
+                },
+                result,
+            ) => {
+                if let JobResult::Failed(_) = result {
+                    // Counted on this node only; the client still hears.
+                    log::warn!("a wrong password for {username} was not counted in the cluster");
+                }
+                if matches!(self.state(conn), Some(State::PassAuth { username: asked }) if *asked == username)
+                {
+                    self.answering_late(conn, reference, |hub| hub.wrong_password(conn, username));
+                }
+            }
             (Pending::User { conn, reference }, result) => {
                 if self.state(conn) != Some(&State::UserAuth) {
                     return;

@@ -164,6 +164,7 @@ impl Hub {
             } else {
                 self.throttle
                     .record_failure(address, name.as_str(), now.mono_ms);
+                self.cluster_count_failure(address, &name, None);
             }
             return;
         }
@@ -253,18 +254,29 @@ impl Hub {
             Login::Password => {
                 self.ledger.check_name(conn, &username)?;
                 self.check_password_transport(conn)?;
+                if self.cluster.is_some() {
+                    // The throttle's counts are the cluster's:
+                    // `handle_cluster` checks them and goes on.
+                    return self.cluster_read_throttle(conn, username, None);
+                }
                 self.check_throttle(conn, &username, now)?;
-                self.transition(
-                    conn,
-                    Input::UserAccepted {
-                        username,
-                        login: Login::Password,
-                    },
-                );
-                self.prompt_password(conn);
+                self.password_user_accepted(conn, username);
             }
         }
         Ok(())
+    }
+
+    /// USER behind a password, admitted by the throttle: the password is
+    /// asked for.
+    pub(super) fn password_user_accepted(&mut self, conn: ConnId, username: Username) {
+        self.transition(
+            conn,
+            Input::UserAccepted {
+                username,
+                login: Login::Password,
+            },
+        );
+        self.prompt_password(conn);
     }
 
     /// USER under open auth, the applying half: the session logs in under
@@ -305,9 +317,27 @@ impl Hub {
             .get(conn)
             .map(|client| client.peer.ip())
             .ok_or(Refusal::ConnectionGone)?;
+        if self.cluster.is_some() {
+            // The throttle's counts are the cluster's: `handle_cluster`
+            // begins the check with them (`begin_shared`) and goes on.
+            return self.cluster_read_throttle(conn, username, Some(password));
+        }
         self.throttle
             .begin(address, username.key().as_str(), now.mono_ms)
             .map_err(throttle_refusal)?;
+        self.start_check(conn, username, password, now);
+        Ok(())
+    }
+
+    /// A PASS admitted by the throttle (and counted in flight): the
+    /// password is checked, at once or by the verifier.
+    pub(super) fn start_check(
+        &mut self,
+        conn: ConnId,
+        username: Username,
+        password: String,
+        now: Now,
+    ) {
         match self.config.auth.check(&username, &password) {
             Check::Decided(checked) => self.finish_pass(conn, username, checked, now),
             Check::Hash(hash) => {
@@ -328,7 +358,6 @@ impl Hub {
                 });
             }
         }
-        Ok(())
     }
 
     /// A password verdict. A right password asks the ledger for the name
@@ -346,6 +375,7 @@ impl Hub {
         if checked == Checked::Valid {
             self.throttle
                 .record_success(address, username.key().as_str(), now.mono_ms);
+            self.cluster_clear_failures(address, &username.key());
             if self.cluster.is_some() {
                 // Claimed cluster-wide; `handle_cluster` applies it.
                 match self.cluster_claim(conn, username, None, true) {
@@ -363,6 +393,18 @@ impl Hub {
         }
         self.throttle
             .record_failure(address, username.key().as_str(), now.mono_ms);
+        if self.cluster.is_some() {
+            // Counted cluster-wide before the client hears of it, so the
+            // next attempt, on any node, meets the count.
+            self.cluster_count_failure(address, &username.key(), Some((conn, username)));
+            return;
+        }
+        self.wrong_password(conn, username);
+    }
+
+    /// A wrong password, counted: 401, and the connection closed after
+    /// `MAX_PASSWORD_FAILURES`.
+    pub(super) fn wrong_password(&mut self, conn: ConnId, username: Username) {
         let Some(client) = self.clients.get_mut(conn) else {
             return;
         };

@@ -14,6 +14,16 @@
 //!   send time, so receivers measure latency. Prints deliveries/s, latency
 //!   percentiles and lost messages.
 //!   With `--pid PID` it also reports the server's CPU use over the run.
+//!   Cluster mode (several riftd nodes): `--publish-port P` puts the
+//!   publishers on one node and `--receive-port A[,B...]` spreads the
+//!   receivers round-robin over nodes (both default to `--port`); the
+//!   deliveries are then reported per receiving port, and
+//!   `accepted_per_sec` (publishers' messages acknowledged, i.e. stored
+//!   and echoed back, per second until the last one) is the rate the
+//!   cluster took messages in. `--ready-code 208`: a riftd receiver or
+//!   publisher counts as logged in at its join's backlog (208) instead of
+//!   the PONG (207) of a PING sent behind its USER; a cluster node answers
+//!   that PING before the cluster grants the name, so it marks nothing.
 //! - `idle --connections C [--pid PID]`: opens C logged-in connections,
 //!   drains what the server owes them and reports the server's RSS growth
 //!   per connection (read from `/proc/PID/status`).
@@ -50,6 +60,12 @@ struct Options {
     connections: usize,
     pid: Option<u32>,
     port: u16,
+    /// Where publishers connect (default `port`).
+    publish_port: Option<u16>,
+    /// Where receivers connect, round-robin (default `[port]`).
+    receive_ports: Vec<u16>,
+    /// riftd: the code that marks a receiver or publisher logged in.
+    ready_code: u16,
     receivers: usize,
     publishers: usize,
     messages: usize,
@@ -58,7 +74,7 @@ struct Options {
     json: bool,
 }
 
-const USAGE: &str = "usage: riftbench fanout|idle|connect --port PORT [--proto riftd|redis] [--receivers R] [--publishers N] [--messages K] [--size S] [--window W] [--connections C] [--pid PID] [--json]";
+const USAGE: &str = "usage: riftbench fanout|idle|connect --port PORT [--publish-port PORT] [--receive-port PORT[,PORT...]] [--proto riftd|redis] [--receivers R] [--publishers N] [--messages K] [--size S] [--window W] [--connections C] [--pid PID] [--json]";
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
@@ -74,6 +90,9 @@ fn parse_options() -> Result<Options, String> {
         connections: 1000,
         pid: None,
         port: 5050,
+        publish_port: None,
+        receive_ports: Vec::new(),
+        ready_code: 207,
         receivers: 100,
         publishers: 4,
         messages: 10_000,
@@ -94,12 +113,25 @@ fn parse_options() -> Result<Options, String> {
             };
             continue;
         }
+        if flag == "--receive-port" {
+            let list = args.next().unwrap_or_default();
+            options.receive_ports = list
+                .split(',')
+                .map(|port| port.parse::<u16>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| "--receive-port takes PORT[,PORT...]".to_owned())?;
+            continue;
+        }
         let value: usize = args
             .next()
             .and_then(|value| value.parse().ok())
             .ok_or_else(|| format!("{flag} needs a number"))?;
         match flag.as_str() {
             "--port" => options.port = u16::try_from(value).map_err(|_| "bad port")?,
+            "--ready-code" => options.ready_code = u16::try_from(value).map_err(|_| "bad code")?,
+            "--publish-port" => {
+                options.publish_port = Some(u16::try_from(value).map_err(|_| "bad port")?)
+            }
             "--receivers" => options.receivers = value,
             "--publishers" => options.publishers = value.max(1),
             "--messages" => options.messages = value,
@@ -150,6 +182,8 @@ struct Peer {
 struct Wire {
     proto: Proto,
     tag: String,
+    /// `"code":N` marking a riftd receiver or publisher logged in.
+    ready: Vec<u8>,
 }
 
 impl Wire {
@@ -173,10 +207,10 @@ impl Wire {
     }
 
     /// The bytes that confirm a login.
-    fn ready_marker(&self, role: Role) -> &'static [u8] {
+    fn ready_marker(&self, role: Role) -> &[u8] {
         match (self.proto, role) {
             (Proto::Riftd, Role::Login) => b"\"code\":202",
-            (Proto::Riftd, _) => b"\"code\":207",
+            (Proto::Riftd, _) => &self.ready,
             (Proto::Redis, Role::Publisher(_)) => b"+PONG\r\n",
             (Proto::Redis, _) => b":1\r\n",
         }
@@ -291,7 +325,6 @@ struct Bench {
     peers: Slab<Peer>,
     buffer: Vec<u8>,
     wire: Wire,
-    address: SocketAddr,
     epoch: Instant,
     size: usize,
     window: usize,
@@ -318,8 +351,8 @@ impl Bench {
                 // Names unique to this run, so a previous run's connections
                 // the server has not yet seen close cannot collide.
                 tag: format!("b{:x}n", std::process::id() % 0x10000),
+                ready: format!("\"code\":{}", options.ready_code).into_bytes(),
             },
-            address: SocketAddr::from(([127, 0, 0, 1], options.port)),
             epoch: Instant::now(),
             size: options.size,
             window: options.window,
@@ -336,9 +369,9 @@ impl Bench {
         self.epoch.elapsed().as_micros() as u64
     }
 
-    /// Starts a non-blocking connect and queues the login.
-    fn open(&mut self, name: usize, role: Role) -> io::Result<usize> {
-        let stream = TcpStream::connect(self.address)?;
+    /// Starts a non-blocking connect to `port` and queues the login.
+    fn open(&mut self, name: usize, role: Role, port: u16) -> io::Result<usize> {
+        let stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))?;
         let mut out = Vec::new();
         self.wire.login(&mut out, name, role);
         let entry = self.peers.vacant_entry();
@@ -513,13 +546,14 @@ impl Bench {
 
     /// Opens `count` connections with the given roles, at most `OPENING`
     /// logins in progress at once, and waits until all are logged in.
-    fn open_all(&mut self, roles: &[Role], deadline: Instant) -> io::Result<Vec<usize>> {
+    fn open_all(&mut self, roles: &[(Role, u16)], deadline: Instant) -> io::Result<Vec<usize>> {
         let mut keys = Vec::with_capacity(roles.len());
         let mut pending = 0usize;
         let mut next = 0usize;
         while (next < roles.len() || pending > 0) && Instant::now() < deadline {
             while next < roles.len() && pending < OPENING {
-                keys.push(self.open(next, roles[next])?);
+                let (role, port) = roles[next];
+                keys.push(self.open(next, role, port)?);
                 next += 1;
                 pending += 1;
             }
@@ -554,9 +588,30 @@ impl Bench {
 fn fanout(options: &Options) -> io::Result<String> {
     let mut bench = Bench::new(options)?;
     let deadline = Instant::now() + DEADLINE;
-    let mut roles = vec![Role::Receiver; options.receivers];
-    roles.extend((0..options.publishers as u32).map(Role::Publisher));
+    let receive_ports = if options.receive_ports.is_empty() {
+        vec![options.port]
+    } else {
+        options.receive_ports.clone()
+    };
+    let publish_port = options.publish_port.unwrap_or(options.port);
+    let mut roles: Vec<(Role, u16)> = (0..options.receivers)
+        .map(|index| (Role::Receiver, receive_ports[index % receive_ports.len()]))
+        .collect();
+    roles.extend((0..options.publishers as u32).map(|me| (Role::Publisher(me), publish_port)));
     let keys = bench.open_all(&roles, deadline)?;
+    // Which receiving port each receiver is on, for deliveries per node.
+    let receiver_port: Vec<(usize, usize)> = keys
+        .iter()
+        .copied()
+        .filter(|&key| bench.peers[key].role == Role::Receiver)
+        .zip(
+            roles
+                .iter()
+                .enumerate()
+                .filter(|(_, (role, _))| *role == Role::Receiver),
+        )
+        .map(|(key, (index, _))| (key, index % receive_ports.len()))
+        .collect();
     if bench.failed > 0 {
         return Err(io::Error::other(format!("{} logins failed", bench.failed)));
     }
@@ -579,6 +634,7 @@ fn fanout(options: &Options) -> io::Result<String> {
     let cpu_before = cpu_seconds(None);
     let server_cpu_before = options.pid.map(|pid| cpu_seconds(Some(pid)));
     let began = Instant::now();
+    let mut published_in: Option<f64> = None;
     bench.is_running = true;
     for &key in &publishers {
         bench.top_up(key);
@@ -590,6 +646,9 @@ fn fanout(options: &Options) -> io::Result<String> {
             let peer = &bench.peers[key];
             peer.broken || peer.counted >= options.messages
         });
+        if publishers_done && published_in.is_none() {
+            published_in = Some(began.elapsed().as_secs_f64());
+        }
         if delivered >= expected_each * receivers.len() && publishers_done {
             break;
         }
@@ -605,6 +664,19 @@ fn fanout(options: &Options) -> io::Result<String> {
         (cpu_seconds(options.pid) - before) / elapsed * 100.0
     });
     let acked: usize = publishers.iter().map(|&key| bench.peers[key].counted).sum();
+    let accepted = acked as f64 / published_in.unwrap_or(elapsed);
+    let mut by_port = vec![0usize; receive_ports.len()];
+    for &(key, port) in &receiver_port {
+        if let Some(peer) = bench.peers.get(key) {
+            by_port[port] += peer.counted;
+        }
+    }
+    let by_port_json: Vec<String> = receive_ports
+        .iter()
+        .zip(&by_port)
+        .map(|(port, count)| format!("\"{port}\":{:.0}", *count as f64 / elapsed))
+        .collect();
+    let by_port_json = by_port_json.join(",");
     let mut latencies = std::mem::take(&mut bench.latencies);
     let delivered = latencies.len();
     let expected = expected_each * options.receivers;
@@ -619,12 +691,12 @@ fn fanout(options: &Options) -> io::Result<String> {
     let lost = expected.saturating_sub(delivered);
     Ok(if options.json {
         format!(
-            "{{\"receivers\":{},\"publishers\":{},\"messages\":{},\"size\":{},\"deliveries\":{delivered},\"seconds\":{elapsed:.3},\"deliveries_per_sec\":{rate:.0},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"lost\":{lost},\"acked\":{acked},\"generator_cpu_pct\":{cpu:.0},\"server_cpu_pct\":{server_cpu:.0}}}",
+            "{{\"receivers\":{},\"publishers\":{},\"messages\":{},\"size\":{},\"deliveries\":{delivered},\"seconds\":{elapsed:.3},\"deliveries_per_sec\":{rate:.0},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"lost\":{lost},\"acked\":{acked},\"accepted_per_sec\":{accepted:.0},\"deliveries_per_sec_by_port\":{{{by_port_json}}},\"generator_cpu_pct\":{cpu:.0},\"server_cpu_pct\":{server_cpu:.0}}}",
             options.receivers, options.publishers, options.messages, options.size,
         )
     } else {
         format!(
-            "fanout R={} P={} K={} S={}: {delivered} deliveries in {elapsed:.2} s = {rate:.0}/s; latency p50 {p50:.2} ms p99 {p99:.2} ms max {max:.2} ms; lost {lost}; CPU generator {cpu:.0}% server {server_cpu:.0}%",
+            "fanout R={} P={} K={} S={}: {delivered} deliveries in {elapsed:.2} s = {rate:.0}/s; latency p50 {p50:.2} ms p99 {p99:.2} ms max {max:.2} ms; lost {lost}; accepted {accepted:.0}/s; per receiving port /s {{{by_port_json}}}; CPU generator {cpu:.0}% server {server_cpu:.0}%",
             options.receivers, options.publishers, options.messages, options.size,
         )
     })
@@ -635,7 +707,10 @@ fn idle(options: &Options) -> io::Result<String> {
     let mut bench = Bench::new(options)?;
     let deadline = Instant::now() + DEADLINE;
     let started = Instant::now();
-    let keys = bench.open_all(&vec![Role::Receiver; options.connections], deadline)?;
+    let keys = bench.open_all(
+        &vec![(Role::Receiver, options.port); options.connections],
+        deadline,
+    )?;
     let elapsed = started.elapsed().as_secs_f64();
     // Take what the server still owes (join announcements), so its queues
     // are empty when it is measured, and stay quiet for 2 s: riftd gives
@@ -682,7 +757,7 @@ fn connect(options: &Options) -> io::Result<String> {
     let (mut next, mut pending) = (0usize, 0usize);
     while (next < options.connections || pending > 0) && Instant::now() < deadline {
         while next < options.connections && pending < in_flight {
-            bench.open(next, Role::Login)?;
+            bench.open(next, Role::Login, options.port)?;
             next += 1;
             pending += 1;
         }
@@ -778,6 +853,7 @@ mod tests {
             let wire = Wire {
                 proto,
                 tag: "t".to_owned(),
+                ready: b"\"code\":207".to_vec(),
             };
             let mut out = Vec::new();
             wire.publish(&mut out, 123_456, 7, 64);
