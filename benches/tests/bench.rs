@@ -98,3 +98,24 @@ fn riftbench_without_a_mode_prints_usage_and_exits_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("usage"));
 }
+
+#[test]
+fn riftbench_fanout_over_websocket_loses_nothing() {
+    let server = Launch::new().config("flood_rate = 0\nweb = true\n").start();
+    let port = server.port().to_string();
+    let report = riftbench_json(&[
+        "fanout",
+        "--port",
+        &port,
+        "--websocket",
+        "--receivers",
+        "3",
+        "--publishers",
+        "2",
+        "--messages",
+        "50",
+    ]);
+    assert_eq!(report["deliveries"], 300, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["acked"], 100, "{report}");
+}

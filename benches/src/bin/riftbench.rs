@@ -31,6 +31,13 @@
 //!   logins per second, with at most W logins in progress; each connection
 //!   closes once its login is confirmed (202).
 //!
+//! `--websocket` (any mode, meant for fanout): every connection upgrades
+//! to a WebSocket first (riftd with `web = true`; `design/protocol.md`,
+//! "WebSocket") and then sends each protocol line as one masked text
+//! frame; the server's frames are unwrapped before counting. The upgrade
+//! and the framing are done here by hand (the 101's accept key is not
+//! checked).
+//!
 //! `--json` prints one JSON line instead of the table line. Every mode is
 //! bounded: it stops when its work is done or after a 60 s deadline.
 
@@ -72,9 +79,10 @@ struct Options {
     size: usize,
     window: usize,
     json: bool,
+    websocket: bool,
 }
 
-const USAGE: &str = "usage: riftbench fanout|idle|connect --port PORT [--publish-port PORT] [--receive-port PORT[,PORT...]] [--proto riftd|redis] [--receivers R] [--publishers N] [--messages K] [--size S] [--window W] [--connections C] [--pid PID] [--json]";
+const USAGE: &str = "usage: riftbench fanout|idle|connect --port PORT [--publish-port PORT] [--receive-port PORT[,PORT...]] [--proto riftd|redis] [--receivers R] [--publishers N] [--messages K] [--size S] [--window W] [--connections C] [--pid PID] [--websocket] [--json]";
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
@@ -99,10 +107,15 @@ fn parse_options() -> Result<Options, String> {
         size: 64,
         window: 64,
         json: false,
+        websocket: false,
     };
     while let Some(flag) = args.next() {
         if flag == "--json" {
             options.json = true;
+            continue;
+        }
+        if flag == "--websocket" {
+            options.websocket = true;
             continue;
         }
         if flag == "--proto" {
@@ -176,6 +189,101 @@ struct Peer {
     counted: usize,
     sent: usize,
     broken: bool,
+    /// WebSocket connections: the upgrade and the framing state.
+    ws: Option<Ws>,
+}
+
+/// One WebSocket connection's state: the upgrade, then the server's frames.
+struct Ws {
+    /// The 101 arrived.
+    open: bool,
+    /// The response head so far (before the 101).
+    head: Vec<u8>,
+    /// The login lines, held until the 101 (bytes behind the upgrade
+    /// request get a 400).
+    login: Vec<u8>,
+    /// A frame header cut by the end of a read.
+    header: Vec<u8>,
+    /// Payload bytes still to come in the current frame.
+    left: u64,
+    /// Whether the current frame's payload is data (text, binary or
+    /// continuation) rather than control.
+    keep: bool,
+}
+
+fn ws_upgrade(port: u16) -> Vec<u8> {
+    format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Appends each `\n`-ended line of `lines` to `out` as one masked text
+/// frame, without its `\n` (a client's frames must be masked).
+fn ws_frame_lines(lines: &[u8], out: &mut Vec<u8>) {
+    const MASK: [u8; 4] = [0x5a, 0x3c, 0xa5, 0xc3];
+    for line in lines.split(|&byte| byte == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        out.push(0x81); // FIN, text
+        match line.len() {
+            len @ 0..=125 => out.push(0x80 | len as u8),
+            len @ 126..=0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&MASK);
+        out.extend(
+            line.iter()
+                .enumerate()
+                .map(|(index, &byte)| byte ^ MASK[index % 4]),
+        );
+    }
+}
+
+/// Appends the data payloads of the (unmasked) server frames in `input` to
+/// `out`, keeping a cut header or payload for the next read.
+fn ws_deframe(mut input: &[u8], ws: &mut Ws, out: &mut Vec<u8>) {
+    while !input.is_empty() {
+        if ws.left > 0 {
+            let count = (ws.left.min(input.len() as u64)) as usize;
+            if ws.keep {
+                out.extend_from_slice(&input[..count]);
+            }
+            input = &input[count..];
+            ws.left -= count as u64;
+            continue;
+        }
+        ws.header.push(input[0]);
+        input = &input[1..];
+        let header = &ws.header;
+        if header.len() < 2 {
+            continue;
+        }
+        let extra = match header[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let mask = if header[1] & 0x80 != 0 { 4 } else { 0 };
+        if header.len() < 2 + extra + mask {
+            continue;
+        }
+        ws.left = match extra {
+            0 => u64::from(header[1] & 0x7f),
+            _ => header[2..2 + extra]
+                .iter()
+                .fold(0, |len, &byte| len << 8 | u64::from(byte)),
+        };
+        ws.keep = header[0] & 0x0f <= 2;
+        ws.header.clear();
+    }
 }
 
 /// What the wire looks like for one protocol.
@@ -337,6 +445,9 @@ struct Bench {
     last_bytes: Instant,
     /// Whether publishers may send (fanout's measured phase).
     is_running: bool,
+    websocket: bool,
+    /// WebSocket: a read's unwrapped payload; a message before framing.
+    scratch: Vec<u8>,
 }
 
 impl Bench {
@@ -362,6 +473,8 @@ impl Bench {
             failed: 0,
             last_bytes: Instant::now(),
             is_running: false,
+            websocket: options.websocket,
+            scratch: Vec::new(),
         })
     }
 
@@ -374,6 +487,14 @@ impl Bench {
         let stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))?;
         let mut out = Vec::new();
         self.wire.login(&mut out, name, role);
+        let ws = self.websocket.then(|| Ws {
+            open: false,
+            head: Vec::new(),
+            login: std::mem::replace(&mut out, ws_upgrade(port)),
+            header: Vec::new(),
+            left: 0,
+            keep: false,
+        });
         let entry = self.peers.vacant_entry();
         let key = entry.key();
         let mut peer = Peer {
@@ -386,6 +507,7 @@ impl Bench {
             counted: 0,
             sent: 0,
             broken: false,
+            ws,
         };
         self.poll.registry().register(
             &mut peer.stream,
@@ -457,6 +579,7 @@ impl Bench {
     /// confirmed by what was read.
     fn read(&mut self, key: usize) -> bool {
         let mut became_ready = false;
+        let mut upgraded = false;
         loop {
             let peer = &mut self.peers[key];
             let carried = peer.carry.len();
@@ -476,7 +599,33 @@ impl Bench {
                 }
             };
             self.last_bytes = Instant::now();
-            let bytes = &self.buffer[..carried + count];
+            let bytes = match &mut peer.ws {
+                None => &self.buffer[..carried + count],
+                Some(ws) => {
+                    let input = &self.buffer[carried..carried + count];
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(&peer.carry);
+                    if ws.open {
+                        ws_deframe(input, ws, &mut self.scratch);
+                    } else {
+                        ws.head.extend_from_slice(input);
+                        let Some(end) = memchr::memmem::find(&ws.head, b"\r\n\r\n") else {
+                            peer.broken |= ws.head.len() > 8192;
+                            continue;
+                        };
+                        if !ws.head.starts_with(b"HTTP/1.1 101") {
+                            peer.broken = true;
+                            break;
+                        }
+                        ws.open = true;
+                        upgraded = true;
+                        let rest = ws.head.split_off(end + 4);
+                        ws_deframe(&rest, ws, &mut self.scratch);
+                        ws_frame_lines(&ws.login, &mut peer.out);
+                    }
+                    &self.scratch[..]
+                }
+            };
             let mut from = 0;
             if !peer.ready {
                 let marker = self.wire.ready_marker(peer.role);
@@ -520,6 +669,9 @@ impl Bench {
             let tail = bytes[done..].to_vec();
             peer.carry = tail;
         }
+        if upgraded {
+            self.flush(key);
+        }
         became_ready
     }
 
@@ -535,7 +687,13 @@ impl Bench {
         };
         let mut queued = false;
         while peer.sent < self.messages && peer.sent - peer.counted.min(peer.sent) < self.window {
-            self.wire.publish(&mut peer.out, micros, me, self.size);
+            if peer.ws.is_some() {
+                self.scratch.clear();
+                self.wire.publish(&mut self.scratch, micros, me, self.size);
+                ws_frame_lines(&self.scratch, &mut peer.out);
+            } else {
+                self.wire.publish(&mut peer.out, micros, me, self.size);
+            }
             peer.sent += 1;
             queued = true;
         }
