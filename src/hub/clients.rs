@@ -533,8 +533,6 @@ mod websocket_tests {
     //! the rest of the hub is tested in `hub/tests`.
     use super::super::HubConfig;
     use super::*;
-    use crate::auth::Auth;
-    use crate::proto::RoomName;
     use serde_json::{Value, json};
 
     const NOW: Now = Now {
@@ -543,20 +541,7 @@ mod websocket_tests {
     };
 
     fn hub() -> Hub {
-        Hub::new(HubConfig {
-            auth: Auth::Open,
-            default_room: RoomName::parse("lobby").unwrap(),
-            max_output_bytes: 1 << 30,
-            require_tls_for_password: false,
-            history_backlog: None,
-            history_keep: 100,
-            history_max_bytes: usize::MAX,
-            quiet_room_size: 0,
-            auth_timeout_ms: u64::MAX / 4,
-            idle_timeout_ms: 0,
-            flood_rate: 0.0,
-            flood_burst: 1.0,
-        })
+        Hub::new(HubConfig::for_tests())
     }
 
     fn connect(hub: &mut Hub, index: usize, greeting: Greeting) -> ConnId {

@@ -168,6 +168,28 @@ pub struct HubConfig {
     pub flood_burst: f64,
 }
 
+#[cfg(test)]
+impl HubConfig {
+    /// Open auth in room "lobby", no history, and no limit a test does not
+    /// ask for (the hub's, the connection's and the WebSocket tests').
+    pub(crate) fn for_tests() -> HubConfig {
+        HubConfig {
+            auth: Auth::Open,
+            default_room: RoomName::parse("lobby").expect("a valid room name"),
+            max_output_bytes: 1 << 30,
+            require_tls_for_password: false,
+            history_backlog: None,
+            history_keep: 100,
+            history_max_bytes: usize::MAX,
+            quiet_room_size: 0,
+            auth_timeout_ms: u64::MAX / 4,
+            idle_timeout_ms: 0,
+            flood_rate: 0.0,
+            flood_burst: 1.0,
+        }
+    }
+}
+
 /// Consecutive flood refusals (429) after which a client is disconnected.
 pub const MAX_FLOOD_STRIKES: u32 = 20;
 

@@ -2,9 +2,7 @@
 //! socket pair: what the client receives when the shell follows the hub.
 
 use super::*;
-use crate::auth::Auth;
 use crate::hub::{HubConfig, Wire};
-use crate::proto::RoomName;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
@@ -15,20 +13,7 @@ const NOW: Now = Now {
 };
 
 fn hub() -> Hub {
-    Hub::new(HubConfig {
-        auth: Auth::Open,
-        default_room: RoomName::parse("lobby").unwrap(),
-        max_output_bytes: 1 << 30,
-        require_tls_for_password: false,
-        history_backlog: None,
-        history_keep: 100,
-        history_max_bytes: usize::MAX,
-        quiet_room_size: 0,
-        auth_timeout_ms: u64::MAX / 4,
-        idle_timeout_ms: 0,
-        flood_rate: 0.0,
-        flood_burst: 1.0,
-    })
+    Hub::new(HubConfig::for_tests())
 }
 
 /// A connected pair: the client's blocking std socket and the server's

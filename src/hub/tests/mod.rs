@@ -30,20 +30,7 @@ struct Chat {
 
 /// Open auth, no history, no limits that tests do not ask for.
 fn test_config() -> HubConfig {
-    HubConfig {
-        auth: Auth::Open,
-        default_room: room(LOBBY),
-        max_output_bytes: PLENTY_OF_OUTPUT,
-        require_tls_for_password: false,
-        history_backlog: None,
-        history_keep: 100,
-        history_max_bytes: usize::MAX,
-        quiet_room_size: 0,
-        auth_timeout_ms: u64::MAX / 4,
-        idle_timeout_ms: 0,
-        flood_rate: 0.0,
-        flood_burst: 1.0,
-    }
+    HubConfig::for_tests()
 }
 
 impl Chat {
