@@ -142,6 +142,47 @@ fn accounts_launch(config: &str, users: &[(&str, &str)]) -> (Launch, PathBuf) {
     (launch, config_path)
 }
 
+/// The codes of `frames`, in order.
+fn codes(frames: &[Value]) -> Vec<u64> {
+    frames
+        .iter()
+        .map(|frame| frame["code"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+#[test]
+fn lines_pipelined_behind_a_pass_are_answered_after_the_verdict() {
+    // The password is checked off the loop (argon2): what the client sent
+    // behind PASS waits for the verdict, as if the client had waited,
+    // instead of meeting the session still in PASS AUTH (403).
+    let (launch, _) = accounts_launch(ACCOUNTS_CONFIG, &[("alice", "a-secret")]);
+    let server = launch.start();
+    let mut client = Client::json(server.port());
+    let pipelined = [
+        json!({"code": 110, "username": "alice"}),
+        json!({"code": 111, "password": "a-secret", "ref": "p"}),
+        json!({"code": 100, "message": "first words", "ref": "s"}),
+        json!({"code": 108, "token": "after"}),
+    ]
+    .map(|frame| format!("{frame}\n"))
+    .concat();
+    client.send_raw(pipelined.as_bytes());
+    let frames = client.frames_until(207);
+    let codes = codes(&frames);
+    assert_eq!(codes.first(), Some(&211), "{frames:?}");
+    let logged_in = codes.iter().position(|&code| code == 202);
+    let said = codes.iter().position(|&code| code == 200);
+    assert!(
+        logged_in.is_some() && said > logged_in,
+        "the SAY was not answered after the login: {frames:?}"
+    );
+    assert!(
+        codes.iter().all(|&code| code < 400),
+        "a pipelined line was refused: {frames:?}"
+    );
+    assert_eq!(frames[said.unwrap()]["message"]["text"], "first words");
+}
+
 // ---------------------------------------------------------------------------
 // Clients: the harness's plain one and a TLS one, behind one trait so the
 // login helpers serve both.

@@ -116,6 +116,68 @@ fn a_name_held_on_one_node_is_taken_on_the_other_in_any_case() {
     let (_bob_again, _) = login(&a, "Bob");
 }
 
+/// Sends `frames` in one write.
+fn pipeline(client: &mut Client, frames: &[Value]) {
+    let bytes: String = frames.iter().map(|frame| format!("{frame}\n")).collect();
+    client.send_raw(bytes.as_bytes());
+}
+
+/// Asserts that the login (202) came first, then `said` as a chat
+/// message (the last of `frames`), and nothing was refused.
+fn assert_answered_in_order(frames: &[Value], said: &str) {
+    let position = |code: u64| frames.iter().position(|frame| frame["code"] == code);
+    let login = position(202);
+    let message = position(200);
+    assert!(
+        login.is_some() && message > login,
+        "the SAY was not answered after the login: {frames:?}"
+    );
+    assert_eq!(frames[message.unwrap()]["message"]["text"], said);
+    assert!(
+        frames
+            .iter()
+            .all(|frame| frame["code"].as_u64() < Some(400)),
+        "a pipelined line was refused: {frames:?}"
+    );
+}
+
+#[test]
+fn lines_pipelined_behind_a_login_wait_for_the_clusters_grant_of_the_name() {
+    // The name is granted by NATS, a round trip away: a SAY and a PING
+    // sent in the same write as USER (or PASS) are answered after the
+    // login, as a single node answers them, not refused in USER AUTH.
+    // (The SAY's own copy comes back from the stream, so the PING's 207
+    // may come before it.)
+    let nats = Nats::start();
+    let open = node(&nats, "node-a");
+    let mut client = Client::json(open.port());
+    pipeline(
+        &mut client,
+        &[
+            json!({"code": 110, "username": "quick"}),
+            json!({"code": 100, "message": "at once"}),
+            json!({"code": 108, "token": "t"}),
+        ],
+    );
+    assert_answered_in_order(&client.frames_until(200), "at once");
+
+    let config = "auth = \"password\"\npassword_file = \"pw\"\n";
+    let guarded = node_launch_with(&nats, "node-b", config)
+        .file("pw", "sesame\n")
+        .start();
+    let mut client = Client::json(guarded.port());
+    pipeline(
+        &mut client,
+        &[
+            json!({"code": 110, "username": "careful"}),
+            json!({"code": 111, "password": "sesame"}),
+            json!({"code": 100, "message": "after the password"}),
+            json!({"code": 108, "token": "t"}),
+        ],
+    );
+    assert_answered_in_order(&client.frames_until(200), "after the password");
+}
+
 #[test]
 fn behind_a_password_the_name_is_claimed_cluster_wide_once_the_password_is_right() {
     let nats = Nats::start();

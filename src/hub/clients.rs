@@ -520,6 +520,34 @@ impl Hub {
         }
     }
 
+    /// True while the session's login (or rename, or entering a room in a
+    /// cluster) waits for a decision made off the loop: a password
+    /// verdict, the cluster's grant of a name or its throttle counts, a
+    /// room's subscription and backlog. The shell hands it no more lines, and
+    /// reads nothing more from its socket, until the hub lists it in
+    /// `take_resumed`: what a client pipelined behind a USER, PASS, JOIN
+    /// or RENAME is then answered as if it had waited for the answer (as
+    /// a single node without a password hash answers it at once).
+    pub fn is_waiting(&self, conn: ConnId) -> bool {
+        self.clients
+            .get(conn)
+            .is_some_and(|client| client.pending_check.is_some())
+            || self.is_cluster_waiting(conn)
+    }
+
+    /// Connections whose wait (`is_waiting`) may have ended since the last
+    /// call: the shell reads the ones it held again. A connection may be
+    /// listed and still wait (one decision led to another): the shell
+    /// asks `is_waiting` again before it hands on a line.
+    pub fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
+        into.append(&mut self.resumed);
+    }
+
+    /// A decision `conn` was waiting for came back.
+    pub(super) fn resume(&mut self, conn: ConnId) {
+        self.resumed.push(conn);
+    }
+
     /// The session's current state (for the hub and its tests; the shell
     /// goes by `Fate`).
     pub(crate) fn state(&self, conn: ConnId) -> Option<&State> {

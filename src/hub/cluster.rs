@@ -59,6 +59,11 @@ pub(super) struct Cluster {
     /// backlog first and no message twice, as in local mode. Empty except
     /// during joins: the fan-out looks here only when it is not.
     joining: HashMap<(ConnId, RoomName), Vec<ChatMessage>>,
+    /// Connections entering a room (JOIN, or the default room at login)
+    /// until they are members with their backlog: their input is held
+    /// meanwhile (`Hub::is_waiting`), so what they say next comes after
+    /// the 208, as on a single node, not inside it.
+    entering: HashSet<ConnId>,
 }
 
 /// Messages held for one joiner while its backlog is read; past this the
@@ -224,6 +229,7 @@ impl Cluster {
             throttling: HashSet::new(),
             rooms: HashMap::new(),
             joining: HashMap::new(),
+            entering: HashSet::new(),
         }
     }
 
@@ -334,6 +340,26 @@ impl Hub {
     }
 
     /// Whether `conn` has a name claim under way in the cluster.
+    /// True while `conn` waits for the cluster before its next line may
+    /// be answered: a name claim, the throttle's counts, or entering a room.
+    pub(super) fn is_cluster_waiting(&self, conn: ConnId) -> bool {
+        self.is_claiming(conn)
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|cluster| cluster.entering.contains(&conn))
+    }
+
+    /// `conn` is a member of the room it entered, or will not be: its
+    /// held input is read again.
+    fn entered(&mut self, conn: ConnId) {
+        if let Some(cluster) = self.cluster.as_mut()
+            && cluster.entering.remove(&conn)
+        {
+            self.resumed.push(conn);
+        }
+    }
+
     pub(super) fn is_claiming(&self, conn: ConnId) -> bool {
         self.cluster.as_ref().is_some_and(|cluster| {
             cluster.claiming.contains_key(&conn) || cluster.throttling.contains(&conn)
@@ -671,6 +697,7 @@ impl Hub {
         };
         let is_new = !cluster.rooms.contains_key(&room);
         let node = cluster.node.clone();
+        cluster.entering.insert(conn);
         let view = cluster.rooms.entry(room.clone()).or_default();
         view.roster.insert(username.key(), (username, node));
         if view.is_subscribed {
@@ -691,6 +718,7 @@ impl Hub {
     /// backlog read.
     fn cluster_joined(&mut self, conn: ConnId, room: RoomName) {
         let Some(username) = self.state(conn).and_then(State::username).cloned() else {
+            self.entered(conn);
             return;
         };
         let quiet_room_size = self.config.quiet_room_size;
@@ -720,17 +748,19 @@ impl Hub {
             },
             Pending::Nobody,
         );
-        if let Some(backlog) = backlog {
-            cluster.joining.insert((conn, room.clone()), Vec::new());
-            cluster.ask(
-                JobKind::History {
-                    room: room.clone(),
-                    range: HistoryRange::Last,
-                    limit: backlog.min(MAX_HISTORY_REPLY),
-                },
-                Pending::Backlog { conn, room, budget },
-            );
-        }
+        let Some(backlog) = backlog else {
+            self.entered(conn);
+            return;
+        };
+        cluster.joining.insert((conn, room.clone()), Vec::new());
+        cluster.ask(
+            JobKind::History {
+                room: room.clone(),
+                range: HistoryRange::Last,
+                limit: backlog.min(MAX_HISTORY_REPLY),
+            },
+            Pending::Backlog { conn, room, budget },
+        );
     }
 
     /// `conn` (logged in as `username`) left `room` in a cluster: the
@@ -749,6 +779,9 @@ impl Hub {
             Pending::Nobody,
         );
         cluster.joining.remove(&(conn, room.clone()));
+        if cluster.entering.remove(&conn) {
+            self.resumed.push(conn);
+        }
         let mut is_waited_for = false;
         if let Some(view) = cluster.rooms.get_mut(room) {
             view.waiting.retain(|&waiting| waiting != conn);
@@ -776,6 +809,7 @@ impl Hub {
         cluster.claiming.remove(&conn);
         cluster.throttling.remove(&conn);
         cluster.joining.retain(|(joiner, _), _| *joiner != conn);
+        cluster.entering.remove(&conn);
         for pending in cluster.pending.values_mut() {
             if pending.conn() == Some(conn) {
                 *pending = match pending {
@@ -829,6 +863,7 @@ impl Hub {
             && let Some(cluster) = self.cluster.as_mut()
         {
             cluster.claiming.remove(&conn);
+            self.resumed.push(conn);
         }
         if let Some(conn) = pending.conn()
             && matches!(
@@ -840,6 +875,7 @@ impl Hub {
             && let Some(cluster) = self.cluster.as_mut()
         {
             cluster.throttling.remove(&conn);
+            self.resumed.push(conn);
         }
         match (pending, result) {
             (pending @ (Pending::ThrottleUser { .. } | Pending::ThrottlePass { .. }), result) => {
@@ -958,6 +994,7 @@ impl Hub {
                 _ => self.cluster_unavailable(conn, reference),
             },
             (Pending::Backlog { conn, room, budget }, result) => {
+                self.entered(conn);
                 let held = self
                     .cluster
                     .as_mut()
@@ -1128,6 +1165,7 @@ impl Hub {
         }
         let waiting = std::mem::take(&mut view.waiting);
         for conn in waiting {
+            self.entered(conn);
             if self.is_member(conn, &room) {
                 self.clients
                     .send(conn, &Refusal::ClusterUnavailable.to_msg());

@@ -175,6 +175,7 @@ impl Hub {
             return;
         }
         client.pending_check = None;
+        self.resumed.push(conn);
         let reference = self.check_refs.remove(&ticket);
         if let State::PassAuth { username } = client.state.clone() {
             self.answering_late(conn, reference, |hub| {
@@ -535,6 +536,7 @@ impl Hub {
             self.throttle
                 .abandon(client.peer.ip(), username.key().as_str());
         }
+        self.resume(conn);
         self.check_refs.remove(&ticket.get())
     }
 

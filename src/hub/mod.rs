@@ -22,7 +22,11 @@
 //!   worker come back as `handle_verified` (or `handle_verify_busy` when its
 //!   queue was full). `handle_shutdown` once, when the server goes down.
 //!   The inputs about one connection's bytes return its `Fate`: once it is
-//!   not `Open`, the shell hands it no more lines.
+//!   not `Open`, the shell hands it no more lines. While `is_waiting(conn)`
+//!   (a login, or in a cluster a rename or a room's entry, decided off the
+//!   loop) the shell hands it no lines and does not read it; the hub lists
+//!   it in `take_resumed` when the decision is back, and the shell reads
+//!   it again (design/architecture.md, "Held input").
 //! - **Timers**: `deadline(conn)` says when `handle_timeout(conn, now)` has
 //!   something to do (login deadline, idle ping, idle close); early or
 //!   repeated calls do nothing.
@@ -225,6 +229,10 @@ pub struct Hub {
     /// Cluster mode: `None` for a single node, where the ledger answers
     /// everything at once.
     cluster: Option<Box<cluster::Cluster>>,
+    /// Connections whose wait for a login decision ended (`is_waiting`
+    /// turned false) since the shell last took them: their held input is
+    /// read again.
+    resumed: Vec<ConnId>,
 }
 
 /// A request that carried a ref, from `conn`, being answered.
@@ -277,6 +285,7 @@ impl Hub {
             answering: None,
             check_refs: HashMap::new(),
             cluster: None,
+            resumed: Vec::new(),
         }
     }
 

@@ -109,6 +109,11 @@ pub struct Conn {
     is_write_registered: bool,
     /// True once the peer sent EOF; no further readiness will say so again.
     has_peer_closed: bool,
+    /// True while the hub's session waits for a login decision
+    /// (`Hub::is_waiting`): its lines stay in the codec and its socket is
+    /// not read (the client's own bytes back up in TCP), until the hub
+    /// lists it as resumed and the server reads it again.
+    is_held: bool,
     /// The earliest hub deadline a timer is queued for; `NO_TIMER` if none
     /// (a plain `u64`: this struct is held per connection).
     timer_ms: u64,
@@ -134,6 +139,7 @@ impl Conn {
             linger_until: None,
             is_write_registered: false,
             has_peer_closed: false,
+            is_held: false,
             timer_ms: NO_TIMER,
             read_turn: 0,
         }
@@ -248,6 +254,9 @@ impl Conn {
         loop {
             // Lines already buffered first, within this turn's budget.
             while budget.has_lines() && self.phase == Phase::Open {
+                if self.hold_if_waiting(id, hub) {
+                    break;
+                }
                 let Some(line) = self.codec.next_line() else {
                     break;
                 };
@@ -257,6 +266,11 @@ impl Conn {
                 };
                 self.follow(id, fate);
                 budget.charge_line();
+            }
+            if self.phase == Phase::Open && self.hold_if_waiting(id, hub) {
+                // Nothing more is read until the decision is back; the
+                // server reads it again then (`resume`).
+                break;
             }
             if budget.is_spent() {
                 // More may wait in the codec or the socket: next turn.
@@ -338,6 +352,20 @@ impl Conn {
         self.transport.note_ready(now.mono_ms);
         self.codec.shrink_if_idle();
         reading
+    }
+
+    /// True (and held) if the session waits for a login decision: the
+    /// next line must not be answered before it.
+    fn hold_if_waiting(&mut self, id: ConnId, hub: &Hub) -> bool {
+        self.is_held = hub.is_waiting(id);
+        self.is_held
+    }
+
+    /// The hub says the decision this connection waited for came back:
+    /// true if it was held, so it must be read again (its lines may be in
+    /// the codec, its bytes in the socket, and no readiness will say so).
+    pub fn resume(&mut self) -> bool {
+        std::mem::take(&mut self.is_held)
     }
 
     /// Protocol lines read: into the codec.

@@ -113,6 +113,8 @@ pub struct Server {
     to_flush: Vec<ConnId>,
     /// The hub's dirty list, swapped in each turn (reused buffer).
     hub_dirty: Vec<ConnId>,
+    /// `Hub::take_resumed`'s buffer, kept for its capacity.
+    resumed: Vec<ConnId>,
     /// Connections marked for removal this turn.
     closing: Vec<usize>,
     /// Quitting connections with output still owed, checked for deadlines.
@@ -290,6 +292,7 @@ impl Server {
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             to_flush: Vec::new(),
             hub_dirty: Vec::new(),
+            resumed: Vec::new(),
             closing: Vec::new(),
             lingering: Vec::new(),
             accept_paused_until: None,
@@ -643,10 +646,23 @@ impl Server {
             }
             self.to_flush = dirty;
             if self.closing.is_empty() {
+                self.read_resumed();
                 self.hub.end_turn();
                 return;
             }
             self.reap();
+        }
+    }
+
+    /// Connections held while their login was decided, whose decision
+    /// came back: read next turn (the ready list), where the lines they
+    /// sent meanwhile are answered.
+    fn read_resumed(&mut self) {
+        self.hub.take_resumed(&mut self.resumed);
+        for ConnId(id) in self.resumed.drain(..) {
+            if self.conns.get_mut(id).is_some_and(Conn::resume) {
+                self.ready.push(id);
+            }
         }
     }
 

@@ -555,6 +555,20 @@ impl Client {
         frame
     }
 
+    /// Every frame up to and including the first with `code`, in order;
+    /// fails on timeout or EOF.
+    pub fn frames_until(&mut self, code: u64) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.recv_json();
+            let is_last = frame["code"] == code;
+            frames.push(frame);
+            if is_last {
+                return frames;
+            }
+        }
+    }
+
     /// Like `expect_code`, waiting up to `timeout` (for what has a
     /// documented bound longer than `READ_TIMEOUT`).
     pub fn expect_code_within(&mut self, code: u64, timeout: Duration) -> Value {

@@ -298,3 +298,63 @@ fn a_joiner_gets_its_backlog_first_and_no_message_twice() {
         vec![room_message(7, TS, LOBBY, "bob", "live")]
     );
 }
+
+#[test]
+fn a_login_and_a_join_hold_the_connections_input_until_the_cluster_decides() {
+    let mut chat = clustered();
+    chat.hub.set_config(HubConfig {
+        history_backlog: Some(10),
+        ..test_config()
+    });
+    let empty = || {
+        JobResult::History(crate::cluster::HistorySlice {
+            messages: Vec::new(),
+            more: false,
+            gap: false,
+        })
+    };
+    let alice = chat.connect();
+    assert!(!chat.hub.is_waiting(alice));
+    chat.send_json(alice, json!({"code": 110, "username": "alice"}));
+    assert!(chat.hub.is_waiting(alice), "the claim is under way");
+    let claim = chat.jobs().remove(0);
+    chat.answer(claim.ticket, JobResult::Claimed(user("alice")));
+    assert!(chat.hub.is_waiting(alice), "the lobby is not entered yet");
+    let subscribe = chat.jobs().remove(0);
+    chat.answer(subscribe.ticket, JobResult::Subscribed(room(LOBBY)));
+    assert!(
+        chat.hub.is_waiting(alice),
+        "the lobby's backlog is not read yet"
+    );
+    let history = |chat: &mut Chat| {
+        chat.jobs()
+            .into_iter()
+            .find(|job| matches!(job.kind, JobKind::History { .. }))
+            .expect("the backlog is read")
+    };
+    let backlog = history(&mut chat);
+    chat.answer(backlog.ticket, empty());
+    assert!(!chat.hub.is_waiting(alice), "logged in, with the backlog");
+    let mut resumed = Vec::new();
+    chat.hub.take_resumed(&mut resumed);
+    assert!(resumed.contains(&alice), "{resumed:?}");
+
+    // A JOIN holds it again, and a failed backlog read ends the wait too.
+    chat.send_json(alice, join("den"));
+    assert!(chat.hub.is_waiting(alice), "den is not subscribed yet");
+    let subscribe = chat.jobs().remove(0);
+    chat.answer(subscribe.ticket, JobResult::Subscribed(room("den")));
+    assert!(chat.hub.is_waiting(alice), "den's backlog is not read yet");
+    let backlog = history(&mut chat);
+    chat.answer(backlog.ticket, JobResult::Failed("timed out".into()));
+    assert!(!chat.hub.is_waiting(alice));
+
+    // A room that cannot be subscribed ends the wait with a 503.
+    chat.received(alice);
+    chat.send_json(alice, join("attic"));
+    assert!(chat.hub.is_waiting(alice));
+    let subscribe = chat.jobs().remove(0);
+    chat.answer(subscribe.ticket, JobResult::Failed("no NATS".into()));
+    assert!(!chat.hub.is_waiting(alice));
+    assert!(chat.codes(alice).contains(&503));
+}
