@@ -9,4 +9,5 @@
 mod common;
 
 mod bench;
+mod chaos;
 mod stress;

@@ -23,8 +23,13 @@ fn nats_binary() -> PathBuf {
             if let Some(path) = std::env::var_os("RIFTD_NATS_SERVER") {
                 return PathBuf::from(path);
             }
-            let script =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/nats-server.sh");
+            // The workspace's root (riftd's tests) or its parent (the
+            // bench tools' tests, which share this harness).
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .map(|dir| dir.join("tests/cluster/nats-server.sh"))
+                .find(|script| script.exists())
+                .expect("tests/cluster/nats-server.sh is in the workspace");
             let output = Command::new(&script)
                 .stderr(Stdio::inherit())
                 .output()
