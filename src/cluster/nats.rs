@@ -201,6 +201,7 @@ impl Worker {
                 subjects: vec![format!("{ROOM_PREFIX}.*"), DM_SUBJECT.to_owned()],
                 max_messages_per_subject: keep,
                 storage: stream::StorageType::File,
+                num_replicas: settings.replicas,
                 allow_direct: true,
                 republish: Some(stream::Republish {
                     source: format!("{ROOM_PREFIX}.*"),
@@ -226,6 +227,7 @@ impl Worker {
             history: 1,
             max_age,
             storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
             // Expiry leaves a delete marker, so watchers see a dead
             // node's entries go (nats-server >= 2.11).
             limit_markers: markers.then_some(max_age.max(Duration::from_secs(1))),

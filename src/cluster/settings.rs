@@ -52,6 +52,9 @@ pub struct ClusterSettings {
     /// TLS to NATS: set by `cluster_tls_ca`, a client certificate or a
     /// `tls://` URL. With it every connection must be TLS.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `cluster_replicas`: copies JetStream keeps of the stream and the
+    /// buckets (1 to 5; at most the NATS cluster's size).
+    pub replicas: usize,
 }
 
 impl fmt::Debug for ClusterSettings {
@@ -61,6 +64,7 @@ impl fmt::Debug for ClusterSettings {
             .field("node_name", &self.node_name)
             .field("auth", &self.auth)
             .field("tls", &self.tls.is_some())
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -73,6 +77,7 @@ impl ClusterSettings {
             node_name: node_name.into(),
             auth: ClusterAuth::None,
             tls: None,
+            replicas: 1,
         }
     }
 }

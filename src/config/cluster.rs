@@ -54,6 +54,7 @@ impl RawConfig {
             node_name,
             auth: self.cluster_auth()?,
             tls: self.cluster_tls()?,
+            replicas: self.cluster_replicas.unwrap_or(1),
         }))
     }
 
@@ -74,6 +75,7 @@ impl RawConfig {
             ("cluster_tls_ca", self.cluster_tls_ca.is_some()),
             ("cluster_tls_cert", self.cluster_tls_cert.is_some()),
             ("cluster_tls_key", self.cluster_tls_key.is_some()),
+            ("cluster_replicas", self.cluster_replicas.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, is_set)| is_set.then_some(key))
@@ -300,6 +302,7 @@ mod tests {
             ("cluster_user = \"u\"", "cluster_user"),
             ("cluster_token_file = \"/t\"", "cluster_token_file"),
             ("cluster_tls_ca = \"/ca.pem\"", "cluster_tls_ca"),
+            ("cluster_replicas = 3", "cluster_replicas"),
         ] {
             let error = refusal(text);
             assert!(error.contains(key), "{text}: {error}");

@@ -40,6 +40,7 @@ pub const RANGES: &[Range] = &[
     range("history_keep", 1, 1_000_000),
     range("quiet_room_size", 0, 1_000_000),
     range("history_max_bytes", 1 << 20, 1 << 40),
+    range("cluster_replicas", 1, 5),
 ];
 
 /// A numeric key's value, as `RawConfig::numbers` reports it.
@@ -101,6 +102,10 @@ impl RawConfig {
             ("history_keep", integer(self.history_keep)),
             ("quiet_room_size", integer(self.quiet_room_size)),
             ("history_max_bytes", integer(self.history_max_bytes)),
+            (
+                "cluster_replicas",
+                integer(self.cluster_replicas.unwrap_or(1)),
+            ),
         ]
     }
 }
@@ -119,6 +124,8 @@ mod tests {
             format!("{key} = {value}.0")
         } else if key == "max_line_bytes" {
             format!("{key} = {value}\nmax_output_bytes = 1073741824")
+        } else if key == "cluster_replicas" {
+            format!("{key} = {value}\ncluster_url = \"nats://127.0.0.1:4222\"")
         } else {
             format!("{key} = {value}")
         }

@@ -113,6 +113,9 @@ pub struct RawConfig {
     /// PEM client certificate chain and key for NATS (both or neither).
     pub cluster_tls_cert: Option<PathBuf>,
     pub cluster_tls_key: Option<PathBuf>,
+    /// Copies of the stream and buckets JetStream keeps (default 1): up to
+    /// the number of NATS servers in the NATS cluster, e.g. 3 of 3.
+    pub cluster_replicas: Option<usize>,
     /// Serve HTTP on the listeners: WebSocket clients upgrade on `GET /`;
     /// the greeting waits for a client's first bytes (or a short delay).
     pub web: bool,
@@ -162,6 +165,7 @@ impl Default for RawConfig {
             cluster_tls_ca: None,
             cluster_tls_cert: None,
             cluster_tls_key: None,
+            cluster_replicas: None,
             web: false,
             web_origins: Vec::new(),
             source: None,

@@ -572,6 +572,16 @@ impl Client {
     /// Like `expect_code`, waiting up to `timeout` (for what has a
     /// documented bound longer than `READ_TIMEOUT`).
     pub fn expect_code_within(&mut self, code: u64, timeout: Duration) -> Value {
+        self.expect_frame_within(timeout, |frame| frame["code"] == code)
+    }
+
+    /// Reads frames until `wanted` accepts one, and returns it, waiting up
+    /// to `timeout`; fails on timeout or EOF, listing the frames skipped.
+    pub fn expect_frame_within(
+        &mut self,
+        timeout: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         let mut skipped = Vec::new();
         loop {
@@ -580,14 +590,14 @@ impl Client {
                     let line = String::from_utf8_lossy(&line).into_owned();
                     let frame: Value = serde_json::from_str(&line)
                         .unwrap_or_else(|error| panic!("not JSON ({error}): {line:?}"));
-                    if frame["code"] == code {
+                    if wanted(&frame) {
                         return frame;
                     }
                     skipped.push(line);
                 }
-                Read1::Eof => panic!("EOF before code {code}; skipped {skipped:#?}"),
+                Read1::Eof => panic!("EOF before the frame wanted; skipped {skipped:#?}"),
                 Read1::Timeout => {
-                    panic!("no code {code} within {timeout:?}; skipped {skipped:#?}")
+                    panic!("no frame wanted within {timeout:?}; skipped {skipped:#?}")
                 }
             }
         }
