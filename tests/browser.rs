@@ -510,6 +510,53 @@ fn after_riftd_restarts_the_page_shows_what_was_said_meanwhile_once() {
 }
 
 #[test]
+fn a_line_the_server_never_took_is_sent_again_after_the_reconnect_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = dir.path().join("history.jsonl");
+    let port = common::free_port();
+    let server = server_on(port, &history);
+    let driver = Driver::start();
+    let alice = driver.browser(1000, 650);
+    alice.log_in(port, "alice");
+    alice.say("taken");
+    alice.wait_text("#lobby", "taken");
+    // riftd stops reading: the line goes into the socket and is never
+    // confirmed; then riftd dies with it unread.
+    server.pause();
+    alice.say("lost in the crash");
+    alice.wait_for(
+        "the line sent",
+        "return document.getElementById('input').value;",
+        |value| value == "",
+    );
+    drop(server);
+    alice.wait_for("offline", STATE, |state| state == "offline");
+    let server = server_on(port, &history);
+    alice.wait_online();
+    alice.wait_text("#lobby", "lost in the crash");
+    // Each once, in the server's history too: the confirmed line was not
+    // sent again, nor the lost one twice.
+    let mut carol = Client::json(server.port());
+    carol.login("carol");
+    carol.send_json(&json!({"code": 100, "message": "after"}));
+    carol.expect_code(200);
+    alice.wait_text("#lobby", "after");
+    carol.send_json(&json!({"code": 106, "room": "lobby", "limit": 10}));
+    let kept = carol.expect_code(208);
+    let texts: Vec<&str> = kept["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["taken", "lost in the crash", "after"]);
+    assert_eq!(
+        alice.texts("#lobby"),
+        ["taken", "lost in the crash", "after"]
+    );
+}
+
+#[test]
 fn a_password_server_asks_for_the_password_and_a_wrong_one_is_said() {
     // The one page on a shared `web = true` chat listener: it works there
     // too, with Chrome's preconnects off (`Preconnect::Off` says why).
