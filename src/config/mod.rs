@@ -203,7 +203,7 @@ impl Config {
         }
     }
 
-    /// HTTP and WebSocket on the listeners (`web = true`), or `None`.
+    /// HTTP and WebSocket on the chat listeners (`web = true`), or `None`.
     pub fn web(&self) -> Option<&Arc<WebSettings>> {
         self.web.as_ref()
     }

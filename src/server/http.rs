@@ -8,9 +8,10 @@
 use crate::websocket;
 use std::time::Duration;
 
-/// How long a web-enabled listener holds the 210 greeting for a client
+/// How long a shared `web = true` listener holds the 210 greeting for a client
 /// that has sent nothing (counted once TLS is up): long enough for a
 /// browser's request to arrive, short enough that `nc` users do not notice.
+/// A web listener (`web_listen`) greets only after an upgrade, with no delay.
 pub const GREETING_DELAY: Duration = Duration::from_millis(150);
 /// The longest request head (request line and headers) accepted; longer
 /// gets 431.

@@ -1,7 +1,8 @@
 //! Where connections come from: binding the listening sockets (or taking
 //! those systemd passed), the options every accepted socket inherits, and
 //! accepting: at most `ACCEPTS_PER_TURN` a turn, refusing past the
-//! connection caps, and starting each connection's transport.
+//! connection caps (the protocol's 503 line, or HTTP 503 on a web
+//! listener), and starting each connection's transport by `ListenerKind`.
 
 use super::conn::Conn;
 use super::http::{self, Status};

@@ -42,7 +42,8 @@ pub enum Transport {
     Plain,
     /// A rustls session between the socket and the plaintext.
     Tls(Box<ServerConnection>),
-    /// `web = true`, before the first bytes decided (plain or TLS inside).
+    /// A web listener's, or a chat listener's with `web = true`, before
+    /// the first bytes decided (plain or TLS inside).
     Http(Box<HttpGate>),
     /// An upgraded connection: frames over plain or TLS.
     WebSocket(Box<WebSocket>),
