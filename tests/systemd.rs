@@ -490,3 +490,24 @@ fn a_passed_socket_shut_down_by_another_holder_does_not_hang_the_loop() {
     alice.send_json(&json!({"code": 108, "token": "alive"}));
     alice.expect_code(207);
 }
+
+#[test]
+fn a_socket_named_web_is_a_web_listener_that_waits_for_the_request() {
+    let mut activated = Activated::start(2, "plain:web", "", &[]);
+    let (plain, web) = (activated.addrs[0], activated.addrs[1]);
+    let mut client = Client::greeted(plain);
+    client.send_json(&json!({"code": 110, "username": "alice"}));
+    client.expect_code(202);
+    let line = activated.wait_for_log("socket activation");
+    assert!(line.contains("1 web and 0 web TLS"), "{line}");
+    activated.wait_for_log(&format!("listening on {web} (web: HTTP only)"));
+    // HTTP from the first byte: a request line is answered, not greeted.
+    let mut stream = TcpStream::connect(web).expect("cannot connect");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream
+        .write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read failed");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response:?}");
+}

@@ -663,3 +663,225 @@ fn a_tls_client_that_says_nothing_is_greeted_on_a_web_tls_listener() {
     let greeting: Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(greeting["code"], 210);
 }
+
+// ---------------------------------------------------------------------------
+// Web listeners (`web_listen`, `web_tls_listen`): HTTP from the first byte.
+
+/// The address of the web listener whose log line ends in `label`
+/// (`(web: HTTP only)` or `(web: HTTPS only)`).
+pub fn web_address(server: &mut Server, label: &str) -> SocketAddr {
+    let line = server.wait_for_log(label);
+    line.rsplit("listening on ")
+        .next()
+        .and_then(|rest| rest.trim().strip_suffix(label))
+        .and_then(|address| address.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no web address in log line {line:?}"))
+}
+
+/// A server with a plain chat listener (`server.port()`, no `web`) and a
+/// web listener, whose address comes second.
+fn start_web(extra: &str) -> (Server, SocketAddr) {
+    let mut server = Server::with_config(&format!("web_listen = \"127.0.0.1:0\"\n{extra}"));
+    let web = web_address(&mut server, "(web: HTTP only)");
+    (server, web)
+}
+
+/// Asserts that nothing arrives on `stream` within `quiet` (a bounded
+/// negative check: longer than the 150 ms a shared listener holds the
+/// greeting), then restores the read timeout.
+fn assert_silent<S: Read>(stream: &mut S, socket: &TcpStream, quiet: Duration) {
+    socket.set_read_timeout(Some(quiet)).unwrap();
+    let mut byte = [0; 1];
+    match stream.read(&mut byte) {
+        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("a web listener sent something before a request: {other:?} {byte:?}"),
+    }
+    socket.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+}
+
+/// Reads until the server closes.
+fn read_all<S: Read>(stream: &mut S) -> String {
+    let mut response = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(count) => response.extend_from_slice(&chunk[..count]),
+            Err(error) if error.kind() == ErrorKind::ConnectionReset => break,
+            Err(error) => panic!("read failed: {error}"),
+        }
+    }
+    String::from_utf8(response).expect("an ASCII response")
+}
+
+#[test]
+fn a_web_listener_never_greets_a_silent_connection_and_serves_the_page_it_asks_later() {
+    // Chrome's preconnect: a socket opened ahead of the request and left
+    // silent. A shared listener greets it after 150 ms and the later GET
+    // reads the greeting as its response; a web listener waits.
+    let (_server, web) = start_web("");
+    let mut stream = tcp(web.port());
+    let socket = stream.try_clone().unwrap();
+    assert_silent(&mut stream, &socket, Duration::from_millis(400));
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let response = read_all(&mut stream);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response:?}");
+    assert!(response.contains("<!doctype html>"));
+    assert!(!response.contains("\"code\":210"), "{response}");
+}
+
+#[test]
+fn a_websocket_on_a_web_listener_chats_with_nc_on_the_plain_listener() {
+    let (server, web) = start_web("");
+    let port = web.port();
+    let mut request = format!("ws://127.0.0.1:{port}/")
+        .into_client_request()
+        .unwrap();
+    // The default web_origins: the page's own origin, the web listener's.
+    request.headers_mut().insert(
+        "Origin",
+        format!("http://127.0.0.1:{port}").parse().unwrap(),
+    );
+    let (mut socket, response) = tungstenite::client(request, tcp(port)).expect("upgrade failed");
+    assert_eq!(response.status(), 101);
+    login(&mut socket, "ann");
+    // The chat listener has no `web`: greeted at once, as always.
+    let mut nc = Client::text(server.port());
+    nc.send("bob");
+    nc.expect_line("* you are now bob");
+    assert_eq!(expect_code(&mut socket, 201)["new"], "bob");
+    send_json(
+        &mut socket,
+        &json!({"code": 100, "message": "from the web"}),
+    );
+    nc.expect_line("<ann> from the web");
+    assert_eq!(expect_code(&mut socket, 200)["message"]["from"], "ann");
+    nc.send("from nc");
+    let heard = expect_code(&mut socket, 200);
+    assert_eq!(heard["message"]["from"], "bob");
+    assert_eq!(heard["message"]["text"], "from nc");
+    // Another origin is refused there too.
+    let refused = http_exchange(
+        port,
+        &upgrade_request(port, "Origin: http://evil.example\r\n"),
+    );
+    assert!(refused.starts_with("HTTP/1.1 403 "), "{refused}");
+}
+
+#[test]
+fn protocol_lines_on_a_web_listener_get_http_400_not_a_greeting() {
+    let (_server, web) = start_web("");
+    for first in [
+        "{\"code\":110,\"username\":\"ann\"}\n",
+        "ann\n",
+        "\x16\x03\x01",
+    ] {
+        let response = http_exchange(web.port(), first);
+        assert!(
+            response.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{first:?} got {response:?}"
+        );
+        assert!(!response.contains("\"code\""), "{response}");
+    }
+}
+
+#[test]
+fn a_silent_web_connection_is_closed_without_a_word_at_the_login_deadline() {
+    let (_server, web) = start_web("auth_timeout_secs = 1\n");
+    let mut stream = tcp(web.port());
+    let started = Instant::now();
+    assert_eq!(read_all(&mut stream), "", "no chat 408 over HTTP");
+    assert!(started.elapsed() < READ_TIMEOUT);
+    // A request begun and not finished gets HTTP's 408.
+    let mut begun = tcp(web.port());
+    begun.write_all(b"GE").unwrap();
+    let response = read_all(&mut begun);
+    assert!(
+        response.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{response:?}"
+    );
+}
+
+#[test]
+fn over_limit_connections_on_a_web_listener_get_http_503_with_retry_after() {
+    for (limit, held) in [
+        ("max_connections_per_ip = 1\n", 1),
+        ("max_connections = 2\n", 2),
+    ] {
+        let (server, web) = start_web(limit);
+        let _held: Vec<Client> = (0..held)
+            .map(|index| {
+                let mut client = Client::json(server.port());
+                client.login(&format!("user{index}"));
+                client
+            })
+            .collect();
+        let mut stream = tcp(web.port());
+        let response = read_all(&mut stream);
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{limit}: not HTTP: {response:?}"));
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{limit}: {head}"
+        );
+        assert!(head.contains("\r\nRetry-After: "), "{head}");
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        // The chat listener still refuses with the protocol's 503 line.
+        let mut chat = TcpStream::connect(address(server.port())).unwrap();
+        chat.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let refusal = read_all(&mut chat);
+        assert!(refusal.starts_with("{\"code\":503"), "{refusal:?}");
+    }
+}
+
+#[test]
+fn a_web_tls_listener_without_a_certificate_is_refused_with_exit_2() {
+    common::assert_config_refused(
+        Launch::new().config("web_tls_listen = \"127.0.0.1:0\"\n"),
+        "web_tls_listen needs tls_cert and tls_key",
+    );
+    common::assert_config_refused(
+        Launch::new().config("web_listen = \"nowhere\"\n"),
+        "web_listen",
+    );
+}
+
+#[test]
+fn wss_on_a_web_tls_listener_waits_for_the_request_and_checks_the_https_origin() {
+    let certificate = certificate();
+    let mut server = Launch::new()
+        .config(
+            "web_tls_listen = \"127.0.0.1:0\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        )
+        .file("cert.pem", &certificate.cert.pem())
+        .file("key.pem", &certificate.signing_key.serialize_pem())
+        .start();
+    let tls = web_address(&mut server, "(web: HTTPS only)");
+    // The handshake done, nothing comes before a request.
+    let mut stream = tls_stream(tls, &certificate);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .expect("the TLS handshake failed");
+    }
+    let socket = stream.sock.try_clone().unwrap();
+    assert_silent(&mut stream, &socket, Duration::from_millis(400));
+    let mut request = format!("wss://localhost:{}/", tls.port())
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Origin",
+        format!("https://localhost:{}", tls.port()).parse().unwrap(),
+    );
+    let (mut web, response) = tungstenite::client(request, stream).expect("wss upgrade failed");
+    assert_eq!(response.status(), 101);
+    login(&mut web, "ann");
+    let mut plain = Client::json(server.port());
+    plain.login("bob");
+    send_json(&mut web, &json!({"code": 100, "message": "over wss"}));
+    assert_eq!(plain.expect_code(200)["message"]["text"], "over wss");
+}

@@ -116,6 +116,12 @@ pub struct Config {
     cluster: Option<ClusterSettings>,
     /// `web = true`: who may open a WebSocket (`web_origins`).
     web: Option<Arc<WebSettings>>,
+    /// Who may open a WebSocket (`web_origins`), on any listener that
+    /// serves HTTP.
+    web_settings: Arc<WebSettings>,
+    /// Web listeners: HTTP only, plain and TLS.
+    web_listen: Vec<SocketAddr>,
+    web_tls_listen: Vec<SocketAddr>,
 }
 
 impl Config {
@@ -197,9 +203,25 @@ impl Config {
         }
     }
 
-    /// HTTP and WebSocket on the listeners (`web = true`), or `None`.
+    /// HTTP and WebSocket on the chat listeners (`web = true`), or `None`.
     pub fn web(&self) -> Option<&Arc<WebSettings>> {
         self.web.as_ref()
+    }
+
+    /// Who may open a WebSocket, on the web listeners and (`web = true`)
+    /// the chat listeners.
+    pub fn web_settings(&self) -> &Arc<WebSettings> {
+        &self.web_settings
+    }
+
+    /// Addresses that serve HTTP only (`web_listen`).
+    pub fn web_listen(&self) -> &[SocketAddr] {
+        &self.web_listen
+    }
+
+    /// Addresses that serve HTTPS only (`web_tls_listen`).
+    pub fn web_tls_listen(&self) -> &[SocketAddr] {
+        &self.web_tls_listen
     }
 
     /// Cluster mode's settings, or `None` for a single node.
@@ -218,10 +240,13 @@ impl Config {
     // What a reload may not change (see `Server::reload`, which says so
     // in the log): each takes the running config's value over this one's.
 
-    /// `listen` and `tls_listen`: the sockets are bound once.
+    /// `listen`, `tls_listen`, `web_listen` and `web_tls_listen`: the
+    /// sockets are bound once.
     pub(crate) fn keep_listen_of(&mut self, running: &Config) {
         self.listen = running.listen.clone();
         self.tls_listen = running.tls_listen.clone();
+        self.web_listen = running.web_listen.clone();
+        self.web_tls_listen = running.web_tls_listen.clone();
     }
 
     /// The certificate, while TLS listeners stay.
@@ -293,6 +318,31 @@ mod tests {
                 .unwrap_err();
             assert!(error.to_string().contains("web_origins"), "{error}");
         }
+    }
+
+    #[test]
+    fn web_listeners_need_no_web_flag_and_web_tls_listen_needs_a_certificate() {
+        let config =
+            RawConfig::from_toml("listen = []\nweb_listen = [\"127.0.0.1:8080\", \"[::1]:8080\"]")
+                .unwrap()
+                .validate()
+                .unwrap();
+        assert_eq!(config.web_listen().len(), 2);
+        assert!(config.listen().is_empty());
+        assert!(config.web().is_none(), "web_listen does not turn web on");
+        let error = RawConfig::from_toml("web_tls_listen = \"127.0.0.1:8443\"")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("web_tls_listen needs tls_cert"),
+            "{error}"
+        );
+        let error = RawConfig::from_toml("listen = []")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("web_listen"), "{error}");
     }
 
     #[test]

@@ -122,6 +122,13 @@ pub struct RawConfig {
     /// `Origin`s allowed to open a WebSocket (`https://host[:port]`);
     /// empty (the default): only the page's own origin.
     pub web_origins: Vec<String>,
+    /// Web listeners: HTTP from the first byte (the page, WebSocket
+    /// upgrades), never a greeting before a request; `web = true` or not.
+    #[serde(deserialize_with = "deserialize_listen")]
+    pub web_listen: Vec<SocketAddr>,
+    /// The same over TLS (`tls_cert` and `tls_key`).
+    #[serde(deserialize_with = "deserialize_listen")]
+    pub web_tls_listen: Vec<SocketAddr>,
     /// The file this config was read from, if any.
     #[serde(skip)]
     pub(super) source: Option<PathBuf>,
@@ -168,6 +175,8 @@ impl Default for RawConfig {
             cluster_replicas: None,
             web: false,
             web_origins: Vec::new(),
+            web_listen: Vec::new(),
+            web_tls_listen: Vec::new(),
             source: None,
         }
     }

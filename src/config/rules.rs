@@ -18,8 +18,15 @@ impl RawConfig {
     /// Checks the rules that span keys or need files, and loads secrets:
     /// the one way to a `Config` (through `Config::load`).
     pub(super) fn validate(self) -> Result<Config, ConfigError> {
-        if self.listen.is_empty() && self.tls_listen.is_empty() {
-            return Err(invalid("listen", "at least one address is needed"));
+        if self.listen.is_empty()
+            && self.tls_listen.is_empty()
+            && self.web_listen.is_empty()
+            && self.web_tls_listen.is_empty()
+        {
+            return Err(invalid(
+                "listen",
+                "at least one address is needed (listen, tls_listen, web_listen or web_tls_listen)",
+            ));
         }
         for (key, value) in self.numbers() {
             check_range(key, value)?;
@@ -78,9 +85,9 @@ impl RawConfig {
         }
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(load_server_config(cert, key)?),
-            (None, None) if self.tls_listen.is_empty() => None,
-            (None, _) => return Err(invalid("tls_cert", "tls_listen needs tls_cert and tls_key")),
-            (_, None) => return Err(invalid("tls_key", "tls_listen needs tls_cert and tls_key")),
+            (None, None) if self.tls_listen.is_empty() && self.web_tls_listen.is_empty() => None,
+            (None, _) => return Err(invalid("tls_cert", self.needs_cert())),
+            (_, None) => return Err(invalid("tls_key", self.needs_cert())),
         };
         let auth = match (password, users) {
             (Some(secret), _) => Auth::Password { secret },
@@ -97,9 +104,8 @@ impl RawConfig {
                 ));
             }
         }
-        let web = self
-            .web
-            .then(|| Arc::new(WebSettings::new(&self.web_origins)));
+        let web_settings = Arc::new(WebSettings::new(&self.web_origins));
+        let web = self.web.then(|| Arc::clone(&web_settings));
         let cluster = self.cluster_settings()?;
         let history_file = self.history_path().map(Path::to_owned);
         Ok(Config {
@@ -128,7 +134,21 @@ impl RawConfig {
             quiet_room_size: self.quiet_room_size,
             cluster,
             web,
+            web_settings,
+            web_listen: self.web_listen,
+            web_tls_listen: self.web_tls_listen,
         })
+    }
+
+    /// Why a missing `tls_cert` or `tls_key` is refused: the TLS listen
+    /// keys set, by name.
+    fn needs_cert(&self) -> String {
+        let keys = match (self.tls_listen.is_empty(), self.web_tls_listen.is_empty()) {
+            (false, false) => "tls_listen and web_tls_listen need",
+            (true, false) => "web_tls_listen needs",
+            _ => "tls_listen needs",
+        };
+        format!("{keys} tls_cert and tls_key")
     }
 
     /// Refuses a file that riftd writes (`history_file`, `pid_file`,

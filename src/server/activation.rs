@@ -2,11 +2,13 @@
 //! `riftd.socket` unit) through `LISTEN_PID`, `LISTEN_FDS` and
 //! `LISTEN_FDNAMES`, as `sd_listen_fds_with_names(3)` describes.
 //!
-//! When systemd passes sockets, they replace `listen` and `tls_listen` from
-//! the config (logged). A socket is TLS when its `FileDescriptorName=` is
-//! `tls`; `plain`, systemd's default name (the socket unit's, `….socket`)
-//! and `unknown` (no names passed) are plain; any other name is refused, so
-//! a typo cannot turn a TLS port into a plaintext one.
+//! When systemd passes sockets, they replace `listen`, `tls_listen`,
+//! `web_listen` and `web_tls_listen` from the config (logged). A socket's
+//! `FileDescriptorName=` says its kind: `tls` is a TLS chat listener, `web`
+//! a web listener (HTTP only), `web-tls` a web listener over TLS; `plain`,
+//! systemd's default name (the socket unit's, `….socket`) and `unknown`
+//! (no names passed) are plain chat listeners; any other name is refused,
+//! so a typo cannot turn a TLS port into a plaintext one.
 //!
 //! [`parse`] is pure; [`take`] reads and unsets the environment and adopts
 //! the descriptors. It must run while the process has a single thread.
@@ -29,7 +31,7 @@ pub enum ActivationError {
     #[error("LISTEN_FDS={fds} but LISTEN_FDNAMES has {names} name(s)")]
     NameCount { fds: usize, names: usize },
     #[error(
-        "socket {fd} from systemd is named {name:?}: FileDescriptorName= must be \"plain\" or \"tls\""
+        "socket {fd} from systemd is named {name:?}: FileDescriptorName= must be \"plain\", \"tls\", \"web\" or \"web-tls\""
     )]
     UnknownName { fd: RawFd, name: String },
     #[error("socket {fd} from systemd ({name:?}) is not a listening TCP socket{detail}")]
@@ -38,8 +40,8 @@ pub enum ActivationError {
         name: String,
         detail: String,
     },
-    #[error("systemd passed a socket named \"tls\" but the config sets no tls_cert and tls_key")]
-    TlsWithoutCert,
+    #[error("systemd passed a socket named {name:?} but the config sets no tls_cert and tls_key")]
+    TlsWithoutCert { name: &'static str },
 }
 
 /// Which listener a passed socket becomes.
@@ -47,6 +49,10 @@ pub enum ActivationError {
 pub enum Kind {
     Plain,
     Tls,
+    /// A web listener: HTTP only.
+    Web,
+    /// A web listener over TLS.
+    WebTls,
 }
 
 impl Kind {
@@ -54,6 +60,8 @@ impl Kind {
     pub fn of_name(name: &str) -> Option<Kind> {
         match name {
             "tls" => Some(Kind::Tls),
+            "web" => Some(Kind::Web),
+            "web-tls" => Some(Kind::WebTls),
             "plain" | "unknown" => Some(Kind::Plain),
             name if name.ends_with(".socket") => Some(Kind::Plain),
             _ => None,
@@ -160,8 +168,12 @@ pub fn take(has_tls: bool) -> Result<Vec<Adopted>, ActivationError> {
         std::env::remove_var("LISTEN_FDNAMES");
     }
     let passed = parse(&env, std::process::id())?;
-    if !has_tls && passed.iter().any(|passed| passed.kind == Kind::Tls) {
-        return Err(ActivationError::TlsWithoutCert);
+    if !has_tls {
+        for (kind, name) in [(Kind::Tls, "tls"), (Kind::WebTls, "web-tls")] {
+            if passed.iter().any(|passed| passed.kind == kind) {
+                return Err(ActivationError::TlsWithoutCert { name });
+            }
+        }
     }
     // Every descriptor is checked while only borrowed, before any is
     // owned: LISTEN_FDS may claim more descriptors than were passed, and
@@ -265,6 +277,15 @@ mod tests {
             kinds,
             vec![(3, Kind::Plain), (4, Kind::Tls), (5, Kind::Plain)]
         );
+    }
+
+    #[test]
+    fn web_and_web_tls_names_make_web_listeners() {
+        let passed = parse(&env("42", "3", Some("web:web-tls:plain")), 42).unwrap();
+        let kinds: Vec<Kind> = passed.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, vec![Kind::Web, Kind::WebTls, Kind::Plain]);
+        let error = parse(&env("42", "1", Some("webtls")), 42).unwrap_err();
+        assert!(error.to_string().contains("\"web-tls\""), "{error}");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! shut down with a 205 to everyone, SIGHUP reloads, SIGUSR1/2 are ignored
 //! with a word) and systemd's service notifications.
 
-use super::listen::ListenerKind;
 use super::{Server, ServerError, instant_after};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGUSR1, SIGUSR2};
 use std::time::Instant;
@@ -74,15 +73,16 @@ impl Server {
             Ok(mut config) => {
                 if config.listen() != self.config.listen()
                     || config.tls_listen() != self.config.tls_listen()
+                    || config.web_listen() != self.config.web_listen()
+                    || config.web_tls_listen() != self.config.web_tls_listen()
                 {
-                    log::warn!("SIGHUP: listen or tls_listen changed; that needs a restart");
+                    log::warn!(
+                        "SIGHUP: listen, tls_listen, web_listen or web_tls_listen changed; that needs a restart"
+                    );
                     config.keep_listen_of(&self.config);
                 }
                 if config.tls().is_none()
-                    && self
-                        .listeners
-                        .iter()
-                        .any(|listener| listener.kind == ListenerKind::Tls)
+                    && self.listeners.iter().any(|listener| listener.kind.is_tls())
                 {
                     // The TLS listeners stay until a restart (socket
                     // activation passes them whatever tls_listen says):

@@ -1,4 +1,4 @@
-//! The HTTP side of `web = true`, pure: whether a connection's first bytes
+//! The HTTP side of the web listeners and `web = true`, pure: whether a connection's first bytes
 //! are an HTTP request line (`sniff`), what a complete request head gets
 //! (`judge`: the WebSocket upgrade, the chat page, or an HTTP error), and
 //! the responses' bytes. It never reads a socket and keeps no state: the gate in
@@ -8,13 +8,17 @@
 use crate::websocket;
 use std::time::Duration;
 
-/// How long a web-enabled listener holds the 210 greeting for a client
+/// How long a shared `web = true` listener holds the 210 greeting for a client
 /// that has sent nothing (counted once TLS is up): long enough for a
 /// browser's request to arrive, short enough that `nc` users do not notice.
+/// A web listener (`web_listen`) greets only after an upgrade, with no delay.
 pub const GREETING_DELAY: Duration = Duration::from_millis(150);
 /// The longest request head (request line and headers) accepted; longer
 /// gets 431.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// `Retry-After` of the 503 a full server answers on a web listener: about
+/// how long a reconnect storm takes to pass.
+const FULL_RETRY_AFTER: &str = "Retry-After: 5\r\n";
 /// Headers a request may have.
 const MAX_HEADERS: usize = 64;
 /// The request-line starts of every HTTP method a client would send.
@@ -126,6 +130,9 @@ pub enum Status {
     UpgradeRequired,
     HeadTooLarge,
     Unavailable,
+    /// 503 at accept on a web listener: `max_connections` or
+    /// `max_connections_per_ip` reached.
+    Full,
 }
 
 impl Status {
@@ -138,7 +145,7 @@ impl Status {
             Status::RequestTimeout => 408,
             Status::UpgradeRequired => 426,
             Status::HeadTooLarge => 431,
-            Status::Unavailable => 503,
+            Status::Unavailable | Status::Full => 503,
         }
     }
 
@@ -151,7 +158,7 @@ impl Status {
             Status::RequestTimeout => "Request Timeout",
             Status::UpgradeRequired => "Upgrade Required",
             Status::HeadTooLarge => "Request Header Fields Too Large",
-            Status::Unavailable => "Service Unavailable",
+            Status::Unavailable | Status::Full => "Service Unavailable",
         }
     }
 
@@ -168,6 +175,7 @@ impl Status {
             Status::UpgradeRequired => "riftd: WebSocket version 13 only\n",
             Status::HeadTooLarge => "riftd: request head too large\n",
             Status::Unavailable => "riftd: going down\n",
+            Status::Full => "riftd: server full; try again later\n",
         }
     }
 
@@ -176,6 +184,7 @@ impl Status {
         match self {
             Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
             Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
+            Status::Full => FULL_RETRY_AFTER,
             _ => "",
         }
     }
@@ -200,7 +209,7 @@ pub const PAGE: &str = include_str!("../web/index.html");
 /// The SHA-256 of the page's one inline script, which the
 /// `Content-Security-Policy` allows and nothing else (a test checks it
 /// against `PAGE`: change both together).
-const SCRIPT_HASH: &str = "sha256-p4P58thgwrNabxMTbyotumSkkQJLABWgnDh0VRlEwjE=";
+const SCRIPT_HASH: &str = "sha256-iOYiE+8DQHna6ugW07echVxBzD5YPRmw2iiH0xOyHcc=";
 
 /// The page's `Content-Security-Policy`: its own inline script (by hash)
 /// and styles, WebSockets to its own origin, nothing loaded from anywhere.
@@ -503,6 +512,14 @@ mod tests {
         assert!(response.contains("\r\nConnection: close\r\n"));
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    #[test]
+    fn a_full_server_answers_503_with_retry_after() {
+        let response = String::from_utf8(error_response(Status::Full)).unwrap();
+        assert!(response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(response.contains("\r\nRetry-After: 5\r\n"), "{response}");
+        assert!(response.ends_with("\r\n\r\nriftd: server full; try again later\n"));
     }
 
     #[test]

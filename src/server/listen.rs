@@ -1,11 +1,13 @@
 //! Where connections come from: binding the listening sockets (or taking
 //! those systemd passed), the options every accepted socket inherits, and
 //! accepting: at most `ACCEPTS_PER_TURN` a turn, refusing past the
-//! connection caps, and starting each connection's transport.
+//! connection caps (the protocol's 503 line, or HTTP 503 on a web
+//! listener), and starting each connection's transport by `ListenerKind`.
 
 use super::conn::Conn;
+use super::http::{self, Status};
 use super::log_limit::suppressed_note;
-use super::transport::Transport;
+use super::transport::{Front, Transport};
 use super::{Server, ServerError, activation, instant_after};
 use crate::config::Config;
 use crate::hub::{ConnId, Greeting, Now, Wire};
@@ -28,11 +30,39 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
 /// `net.core.somaxconn`).
 const LISTEN_BACKLOG: i32 = 1024;
 
-/// What a listener's connections speak.
+/// What a listener's connections speak. The chat listeners (`listen`,
+/// `tls_listen`) speak protocol lines, and with `web = true` HTTP too (the
+/// gate sniffs the first bytes and holds the greeting); the web listeners
+/// (`web_listen`, `web_tls_listen`) speak HTTP from the first byte and
+/// never greet before a WebSocket upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
     Plain,
     Tls,
+    Web,
+    WebTls,
+}
+
+impl ListenerKind {
+    /// Whether connections start with a TLS handshake.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::WebTls)
+    }
+
+    /// Whether connections speak HTTP only (a web listener).
+    pub fn is_web(self) -> bool {
+        matches!(self, ListenerKind::Web | ListenerKind::WebTls)
+    }
+
+    /// What the log says after a listener's address.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            ListenerKind::Plain => "",
+            ListenerKind::Tls => " (TLS)",
+            ListenerKind::Web => " (web: HTTP only)",
+            ListenerKind::WebTls => " (web: HTTPS only)",
+        }
+    }
 }
 
 /// One listening socket in the loop.
@@ -42,55 +72,75 @@ pub(super) struct Listener {
     pub(super) kind: ListenerKind,
 }
 
-/// The bound listening sockets, plain and TLS.
+/// The bound listening sockets, each with its kind, in the order
+/// `listen`, `tls_listen`, `web_listen`, `web_tls_listen`.
 #[derive(Debug)]
 pub struct Listeners {
-    pub plain: Vec<std::net::TcpListener>,
-    pub tls: Vec<std::net::TcpListener>,
+    sockets: Vec<(std::net::TcpListener, ListenerKind)>,
 }
 
 impl Listeners {
-    /// Every bound address, plain ones first.
+    /// Every bound address, in listener order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.plain
+        self.sockets
             .iter()
-            .chain(&self.tls)
-            .filter_map(|listener| listener.local_addr().ok())
+            .filter_map(|(listener, _)| listener.local_addr().ok())
             .collect()
+    }
+
+    /// The sockets with their kinds, for the loop to register.
+    pub(super) fn into_sockets(self) -> Vec<(std::net::TcpListener, ListenerKind)> {
+        self.sockets
     }
 }
 
-/// Binds every configured address, plain and TLS. Done before anything else
-/// (and, in daemon mode, before forking) so a busy port is reported at once.
+/// Binds every configured address, chat and web, plain and TLS. Done
+/// before anything else (and, in daemon mode, before forking) so a busy
+/// port is reported at once.
 ///
 /// Under socket activation (systemd passed listening sockets: `LISTEN_FDS`)
-/// those sockets replace `listen` and `tls_listen`: a socket named `tls`
-/// (`FileDescriptorName=tls`) serves TLS, the others plain text; nothing is
-/// bound. Call it before any thread is started: it unsets `LISTEN_*`.
+/// those sockets replace `listen`, `tls_listen`, `web_listen` and
+/// `web_tls_listen`: each socket's `FileDescriptorName=` says its kind
+/// (`activation::Kind`); nothing is bound. Call it before any thread is
+/// started: it unsets `LISTEN_*`.
 pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
     let adopted = activation::take(config.tls().is_some())?;
     if !adopted.is_empty() {
-        let mut listeners = Listeners {
-            plain: Vec::new(),
-            tls: Vec::new(),
-        };
-        for socket in adopted {
-            match socket.kind {
-                activation::Kind::Plain => listeners.plain.push(socket.listener),
-                activation::Kind::Tls => listeners.tls.push(socket.listener),
-            }
-        }
+        let sockets: Vec<_> = adopted
+            .into_iter()
+            .map(|socket| {
+                let kind = match socket.kind {
+                    activation::Kind::Plain => ListenerKind::Plain,
+                    activation::Kind::Tls => ListenerKind::Tls,
+                    activation::Kind::Web => ListenerKind::Web,
+                    activation::Kind::WebTls => ListenerKind::WebTls,
+                };
+                (socket.listener, kind)
+            })
+            .collect();
+        let count = |kind| sockets.iter().filter(|(_, of)| *of == kind).count();
         log::info!(
-            "socket activation: systemd passed {} plain and {} TLS listening socket(s); they replace listen and tls_listen",
-            listeners.plain.len(),
-            listeners.tls.len()
+            "socket activation: systemd passed {} plain and {} TLS listening socket(s), and {} web and {} web TLS ones; \
+             they replace listen, tls_listen, web_listen and web_tls_listen",
+            count(ListenerKind::Plain),
+            count(ListenerKind::Tls),
+            count(ListenerKind::Web),
+            count(ListenerKind::WebTls),
         );
-        return Ok(listeners);
+        return Ok(Listeners { sockets });
     }
-    Ok(Listeners {
-        plain: bind_all(config.listen())?,
-        tls: bind_all(config.tls_listen())?,
-    })
+    let mut sockets = Vec::new();
+    for (addresses, kind) in [
+        (config.listen(), ListenerKind::Plain),
+        (config.tls_listen(), ListenerKind::Tls),
+        (config.web_listen(), ListenerKind::Web),
+        (config.web_tls_listen(), ListenerKind::WebTls),
+    ] {
+        for listener in bind_all(addresses)? {
+            sockets.push((listener, kind));
+        }
+    }
+    Ok(Listeners { sockets })
 }
 
 fn bind_all(addresses: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, ServerError> {
@@ -254,9 +304,9 @@ impl Server {
         now: Instant,
         wall: Now,
     ) {
-        let transport = match (kind, self.config.tls()) {
-            (ListenerKind::Plain, _) => Transport::Plain,
-            (ListenerKind::Tls, Some(tls_config)) => {
+        let transport = match (kind.is_tls(), self.config.tls()) {
+            (false, _) => Transport::Plain,
+            (true, Some(tls_config)) => {
                 match rustls::ServerConnection::new(Arc::clone(tls_config)) {
                     Ok(session) => Transport::Tls(Box::new(session)),
                     Err(error) => {
@@ -268,7 +318,7 @@ impl Server {
                     }
                 }
             }
-            (ListenerKind::Tls, None) => {
+            (true, None) => {
                 if let Some(suppressed) = self.tls_start_log.event(now) {
                     let note = suppressed_note(suppressed, "failure(s)");
                     log::error!("peer={peer} arrived on a TLS listener without a TLS config{note}");
@@ -299,24 +349,42 @@ impl Server {
                 let note = suppressed_note(suppressed, "refusal(s)");
                 log::warn!("peer={peer} refused: {limit} reached{note}");
             }
-            let frame = ServerMsg::error(
-                Code::Unavailable,
-                format!("server full ({limit} reached); try again later"),
-            );
             // A fresh socket's send buffer is empty, so this small write
             // completes or the peer is already gone; either way we close.
+            // A TLS listener's peer gets nothing (a refusal would need the
+            // handshake first); a web listener's gets HTTP, a chat
+            // listener's the protocol's 503 line (with `web = true` too: a
+            // refusal cannot wait to see what the peer speaks).
             if let Transport::Plain = transport {
-                let _ = stream.write(&frame.to_json_line());
+                let refusal = match kind {
+                    ListenerKind::Web => http::error_response(Status::Full),
+                    _ => ServerMsg::error(
+                        Code::Unavailable,
+                        format!("server full ({limit} reached); try again later"),
+                    )
+                    .to_json_line(),
+                };
+                let _ = stream.write(&refusal);
             }
             return;
         }
-        // `web = true`: the HTTP gate goes in front, holding the greeting.
-        let (transport, greeting) = match self.config.web() {
-            Some(settings) => (
-                Transport::gate(transport, Arc::clone(settings)),
+        // An HTTP gate goes in front on a web listener (HTTP only), and on
+        // a chat listener with `web = true` (sniffing); either holds the
+        // greeting until the connection's first bytes decide.
+        let (transport, greeting) = match (kind.is_web(), self.config.web()) {
+            (true, _) => (
+                Transport::gate(
+                    transport,
+                    Arc::clone(self.config.web_settings()),
+                    Front::HttpOnly,
+                ),
                 Greeting::Deferred,
             ),
-            None => (transport, Greeting::Now),
+            (false, Some(settings)) => (
+                Transport::gate(transport, Arc::clone(settings), Front::Shared),
+                Greeting::Deferred,
+            ),
+            (false, None) => (transport, Greeting::Now),
         };
         let wire = transport.wire();
         let id = self.conns.insert(Conn::new(

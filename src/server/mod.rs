@@ -25,7 +25,7 @@ use control::notify;
 pub use http::{WebSettings, is_origin};
 use journal::Journal;
 pub use journal::{FsyncPolicy, HistoryConfig};
-use listen::{Listener, ListenerKind};
+use listen::Listener;
 pub use listen::{Listeners, bind, raise_fd_limit};
 use log_limit::{LogLimiter, suppressed_note};
 use mio::net::TcpListener;
@@ -258,16 +258,7 @@ impl Server {
                 Some(bridge)
             }
         };
-        let tagged = listeners
-            .plain
-            .into_iter()
-            .map(|listener| (listener, ListenerKind::Plain))
-            .chain(
-                listeners
-                    .tls
-                    .into_iter()
-                    .map(|listener| (listener, ListenerKind::Tls)),
-            );
+        let tagged = listeners.into_sockets().into_iter();
         let mut mio_listeners = Vec::new();
         for (index, (listener, kind)) in tagged.enumerate() {
             let mut socket = TcpListener::from_std(listener);
@@ -338,11 +329,7 @@ impl Server {
             .map(SocketAddr::to_string)
             .collect();
         for (address, listener) in addresses.iter().zip(&self.listeners) {
-            let kind = match listener.kind {
-                ListenerKind::Tls => " (TLS)",
-                ListenerKind::Plain => "",
-            };
-            log::info!("listening on {address}{kind}");
+            log::info!("listening on {address}{}", listener.kind.label());
         }
         let status = format!("listening on {}", addresses.join(", "));
         notify(&[

@@ -1,12 +1,16 @@
-//! How one connection's bytes cross the wire: plain TCP or TLS, and with
-//! `web = true` the HTTP gate in front of either, which becomes a WebSocket
-//! over it on upgrade (the TLS session is kept). The connection reads
+//! How one connection's bytes cross the wire: plain TCP or TLS, and on a
+//! listener that serves HTTP (a web listener, or a chat listener with
+//! `web = true`) the HTTP gate in front of either, which becomes a
+//! WebSocket over it on upgrade (the TLS session is kept). The connection reads
 //! plaintext lines through its transport (then cuts them into lines) and
 //! writes its outbox through it; the loop never asks which kind it holds.
 //!
 //! The gate holds the first bytes until they tell HTTP from protocol lines
-//! (`http::sniff`): lines open the connection as it is today (the gate
-//! gives way to its inner transport and the hub greets); HTTP is answered
+//! (`http::sniff`). On a shared chat listener (`Front::Shared`) lines, or
+//! `GREETING_DELAY` of silence, open the connection as it is without
+//! `web` (the gate gives way to its inner transport and the hub greets);
+//! on a web listener (`Front::HttpOnly`) nothing is ever greeted before a
+//! request, silence just waits, and lines get 400. HTTP is answered
 //! here, by an error response or the 101 that switches to `WebSocket`,
 //! whose `read` decodes client frames into lines (`websocket::Decoder`)
 //! and whose `write` frames nothing: the hub encodes WebSocket members'
@@ -38,7 +42,8 @@ pub enum Transport {
     Plain,
     /// A rustls session between the socket and the plaintext.
     Tls(Box<ServerConnection>),
-    /// `web = true`, before the first bytes decided (plain or TLS inside).
+    /// A web listener's, or a chat listener's with `web = true`, before
+    /// the first bytes decided (plain or TLS inside).
     Http(Box<HttpGate>),
     /// An upgraded connection: frames over plain or TLS.
     WebSocket(Box<WebSocket>),
@@ -82,6 +87,17 @@ pub enum Switch {
     Answered,
 }
 
+/// What a gate's listener serves besides HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// A chat listener with `web = true`: protocol lines too, and the
+    /// greeting after `GREETING_DELAY` of silence.
+    Shared,
+    /// A web listener: HTTP from the first byte; no greeting before an
+    /// upgrade, no chat frames before an answer.
+    HttpOnly,
+}
+
 /// Where the gate is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gate {
@@ -93,11 +109,12 @@ enum Gate {
     Answered,
 }
 
-/// The HTTP gate of a web-enabled listener (see the module header).
+/// The HTTP gate of a listener that serves HTTP (see the module header).
 #[derive(Debug)]
 pub struct HttpGate {
     inner: Transport,
     settings: Arc<WebSettings>,
+    front: Front,
     gate: Gate,
     /// The first bytes while sniffing; the request head after.
     held: Vec<u8>,
@@ -127,11 +144,12 @@ pub struct WebSocket {
 }
 
 impl Transport {
-    /// The gate of a web-enabled listener, in front of `inner`.
-    pub fn gate(inner: Transport, settings: Arc<WebSettings>) -> Transport {
+    /// The HTTP gate in front of `inner`, for a listener of `front`.
+    pub fn gate(inner: Transport, settings: Arc<WebSettings>, front: Front) -> Transport {
         Transport::Http(Box::new(HttpGate {
             inner,
             settings,
+            front,
             gate: Gate::Sniffing,
             held: Vec::new(),
             greet_at_ms: None,
@@ -227,9 +245,10 @@ impl Transport {
 
     /// The gate's clock: the held greeting is due `GREETING_DELAY` after
     /// the transport first carries plaintext (at once for plain TCP, after
-    /// the handshake for TLS).
+    /// the handshake for TLS). A web listener's gate never greets.
     pub fn note_ready(&mut self, now_ms: u64) {
         if let Transport::Http(gate) = self
+            && gate.front == Front::Shared
             && gate.gate == Gate::Sniffing
             && gate.greet_at_ms.is_none()
         {
@@ -268,12 +287,19 @@ impl Transport {
 
     /// The session ended (login deadline, shutdown) while a request head
     /// was still coming: answer it with `status` instead of the chat's
-    /// frames, which are not HTTP.
+    /// frames, which are not HTTP. On a web listener a prefix of a method
+    /// is a request begun too; a connection that sent nothing is closed
+    /// without a word, as HTTP servers close idle connections.
     pub fn answer_unfinished(&mut self, status: Status) {
-        if let Transport::Http(gate) = self
-            && gate.gate == Gate::Head
-        {
-            gate.answer(status);
+        if let Transport::Http(gate) = self {
+            let is_begun = match gate.gate {
+                Gate::Head => true,
+                Gate::Sniffing => gate.front == Front::HttpOnly && !gate.held.is_empty(),
+                Gate::Answered => false,
+            };
+            if is_begun {
+                gate.answer(status);
+            }
         }
     }
 
@@ -397,6 +423,10 @@ impl HttpGate {
                     other => return Ok(other),
                 };
                 match http::sniff(&buf[..len]) {
+                    Sniff::Lines if self.front == Front::HttpOnly => {
+                        self.answer(Status::BadRequest);
+                        Ok(self.answered(cost))
+                    }
                     Sniff::Lines => {
                         self.held = Vec::new();
                         Ok(Read::Switched {
@@ -471,9 +501,10 @@ impl HttpGate {
         }
     }
 
-    /// Before a decision the outbox goes out as it is (it holds nothing
-    /// but, at a login deadline, the chat's 408 for a client that never
-    /// spoke); once HTTP was seen, only the HTTP answer does.
+    /// Before a decision on a shared listener the outbox goes out as it
+    /// is (it holds nothing but, at a login deadline, the chat's 408 for a
+    /// client that never spoke); on a web listener, and once HTTP was
+    /// seen, only HTTP does: chat frames are dropped.
     fn write(
         &mut self,
         stream: &mut TcpStream,
@@ -481,6 +512,9 @@ impl HttpGate {
         arena: &Arena,
     ) -> io::Result<Flushed> {
         if self.gate == Gate::Sniffing {
+            if self.front == Front::HttpOnly {
+                outbox.clear();
+            }
             return self.inner.write(stream, outbox, arena);
         }
         outbox.clear();
