@@ -113,6 +113,11 @@ pub struct RawConfig {
     /// PEM client certificate chain and key for NATS (both or neither).
     pub cluster_tls_cert: Option<PathBuf>,
     pub cluster_tls_key: Option<PathBuf>,
+
+    /// Set SO_REUSEPORT on every listener riftd binds, so that several
+    /// cluster nodes on one host share a port (needs `cluster_url`).
+    pub reuse_port: bool,
+
     /// Serve HTTP on the listeners: WebSocket clients upgrade on `GET /`;
     /// the greeting waits for a client's first bytes (or a short delay).
     pub web: bool,
@@ -162,6 +167,9 @@ impl Default for RawConfig {
             cluster_tls_ca: None,
             cluster_tls_cert: None,
             cluster_tls_key: None,
+
+            reuse_port: false,
+
             web: false,
             web_origins: Vec::new(),
             source: None,
