@@ -14,6 +14,7 @@ mod cluster;
 mod cluster_chat;
 mod daemon;
 mod history;
+mod reuse_port;
 mod riftc;
 mod robustness;
 mod systemd;
