@@ -1,8 +1,9 @@
 //! `reuse_port` (issue 15, "More cores on one machine"): two cluster nodes
 //! on one real `nats-server` bound to the same loopback port with
 //! SO_REUSEPORT, the kernel spreading connections over both, and one chat
-//! across them; `reuse_port` refused without `cluster_url`; and a port that
-//! is not shared still refused to a second riftd.
+//! across them; `reuse_port` refused without `cluster_url`; a port that is
+//! not shared still refused to a second riftd; and under socket activation
+//! (`systemd-socket-activate`) the passed socket used as it comes.
 //!
 //! Which node a connection landed on is read from the nodes' own logs
 //! (`login NAME`, written before the 202 is sent), up to a SIGHUP's
@@ -10,9 +11,13 @@
 //! the server writes, no sleep.
 
 use crate::common::nats::Nats;
-use crate::common::{Client, Launch, Server, free_port};
+use crate::common::{Client, Launch, READ_TIMEOUT, Server, forward_lines, free_port};
 use serde_json::json;
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
 /// Connections opened per round: with two nodes, all of them landing on
 /// one node has a chance of 2 in 2^16.
@@ -171,4 +176,93 @@ fn a_port_riftd_holds_without_reuse_port_is_refused_to_a_second_riftd_with_or_wi
     // The first one still serves.
     let mut client = Client::json(first.port());
     client.login("still");
+}
+
+/// How long systemd-socket-activate, then riftd (connecting to NATS), may
+/// take to report that they listen.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A process killed and reaped when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to `timeout` for a line of `lines` containing `needle`; every
+/// line read goes to `log`.
+fn wait_line(lines: &Receiver<String>, needle: &str, timeout: Duration, log: &mut Vec<String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                log.push(line);
+                if found {
+                    return;
+                }
+            }
+            Err(error) => panic!("no line with {needle:?} ({error}); log: {log:#?}"),
+        }
+    }
+}
+
+#[test]
+fn under_socket_activation_reuse_port_sets_nothing_and_warns_about_an_unshared_passed_socket() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("riftd.toml");
+    std::fs::write(
+        &config,
+        format!("cluster_url = \"{}\"\nreuse_port = true\n", nats.url()),
+    )
+    .unwrap();
+    let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // systemd-socket-activate binds without SO_REUSEPORT (a socket unit
+    // without ReusePort=yes), then execs riftd on the first connection.
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(address.to_string())
+        .arg("--fdname=plain")
+        .arg(env!("CARGO_BIN_EXE_riftd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--history-file", ""])
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run systemd-socket-activate (Debian package systemd)");
+    let lines = forward_lines(child.stderr.take().expect("stderr is piped"));
+    let _activated = Killed(child);
+    let mut log = Vec::new();
+    wait_line(&lines, "Listening on ", START_TIMEOUT, &mut log);
+    let mut client = Client::connect(address);
+    wait_line(
+        &lines,
+        "socket activation: systemd passed 1 plain",
+        READ_TIMEOUT,
+        &mut log,
+    );
+    wait_line(
+        &lines,
+        &format!("reuse_port = true, but systemd passed {address} without SO_REUSEPORT"),
+        READ_TIMEOUT,
+        &mut log,
+    );
+    wait_line(&lines, "listening on", START_TIMEOUT, &mut log);
+    // riftd bound nothing itself, and serves the passed socket.
+    assert!(
+        !log.iter().any(|line| line.contains("share their ports")),
+        "{log:#?}"
+    );
+    assert_eq!(client.recv_json()["code"], 210);
+    client.login("activated");
 }
