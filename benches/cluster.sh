@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Cluster mode (issue 14) beside single-node riftd, in one run, on loopback:
 # one nats-server (JetStream, file storage in a temp dir) and two riftd
-# nodes, against one riftd node with the same config (history on).
-# Cores: the servers (nats-server and both nodes, or the single riftd) are
+# nodes on their own ports, two more nodes sharing one port with
+# reuse_port = true (issue 15, "More cores on one machine": the kernel
+# spreads riftbench's connections over them), against one riftd node with
+# the same config (history on).
+# Cores: the servers (nats-server and every node, or the single riftd) are
 # pinned to core 0 and the generator to core 1 (taskset), as compare.sh
-# pins riftd and Redis; on a 2-core machine that is everything.
+# pins riftd and Redis; on a 2-core machine that is everything, so the
+# reuse_port pair shares one core: it shows the mechanism, not the scaling.
 # Usage: benches/cluster.sh [RUNS]   (medians of RUNS runs each, default 3)
 # Needs nats-server >= 2.11: $RIFTD_NATS_SERVER, else what
 # tests/cluster/nats-server.sh prints (it installs it the first time).
@@ -33,11 +37,11 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
-# start_node NAME [CLUSTER-LINES] -> sets $node_port and $node_pid
+# start_node NAME [CLUSTER-LINES [LISTEN]] -> sets $node_port and $node_pid
 start_node() {
-    local name=$1 extra=${2:-}
+    local name=$1 extra=${2:-} listen=${3:-127.0.0.1:0}
     cat > "$work/$name.toml" <<TOML
-listen = "127.0.0.1:0"
+listen = "$listen"
 history_file = "$work/$name.jsonl"
 flood_rate = 0
 max_connections = 20000
@@ -58,7 +62,20 @@ a_port=$node_port a_pid=$node_pid
 start_node node-b "cluster_url = \"nats://127.0.0.1:$nats_port\"
 node_name = \"bench-b\""
 b_port=$node_port b_pid=$node_pid
+# Two nodes behind one port (reuse_port): the port is chosen first.
+shared_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+start_node node-c "cluster_url = \"nats://127.0.0.1:$nats_port\"
+node_name = \"bench-c\"
+reuse_port = true" "127.0.0.1:$shared_port"
+c_pid=$node_pid
+start_node node-d "cluster_url = \"nats://127.0.0.1:$nats_port\"
+node_name = \"bench-d\"
+reuse_port = true" "127.0.0.1:$shared_port"
+d_pid=$node_pid
 nats_pid=${pids[0]}
+# The processes whose CPU each run reports, and their names.
+server_pids=("$single_pid" "$a_pid" "$b_pid" "$c_pid" "$d_pid" "$nats_pid")
+server_names=(single node-a node-b node-c node-d nats)
 
 cpu_ticks() { # pid -> utime+stime in ticks
     awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
@@ -81,18 +98,17 @@ median_of() { local expr=$1; shift; for json in "$@"; do field "$json" "$expr"; 
 run() {
     local label=$1; shift
     local results=() before=() after=() started ended
-    for pid in "$single_pid" "$a_pid" "$b_pid" "$nats_pid"; do before+=("$(cpu_ticks "$pid")"); done
+    for pid in "${server_pids[@]}"; do before+=("$(cpu_ticks "$pid")"); done
     started=$(date +%s.%N)
     for _ in $(seq "$runs"); do results+=("$(bench "$@")"); done
     ended=$(date +%s.%N)
-    for pid in "$single_pid" "$a_pid" "$b_pid" "$nats_pid"; do after+=("$(cpu_ticks "$pid")"); done
+    for pid in "${server_pids[@]}"; do after+=("$(cpu_ticks "$pid")"); done
     local cpu=""
-    local names=(single node-a node-b nats)
-    for index in 0 1 2 3; do
+    for index in "${!server_pids[@]}"; do
         local pct
         pct=$(awk -v b="${before[$index]}" -v a="${after[$index]}" -v s="$started" -v e="$ended" \
             'BEGIN { printf "%.0f", (a - b) / 100 / (e - s) * 100 }')
-        [ "$pct" != 0 ] && cpu="$cpu ${names[$index]} $pct%"
+        [ "$pct" != 0 ] && cpu="$cpu ${server_names[$index]} $pct%"
     done
     local lost=0
     for json in "${results[@]}"; do lost=$((lost + $(field "$json" lost))); done
@@ -104,7 +120,7 @@ run() {
         "$lost" "$(median_of generator_cpu_pct "${results[@]}")" "$cpu"
 }
 
-echo "runs: $runs (medians); ports: single $single_port, node-a $a_port, node-b $b_port"
+echo "runs: $runs (medians); ports: single $single_port, node-a $a_port, node-b $b_port, node-c and node-d $shared_port (reuse_port)"
 # A single node takes messages ~30x faster than the cluster: it gets more
 # of them per run (SINGLE_MESSAGES), so its runs last long enough to measure.
 cluster_messages=${MESSAGES:-5000} single_messages=${SINGLE_MESSAGES:-50000}
@@ -118,9 +134,18 @@ run "cluster: recv A, pub B (K=$cluster_messages)" --port "$b_port" --receive-po
 # shellcheck disable=SC2086
 run "cluster: recv A+B, pub B (K=$cluster_messages)" --port "$b_port" \
     --receive-port "$a_port,$b_port" $load --messages "$cluster_messages"
+# Everyone on the shared port: the kernel picks node-c or node-d for each
+# receiver and publisher.
+# shellcheck disable=SC2086
+run "reuse_port: C+D on one port (K=$cluster_messages)" --port "$shared_port" \
+    $load --messages "$cluster_messages"
 echo "== latency: 10 receivers, 1 publisher x 1000 messages, one at a time (window 1)"
 light="--receivers 10 --publishers 1 --messages 1000 --size 64 --window 1"
 # shellcheck disable=SC2086
 run "single node" --port "$single_port" $light
 # shellcheck disable=SC2086
 run "cluster: recv A, publish B" --port "$b_port" --receive-port "$a_port" $light
+# shellcheck disable=SC2086
+run "reuse_port: C+D on one port" --port "$shared_port" $light
+# How the kernel spread the reuse_port runs' connections (each logs in once).
+echo "reuse_port: logins on node-c $(grep -c ' login ' "$work/node-c.log" || true), node-d $(grep -c ' login ' "$work/node-d.log" || true)"

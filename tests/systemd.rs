@@ -288,12 +288,20 @@ fn tls_greeting(address: SocketAddr, certificate: &rcgen::CertifiedKey<rcgen::Ke
 fn the_contrib_socket_units_pass_systemd_analyze_verify() {
     let dir = tempfile::tempdir().expect("cannot create a temporary directory");
     let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
-    for name in ["riftd.service", "riftd.socket", "riftd-tls.socket"] {
+    for name in [
+        "riftd.service",
+        "riftd@.service",
+        "riftd.socket",
+        "riftd-tls.socket",
+    ] {
         let unit = std::fs::read_to_string(contrib.join(name))
             .unwrap_or_else(|error| panic!("cannot read contrib/{name}: {error}"));
         let unit = unit.replace("/usr/local/bin/riftd", env!("CARGO_BIN_EXE_riftd"));
         std::fs::write(dir.path().join(name), unit).expect("cannot write a unit");
     }
+    // The template (reuse_port nodes, issue 15) is verified as it is:
+    // systemd-analyze checks a template file without an instance name.
+    verify_unit(&dir.path().join("riftd@.service"));
     for name in ["riftd.socket", "riftd-tls.socket"] {
         let unit = std::fs::read_to_string(dir.path().join(name)).unwrap();
         let expected = if name == "riftd.socket" {
@@ -305,37 +313,51 @@ fn the_contrib_socket_units_pass_systemd_analyze_verify() {
             unit.contains(&format!("\nFileDescriptorName={expected}\n")),
             "{name} must name its socket {expected:?}: {unit}"
         );
-        let verified = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(dir.path().join(name))
-            .output()
-            .expect("cannot run systemd-analyze (Debian package systemd)");
-        let output = format!(
-            "{}{}",
-            String::from_utf8_lossy(&verified.stdout),
-            String::from_utf8_lossy(&verified.stderr)
-        );
-        assert!(verified.status.success(), "{name}: {output}");
-        assert!(
-            !output.contains("riftd"),
-            "systemd-analyze has remarks about {name}: {output}"
-        );
+        verify_unit(&dir.path().join(name));
     }
+}
+
+/// `systemd-analyze verify` passes the unit file at `path` without a
+/// remark about riftd's units.
+fn verify_unit(path: &Path) {
+    let name = path.display();
+    let verified = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(path)
+        .output()
+        .expect("cannot run systemd-analyze (Debian package systemd)");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(verified.status.success(), "{name}: {output}");
+    assert!(
+        !output.contains("riftd"),
+        "systemd-analyze has remarks about {name}: {output}"
+    );
 }
 
 #[test]
 fn the_contrib_unit_does_not_restart_a_refused_configuration() {
-    let unit = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/riftd.service"),
-    )
-    .expect("cannot read contrib/riftd.service");
-    // riftd exits 2 on a refused configuration (src/main.rs, Failure).
-    assert!(unit.contains("\nRestartPreventExitStatus=2\n"), "{unit}");
-    // README.md creates /etc/riftd with mode 0750.
-    assert!(
-        unit.contains("\nConfigurationDirectoryMode=0750\n"),
-        "{unit}"
-    );
+    for name in ["riftd.service", "riftd@.service"] {
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("contrib")
+                .join(name),
+        )
+        .unwrap_or_else(|error| panic!("cannot read contrib/{name}: {error}"));
+        // riftd exits 2 on a refused configuration (src/main.rs, Failure).
+        assert!(
+            unit.contains("\nRestartPreventExitStatus=2\n"),
+            "{name}: {unit}"
+        );
+        // README.md creates /etc/riftd with mode 0750.
+        assert!(
+            unit.contains("\nConfigurationDirectoryMode=0750\n"),
+            "{name}: {unit}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

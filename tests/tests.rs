@@ -15,6 +15,7 @@ mod cluster_chat;
 mod cluster_replicas;
 mod daemon;
 mod history;
+mod reuse_port;
 mod riftc;
 mod robustness;
 mod systemd;

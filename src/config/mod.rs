@@ -17,6 +17,9 @@
 //! - `files`: reading a file the configuration names, bounded and non-blocking;
 //! - `cluster`: the `cluster_*` keys and `node_name` into `ClusterSettings`.
 //!
+//! `PortSharing` (`reuse_port`) is defined here rather than beside
+//! `server::listen`, its user, because that module is private to `server`.
+//!
 //! Adding a key is adding one field to `RawConfig` (with its default in
 //! `Default`), carrying it into `Config` in `RawConfig::validate`, with one
 //! check there if it has rules; a numeric key also gets its documented
@@ -122,6 +125,23 @@ pub struct Config {
     /// Web listeners: HTTP only, plain and TLS.
     web_listen: Vec<SocketAddr>,
     web_tls_listen: Vec<SocketAddr>,
+    /// `reuse_port`: whether the listeners riftd binds share their port.
+    port_sharing: PortSharing,
+}
+
+/// Whether the listening sockets riftd binds may share their port with
+/// other processes (`reuse_port = true`: SO_REUSEPORT before `bind`, and the
+/// kernel spreads new connections over every socket on the port). Only
+/// cluster nodes may share a port: `Config::load` refuses `Shared` without
+/// `cluster_url`, since separate processes would be separate chats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortSharing {
+    /// One listener per address; a second bind of it fails (the default).
+    #[default]
+    Exclusive,
+    /// SO_REUSEPORT: every process with the same user that sets it too may
+    /// bind the same address.
+    Shared,
 }
 
 impl Config {
@@ -229,6 +249,12 @@ impl Config {
         self.cluster.as_ref()
     }
 
+    /// Whether the listeners riftd binds share their port (`reuse_port`);
+    /// sockets systemd passes are used as they come.
+    pub fn port_sharing(&self) -> PortSharing {
+        self.port_sharing
+    }
+
     pub fn shutdown_timeout_secs(&self) -> u64 {
         self.shutdown_timeout_secs
     }
@@ -247,6 +273,8 @@ impl Config {
         self.tls_listen = running.tls_listen.clone();
         self.web_listen = running.web_listen.clone();
         self.web_tls_listen = running.web_tls_listen.clone();
+        // Set on the sockets when they were bound: as fixed as they are.
+        self.port_sharing = running.port_sharing;
     }
 
     /// The certificate, while TLS listeners stay.
@@ -354,5 +382,18 @@ mod tests {
         let hub = config.hub_config();
         assert_eq!(hub.auth_timeout_ms, 86_400_000);
         assert_eq!(hub.idle_timeout_ms, 86_400_000);
+    }
+
+    #[test]
+    fn reuse_port_shares_the_port_only_between_cluster_nodes() {
+        let load = |text: &str| RawConfig::from_toml(text).unwrap().validate();
+        assert_eq!(load("").unwrap().port_sharing(), PortSharing::Exclusive);
+        let node = load("reuse_port = true\ncluster_url = \"nats://127.0.0.1:4222\"").unwrap();
+        assert_eq!(node.port_sharing(), PortSharing::Shared);
+        let alone = load("reuse_port = true").unwrap_err().to_string();
+        for needle in ["`reuse_port`", "needs cluster_url", "separate chats"] {
+            assert!(alone.contains(needle), "{alone}");
+        }
+        assert!(load("reuse_port = false").is_ok());
     }
 }

@@ -116,6 +116,11 @@ pub struct RawConfig {
     /// Copies of the stream and buckets JetStream keeps (default 1): up to
     /// the number of NATS servers in the NATS cluster, e.g. 3 of 3.
     pub cluster_replicas: Option<usize>,
+
+    /// Set SO_REUSEPORT on every listener riftd binds, so that several
+    /// cluster nodes on one host share a port (needs `cluster_url`).
+    pub reuse_port: bool,
+
     /// Serve HTTP on the listeners: WebSocket clients upgrade on `GET /`;
     /// the greeting waits for a client's first bytes (or a short delay).
     pub web: bool,
@@ -173,6 +178,9 @@ impl Default for RawConfig {
             cluster_tls_cert: None,
             cluster_tls_key: None,
             cluster_replicas: None,
+
+            reuse_port: false,
+
             web: false,
             web_origins: Vec::new(),
             web_listen: Vec::new(),

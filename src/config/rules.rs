@@ -6,7 +6,7 @@
 
 use super::files::{MAX_PASSWORD_FILE_BYTES, describe_file_type, read_regular_text};
 use super::ranges::check_range;
-use super::{AuthSetting, Config, ConfigError, RawConfig, invalid};
+use super::{AuthSetting, Config, ConfigError, PortSharing, RawConfig, invalid};
 use crate::accounts::Users;
 use crate::auth::Auth;
 use crate::server::WebSettings;
@@ -107,6 +107,22 @@ impl RawConfig {
         let web_settings = Arc::new(WebSettings::new(&self.web_origins));
         let web = self.web.then(|| Arc::clone(&web_settings));
         let cluster = self.cluster_settings()?;
+
+        // reuse_port: processes sharing a port are one chat only through
+        // NATS; without it each would be a chat of its own.
+        let port_sharing = match (self.reuse_port, &cluster) {
+            (false, _) => PortSharing::Exclusive,
+            (true, Some(_)) => PortSharing::Shared,
+            (true, None) => {
+                return Err(invalid(
+                    "reuse_port",
+                    "needs cluster_url: riftd processes sharing a port without a cluster \
+                     would be separate chats, each client seeing only the users the kernel \
+                     happened to give the same process",
+                ));
+            }
+        };
+
         let history_file = self.history_path().map(Path::to_owned);
         Ok(Config {
             listen: self.listen,
@@ -137,6 +153,7 @@ impl RawConfig {
             web_settings,
             web_listen: self.web_listen,
             web_tls_listen: self.web_tls_listen,
+            port_sharing,
         })
     }
 

@@ -9,7 +9,7 @@ use super::http::{self, Status};
 use super::log_limit::suppressed_note;
 use super::transport::{Front, Transport};
 use super::{Server, ServerError, activation, instant_after};
-use crate::config::Config;
+use crate::config::{Config, PortSharing};
 use crate::hub::{ConnId, Greeting, Now, Wire};
 use crate::proto::{Code, ServerMsg};
 use std::io::{self, Write};
@@ -96,13 +96,17 @@ impl Listeners {
 
 /// Binds every configured address, chat and web, plain and TLS. Done
 /// before anything else (and, in daemon mode, before forking) so a busy
-/// port is reported at once.
+/// port is reported at once. With `reuse_port` (`PortSharing::Shared`)
+/// each socket sets SO_REUSEPORT first, so other riftd nodes on this host
+/// may bind the same addresses.
 ///
 /// Under socket activation (systemd passed listening sockets: `LISTEN_FDS`)
 /// those sockets replace `listen`, `tls_listen`, `web_listen` and
 /// `web_tls_listen`: each socket's `FileDescriptorName=` says its kind
-/// (`activation::Kind`); nothing is bound. Call it before any thread is
-/// started: it unsets `LISTEN_*`.
+/// (`activation::Kind`); nothing is bound, and `reuse_port` does not
+/// apply: a passed socket was bound by systemd, so sharing its port is the
+/// socket unit's `ReusePort=`. Call it before any thread is started: it
+/// unsets `LISTEN_*`.
 pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
     let adopted = activation::take(config.tls().is_some())?;
     if !adopted.is_empty() {
@@ -127,7 +131,15 @@ pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
             count(ListenerKind::Web),
             count(ListenerKind::WebTls),
         );
-        return Ok(Listeners { sockets });
+        let listeners = Listeners { sockets };
+        warn_unshared_passed_sockets(config, &listeners);
+        return Ok(listeners);
+    }
+    let sharing = config.port_sharing();
+    if sharing == PortSharing::Shared {
+        log::info!(
+            "reuse_port: the listening sockets share their ports with other riftd nodes (SO_REUSEPORT)"
+        );
     }
     let mut sockets = Vec::new();
     for (addresses, kind) in [
@@ -136,26 +148,67 @@ pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
         (config.web_listen(), ListenerKind::Web),
         (config.web_tls_listen(), ListenerKind::WebTls),
     ] {
-        for listener in bind_all(addresses)? {
+        for listener in bind_all(addresses, sharing)? {
             sockets.push((listener, kind));
         }
     }
     Ok(Listeners { sockets })
 }
 
-fn bind_all(addresses: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, ServerError> {
+fn bind_all(
+    addresses: &[SocketAddr],
+    sharing: PortSharing,
+) -> Result<Vec<std::net::TcpListener>, ServerError> {
     addresses
         .iter()
-        .map(|&address| listen_on(address).map_err(|source| ServerError::Bind { address, source }))
+        .map(|&address| {
+            listen_on(address, sharing).map_err(|source| ServerError::Bind { address, source })
+        })
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// reuse_port (issue 15, "More cores on one machine"): SO_REUSEPORT on the
+// sockets riftd binds; sockets systemd passes are only looked at.
+
+/// With `reuse_port = true` under socket activation, says which passed
+/// sockets do not share their port: riftd cannot set SO_REUSEPORT on a
+/// socket systemd bound, the socket unit's `ReusePort=yes` does.
+fn warn_unshared_passed_sockets(config: &Config, listeners: &Listeners) {
+    if config.port_sharing() != PortSharing::Shared {
+        return;
+    }
+    for (listener, _) in &listeners.sockets {
+        if !rustix::net::sockopt::socket_reuseport(listener).unwrap_or(false) {
+            let address = listener
+                .local_addr()
+                .map_or_else(|_| "a passed socket".to_owned(), |a| a.to_string());
+            log::warn!(
+                "reuse_port = true, but systemd passed {address} without SO_REUSEPORT: \
+                 set ReusePort=yes in the socket unit for other nodes to share it"
+            );
+        }
+    }
+}
+
+/// Sets SO_REUSEPORT on a socket about to be bound, when the port is shared.
+fn share_port(socket: std::os::fd::BorrowedFd<'_>, sharing: PortSharing) -> io::Result<()> {
+    match sharing {
+        PortSharing::Exclusive => Ok(()),
+        // Required, not wanted: without it the second node's bind fails
+        // anyway, and the first must not pass for a shared port.
+        PortSharing::Shared => Ok(rustix::net::sockopt::set_socket_reuseport(socket, true)?),
+    }
+}
+
+// ---------------------------------------------------------------------------
 
 /// A non-blocking listening socket with a backlog of `LISTEN_BACKLOG` (std
 /// would give 128, too few for a reconnect storm: overflowing SYNs wait a
 /// second for their retransmit). The per-connection options are set here
 /// once: Linux copies them to every accepted socket, saving three
 /// `setsockopt` calls per connection.
-fn listen_on(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+fn listen_on(address: SocketAddr, sharing: PortSharing) -> io::Result<std::net::TcpListener> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
     let family = if address.is_ipv4() {
         AddressFamily::INET
@@ -169,6 +222,7 @@ fn listen_on(address: SocketAddr) -> io::Result<std::net::TcpListener> {
         None,
     )?;
     sockopt::set_socket_reuseaddr(&socket, true)?;
+    share_port(std::os::fd::AsFd::as_fd(&socket), sharing)?;
     tune_listener(std::os::fd::AsFd::as_fd(&socket), address);
     rustix::net::bind(&socket, &address)?;
     rustix::net::listen(&socket, LISTEN_BACKLOG)?;
@@ -428,7 +482,11 @@ mod tests {
 
     #[test]
     fn accepted_sockets_inherit_the_listeners_options() {
-        let listener = listen_on(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let listener = listen_on(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            PortSharing::Exclusive,
+        )
+        .unwrap();
         let address = listener.local_addr().unwrap();
         let _client = std::net::TcpStream::connect(address).unwrap();
         listener.set_nonblocking(false).unwrap();
@@ -439,5 +497,37 @@ mod tests {
             rustix::net::sockopt::tcp_keepidle(&accepted).unwrap(),
             KEEPALIVE_IDLE
         );
+    }
+
+    #[test]
+    fn a_shared_port_takes_a_second_shared_listener_and_an_exclusive_one_does_not() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let first = listen_on(loopback, PortSharing::Shared).unwrap();
+        let address = first.local_addr().unwrap();
+        assert!(rustix::net::sockopt::socket_reuseport(&first).unwrap());
+        let second = listen_on(address, PortSharing::Shared).unwrap();
+        assert_eq!(second.local_addr().unwrap(), address);
+        // A socket without SO_REUSEPORT cannot join them.
+        let error = listen_on(address, PortSharing::Exclusive).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{error}");
+    }
+
+    #[test]
+    fn an_exclusive_port_refuses_a_second_listener_either_way() {
+        let first = listen_on(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            PortSharing::Exclusive,
+        )
+        .unwrap();
+        let address = first.local_addr().unwrap();
+        assert!(!rustix::net::sockopt::socket_reuseport(&first).unwrap());
+        for sharing in [PortSharing::Exclusive, PortSharing::Shared] {
+            let error = listen_on(address, sharing).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::AddrInUse,
+                "{sharing:?}: {error}"
+            );
+        }
     }
 }
