@@ -40,6 +40,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one NATS request (a publish's ack, a KV operation) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the client pings NATS. async-nats drops the connection when
+/// a third ping finds two unanswered, so a frozen server (or a dead path
+/// that keeps the socket open) is noticed within 3 × this (plus one
+/// interval's phase): the loop hears `Event::Disconnected` and every
+/// session gets 213.
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// What the bridge is tuned with besides the settings: values every node
 /// of one cluster must share (the stream and buckets are configured from
 /// them; the last node to start sets them).

@@ -39,7 +39,7 @@ impl Chat {
         self.answer(jobs[0].ticket, JobResult::Claimed(user(name)));
         for job in self.jobs() {
             if let JobKind::Subscribe { room } = job.kind {
-                self.answer(job.ticket, JobResult::Subscribed(room));
+                self.answer(job.ticket, JobResult::Subscribed { room, last: 0 });
             }
         }
         // Members, Join: nobody waits for them here.
@@ -66,7 +66,13 @@ fn a_login_waits_for_the_cluster_claim_and_the_room_for_its_subscription() {
     );
     let subscribe = chat.jobs().remove(0);
     assert_eq!(subscribe.kind, JobKind::Subscribe { room: room(LOBBY) });
-    chat.answer(subscribe.ticket, JobResult::Subscribed(room(LOBBY)));
+    chat.answer(
+        subscribe.ticket,
+        JobResult::Subscribed {
+            room: room(LOBBY),
+            last: 0,
+        },
+    );
     assert_eq!(chat.received(alice), vec![joined("alice", LOBBY)]);
     let kinds: Vec<JobKind> = chat.jobs().into_iter().map(|job| job.kind).collect();
     assert_eq!(
@@ -263,7 +269,13 @@ fn a_joiner_gets_its_backlog_first_and_no_message_twice() {
     let claim = chat.jobs().remove(0);
     chat.answer(claim.ticket, JobResult::Claimed(user("alice")));
     let subscribe = chat.jobs().remove(0);
-    chat.answer(subscribe.ticket, JobResult::Subscribed(room(LOBBY)));
+    chat.answer(
+        subscribe.ticket,
+        JobResult::Subscribed {
+            room: room(LOBBY),
+            last: 0,
+        },
+    );
     assert_eq!(chat.codes(alice), vec![210, 202, 201]);
     let backlog = chat
         .jobs()
