@@ -65,6 +65,15 @@ struct Held {
     revision: u64,
 }
 
+/// The NATS connection as the client's events tell it. `losses` counts
+/// disconnections, so a drop and a reconnection that both happen while the
+/// worker is busy still leave a loss to resume from.
+#[derive(Debug, Clone, Copy)]
+struct LinkState {
+    is_up: bool,
+    losses: u64,
+}
+
 /// A room membership this node holds.
 struct Membership {
     user: Username,
@@ -98,12 +107,12 @@ pub(super) struct Worker {
     /// Subscribed rooms and the task delivering each.
     rooms: HashMap<RoomName, JoinHandle<()>>,
     out: Out,
-    /// Whether the NATS connection is up, as the client's events say
-    /// (the event callback holds the sender).
-    link: watch::Receiver<bool>,
-    /// The link dropped and this node's names, memberships and rooms are
-    /// not yet re-asserted (`resume`).
-    is_offline: bool,
+    /// The NATS connection, as the client's events say (the event
+    /// callback holds the sender).
+    link: watch::Receiver<LinkState>,
+    /// The last loss of the link this node re-asserted its names,
+    /// memberships and rooms after (`resume`); behind `losses` until then.
+    resumed: u64,
     withdrawals: Vec<Withdrawal>,
     /// `Nats-Msg-Id` of each publish: node, start time, counter, unique
     /// across the node's restarts.
@@ -183,7 +192,10 @@ impl Worker {
                 .tls_client_config(rustls::ClientConfig::clone(tls))
                 .require_tls(true);
         }
-        let (link_sender, link) = watch::channel(true);
+        let (link_sender, link) = watch::channel(LinkState {
+            is_up: true,
+            losses: 0,
+        });
         let link_sender = Arc::new(link_sender);
         let events_out = out.clone();
         connect = connect
@@ -199,13 +211,25 @@ impl Worker {
                 async move {
                     match event {
                         async_nats::Event::Disconnected => {
-                            if link_sender.send_replace(false) {
+                            let mut was_up = false;
+                            link_sender.send_modify(|link| {
+                                was_up = link.is_up;
+                                if link.is_up {
+                                    link.is_up = false;
+                                    link.losses += 1;
+                                }
+                            });
+                            if was_up {
                                 log::warn!("cluster: lost the NATS connection; reconnecting");
                                 out.send(Output::Event(Event::Disconnected));
                             }
                         }
                         async_nats::Event::Connected => {
-                            if !link_sender.send_replace(true) {
+                            let mut was_up = true;
+                            link_sender.send_modify(|link| {
+                                was_up = std::mem::replace(&mut link.is_up, true);
+                            });
+                            if !was_up {
                                 log::info!(
                                     "cluster: NATS connection restored; re-asserting this node's names"
                                 );
@@ -308,7 +332,7 @@ impl Worker {
             rooms: HashMap::new(),
             out,
             link,
-            is_offline: false,
+            resumed: 0,
             withdrawals: Vec::new(),
             msg_id_prefix: format!("{}.{:x}", settings.node_name, unix_ms()),
             published: 0,
@@ -317,7 +341,7 @@ impl Worker {
 
     /// Whether the NATS connection is up right now.
     fn is_up(&self) -> bool {
-        *self.link.borrow()
+        self.link.borrow().is_up
     }
 
     /// Serves jobs in order and refreshes what this node holds, until the
@@ -333,11 +357,9 @@ impl Worker {
                         // The client is gone; nothing will change again.
                         return self.stop();
                     }
-                    let is_up = *link.borrow_and_update();
-                    if !is_up {
-                        self.is_offline = true;
-                    } else if self.is_offline {
-                        self.resume().await;
+                    let state = *link.borrow_and_update();
+                    if state.is_up && state.losses != self.resumed {
+                        self.resume(state.losses).await;
                     }
                 }
                 () = doorbell.wait() => {
@@ -363,12 +385,13 @@ impl Worker {
                     }
                 }
                 _ = refresh.tick() => {
-                    if !self.is_up() {
+                    let state = *self.link.borrow();
+                    if !state.is_up {
                         continue;
                     }
-                    if self.is_offline {
+                    if state.losses != self.resumed {
                         // A re-assertion that failed is tried again.
-                        self.resume().await;
+                        self.resume(state.losses).await;
                     } else {
                         self.refresh().await;
                     }
@@ -420,10 +443,10 @@ impl Worker {
     /// membership put again, every room subscribed afresh; then the loop
     /// hears `Reconnected` and backfills. A step that fails leaves the
     /// rest for the next refresh tick.
-    async fn resume(&mut self) {
+    async fn resume(&mut self, losses: u64) {
         match self.reassert().await {
             Ok(()) => {
-                self.is_offline = false;
+                self.resumed = losses;
                 log::info!(
                     "cluster: re-asserted {} name(s), {} membership(s), {} room(s)",
                     self.held_names.len(),
