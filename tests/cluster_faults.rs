@@ -214,6 +214,40 @@ fn a_node_that_lost_its_link_backfills_what_others_posted_meanwhile_once_and_in_
     assert_eq!(heard(&mut bob).1, "back");
 }
 
+/// `riftd::cluster::NAME_TTL`: a name and its memberships outlive their
+/// node's last refresh by this much (then the server's expiry sweep).
+const NAME_TTL: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_name_claimed_elsewhere_during_a_long_outage_is_told_409_and_closed_on_reconnection() {
+    let nats = Nats::start();
+    let relay = Relay::start(nats.port);
+    let a = node(&format!("nats://127.0.0.1:{}", relay.port), "node-a");
+    let b = node(&nats.url(), "node-b");
+    let (mut alice, mut bob) = alice_and_bob(&a, &b);
+    relay.cut();
+    alice.expect_code_within(213, PAUSED_AT_ONCE);
+    // Node A cannot refresh: alice's membership expires, and her name
+    // with it (names are refreshed first, so they expire first).
+    let left = bob.expect_code_within(204, NAME_TTL + Duration::from_secs(3));
+    assert_eq!(left["username"], "alice", "{left}");
+    let mut other = Client::json(b.port());
+    other.login("Alice");
+    relay.restore();
+    let lost = alice.expect_code_within(409, RESUMED);
+    assert!(
+        lost["error"]
+            .as_str()
+            .unwrap()
+            .contains("claimed on another server"),
+        "{lost}"
+    );
+    alice.expect_eof();
+    // The name stays with its new holder.
+    say(&mut other, "mine now");
+    assert_eq!(heard(&mut bob).1, "mine now");
+}
+
 /// A loopback TCP relay to NATS that a test can cut (every connection
 /// through it closed, new ones closed at once) and restore: the node
 /// behind it loses its link while the other node keeps its own.
