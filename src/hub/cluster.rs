@@ -64,6 +64,9 @@ pub(super) struct Cluster {
     /// While `Link::Resuming`: the rooms whose backfill is still under
     /// way; 214 goes out once it is empty.
     resuming: HashSet<RoomName>,
+    /// Counts reconnections: a backfill asked before the last one may
+    /// have read the stream before the outage's messages were there.
+    epoch: u64,
 }
 
 /// This node's link to the cluster, as the sessions see it.
@@ -105,6 +108,9 @@ struct RoomView {
     /// While a backfill of this room is read: the live messages that
     /// arrive meanwhile, delivered after it (those it does not hold).
     backfill: Option<Held>,
+    /// The `Cluster::epoch` of the backfill asked last: only its answer
+    /// ends the backfill.
+    backfill_epoch: u64,
 }
 
 /// Live messages held behind a backfill.
@@ -192,6 +198,7 @@ enum Pending {
     /// after a hole or a reconnection.
     Backfill {
         room: RoomName,
+        epoch: u64,
     },
     /// Nobody waits for the answer (Join, Part, Unsubscribe, a release),
     /// or its connection left.
@@ -269,6 +276,7 @@ impl Cluster {
             joining: HashMap::new(),
             link: Link::Up,
             resuming: HashSet::new(),
+            epoch: 0,
         }
     }
 
@@ -286,6 +294,7 @@ impl Cluster {
             return;
         };
         view.backfill.get_or_insert_with(Held::default);
+        view.backfill_epoch = self.epoch;
         let after = view.last;
         self.ask(
             JobKind::History {
@@ -293,7 +302,10 @@ impl Cluster {
                 range: HistoryRange::After(after),
                 limit: BACKFILL_BATCH,
             },
-            Pending::Backfill { room: room.clone() },
+            Pending::Backfill {
+                room: room.clone(),
+                epoch: self.epoch,
+            },
         );
     }
 
@@ -1132,7 +1144,7 @@ impl Hub {
             (Pending::Roster { room }, JobResult::Members(members)) => {
                 self.seed_roster(&room, members)
             }
-            (Pending::Backfill { room }, result) => self.backfilled(room, result),
+            (Pending::Backfill { room, epoch }, result) => self.backfilled(room, epoch, result),
             _ => {}
         }
     }
@@ -1326,6 +1338,7 @@ impl Hub {
             return;
         }
         cluster.link = Link::Resuming;
+        cluster.epoch += 1;
         let rooms: Vec<RoomName> = cluster
             .rooms
             .iter()
@@ -1338,13 +1351,9 @@ impl Hub {
             if let Some(view) = cluster.rooms.get_mut(&room) {
                 view.roster.retain(|_, (_, node)| *node == me);
             }
-            if cluster
-                .rooms
-                .get(&room)
-                .is_some_and(|view| view.backfill.is_none())
-            {
-                cluster.backfill(&room);
-            }
+            // Even behind one under way: that one may have read the
+            // stream before the link dropped.
+            cluster.backfill(&room);
             cluster.ask(
                 JobKind::Members { room: room.clone() },
                 Pending::Roster { room: room.clone() },
@@ -1385,7 +1394,9 @@ impl Hub {
         let Some(view) = cluster.rooms.get_mut(room) else {
             return;
         };
-        if message.id <= view.last {
+        // Before `Subscribed` (a delivery left over from an earlier
+        // subscription of the room) nobody here is a member yet.
+        if !view.is_subscribed || message.id <= view.last {
             return;
         }
         if let Some(held) = view.backfill.as_mut() {
@@ -1421,7 +1432,7 @@ impl Hub {
     /// than one read (or held too many) is read again from there. A read
     /// that failed delivers what was held: the messages it was for stay
     /// missing here (HISTORY has them), and a warning says which.
-    fn backfilled(&mut self, room: RoomName, result: JobResult) {
+    fn backfilled(&mut self, room: RoomName, epoch: u64, result: JobResult) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -1430,6 +1441,24 @@ impl Hub {
             self.resume_if_caught_up();
             return;
         };
+        if epoch != view.backfill_epoch {
+            // Superseded by one asked after a reconnection: what it read
+            // is delivered (in order, after what was), the rest is left
+            // to the newer one.
+            let mut deliver = Vec::new();
+            if let JobResult::History(slice) = result {
+                for message in slice.messages {
+                    if message.id > view.last {
+                        view.last = message.id;
+                        deliver.push(message);
+                    }
+                }
+            }
+            for message in deliver {
+                self.deliver_room_message(message);
+            }
+            return;
+        }
         let mut deliver = Vec::new();
         let mut is_more = false;
         match result {
@@ -1448,6 +1477,13 @@ impl Hub {
                 // Lost again: what was held is in the stream, and the
                 // backfill on reconnection reads it from `last`.
                 view.backfill = None;
+                return;
+            }
+            _ if cluster.link == Link::Resuming => {
+                // Asked before the link dropped, failed by it: read again
+                // (a failure with the link up takes a request's timeout;
+                // one with it down comes after the `Disconnected`).
+                cluster.backfill(&room);
                 return;
             }
             other => log::warn!(

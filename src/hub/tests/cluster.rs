@@ -547,3 +547,47 @@ fn text_sessions_read_the_pause_and_the_resumption_as_lines() {
     chat.answer(backfill.ticket, slice(Vec::new(), false));
     assert_eq!(chat.received_text(alice), vec!["* chat resumed"]);
 }
+
+#[test]
+fn a_backfill_asked_before_the_link_dropped_does_not_end_the_one_after_it() {
+    let mut chat = clustered();
+    let alice = chat.cluster_login("alice");
+    chat.event(live(3, Some(1), "after a hole"));
+    let before = chat.jobs();
+    assert_eq!(kinds(&before), vec![backfill_of(0)]);
+    chat.event(Event::Disconnected);
+    chat.event(Event::Reconnected);
+    let after = chat.jobs();
+    assert_eq!(
+        kinds(&after),
+        vec![backfill_of(0), JobKind::Members { room: room(LOBBY) }]
+    );
+    chat.clear_all();
+    // The first read, done before the outage, knows only 1 (and 3).
+    chat.answer(
+        before[0].ticket,
+        slice(
+            vec![lobby_message(1, "one"), lobby_message(3, "after a hole")],
+            false,
+        ),
+    );
+    assert_eq!(message_ids(&chat.received(alice)), vec![1, 3], "no 214 yet");
+    chat.answer(
+        after[0].ticket,
+        slice(
+            vec![
+                lobby_message(1, "one"),
+                lobby_message(3, "after a hole"),
+                lobby_message(5, "during the outage"),
+            ],
+            false,
+        ),
+    );
+    assert_eq!(
+        chat.received(alice),
+        vec![
+            room_message(5, TS, LOBBY, "bob", "during the outage"),
+            json!({"code": 214}),
+        ]
+    );
+}
