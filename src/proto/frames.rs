@@ -226,7 +226,7 @@ impl ServerMsg {
             ServerMsg::Pong { .. } => "* pong".to_owned(),
             ServerMsg::ServerPing => "* are you there?".to_owned(),
             ServerMsg::Paused => {
-                "* chat paused: this server lost the cluster; messages, joins and logins wait until it resumes".to_owned()
+                "* chat paused: this server lost the cluster; messages, joins and logins are refused until it resumes".to_owned()
             }
             ServerMsg::Resumed => "* chat resumed".to_owned(),
             ServerMsg::Backlog {
