@@ -9,7 +9,10 @@
 //!
 //! It must never block the loop: `submit` only `try_send`s, `outputs` only
 //! `try_iter`s. Names and room memberships this node holds are refreshed
-//! here on a timer, so the loop schedules nothing for them.
+//! here on a timer, so the loop schedules nothing for them. While the NATS
+//! link is down, jobs that need it fail at once; when it is back the
+//! worker re-asserts what the node holds before it says `Reconnected`
+//! (`design/cluster.md`, "Losing NATS while running").
 
 use super::nats::Worker;
 use super::protocol::{Job, Output};

@@ -15,6 +15,12 @@
 //! `Event::Message`, never from the `Posted` answer, so every node
 //! delivers a room's messages in the one order JetStream gave them.
 //!
+//! When the bridge loses NATS (`Event::Disconnected`) the hub pauses:
+//! 213 to every logged-in session, 503 at once for what needs the
+//! cluster. When it is back (`Event::Reconnected`) each subscribed room
+//! is backfilled from the last id delivered in it, then 214. The same
+//! backfill fills a hole that a live message's `previous` shows.
+//!
 //! Without `cluster_url` there is no `Cluster` and none of this runs.
 
 use super::login::throttle_refusal;
