@@ -12,6 +12,7 @@ mod browser;
 mod chat;
 mod cluster;
 mod cluster_chat;
+mod cluster_faults;
 mod cluster_replicas;
 mod daemon;
 mod history;

@@ -70,6 +70,11 @@ impl Model {
             Incoming::GoingDown => {
                 self.notice(BufferId::Server, "the server is going down", now_ms);
             }
+            Incoming::Paused => {
+                let text = "chat paused: the server lost its cluster; wait for it to resume";
+                self.notice(BufferId::Server, text, now_ms);
+            }
+            Incoming::Resumed => self.notice(BufferId::Server, "chat resumed", now_ms),
             Incoming::Users {
                 room,
                 users,

@@ -9,7 +9,10 @@
 //!
 //! It must never block the loop: `submit` only `try_send`s, `outputs` only
 //! `try_iter`s. Names and room memberships this node holds are refreshed
-//! here on a timer, so the loop schedules nothing for them.
+//! here on a timer, so the loop schedules nothing for them. While the NATS
+//! link is down, jobs that need it fail at once; when it is back the
+//! worker re-asserts what the node holds before it says `Reconnected`
+//! (`design/cluster.md`, "Losing NATS while running").
 
 use super::nats::Worker;
 use super::protocol::{Job, Output};
@@ -39,6 +42,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one NATS request (a publish's ack, a KV operation) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the client pings NATS. async-nats drops the connection when
+/// a third ping finds two unanswered, so a frozen server (or a dead path
+/// that keeps the socket open) is noticed within 3 × this (plus one
+/// interval's phase): the loop hears `Event::Disconnected` and every
+/// session gets 213.
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What the bridge is tuned with besides the settings: values every node
 /// of one cluster must share (the stream and buckets are configured from

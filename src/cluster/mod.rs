@@ -20,7 +20,8 @@ mod protocol;
 mod settings;
 
 pub use bridge::{
-    Bridge, BridgeOptions, CONNECT_TIMEOUT, ClusterError, NAME_TTL, QUEUE, REQUEST_TIMEOUT,
+    Bridge, BridgeOptions, CONNECT_TIMEOUT, ClusterError, NAME_TTL, PING_INTERVAL, QUEUE,
+    REQUEST_TIMEOUT,
 };
 pub use protocol::{
     Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output,

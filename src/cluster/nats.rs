@@ -3,7 +3,7 @@
 //! per job kind. Runs only on the bridge thread, inside its runtime.
 //! Everything the loop sees leaves through `Out` as plain `Output`s.
 
-use super::bridge::{BridgeOptions, ClusterError, Doorbell, Out};
+use super::bridge::{BridgeOptions, ClusterError, Doorbell, Out, PING_INTERVAL};
 use super::protocol::{
     Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output, ThrottleKey,
 };
@@ -23,10 +23,14 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How long the stream remembers a publish's `Nats-Msg-Id`: a publish
+/// retried within it (after an ack that never came) is stored once.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// A room message as stored in the stream: the room is the subject's last
 /// token and the id the stream sequence, so neither is repeated here.
@@ -61,10 +65,29 @@ struct Held {
     revision: u64,
 }
 
+/// The NATS connection as the client's events tell it. `losses` counts
+/// disconnections, so a drop and a reconnection that both happen while the
+/// worker is busy still leave a loss to resume from.
+#[derive(Debug, Clone, Copy)]
+struct LinkState {
+    is_up: bool,
+    losses: u64,
+}
+
 /// A room membership this node holds.
 struct Membership {
     user: Username,
     revision: u64,
+}
+
+/// Something this node gave up while NATS did not hear it (a part, a
+/// release that failed or came while the link was down): sent when the
+/// link is back, before anything is re-asserted.
+enum Withdrawal {
+    /// A name, deleted only under the revision this node held.
+    Name { key: String, revision: u64 },
+    /// A membership, deleted unless this node holds it again.
+    Member { key: String },
 }
 
 pub(super) struct Worker {
@@ -84,6 +107,17 @@ pub(super) struct Worker {
     /// Subscribed rooms and the task delivering each.
     rooms: HashMap<RoomName, JoinHandle<()>>,
     out: Out,
+    /// The NATS connection, as the client's events say (the event
+    /// callback holds the sender).
+    link: watch::Receiver<LinkState>,
+    /// The last loss of the link this node re-asserted its names,
+    /// memberships and rooms after (`resume`); behind `losses` until then.
+    resumed: u64,
+    withdrawals: Vec<Withdrawal>,
+    /// `Nats-Msg-Id` of each publish: node, start time, counter, unique
+    /// across the node's restarts.
+    msg_id_prefix: String,
+    published: u64,
 }
 
 fn room_subject(room: &RoomName) -> String {
@@ -158,26 +192,47 @@ impl Worker {
                 .tls_client_config(rustls::ClientConfig::clone(tls))
                 .require_tls(true);
         }
-        let link_lost = Arc::new(AtomicBool::new(false));
+        let (link_sender, link) = watch::channel(LinkState {
+            is_up: true,
+            losses: 0,
+        });
+        let link_sender = Arc::new(link_sender);
         let events_out = out.clone();
         connect = connect
             .name(format!("riftd {}", settings.node_name))
             .connection_timeout(options.connect_timeout)
             .request_timeout(Some(options.request_timeout))
+            // A frozen server (SIGSTOP, a dead path) is noticed after
+            // three unanswered pings (async-nats allows two outstanding).
+            .ping_interval(PING_INTERVAL)
             .event_callback(move |event| {
                 let out = events_out.clone();
-                let link_lost = Arc::clone(&link_lost);
+                let link_sender = Arc::clone(&link_sender);
                 async move {
                     match event {
                         async_nats::Event::Disconnected => {
-                            link_lost.store(true, Ordering::SeqCst);
-                            log::warn!("cluster: lost the NATS connection; reconnecting");
-                            out.send(Output::Event(Event::Disconnected));
+                            let mut was_up = false;
+                            link_sender.send_modify(|link| {
+                                was_up = link.is_up;
+                                if link.is_up {
+                                    link.is_up = false;
+                                    link.losses += 1;
+                                }
+                            });
+                            if was_up {
+                                log::warn!("cluster: lost the NATS connection; reconnecting");
+                                out.send(Output::Event(Event::Disconnected));
+                            }
                         }
                         async_nats::Event::Connected => {
-                            if link_lost.swap(false, Ordering::SeqCst) {
-                                log::info!("cluster: NATS connection restored");
-                                out.send(Output::Event(Event::Reconnected));
+                            let mut was_up = true;
+                            link_sender.send_modify(|link| {
+                                was_up = std::mem::replace(&mut link.is_up, true);
+                            });
+                            if !was_up {
+                                log::info!(
+                                    "cluster: NATS connection restored; re-asserting this node's names"
+                                );
                             }
                         }
                         other => log::debug!("cluster: NATS event: {other}"),
@@ -203,6 +258,7 @@ impl Worker {
                 storage: stream::StorageType::File,
                 num_replicas: settings.replicas,
                 allow_direct: true,
+                duplicate_window: DUPLICATE_WINDOW,
                 republish: Some(stream::Republish {
                     source: format!("{ROOM_PREFIX}.*"),
                     destination: format!("{LIVE_PREFIX}.{{{{wildcard(1)}}}}"),
@@ -277,7 +333,17 @@ impl Worker {
             held_members: HashMap::new(),
             rooms: HashMap::new(),
             out,
+            link,
+            resumed: 0,
+            withdrawals: Vec::new(),
+            msg_id_prefix: format!("{}.{:x}", settings.node_name, unix_ms()),
+            published: 0,
         })
+    }
+
+    /// Whether the NATS connection is up right now.
+    fn is_up(&self) -> bool {
+        self.link.borrow().is_up
     }
 
     /// Serves jobs in order and refreshes what this node holds, until the
@@ -285,8 +351,19 @@ impl Worker {
     pub(super) async fn serve(mut self, jobs: Receiver<Job>, doorbell: &Doorbell) {
         let mut refresh = tokio::time::interval(self.name_ttl / 3);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut link = self.link.clone();
         loop {
             tokio::select! {
+                changed = link.changed() => {
+                    if changed.is_err() {
+                        // The client is gone; nothing will change again.
+                        return self.stop();
+                    }
+                    let state = *link.borrow_and_update();
+                    if state.is_up && state.losses != self.resumed {
+                        self.resume(state.losses).await;
+                    }
+                }
                 () = doorbell.wait() => {
                     loop {
                         if doorbell.is_closed() {
@@ -294,7 +371,11 @@ impl Worker {
                         }
                         match jobs.try_recv() {
                             Ok(job) => {
-                                let result = self.run(job.kind).await;
+                                let result = if self.is_up() {
+                                    self.run(job.kind).await
+                                } else {
+                                    self.run_offline(job.kind)
+                                };
                                 let done = Output::Done { ticket: job.ticket, result };
                                 if !self.out.send(done) {
                                     return self.stop();
@@ -305,8 +386,198 @@ impl Worker {
                         }
                     }
                 }
-                _ = refresh.tick() => self.refresh().await,
+                _ = refresh.tick() => {
+                    let state = *self.link.borrow();
+                    if !state.is_up {
+                        continue;
+                    }
+                    if state.losses != self.resumed {
+                        // A re-assertion that failed is tried again.
+                        self.resume(state.losses).await;
+                    } else {
+                        self.refresh().await;
+                    }
+                }
             }
+        }
+    }
+
+    /// A job while the link is down: what needs NATS fails at once
+    /// (`Failed`, the hub answers 503); giving something up is done here
+    /// and sent to NATS when the link is back.
+    fn run_offline(&mut self, job: JobKind) -> JobResult {
+        match job {
+            JobKind::ReleaseName { user } => {
+                let key = user.key().as_str().to_owned();
+                if let Some(held) = self.held_names.remove(&key) {
+                    self.withdrawals.push(Withdrawal::Name {
+                        key,
+                        revision: held.revision,
+                    });
+                }
+                JobResult::Released
+            }
+            JobKind::Part { room, user } => {
+                let key = member_key(&room, &user);
+                self.held_members.remove(&key);
+                self.withdrawals.push(Withdrawal::Member { key });
+                JobResult::Done
+            }
+            JobKind::Join { room, user } => {
+                // Put when the link is back, with the others.
+                let key = member_key(&room, &user);
+                self.held_members
+                    .insert(key, Membership { user, revision: 0 });
+                JobResult::Done
+            }
+            JobKind::Unsubscribe { room } => {
+                if let Some(task) = self.rooms.remove(&room) {
+                    task.abort();
+                }
+                JobResult::Unsubscribed(room)
+            }
+            _ => failed("not connected to NATS"),
+        }
+    }
+
+    /// The link is back: what was given up meanwhile is withdrawn, every
+    /// name claimed again (`NameLost` for one another node took), every
+    /// membership put again, every room subscribed afresh; then the loop
+    /// hears `Reconnected` and backfills. A step that fails leaves the
+    /// rest for the next refresh tick.
+    async fn resume(&mut self, losses: u64) {
+        match self.reassert().await {
+            Ok(()) => {
+                self.resumed = losses;
+                log::info!(
+                    "cluster: re-asserted {} name(s), {} membership(s), {} room(s)",
+                    self.held_names.len(),
+                    self.held_members.len(),
+                    self.rooms.len()
+                );
+                self.out.send(Output::Event(Event::Reconnected));
+            }
+            Err(error) => log::warn!(
+                "cluster: cannot re-assert this node's names yet ({error}); trying again in {} ms",
+                (self.name_ttl / 3).as_millis()
+            ),
+        }
+    }
+
+    async fn reassert(&mut self) -> Result<(), String> {
+        while let Some(withdrawal) = self.withdrawals.last() {
+            match withdrawal {
+                Withdrawal::Name { key, revision } => {
+                    match self
+                        .names
+                        .delete_expect_revision(key, Some(*revision))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(error) if error.kind() == kv::DeleteErrorKind::WrongLastRevision => {}
+                        Err(error) => return Err(error.to_string()),
+                    }
+                }
+                Withdrawal::Member { key } => {
+                    if !self.held_members.contains_key(key) {
+                        self.members
+                            .delete(key)
+                            .await
+                            .map_err(|error| error.to_string())?;
+                    }
+                }
+            }
+            self.withdrawals.pop();
+        }
+        let keys: Vec<String> = self.held_names.keys().cloned().collect();
+        for key in keys {
+            match self.reassert_name(&key).await? {
+                Some(revision) => {
+                    if let Some(held) = self.held_names.get_mut(&key) {
+                        held.revision = revision;
+                    }
+                }
+                None => self.lose_name(&key),
+            }
+        }
+        let keys: Vec<String> = self.held_members.keys().cloned().collect();
+        for key in keys {
+            let Some(membership) = self.held_members.get(&key) else {
+                continue;
+            };
+            let value = holder_value(&membership.user, &self.node);
+            let revision = self
+                .members
+                .put(&key, value)
+                .await
+                .map_err(|error| error.to_string())?;
+            if let Some(membership) = self.held_members.get_mut(&key) {
+                membership.revision = revision;
+            }
+        }
+        // Core subscriptions come back with the client, but a KV watch
+        // may not outlive a server restart: every room is opened afresh
+        // (the old task stops once the new one is in place; the hub drops
+        // what both deliver).
+        let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            let task = self.open_room(&room).await?;
+            if let Some(old) = self.rooms.insert(room, task) {
+                old.abort();
+            }
+        }
+        Ok(())
+    }
+
+    fn lose_name(&mut self, key: &str) {
+        if let Some(held) = self.held_names.remove(key) {
+            log::warn!(
+                "cluster: the name {} was claimed by another node",
+                held.user
+            );
+            self.out.send(Output::Event(Event::NameLost(held.user)));
+        }
+    }
+
+    /// Writes a held name again: under the revision held; or, if that
+    /// moved, under the current one when the entry still names this node
+    /// (an earlier write whose answer was lost); or created again if the
+    /// key is free (it expired). `None`: another node holds it now.
+    async fn reassert_name(&self, key: &str) -> Result<Option<u64>, String> {
+        let Some(held) = self.held_names.get(key) else {
+            return Ok(None);
+        };
+        let value = holder_value(&held.user, &self.node);
+        match self.names.update(key, value.clone(), held.revision).await {
+            Ok(revision) => return Ok(Some(revision)),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Err(error) => return Err(error.to_string()),
+        }
+        let entry = self
+            .names
+            .entry(key)
+            .await
+            .map_err(|error| error.to_string())?
+            .filter(|entry| entry.operation == Operation::Put);
+        match entry {
+            Some(entry) => {
+                let holder = serde_json::from_slice::<Holder>(&entry.value).ok();
+                if holder.is_none_or(|holder| holder.node != self.node) {
+                    return Ok(None);
+                }
+                match self.names.update(key, value, entry.revision).await {
+                    Ok(revision) => Ok(Some(revision)),
+                    Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        Ok(None)
+                    }
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+            None => match self.names.create(key, value).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+                Err(error) => Err(error.to_string()),
+            },
         }
     }
 
@@ -430,49 +701,45 @@ impl Worker {
             Err(error) if error.kind() == kv::DeleteErrorKind::WrongLastRevision => {
                 JobResult::Released
             }
-            Err(error) => failed(error),
+            Err(error) => {
+                // Sent again once the link is back (or it expires).
+                self.withdrawals.push(Withdrawal::Name {
+                    key,
+                    revision: held.revision,
+                });
+                failed(error)
+            }
         }
     }
 
     /// Every name and membership this node holds is written again before
-    /// it expires. A name whose key was taken meanwhile is lost; one that
-    /// merely expired is claimed again if still free.
+    /// it expires. A name another node holds now is lost; one that merely
+    /// expired is claimed again. Stops at once if the link drops.
     async fn refresh(&mut self) {
         let keys: Vec<String> = self.held_names.keys().cloned().collect();
         for key in keys {
-            let Some(held) = self.held_names.get(&key) else {
-                continue;
-            };
-            let user = held.user.clone();
-            let value = holder_value(&user, &self.node);
-            let refreshed = match self.names.update(&key, value.clone(), held.revision).await {
-                Ok(revision) => Some(revision),
-                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    self.names.create(&key, value).await.ok()
+            if !self.is_up() {
+                return;
+            }
+            match self.reassert_name(&key).await {
+                Ok(Some(revision)) => {
+                    if let Some(held) = self.held_names.get_mut(&key) {
+                        held.revision = revision;
+                    }
                 }
-                Err(error) => {
-                    log::warn!("cluster: cannot refresh the name {user}: {error}");
-                    continue;
-                }
-            };
-            match refreshed {
-                Some(revision) => {
-                    self.held_names.insert(key, Held { user, revision });
-                }
-                None => {
-                    self.held_names.remove(&key);
-                    log::warn!("cluster: the name {user} was claimed by another node");
-                    self.out.send(Output::Event(Event::NameLost(user)));
-                }
+                Ok(None) => self.lose_name(&key),
+                Err(error) => log::warn!("cluster: cannot refresh the name {key}: {error}"),
             }
         }
         let keys: Vec<String> = self.held_members.keys().cloned().collect();
         for key in keys {
+            if !self.is_up() {
+                return;
+            }
             let Some(membership) = self.held_members.get(&key) else {
                 continue;
             };
-            let user = membership.user.clone();
-            let value = holder_value(&user, &self.node);
+            let value = holder_value(&membership.user, &self.node);
             let revision = match self
                 .members
                 .update(&key, value.clone(), membership.revision)
@@ -494,23 +761,45 @@ impl Worker {
                     continue;
                 }
             };
-            self.held_members.insert(key, Membership { user, revision });
+            if let Some(membership) = self.held_members.get_mut(&key) {
+                membership.revision = revision;
+            }
         }
     }
 
     // Messages.
 
-    async fn publish(&self, subject: String, payload: Bytes) -> Result<u64, String> {
-        let ack = self
-            .jetstream
-            .publish(subject, payload)
-            .await
-            .map_err(|error| error.to_string())?;
-        let ack = ack.await.map_err(|error| error.to_string())?;
-        Ok(ack.sequence)
+    /// Stores a message and returns its sequence. Each publish carries a
+    /// `Nats-Msg-Id` of its own; one whose acknowledgement did not come
+    /// is sent once more under the same id while the link is up, and the
+    /// stream stores it once (`DUPLICATE_WINDOW`).
+    async fn publish(&mut self, subject: String, payload: Bytes) -> Result<u64, String> {
+        self.published += 1;
+        let msg_id = format!("{}.{}", self.msg_id_prefix, self.published);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
+        let mut error = String::new();
+        for attempt in 0..2 {
+            if attempt > 0 && !self.is_up() {
+                break;
+            }
+            let sent = self
+                .jetstream
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await;
+            match sent {
+                Ok(ack) => match ack.await {
+                    Ok(ack) => return Ok(ack.sequence),
+                    Err(failure) => error = failure.to_string(),
+                },
+                Err(failure) => error = failure.to_string(),
+            }
+            log::warn!("cluster: publish {msg_id} not acknowledged: {error}");
+        }
+        Err(error)
     }
 
-    async fn post(&self, room: RoomName, from: Username, text: String, ts: u64) -> JobResult {
+    async fn post(&mut self, room: RoomName, from: Username, text: String, ts: u64) -> JobResult {
         let stored = StoredMessage {
             ts,
             from: from.as_str().to_owned(),
@@ -529,7 +818,7 @@ impl Worker {
         }
     }
 
-    async fn send_dm(&self, from: Username, to: Username, text: String, ts: u64) -> JobResult {
+    async fn send_dm(&mut self, from: Username, to: Username, text: String, ts: u64) -> JobResult {
         let holder = match self.names.get(to.key().as_str()).await {
             Ok(Some(value)) => serde_json::from_slice::<Holder>(&value).ok(),
             Ok(None) => None,
@@ -717,29 +1006,56 @@ impl Worker {
     // Rooms and presence.
 
     /// Subscribes to the room's republished messages and watches its
-    /// members; both are in place before `Subscribed` is answered.
+    /// members; both are in place before `Subscribed` is answered, with
+    /// the room's newest id read just before.
     async fn subscribe(&mut self, room: RoomName) -> JobResult {
-        if self.rooms.contains_key(&room) {
-            return JobResult::Subscribed(room);
+        let last = match self
+            .stream
+            .direct_get_last_for_subject(room_subject(&room))
+            .await
+        {
+            Ok(message) => message.sequence,
+            Err(error)
+                if error.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+            {
+                0
+            }
+            Err(error) => return failed(error),
+        };
+        if !self.rooms.contains_key(&room) {
+            match self.open_room(&room).await {
+                Ok(task) => {
+                    self.rooms.insert(room.clone(), task);
+                }
+                Err(error) => return failed(error),
+            }
         }
-        let live = match self
+        JobResult::Subscribed { room, last }
+    }
+
+    /// The room's live subscription and members' watch, in place (a
+    /// flush), and the task delivering both.
+    async fn open_room(&self, room: &RoomName) -> Result<JoinHandle<()>, String> {
+        let live = self
             .client
             .subscribe(format!("{LIVE_PREFIX}.{}", room.as_str()))
             .await
-        {
-            Ok(live) => live,
-            Err(error) => return failed(error),
-        };
-        let watch = match self.members.watch(format!("{}.*", room.as_str())).await {
-            Ok(watch) => watch,
-            Err(error) => return failed(error),
-        };
-        if let Err(error) = self.client.flush().await {
-            return failed(error);
-        }
-        let task = tokio::spawn(deliver(room.clone(), live, watch, self.out.clone()));
-        self.rooms.insert(room.clone(), task);
-        JobResult::Subscribed(room)
+            .map_err(|error| error.to_string())?;
+        let watch = self
+            .members
+            .watch(format!("{}.*", room.as_str()))
+            .await
+            .map_err(|error| error.to_string())?;
+        self.client
+            .flush()
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(tokio::spawn(deliver(
+            room.clone(),
+            live,
+            watch,
+            self.out.clone(),
+        )))
     }
 
     async fn join(&mut self, room: &RoomName, user: Username) -> JobResult {
@@ -762,7 +1078,10 @@ impl Worker {
         self.held_members.remove(&key);
         match self.members.delete(&key).await {
             Ok(()) => JobResult::Done,
-            Err(error) => failed(error),
+            Err(error) => {
+                self.withdrawals.push(Withdrawal::Member { key });
+                failed(error)
+            }
         }
     }
 
@@ -908,6 +1227,12 @@ impl Worker {
         }
         JobResult::FailuresAged(counts)
     }
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis())
 }
 
 /// Milliseconds from `created` (a KV entry's time, by the NATS server's

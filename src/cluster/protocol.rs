@@ -70,7 +70,10 @@ pub enum JobKind {
         limit: usize,
     },
     /// Deliver the room's messages and presence to this node from now on
-    /// (as `Event::Message` and `Event::Presence`): `Subscribed`.
+    /// (as `Event::Message` and `Event::Presence`): `Subscribed`, with the
+    /// id of the room's newest message before the subscription (0 if
+    /// none), read before subscribing: a live message whose `previous` is
+    /// newer shows one that came in between (backfilled).
     Subscribe { room: RoomName },
     /// Stop delivering the room: `Unsubscribed`.
     Unsubscribe { room: RoomName },
@@ -120,7 +123,10 @@ pub enum JobResult {
     },
     NoSuchUser(Username),
     History(HistorySlice),
-    Subscribed(RoomName),
+    Subscribed {
+        room: RoomName,
+        last: u64,
+    },
     Unsubscribed(RoomName),
     Members(Vec<Member>),
     Rooms(Vec<(RoomName, usize)>),
@@ -184,9 +190,16 @@ pub enum Event {
     /// A name this node held was lost (its claim expired and another node
     /// took it, e.g. after a long NATS outage); the session must go.
     NameLost(Username),
-    /// The NATS connection dropped (the client keeps reconnecting).
+    /// The NATS connection dropped (the client keeps reconnecting). Until
+    /// `Reconnected`, jobs that need NATS fail at once; `Part`,
+    /// `ReleaseName` and `Unsubscribe` are done locally and reach NATS on
+    /// reconnection.
     Disconnected,
-    /// The NATS connection is back.
+    /// The NATS connection is back and the bridge re-asserted what this
+    /// node holds: withdrawals made meanwhile sent, names claimed again
+    /// (`NameLost` first for any taken meanwhile), memberships put again,
+    /// every room subscribed afresh. Messages stored meanwhile are not
+    /// replayed: the hub backfills each room from what it delivered.
     Reconnected,
 }
 

@@ -15,6 +15,12 @@
 //! `Event::Message`, never from the `Posted` answer, so every node
 //! delivers a room's messages in the one order JetStream gave them.
 //!
+//! When the bridge loses NATS (`Event::Disconnected`) the hub pauses:
+//! 213 to every logged-in session, 503 at once for what needs the
+//! cluster. When it is back (`Event::Reconnected`) each subscribed room
+//! is backfilled from the last id delivered in it, then 214. The same
+//! backfill fills a hole that a live message's `previous` shows.
+//!
 //! Without `cluster_url` there is no `Cluster` and none of this runs.
 
 use super::login::throttle_refusal;
@@ -64,7 +70,32 @@ pub(super) struct Cluster {
     /// meanwhile (`Hub::is_waiting`), so what they say next comes after
     /// the 208, as on a single node, not inside it.
     entering: HashSet<ConnId>,
+    /// Whether this node reaches the cluster, as the bridge last said.
+    link: Link,
+    /// While `Link::Resuming`: the rooms whose backfill is still under
+    /// way; 214 goes out once it is empty.
+    resuming: HashSet<RoomName>,
+    /// Counts reconnections: a backfill asked before the last one may
+    /// have read the stream before the outage's messages were there.
+    epoch: u64,
 }
+
+/// This node's link to the cluster, as the sessions see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Up,
+    /// The bridge lost NATS (`Event::Disconnected`): every logged-in
+    /// session got 213, and requests that need the cluster get 503 at once.
+    Paused,
+    /// NATS is back (`Event::Reconnected`) and each subscribed room is
+    /// being backfilled; still 503 until every backfill is answered, then
+    /// 214 and `Up`.
+    Resuming,
+}
+
+/// Messages one backfill read asks for; a room that missed more is read
+/// again from the last one delivered.
+const BACKFILL_BATCH: usize = MAX_HISTORY_REPLY;
 
 /// Messages held for one joiner while its backlog is read; past this the
 /// newest are dropped (a read slower than `REQUEST_TIMEOUT` fails first).
@@ -80,6 +111,25 @@ struct RoomView {
     /// (its members' joins, `Members` at subscription, presence events):
     /// the quiet-room rule counts it, and a 204 spells the name from it.
     roster: HashMap<NameKey, (Username, String)>,
+    /// The id of the room's last message this node delivered to its
+    /// members (from the subscription on: the room's newest id then).
+    /// A message at or below it is a duplicate; one whose `previous` is
+    /// above it shows a hole, which a backfill fills.
+    last: u64,
+    /// While a backfill of this room is read: the live messages that
+    /// arrive meanwhile, delivered after it (those it does not hold).
+    backfill: Option<Held>,
+    /// The `Cluster::epoch` of the backfill asked last: only its answer
+    /// ends the backfill.
+    backfill_epoch: u64,
+}
+
+/// Live messages held behind a backfill.
+#[derive(Debug, Default)]
+struct Held {
+    messages: Vec<ChatMessage>,
+    /// More arrived than `JOIN_HOLD`: another backfill reads them.
+    is_overflowed: bool,
 }
 
 /// What a ticket's answer applies to.
@@ -154,6 +204,12 @@ enum Pending {
     },
     Roster {
         room: RoomName,
+    },
+    /// A room's messages after `last` delivered, read from the stream
+    /// after a hole or a reconnection.
+    Backfill {
+        room: RoomName,
+        epoch: u64,
     },
     /// Nobody waits for the answer (Join, Part, Unsubscribe, a release),
     /// or its connection left.
@@ -230,6 +286,9 @@ impl Cluster {
             rooms: HashMap::new(),
             joining: HashMap::new(),
             entering: HashSet::new(),
+            link: Link::Up,
+            resuming: HashSet::new(),
+            epoch: 0,
         }
     }
 
@@ -238,6 +297,28 @@ impl Cluster {
         self.next_ticket += 1;
         self.jobs.push(Job { ticket, kind });
         self.pending.insert(ticket, pending);
+    }
+
+    /// Reads `room`'s messages after the last one delivered; live ones
+    /// are held until it is answered.
+    fn backfill(&mut self, room: &RoomName) {
+        let Some(view) = self.rooms.get_mut(room) else {
+            return;
+        };
+        view.backfill.get_or_insert_with(Held::default);
+        view.backfill_epoch = self.epoch;
+        let after = view.last;
+        self.ask(
+            JobKind::History {
+                room: room.clone(),
+                range: HistoryRange::After(after),
+                limit: BACKFILL_BATCH,
+            },
+            Pending::Backfill {
+                room: room.clone(),
+                epoch: self.epoch,
+            },
+        );
     }
 
     /// Members of `room` on every node, as this node knows them.
@@ -377,6 +458,13 @@ impl Hub {
     ) -> Result<(), Refusal> {
         if self.is_claiming(conn) {
             return Err(Refusal::CheckUnderWay);
+        }
+        if self.is_paused() {
+            if password.is_some() {
+                self.ask_password_again(conn, NoVerdict::ClusterUnavailable);
+                return Ok(());
+            }
+            return Err(Refusal::ClusterPaused);
         }
         let address = self
             .clients
@@ -532,6 +620,13 @@ impl Hub {
         if self.is_claiming(conn) {
             return Err(Refusal::CheckUnderWay);
         }
+        if self.is_paused() {
+            if is_pass {
+                self.ask_password_again(conn, NoVerdict::ClusterUnavailable);
+                return Ok(());
+            }
+            return Err(Refusal::ClusterPaused);
+        }
         self.ledger.check_name(conn, &username)?;
         let reference = self.held_ref(conn);
         let Some(cluster) = self.cluster.as_mut() else {
@@ -592,6 +687,10 @@ impl Hub {
         text: String,
         now: Now,
     ) {
+        if self.is_paused() {
+            self.refuse(conn, Refusal::ClusterPaused);
+            return;
+        }
         let reference = self.held_ref(conn);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.ask(
@@ -616,6 +715,10 @@ impl Hub {
         text: String,
         now: Now,
     ) {
+        if self.is_paused() {
+            self.refuse(conn, Refusal::ClusterPaused);
+            return;
+        }
         let reference = self.held_ref(conn);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.ask(
@@ -639,6 +742,10 @@ impl Hub {
         limit: usize,
         budget: usize,
     ) {
+        if self.is_paused() {
+            self.refuse(conn, Refusal::ClusterPaused);
+            return;
+        }
         let reference = self.held_ref(conn);
         let range = after.map_or(HistoryRange::Last, HistoryRange::After);
         if let Some(cluster) = self.cluster.as_mut() {
@@ -662,6 +769,10 @@ impl Hub {
 
     /// WHO in a cluster, the asking half: everyone on every node.
     pub(super) fn cluster_who(&mut self, conn: ConnId, room: RoomName) {
+        if self.is_paused() {
+            self.refuse(conn, Refusal::ClusterPaused);
+            return;
+        }
         let reference = self.held_ref(conn);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.ask(
@@ -677,6 +788,10 @@ impl Hub {
 
     /// ROOMS in a cluster, the asking half: every node's rooms.
     pub(super) fn cluster_rooms(&mut self, conn: ConnId) {
+        if self.is_paused() {
+            self.refuse(conn, Refusal::ClusterPaused);
+            return;
+        }
         let reference = self.held_ref(conn);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.ask(JobKind::Rooms, Pending::Rooms { conn, reference });
@@ -692,6 +807,14 @@ impl Hub {
     /// Until then it waits, so it misses no message between the backlog
     /// and live delivery.
     pub(super) fn cluster_enter_room(&mut self, conn: ConnId, username: Username, room: RoomName) {
+        if self.is_paused() {
+            // Not entered: its members would not hear it, nor it them.
+            if let Some(client) = self.clients.get_mut(conn) {
+                client.rooms.retain(|joined| *joined != room);
+            }
+            self.refuse(conn, Refusal::ClusterPaused);
+            return;
+        }
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -1057,11 +1180,14 @@ impl Hub {
                 }
                 _ => self.cluster_unavailable(conn, reference),
             },
-            (Pending::Subscribe { room }, JobResult::Subscribed(_)) => self.subscribed(room),
+            (Pending::Subscribe { room }, JobResult::Subscribed { last, .. }) => {
+                self.subscribed(room, last)
+            }
             (Pending::Subscribe { room }, _) => self.subscribe_failed(room),
             (Pending::Roster { room }, JobResult::Members(members)) => {
                 self.seed_roster(&room, members)
             }
+            (Pending::Backfill { room, epoch }, result) => self.backfilled(room, epoch, result),
             _ => {}
         }
     }
@@ -1127,7 +1253,7 @@ impl Hub {
         }
     }
 
-    fn subscribed(&mut self, room: RoomName) {
+    fn subscribed(&mut self, room: RoomName, last: u64) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -1138,6 +1264,7 @@ impl Hub {
             return;
         }
         view.is_subscribed = true;
+        view.last = last;
         let waiting = std::mem::take(&mut view.waiting);
         cluster.ask(
             JobKind::Members { room: room.clone() },
@@ -1191,7 +1318,7 @@ impl Hub {
 
     fn cluster_event(&mut self, event: Event) {
         match event {
-            Event::Message { message, .. } => self.deliver_room_message(message),
+            Event::Message { message, previous } => self.room_message(message, previous),
             Event::Direct(message) => self.deliver_direct(message),
             Event::Presence {
                 room,
@@ -1203,13 +1330,232 @@ impl Hub {
                 if let Some(conn) = self.ledger.holder(&username) {
                     log::warn!("{username} lost its name to another node");
                     self.clients
-                        .send(conn, &Refusal::NameTaken(username).to_msg());
+                        .send(conn, &Refusal::NameLost(username).to_msg());
                     self.quit(conn, QuitReason::NameLost);
                 }
             }
-            Event::Disconnected => log::warn!("cluster: NATS connection lost; reconnecting"),
-            Event::Reconnected => log::info!("cluster: NATS connection back"),
+            Event::Disconnected => self.link_lost(),
+            Event::Reconnected => self.link_back(),
         }
+    }
+
+    /// Whether requests that need the cluster are refused at once (503):
+    /// from the link's loss until every room caught up after it came back.
+    fn is_paused(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.link != Link::Up)
+    }
+
+    /// Every logged-in session is sent `msg`.
+    fn tell_logged_in(&mut self, msg: &ServerMsg) {
+        let sessions: Vec<ConnId> = (0..self.clients.slots.len())
+            .map(ConnId)
+            .filter(|&conn| self.logged_in_as(conn).is_some())
+            .collect();
+        self.clients.deliver(&sessions, msg);
+    }
+
+    /// NATS is gone: chat is paused (213), requests that need the
+    /// cluster are refused at once until it resumes.
+    fn link_lost(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let was = std::mem::replace(&mut cluster.link, Link::Paused);
+        cluster.resuming.clear();
+        log::warn!("cluster: NATS connection lost; chat paused until it is back");
+        if was == Link::Up {
+            self.tell_logged_in(&ServerMsg::Paused);
+        }
+    }
+
+    /// NATS is back and the bridge re-asserted this node's names and
+    /// memberships: each subscribed room is backfilled from the last
+    /// message delivered in it, rosters are read again, and chat resumes
+    /// (214) once every backfill is answered.
+    fn link_back(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if cluster.link != Link::Paused {
+            return;
+        }
+        cluster.link = Link::Resuming;
+        cluster.epoch += 1;
+        let rooms: Vec<RoomName> = cluster
+            .rooms
+            .iter()
+            .filter(|(_, view)| view.is_subscribed)
+            .map(|(room, _)| room.clone())
+            .collect();
+        let me = cluster.node.clone();
+        for room in rooms {
+            // Who joined or left meanwhile is read again (`Members`).
+            if let Some(view) = cluster.rooms.get_mut(&room) {
+                view.roster.retain(|_, (_, node)| *node == me);
+            }
+            // Even behind one under way: that one may have read the
+            // stream before the link dropped.
+            cluster.backfill(&room);
+            cluster.ask(
+                JobKind::Members { room: room.clone() },
+                Pending::Roster { room: room.clone() },
+            );
+            cluster.resuming.insert(room);
+        }
+        log::info!(
+            "cluster: NATS connection back; backfilling {} room(s)",
+            cluster.resuming.len()
+        );
+        self.resume_if_caught_up();
+    }
+
+    /// 214 once the link is back and no room's backfill is outstanding.
+    fn resume_if_caught_up(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if cluster.link != Link::Resuming || !cluster.resuming.is_empty() {
+            return;
+        }
+        cluster.link = Link::Up;
+        log::info!("cluster: chat resumed");
+        self.tell_logged_in(&ServerMsg::Resumed);
+    }
+
+    /// A live message of a subscribed room: delivered unless this node
+    /// delivered it already; held behind a backfill under way; or, when
+    /// its `previous` shows that messages in between never arrived here,
+    /// held behind a backfill that reads them first.
+    fn room_message(&mut self, message: ChatMessage, previous: Option<u64>) {
+        let Target::Room(room) = &message.target else {
+            return;
+        };
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(view) = cluster.rooms.get_mut(room) else {
+            return;
+        };
+        // Before `Subscribed` (a delivery left over from an earlier
+        // subscription of the room) nobody here is a member yet.
+        if !view.is_subscribed || message.id <= view.last {
+            return;
+        }
+        if let Some(held) = view.backfill.as_mut() {
+            if held.messages.len() < JOIN_HOLD {
+                held.messages.push(message);
+            } else {
+                held.is_overflowed = true;
+            }
+            return;
+        }
+        if previous.is_some_and(|previous| previous > view.last) {
+            log::warn!(
+                "cluster: {room}: messages after {} missed; backfilling",
+                view.last
+            );
+            let room = room.clone();
+            cluster.backfill(&room);
+            if let Some(held) = cluster
+                .rooms
+                .get_mut(&room)
+                .and_then(|view| view.backfill.as_mut())
+            {
+                held.messages.push(message);
+            }
+            return;
+        }
+        view.last = message.id;
+        self.deliver_room_message(message);
+    }
+
+    /// A backfill's answer: its messages, then the live ones held behind
+    /// it, each delivered once and in id order. A room that missed more
+    /// than one read (or held too many) is read again from there. A read
+    /// that failed delivers what was held: the messages it was for stay
+    /// missing here (HISTORY has them), and a warning says which.
+    fn backfilled(&mut self, room: RoomName, epoch: u64, result: JobResult) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(view) = cluster.rooms.get_mut(&room) else {
+            cluster.resuming.remove(&room);
+            self.resume_if_caught_up();
+            return;
+        };
+        if epoch != view.backfill_epoch {
+            // Superseded by one asked after a reconnection: what it read
+            // is delivered (in order, after what was), the rest is left
+            // to the newer one.
+            let mut deliver = Vec::new();
+            if let JobResult::History(slice) = result {
+                for message in slice.messages {
+                    if message.id > view.last {
+                        view.last = message.id;
+                        deliver.push(message);
+                    }
+                }
+            }
+            for message in deliver {
+                self.deliver_room_message(message);
+            }
+            return;
+        }
+        let mut deliver = Vec::new();
+        let mut is_more = false;
+        match result {
+            JobResult::History(slice) => {
+                is_more = slice.more;
+                let mut last = view.last;
+                for message in slice.messages {
+                    if message.id > last {
+                        last = message.id;
+                        deliver.push(message);
+                    }
+                }
+                view.last = last;
+            }
+            _ if cluster.link == Link::Paused => {
+                // Lost again: what was held is in the stream, and the
+                // backfill on reconnection reads it from `last`.
+                view.backfill = None;
+                return;
+            }
+            _ if cluster.link == Link::Resuming => {
+                // Asked before the link dropped, failed by it: read again
+                // (a failure with the link up takes a request's timeout;
+                // one with it down comes after the `Disconnected`).
+                cluster.backfill(&room);
+                return;
+            }
+            other => log::warn!(
+                "cluster: {room}: backfill after {} failed ({other:?}); those messages are \
+                 not delivered here",
+                view.last
+            ),
+        }
+        let mut again = is_more;
+        if !is_more {
+            let held = view.backfill.take().unwrap_or_default();
+            again = held.is_overflowed;
+            for message in held.messages {
+                if message.id > view.last {
+                    view.last = message.id;
+                    deliver.push(message);
+                }
+            }
+        }
+        if again {
+            cluster.backfill(&room);
+        } else {
+            cluster.resuming.remove(&room);
+        }
+        for message in deliver {
+            self.deliver_room_message(message);
+        }
+        self.resume_if_caught_up();
     }
 
     /// A room message from the stream, to the room's local members; held

@@ -93,6 +93,12 @@ pub enum Refusal {
     HistoryOff,
     #[error("the cluster did not answer; try again")]
     ClusterUnavailable,
+    /// Between a 213 and its 214 (cluster mode): refused at once.
+    #[error("chat is paused: this server lost the cluster; try again once it resumes (214)")]
+    ClusterPaused,
+    /// A long cluster outage let another node claim the name (closes).
+    #[error("username {0} was claimed on another server while this one lost the cluster; closing")]
+    NameLost(Username),
 }
 
 impl Refusal {
@@ -115,7 +121,8 @@ impl Refusal {
             Refusal::NoSuchRoom(_) | Refusal::NoSuchUser(_) | Refusal::HistoryOff => Code::NotFound,
             Refusal::NameTaken(_)
             | Refusal::NameTakenSendUserAgain(_)
-            | Refusal::NameTakenDuringCheck(_) => Code::Conflict,
+            | Refusal::NameTakenDuringCheck(_)
+            | Refusal::NameLost(_) => Code::Conflict,
             Refusal::CheckUnderWay
             | Refusal::Throttled { .. }
             | Refusal::TooManyChecks { .. }
@@ -126,9 +133,10 @@ impl Refusal {
             | Refusal::WrongPasswordTypeAgain
             | Refusal::WrongPasswordSendUserAgain => Code::WrongPassword,
             Refusal::LoginTimeout | Refusal::PingUnanswered => Code::Timeout,
-            Refusal::NoVerdict { .. } | Refusal::IdsExhausted | Refusal::ClusterUnavailable => {
-                Code::Unavailable
-            }
+            Refusal::NoVerdict { .. }
+            | Refusal::IdsExhausted
+            | Refusal::ClusterUnavailable
+            | Refusal::ClusterPaused => Code::Unavailable,
         }
     }
 

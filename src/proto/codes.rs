@@ -30,6 +30,8 @@ pub enum Code {
     Hello = 210,
     PassNeeded = 211,
     RoomList = 212,
+    Paused = 213,
+    Resumed = 214,
     BadRequest = 400,
     WrongPassword = 401,
     Forbidden = 403,

@@ -126,6 +126,11 @@ pub enum ServerMsg {
         more: bool,
         omitted: usize,
     },
+    /// Cluster mode: this node lost its link to the cluster; requests
+    /// that need it are refused (503) until `Resumed`.
+    Paused,
+    /// Cluster mode: the link is back and every room caught up.
+    Resumed,
     Error {
         code: Code,
         error: String,
@@ -159,6 +164,8 @@ impl ServerMsg {
             ServerMsg::Hello { .. } => Code::Hello,
             ServerMsg::PassNeeded => Code::PassNeeded,
             ServerMsg::RoomList { .. } => Code::RoomList,
+            ServerMsg::Paused => Code::Paused,
+            ServerMsg::Resumed => Code::Resumed,
             ServerMsg::Error { code, .. } => *code,
             ServerMsg::Help => return None,
         })
@@ -218,6 +225,10 @@ impl ServerMsg {
             }
             ServerMsg::Pong { .. } => "* pong".to_owned(),
             ServerMsg::ServerPing => "* are you there?".to_owned(),
+            ServerMsg::Paused => {
+                "* chat paused: this server lost the cluster; messages, joins and logins are refused until it resumes".to_owned()
+            }
+            ServerMsg::Resumed => "* chat resumed".to_owned(),
             ServerMsg::Backlog {
                 room,
                 messages,
@@ -437,7 +448,9 @@ impl ServerMsg {
             ServerMsg::GoingDown
             | ServerMsg::PassNeeded
             | ServerMsg::Help
-            | ServerMsg::ServerPing => {}
+            | ServerMsg::ServerPing
+            | ServerMsg::Paused
+            | ServerMsg::Resumed => {}
             ServerMsg::Users {
                 room,
                 users,
@@ -608,6 +621,8 @@ mod tests {
         );
         assert_eq!(json(&ServerMsg::GoingDown), "{\"code\":205}\n");
         assert_eq!(json(&ServerMsg::PassNeeded), "{\"code\":211}\n");
+        assert_eq!(json(&ServerMsg::Paused), "{\"code\":213}\n");
+        assert_eq!(json(&ServerMsg::Resumed), "{\"code\":214}\n");
         assert_eq!(
             json(&ServerMsg::error(Code::Forbidden, "no")),
             "{\"code\":403,\"error\":\"no\"}\n"
@@ -844,6 +859,8 @@ mod tests {
             "[12:01:07] *alice -> bob* psst\n"
         );
         assert_eq!(text(&ServerMsg::GoingDown), "* server going down\n");
+        assert!(text(&ServerMsg::Paused).starts_with("* chat paused: "));
+        assert_eq!(text(&ServerMsg::Resumed), "* chat resumed\n");
         assert_eq!(
             text(&ServerMsg::error(Code::NotFound, "no such user bob")),
             "! no such user bob (404)\n"

@@ -58,6 +58,10 @@ pub enum Incoming {
         more: bool,
         omitted: u64,
     },
+    /// Cluster mode: the server lost the cluster; chat waits (213).
+    Paused,
+    /// Cluster mode: chat goes on again (214).
+    Resumed,
     /// Any 4xx or 5xx frame; `code` is its number.
     Error {
         code: u16,
@@ -228,6 +232,8 @@ pub fn parse_incoming(line: &str) -> Result<Received, IncomingError> {
             features: raw.features,
         },
         211 => Incoming::PassNeeded,
+        213 => Incoming::Paused,
+        214 => Incoming::Resumed,
         212 => Incoming::RoomList {
             rooms: raw
                 .rooms
@@ -323,6 +329,8 @@ mod tests {
             round_trip(&ServerMsg::GoingDown),
             Incoming::GoingDown
         ));
+        assert!(matches!(round_trip(&ServerMsg::Paused), Incoming::Paused));
+        assert!(matches!(round_trip(&ServerMsg::Resumed), Incoming::Resumed));
         assert!(matches!(
             round_trip(&ServerMsg::Users { room: room("x"), users: vec![user("a"), user("b")], more: true, omitted: 0 }),
             Incoming::Users { users, more: true, omitted: 0, .. } if users == vec![user("a"), user("b")]

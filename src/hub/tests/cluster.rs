@@ -2,7 +2,7 @@
 //! answers and events are handed back by hand, as the bridge would.
 
 use super::*;
-use crate::cluster::{Change, Event, Job, JobKind, JobResult, Member, Output};
+use crate::cluster::{Change, Event, HistoryRange, Job, JobKind, JobResult, Member, Output};
 
 const NODE: &str = "node-a";
 
@@ -39,7 +39,7 @@ impl Chat {
         self.answer(jobs[0].ticket, JobResult::Claimed(user(name)));
         for job in self.jobs() {
             if let JobKind::Subscribe { room } = job.kind {
-                self.answer(job.ticket, JobResult::Subscribed(room));
+                self.answer(job.ticket, JobResult::Subscribed { room, last: 0 });
             }
         }
         // Members, Join: nobody waits for them here.
@@ -66,7 +66,13 @@ fn a_login_waits_for_the_cluster_claim_and_the_room_for_its_subscription() {
     );
     let subscribe = chat.jobs().remove(0);
     assert_eq!(subscribe.kind, JobKind::Subscribe { room: room(LOBBY) });
-    chat.answer(subscribe.ticket, JobResult::Subscribed(room(LOBBY)));
+    chat.answer(
+        subscribe.ticket,
+        JobResult::Subscribed {
+            room: room(LOBBY),
+            last: 0,
+        },
+    );
     assert_eq!(chat.received(alice), vec![joined("alice", LOBBY)]);
     let kinds: Vec<JobKind> = chat.jobs().into_iter().map(|job| job.kind).collect();
     assert_eq!(
@@ -263,7 +269,13 @@ fn a_joiner_gets_its_backlog_first_and_no_message_twice() {
     let claim = chat.jobs().remove(0);
     chat.answer(claim.ticket, JobResult::Claimed(user("alice")));
     let subscribe = chat.jobs().remove(0);
-    chat.answer(subscribe.ticket, JobResult::Subscribed(room(LOBBY)));
+    chat.answer(
+        subscribe.ticket,
+        JobResult::Subscribed {
+            room: room(LOBBY),
+            last: 0,
+        },
+    );
     assert_eq!(chat.codes(alice), vec![210, 202, 201]);
     let backlog = chat
         .jobs()
@@ -321,7 +333,13 @@ fn a_login_and_a_join_hold_the_connections_input_until_the_cluster_decides() {
     chat.answer(claim.ticket, JobResult::Claimed(user("alice")));
     assert!(chat.hub.is_waiting(alice), "the lobby is not entered yet");
     let subscribe = chat.jobs().remove(0);
-    chat.answer(subscribe.ticket, JobResult::Subscribed(room(LOBBY)));
+    chat.answer(
+        subscribe.ticket,
+        JobResult::Subscribed {
+            room: room(LOBBY),
+            last: 0,
+        },
+    );
     assert!(
         chat.hub.is_waiting(alice),
         "the lobby's backlog is not read yet"
@@ -343,7 +361,13 @@ fn a_login_and_a_join_hold_the_connections_input_until_the_cluster_decides() {
     chat.send_json(alice, join("den"));
     assert!(chat.hub.is_waiting(alice), "den is not subscribed yet");
     let subscribe = chat.jobs().remove(0);
-    chat.answer(subscribe.ticket, JobResult::Subscribed(room("den")));
+    chat.answer(
+        subscribe.ticket,
+        JobResult::Subscribed {
+            room: room("den"),
+            last: 0,
+        },
+    );
     assert!(chat.hub.is_waiting(alice), "den's backlog is not read yet");
     let backlog = history(&mut chat);
     chat.answer(backlog.ticket, JobResult::Failed("timed out".into()));
@@ -357,4 +381,285 @@ fn a_login_and_a_join_hold_the_connections_input_until_the_cluster_decides() {
     chat.answer(subscribe.ticket, JobResult::Failed("no NATS".into()));
     assert!(!chat.hub.is_waiting(alice));
     assert!(chat.codes(alice).contains(&503));
+}
+
+/// The jobs queued, as kinds.
+fn kinds(jobs: &[Job]) -> Vec<JobKind> {
+    jobs.iter().map(|job| job.kind.clone()).collect()
+}
+
+fn live(id: u64, previous: Option<u64>, text: &str) -> Event {
+    Event::Message {
+        message: lobby_message(id, text),
+        previous,
+    }
+}
+
+fn backfill_of(after: u64) -> JobKind {
+    JobKind::History {
+        room: room(LOBBY),
+        range: HistoryRange::After(after),
+        limit: crate::history::MAX_HISTORY_REPLY,
+    }
+}
+
+fn slice(messages: Vec<ChatMessage>, more: bool) -> JobResult {
+    JobResult::History(crate::cluster::HistorySlice {
+        messages,
+        more,
+        gap: false,
+    })
+}
+
+#[test]
+fn a_lost_link_pauses_every_session_and_refuses_at_once_until_every_room_caught_up() {
+    let mut chat = clustered();
+    let alice = chat.cluster_login("alice");
+    let waiting = chat.connect();
+    chat.clear_all();
+    chat.event(Event::Disconnected);
+    assert_eq!(chat.received(alice), vec![json!({"code": 213})]);
+    assert!(chat.received(waiting).is_empty(), "not logged in");
+    // Whatever needs the cluster is refused at once, without a job.
+    for request in [
+        json!({"code": 100, "message": "hi", "ref": "s"}),
+        dm("bob", "psst"),
+        join("den"),
+        json!({"code": 103}),
+        json!({"code": 107}),
+        rename("alice2"),
+    ] {
+        chat.send_json(alice, request.clone());
+        let refused = chat.received(alice);
+        assert_eq!(refused.len(), 1, "{request}: {refused:?}");
+        assert_eq!(refused[0]["code"], 503, "{request}: {refused:?}");
+        assert!(
+            refused[0]["error"].as_str().unwrap().contains("paused"),
+            "{refused:?}"
+        );
+    }
+    chat.send_json(waiting, json!({"code": 110, "username": "carol"}));
+    chat.expect_error(waiting, 503, "paused");
+    assert!(chat.jobs().is_empty(), "nothing asked of the cluster");
+    assert_eq!(chat.state_of(alice), Some(broadcast("alice")));
+    assert_eq!(
+        chat.hub.clients.get(alice).unwrap().rooms,
+        vec![room(LOBBY)]
+    );
+    chat.send_json(alice, json!({"code": 108, "token": 1}));
+    assert_eq!(chat.received(alice), vec![json!({"code": 207, "token": 1})]);
+    // A second loss before the link is back says nothing more.
+    chat.event(Event::Disconnected);
+    assert!(chat.received(alice).is_empty());
+
+    // Back: the room is read from the last id delivered (none yet: the
+    // room's newest at subscription, 0), its roster read again.
+    chat.event(Event::Reconnected);
+    let jobs = chat.jobs();
+    assert_eq!(
+        kinds(&jobs),
+        vec![backfill_of(0), JobKind::Members { room: room(LOBBY) }]
+    );
+    chat.send_json(alice, say("too soon"));
+    chat.expect_error(alice, 503, "paused");
+    // Stored meanwhile: delivered once, in order, then 214.
+    chat.event(live(4, Some(3), "live, behind the backfill"));
+    assert!(chat.received(alice).is_empty(), "held behind the backfill");
+    chat.answer(
+        jobs[0].ticket,
+        slice(
+            vec![lobby_message(2, "one"), lobby_message(3, "two")],
+            false,
+        ),
+    );
+    assert_eq!(
+        chat.received(alice),
+        vec![
+            room_message(2, TS, LOBBY, "bob", "one"),
+            room_message(3, TS, LOBBY, "bob", "two"),
+            room_message(4, TS, LOBBY, "bob", "live, behind the backfill"),
+            json!({"code": 214}),
+        ]
+    );
+    chat.send_json(alice, say("now"));
+    assert!(matches!(chat.jobs()[0].kind, JobKind::Post { .. }));
+}
+
+#[test]
+fn a_hole_in_a_rooms_live_order_is_backfilled_and_no_message_is_delivered_twice() {
+    let mut chat = clustered();
+    let alice = chat.connect();
+    chat.send_json(alice, json!({"code": 110, "username": "alice"}));
+    let claim = chat.jobs().remove(0);
+    chat.answer(claim.ticket, JobResult::Claimed(user("alice")));
+    let subscribe = chat.jobs().remove(0);
+    // The lobby's newest message when this node subscribed was 4.
+    chat.answer(
+        subscribe.ticket,
+        JobResult::Subscribed {
+            room: room(LOBBY),
+            last: 4,
+        },
+    );
+    chat.jobs();
+    chat.clear_all();
+    chat.event(live(6, Some(4), "next"));
+    chat.event(live(6, Some(4), "next"));
+    assert_eq!(
+        chat.received(alice),
+        vec![room_message(6, TS, LOBBY, "bob", "next")],
+        "once"
+    );
+    // 8 and 9 never arrived (a slow consumer's drop): 10 names 9.
+    chat.event(live(10, Some(9), "after the hole"));
+    let jobs = chat.jobs();
+    assert_eq!(kinds(&jobs), vec![backfill_of(6)]);
+    chat.event(live(11, Some(10), "held"));
+    assert!(chat.received(alice).is_empty(), "held behind the backfill");
+    // A room that missed more than one read is read again from there.
+    chat.answer(jobs[0].ticket, slice(vec![lobby_message(8, "eight")], true));
+    let again = chat.jobs();
+    assert_eq!(kinds(&again), vec![backfill_of(8)]);
+    chat.answer(
+        again[0].ticket,
+        slice(
+            vec![
+                lobby_message(9, "nine"),
+                lobby_message(10, "after the hole"),
+            ],
+            false,
+        ),
+    );
+    assert_eq!(
+        message_ids(&chat.received(alice)),
+        vec![8, 9, 10, 11],
+        "in order, each once"
+    );
+    chat.event(live(11, Some(10), "held"));
+    chat.event(live(12, Some(11), "live again"));
+    assert_eq!(message_ids(&chat.received(alice)), vec![12]);
+    assert!(chat.jobs().is_empty());
+}
+
+#[test]
+fn a_part_or_quit_while_paused_is_done_locally_and_handed_to_the_bridge() {
+    let mut chat = clustered();
+    let alice = chat.cluster_login("alice");
+    let bob = chat.cluster_login("bob");
+    chat.clear_all();
+    chat.event(Event::Disconnected);
+    chat.clear_all();
+    chat.send_json(alice, part(LOBBY));
+    assert_eq!(chat.received(alice), vec![left_room("alice", LOBBY)]);
+    assert_eq!(chat.received(bob), vec![left_room("alice", LOBBY)]);
+    assert_eq!(
+        kinds(&chat.jobs()),
+        vec![JobKind::Part {
+            room: room(LOBBY),
+            user: user("alice")
+        }]
+    );
+    chat.send_json(bob, json!({"code": 109}));
+    assert!(chat.is_leaving(bob));
+    assert_eq!(
+        kinds(&chat.jobs()),
+        vec![
+            JobKind::ReleaseName { user: user("bob") },
+            JobKind::Part {
+                room: room(LOBBY),
+                user: user("bob")
+            },
+            JobKind::Unsubscribe { room: room(LOBBY) },
+        ]
+    );
+    // No room left to catch up: chat resumes as soon as the link is back.
+    chat.event(Event::Reconnected);
+    assert_eq!(chat.received(alice), vec![json!({"code": 214})]);
+}
+
+#[test]
+fn a_name_another_node_took_during_an_outage_is_told_with_409_and_its_session_closes() {
+    let mut chat = clustered();
+    let alice = chat.cluster_login("alice");
+    chat.event(Event::NameLost(user("alice")));
+    let frames = chat.received(alice);
+    assert_eq!(frames[0]["code"], 409, "{frames:?}");
+    assert!(
+        frames[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("claimed on another server"),
+        "{frames:?}"
+    );
+    assert!(chat.is_leaving(alice));
+}
+
+#[test]
+fn text_sessions_read_the_pause_and_the_resumption_as_lines() {
+    let mut chat = clustered();
+    let alice = chat.connect();
+    chat.send(alice, "alice");
+    let claim = chat.jobs().remove(0);
+    chat.answer(claim.ticket, JobResult::Claimed(user("alice")));
+    for job in chat.jobs() {
+        if let JobKind::Subscribe { room } = job.kind {
+            chat.answer(job.ticket, JobResult::Subscribed { room, last: 0 });
+        }
+    }
+    chat.jobs();
+    chat.received_text(alice);
+    chat.event(Event::Disconnected);
+    let paused = chat.received_text(alice);
+    assert!(paused[0].starts_with("* chat paused: "), "{paused:?}");
+    chat.send(alice, "hello?");
+    let refused = chat.received_text(alice);
+    assert!(refused[0].ends_with("(503)"), "{refused:?}");
+    chat.event(Event::Reconnected);
+    let backfill = chat.jobs().remove(0);
+    chat.answer(backfill.ticket, slice(Vec::new(), false));
+    assert_eq!(chat.received_text(alice), vec!["* chat resumed"]);
+}
+
+#[test]
+fn a_backfill_asked_before_the_link_dropped_does_not_end_the_one_after_it() {
+    let mut chat = clustered();
+    let alice = chat.cluster_login("alice");
+    chat.event(live(3, Some(1), "after a hole"));
+    let before = chat.jobs();
+    assert_eq!(kinds(&before), vec![backfill_of(0)]);
+    chat.event(Event::Disconnected);
+    chat.event(Event::Reconnected);
+    let after = chat.jobs();
+    assert_eq!(
+        kinds(&after),
+        vec![backfill_of(0), JobKind::Members { room: room(LOBBY) }]
+    );
+    chat.clear_all();
+    // The first read, done before the outage, knows only 1 (and 3).
+    chat.answer(
+        before[0].ticket,
+        slice(
+            vec![lobby_message(1, "one"), lobby_message(3, "after a hole")],
+            false,
+        ),
+    );
+    assert_eq!(message_ids(&chat.received(alice)), vec![1, 3], "no 214 yet");
+    chat.answer(
+        after[0].ticket,
+        slice(
+            vec![
+                lobby_message(1, "one"),
+                lobby_message(3, "after a hole"),
+                lobby_message(5, "during the outage"),
+            ],
+            false,
+        ),
+    );
+    assert_eq!(
+        chat.received(alice),
+        vec![
+            room_message(5, TS, LOBBY, "bob", "during the outage"),
+            json!({"code": 214}),
+        ]
+    );
 }
