@@ -615,3 +615,66 @@ fn a_private_message_reaches_the_node_holding_the_name_and_nobody_gets_404() {
     };
     assert_eq!(next, message.id + 1);
 }
+
+/// Turns the stream's republishing off or on again, as an operator editing
+/// `RIFTD_CHAT` by hand would: stored messages then stop reaching every
+/// node's live subscriptions, silently (the connection stays up).
+fn set_republish(nats: &Nats, on: bool) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        let mut stream = jetstream.get_stream(riftd::cluster::STREAM).await.unwrap();
+        let mut config = stream.info().await.unwrap().config.clone();
+        config.republish = on.then(|| async_nats::jetstream::stream::Republish {
+            source: format!("{}.*", riftd::cluster::ROOM_PREFIX),
+            destination: format!("{}.{{{{wildcard(1)}}}}", riftd::cluster::LIVE_PREFIX),
+            headers_only: false,
+        });
+        jetstream.update_stream(config).await.unwrap();
+    });
+}
+
+#[test]
+fn a_node_whose_delivery_path_breaks_silently_pauses_and_resumes_when_it_heals() {
+    let nats = Nats::start();
+    let mut options = options(100, Duration::from_secs(10));
+    options.probe_interval = Duration::from_millis(300);
+    let mut node = Node::start(&nats, "node-a", options);
+    node.subscribe("den");
+    // The connection stays up; only the stream's republishing stops.
+    set_republish(&nats, false);
+    let broken = Instant::now();
+    let event = node.event(WAIT);
+    assert!(matches!(event, Event::Disconnected), "{event:?}");
+    let noticed = broken.elapsed();
+    // While it is down, what needs NATS fails at once (the hub says 503).
+    assert!(matches!(
+        node.call(JobKind::Post {
+            room: room("den"),
+            from: user("alice"),
+            text: "refused".into(),
+            ts: 1_700_000_000_000,
+        }),
+        JobResult::Failed(_)
+    ));
+    set_republish(&nats, true);
+    loop {
+        match node.event(WAIT) {
+            Event::Reconnected => break,
+            Event::Message { .. } | Event::Presence { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Noticed within two probe intervals (plus this machine's scheduling).
+    assert!(
+        noticed < Duration::from_secs(3),
+        "a broken path took {noticed:?} to notice"
+    );
+    // Healed: a message goes out and comes back live again.
+    let posted = node.post("den", "after the repair");
+    assert_eq!(node.message().0, posted);
+}

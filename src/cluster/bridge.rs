@@ -50,6 +50,15 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// session gets 213.
 pub const PING_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often a node checks its own delivery path: it publishes a probe
+/// into the stream, which republishes it like a room message, and expects
+/// it back on its live subscription before the next probe. One that has
+/// not come back an interval later means the path is broken (a stream
+/// that no longer republishes, a dead subscription): the node logs it and
+/// pauses chat (213) until a probe comes back, then backfills (214). So a
+/// broken path is found within 2 × this.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// What the bridge is tuned with besides the settings: values every node
 /// of one cluster must share (the stream and buckets are configured from
 /// them; the last node to start sets them).
@@ -62,6 +71,8 @@ pub struct BridgeOptions {
     pub name_ttl: Duration,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// `PROBE_INTERVAL`; tests shorten it.
+    pub probe_interval: Duration,
 }
 
 impl BridgeOptions {
@@ -71,6 +82,7 @@ impl BridgeOptions {
             name_ttl: NAME_TTL,
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
+            probe_interval: PROBE_INTERVAL,
         }
     }
 }

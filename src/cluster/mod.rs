@@ -20,8 +20,8 @@ mod protocol;
 mod settings;
 
 pub use bridge::{
-    Bridge, BridgeOptions, CONNECT_TIMEOUT, ClusterError, NAME_TTL, PING_INTERVAL, QUEUE,
-    REQUEST_TIMEOUT,
+    Bridge, BridgeOptions, CONNECT_TIMEOUT, ClusterError, NAME_TTL, PING_INTERVAL, PROBE_INTERVAL,
+    QUEUE, REQUEST_TIMEOUT,
 };
 pub use protocol::{
     Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output,
@@ -42,6 +42,12 @@ pub const ROOM_PREFIX: &str = "riftd.room";
 pub const LIVE_PREFIX: &str = "riftd.live";
 /// An empty message published here gets a private message's id.
 pub const DM_SUBJECT: &str = "riftd.dm";
+/// Delivery probes (`PROBE_INTERVAL`) are published to
+/// `riftd.room.~probe` and come back on `riftd.live.~probe`: a token no
+/// room can take (room names are `[a-z0-9_-]`), so it is never a room's
+/// history or a member's delivery, and the stream keeps at most
+/// `history_keep` of them like any subject.
+pub const PROBE_TOKEN: &str = "~probe";
 /// A node's inbox, `riftd.node.<node_name>`: private messages for the
 /// users it holds (core NATS, never stored).
 pub const NODE_PREFIX: &str = "riftd.node";

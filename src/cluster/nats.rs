@@ -3,6 +3,7 @@
 //! per job kind. Runs only on the bridge thread, inside its runtime.
 //! Everything the loop sees leaves through `Out` as plain `Output`s.
 
+use super::PROBE_TOKEN;
 use super::bridge::{BridgeOptions, ClusterError, Doorbell, Out, PING_INTERVAL};
 use super::protocol::{
     Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output, ThrottleKey,
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -118,6 +119,27 @@ pub(super) struct Worker {
     /// across the node's restarts.
     msg_id_prefix: String,
     published: u64,
+    /// Sets the link down (and up again) when the delivery path breaks
+    /// and heals, as the client's events do for the connection.
+    link_sender: Arc<watch::Sender<LinkState>>,
+    probe: Probe,
+}
+
+/// This node's check of its own delivery path (`PROBE_INTERVAL`).
+struct Probe {
+    interval: Duration,
+    /// The last probe published (1, 2, …) and when.
+    sent: u64,
+    sent_at: Instant,
+    /// The newest of this node's probes that came back.
+    seen: watch::Receiver<u64>,
+    seen_sender: Arc<watch::Sender<u64>>,
+    /// Delivers the probes back (the live subscription of the probe
+    /// subject); opened again while the path is broken.
+    task: Option<JoinHandle<()>>,
+    /// `Some(n)`: the path was found broken when probe `n` was the last
+    /// sent; a later probe coming back heals it.
+    broken_after: Option<u64>,
 }
 
 fn room_subject(room: &RoomName) -> String {
@@ -197,6 +219,7 @@ impl Worker {
             losses: 0,
         });
         let link_sender = Arc::new(link_sender);
+        let worker_link_sender = Arc::clone(&link_sender);
         let events_out = out.clone();
         connect = connect
             .name(format!("riftd {}", settings.node_name))
@@ -315,6 +338,24 @@ impl Worker {
                 reason: error.to_string(),
             })?;
         tokio::spawn(deliver_direct(inbox, out.clone()));
+        let (seen_sender, seen) = watch::channel(0);
+        let mut probe = Probe {
+            interval: options.probe_interval,
+            sent: 0,
+            sent_at: Instant::now(),
+            seen,
+            seen_sender: Arc::new(seen_sender),
+            task: None,
+            broken_after: None,
+        };
+        probe.task = Some(
+            open_probe(&client, &settings.node_name, &probe.seen_sender)
+                .await
+                .map_err(|reason| ClusterError::Setup {
+                    what: "the delivery probe",
+                    reason,
+                })?,
+        );
         log::info!(
             "cluster: node {} connected to NATS at {urls}",
             settings.node_name
@@ -338,6 +379,8 @@ impl Worker {
             withdrawals: Vec::new(),
             msg_id_prefix: format!("{}.{:x}", settings.node_name, unix_ms()),
             published: 0,
+            link_sender: worker_link_sender,
+            probe,
         })
     }
 
@@ -351,9 +394,19 @@ impl Worker {
     pub(super) async fn serve(mut self, jobs: Receiver<Job>, doorbell: &Doorbell) {
         let mut refresh = tokio::time::interval(self.name_ttl / 3);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe = tokio::time::interval(self.probe.interval);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut link = self.link.clone();
+        let mut probe_seen = self.probe.seen.clone();
         loop {
             tokio::select! {
+                _ = probe.tick() => self.send_probe().await,
+                changed = probe_seen.changed() => {
+                    if changed.is_ok() {
+                        let seen = *probe_seen.borrow_and_update();
+                        self.probe_came_back(seen);
+                    }
+                }
                 changed = link.changed() => {
                     if changed.is_err() {
                         // The client is gone; nothing will change again.
@@ -449,6 +502,12 @@ impl Worker {
         match self.reassert().await {
             Ok(()) => {
                 self.resumed = losses;
+                // Probes lost with the link are not a broken path; one
+                // sent from now on must come back.
+                self.probe.sent = self.probe.sent.max(*self.probe.seen.borrow());
+                self.probe
+                    .seen_sender
+                    .send_modify(|seen| *seen = self.probe.sent);
                 log::info!(
                     "cluster: re-asserted {} name(s), {} membership(s), {} room(s)",
                     self.held_names.len(),
@@ -584,6 +643,92 @@ impl Worker {
     fn stop(self) {
         for (_, task) in self.rooms {
             task.abort();
+        }
+        if let Some(task) = self.probe.task {
+            task.abort();
+        }
+    }
+
+    /// One probe tick: if the last probe has not come back, the delivery
+    /// path is broken (said once, and the link set down: the loop pauses
+    /// chat); then the next probe goes out. While the connection itself is
+    /// down its own events say so, and no probe is sent.
+    async fn send_probe(&mut self) {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        let seen = *self.probe.seen.borrow();
+        if self.probe.sent > seen {
+            match self.probe.broken_after {
+                None => {
+                    log::error!(
+                        "cluster: delivery path broken: probe {} published {} ms ago never came \
+                         back through the stream (riftd.room.{PROBE_TOKEN} -> riftd.live.{PROBE_TOKEN}); \
+                         chat is paused until one does",
+                        self.probe.sent,
+                        self.probe.sent_at.elapsed().as_millis()
+                    );
+                    self.probe.broken_after = Some(self.probe.sent);
+                    self.set_link(false);
+                }
+                Some(_) => {
+                    // Still broken: the probe's own subscription may be
+                    // what died, so it is opened afresh.
+                    match open_probe(&self.client, &self.node, &self.probe.seen_sender).await {
+                        Ok(task) => {
+                            if let Some(old) = self.probe.task.replace(task) {
+                                old.abort();
+                            }
+                        }
+                        Err(error) => log::debug!("cluster: cannot reopen the probe: {error}"),
+                    }
+                }
+            }
+        }
+        self.probe.sent += 1;
+        self.probe.sent_at = Instant::now();
+        let payload = Bytes::from(format!("{} {}", self.node, self.probe.sent));
+        // Its ack is not awaited (a job may be waiting): what counts is
+        // that it comes back.
+        if let Err(error) = self
+            .jetstream
+            .publish(format!("{ROOM_PREFIX}.{PROBE_TOKEN}"), payload)
+            .await
+        {
+            log::debug!("cluster: probe {} not sent: {error}", self.probe.sent);
+        }
+    }
+
+    /// One of this node's probes came back: a path found broken before it
+    /// was sent works again, so the link is set up again and the loop
+    /// resumes (after `resume` re-asserts and reopens every room).
+    fn probe_came_back(&mut self, seen: u64) {
+        if let Some(after) = self.probe.broken_after
+            && seen > after
+        {
+            log::info!(
+                "cluster: delivery path works again (probe {seen} came back); resuming chat"
+            );
+            self.probe.broken_after = None;
+            self.set_link(true);
+        }
+    }
+
+    /// Sets the link down (the loop hears `Disconnected` and pauses) or up
+    /// (`serve` resumes), as the connection's own events do.
+    fn set_link(&self, is_up: bool) {
+        let mut went_down = false;
+        self.link_sender.send_modify(|link| {
+            if is_up {
+                link.is_up = true;
+            } else if link.is_up {
+                link.is_up = false;
+                link.losses += 1;
+                went_down = true;
+            }
+        });
+        if went_down {
+            self.out.send(Output::Event(Event::Disconnected));
         }
     }
 
@@ -1314,6 +1459,45 @@ async fn deliver(room: RoomName, mut live: async_nats::Subscriber, mut watch: kv
             }
         }
     }
+}
+
+/// Subscribes to the probes' live subject and delivers this node's own
+/// back (`Probe::seen`); other nodes' probes are ignored.
+async fn open_probe(
+    client: &async_nats::Client,
+    node: &str,
+    seen: &Arc<watch::Sender<u64>>,
+) -> Result<JoinHandle<()>, String> {
+    let mut live = client
+        .subscribe(format!("{LIVE_PREFIX}.{PROBE_TOKEN}"))
+        .await
+        .map_err(|error| error.to_string())?;
+    // In place before the next probe is published.
+    client.flush().await.map_err(|error| error.to_string())?;
+    let node = node.to_owned();
+    let seen = Arc::clone(seen);
+    Ok(tokio::spawn(async move {
+        while let Some(message) = live.next().await {
+            let Ok(text) = std::str::from_utf8(&message.payload) else {
+                continue;
+            };
+            let Some((from, count)) = text.rsplit_once(' ') else {
+                continue;
+            };
+            if from != node {
+                continue;
+            }
+            if let Ok(count) = count.parse::<u64>() {
+                seen.send_if_modified(|newest| {
+                    let is_newer = count > *newest;
+                    if is_newer {
+                        *newest = count;
+                    }
+                    is_newer
+                });
+            }
+        }
+    }))
 }
 
 /// This node's inbox: private messages for users it holds.
