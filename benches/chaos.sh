@@ -54,7 +54,7 @@ wait_listening() {
 
 # start_nats I: starts NATS server I (0-based) of ${#nats_ports[@]}, with
 # its store in $work/nats-I; sets nats_pid[I].
-declare -a nats_ports cluster_ports nats_pid
+declare -a nats_ports cluster_ports monitor_ports nats_pid
 start_nats() {
     local i=$1 routes=() args=()
     if [ ${#nats_ports[@]} -gt 1 ]; then
@@ -63,11 +63,28 @@ start_nats() {
               --cluster "nats://127.0.0.1:${cluster_ports[$i]}"
               --routes "$(IFS=,; echo "${routes[*]}")")
     fi
-    "$nats_server" -js -a 127.0.0.1 -p "${nats_ports[$i]}" -sd "$work/nats-$i" "${args[@]}" \
-        >> "$work/nats-$i.log" 2>&1 &
+    "$nats_server" -js -a 127.0.0.1 -p "${nats_ports[$i]}" -m "${monitor_ports[$i]}" \
+        -sd "$work/nats-$i" "${args[@]}" >> "$work/nats-$i.log" 2>&1 &
     nats_pid[$i]=$!
     pids+=("${nats_pid[$i]}")
-    wait_listening "${nats_ports[$i]}"
+}
+
+# wait_healthy I: until server I's /healthz says JetStream is ready (a NATS
+# cluster has elected its meta leader), at most 30 s.
+wait_healthy() {
+    python3 - "${monitor_ports[$1]}" <<'PY'
+import sys, time, urllib.request
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=2) as answer:
+            if answer.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(f"nats-server on monitor port {sys.argv[1]} never became healthy")
+PY
 }
 
 # start_node NAME PORT: a riftd node on PORT; sets node_pid.
@@ -94,14 +111,16 @@ run() {
     local scenario=$1 servers=1
     [ "$scenario" = nats-member ] && servers=3
     work=$(mktemp -d)
-    nats_ports=() cluster_ports=() nats_pid=()
+    nats_ports=() cluster_ports=() monitor_ports=() nats_pid=()
     for i in $(seq 0 $((servers - 1))); do
         nats_ports+=("$(free_port)")
         cluster_ports+=("$(free_port)")
+        monitor_ports+=("$(free_port)")
     done
     replicas_line=""
     [ "$servers" -eq 3 ] && replicas_line="cluster_replicas = 3"
     for i in $(seq 0 $((servers - 1))); do start_nats "$i"; done
+    for i in $(seq 0 $((servers - 1))); do wait_healthy "$i"; done
     local a_port b_port a_pid b_pid
     a_port=$(free_port) b_port=$(free_port)
     start_node chaos-a "$a_port"; a_pid=$node_pid
@@ -119,10 +138,10 @@ run() {
             kill -CONT "${nats_pid[0]}" ;;
         nats-restart)
             kill -9 "${nats_pid[0]}"; sleep 2
-            start_nats 0 ;;
+            start_nats 0; wait_healthy 0 ;;
         nats-member)
             kill -9 "${nats_pid[2]}"; sleep 5
-            start_nats 2 ;;
+            start_nats 2; wait_healthy 2 ;;
         *) echo "unknown scenario $scenario" >&2; return 2 ;;
     esac
     local status=0
@@ -130,7 +149,11 @@ run() {
     printf '%s %s\n' "$scenario" "$(cat "$work/report.json")"
     if [ "$status" -ne 0 ]; then
         echo "--- $scenario failed; the node logs:" >&2
-        tail -n 20 "$work"/chaos-*.log >&2
+        tail -n 20 "$work"/chaos-*.log "$work"/nats-*.log >&2
+    fi
+    if [ "$status" -ne 0 ]; then
+        echo "--- kept $work (logs, stores) for a look" >&2
+        work=""
     fi
     stop_all
     work=""

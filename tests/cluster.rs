@@ -577,8 +577,11 @@ fn a_node_reaches_nats_over_tls_with_the_ca_from_its_config() {
 #[test]
 fn a_private_message_reaches_the_node_holding_the_name_and_nobody_gets_404() {
     let nats = Nats::start();
-    let mut one = Node::start(&nats, "one", options(100, Duration::from_secs(10)));
-    let mut two = Node::start(&nats, "two", options(100, Duration::from_secs(10)));
+    // Probes take ids too: only the first, at start, within this test.
+    let mut quiet = options(100, Duration::from_secs(10));
+    quiet.probe_interval = Duration::from_secs(3600);
+    let mut one = Node::start(&nats, "one", quiet);
+    let mut two = Node::start(&nats, "two", quiet);
     assert_eq!(two.claim("Bob"), JobResult::Claimed(user("Bob")));
     let before = one.post("den", "before").id;
     let sent = one.call(JobKind::SendDm {

@@ -375,6 +375,24 @@ fn a_killed_nodes_users_leave_and_their_names_are_free_within_the_bound() {
 }
 
 #[test]
+fn a_node_shut_down_releases_its_users_names_at_once() {
+    // SIGTERM, not SIGKILL: the node tells the cluster its users left as
+    // it goes, so the other node shows the leave and frees the name well
+    // before the entries would expire (`NAME_TTL`).
+    let (_nats, mut a, b) = two_nodes();
+    let (mut alice, _) = login(&a, "alice");
+    let (mut bob, _) = login(&b, "bob");
+    alice.expect_code(201); // bob joined the lobby
+    a.signal("TERM");
+    a.wait_exit();
+    let left = bob.expect_code_within(204, NAME_TTL / 2);
+    assert_eq!(left["username"], "alice");
+    let mut again = Client::json(b.port());
+    again.send_json(&json!({"code": 110, "username": "alice"}));
+    assert_eq!(again.recv_json()["code"], 202, "alice is free at once");
+}
+
+#[test]
 fn without_a_reachable_nats_a_node_exits_1_naming_it() {
     let port = free_port();
     let started = Instant::now();

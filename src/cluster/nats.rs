@@ -33,6 +33,13 @@ use tokio::task::JoinHandle;
 /// retried within it (after an ack that never came) is stored once.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// How long a node going down spends releasing its names and memberships.
+const SHUTDOWN_RELEASE: Duration = Duration::from_secs(2);
+
+/// The pause before the stream or a bucket is asked for again when
+/// JetStream did not answer at start.
+const SETUP_RETRY: Duration = Duration::from_millis(250);
+
 /// A room message as stored in the stream: the room is the subject's last
 /// token and the id the stream sequence, so neither is repeated here.
 #[derive(Serialize, Deserialize)]
@@ -272,28 +279,46 @@ impl Worker {
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(options.request_timeout);
         let keep = i64::try_from(options.history_keep).unwrap_or(i64::MAX);
-        let stream = jetstream
-            .create_or_update_stream(stream::Config {
-                name: STREAM.to_owned(),
-                description: Some("riftd: room messages (history) and private-message ids".into()),
-                subjects: vec![format!("{ROOM_PREFIX}.*"), DM_SUBJECT.to_owned()],
-                max_messages_per_subject: keep,
-                storage: stream::StorageType::File,
-                num_replicas: settings.replicas,
-                allow_direct: true,
-                duplicate_window: DUPLICATE_WINDOW,
-                republish: Some(stream::Republish {
-                    source: format!("{ROOM_PREFIX}.*"),
-                    destination: format!("{LIVE_PREFIX}.{{{{wildcard(1)}}}}"),
-                    headers_only: false,
-                }),
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| ClusterError::Setup {
-                what: "the stream",
-                reason: error.to_string(),
-            })?;
+        let config = stream::Config {
+            name: STREAM.to_owned(),
+            description: Some("riftd: room messages (history) and private-message ids".into()),
+            subjects: vec![format!("{ROOM_PREFIX}.*"), DM_SUBJECT.to_owned()],
+            max_messages_per_subject: keep,
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
+            allow_direct: true,
+            duplicate_window: DUPLICATE_WINDOW,
+            republish: Some(stream::Republish {
+                source: format!("{ROOM_PREFIX}.*"),
+                destination: format!("{LIVE_PREFIX}.{{{{wildcard(1)}}}}"),
+                headers_only: false,
+            }),
+            ..Default::default()
+        };
+        // A NATS cluster that has just started may not answer in time
+        // (its peers still meeting, leaders still being elected): asked
+        // again until `connect_timeout`, which bounds all of the set-up.
+        let stream = loop {
+            match jetstream.create_or_update_stream(config.clone()).await {
+                Ok(stream) => break stream,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        jetstream::context::CreateStreamErrorKind::TimedOut
+                            | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable
+                    ) =>
+                {
+                    log::warn!("cluster: setting up the stream: {error}; asking again");
+                    tokio::time::sleep(SETUP_RETRY).await;
+                }
+                Err(error) => {
+                    return Err(ClusterError::Setup {
+                        what: "the stream",
+                        reason: error.to_string(),
+                    });
+                }
+            }
+        };
         let stream = jetstream
             .get_stream(&stream.config.name)
             .await
@@ -318,13 +343,32 @@ impl Worker {
             (MEMBERS_BUCKET, options.name_ttl, true),
             (THROTTLE_BUCKET, THROTTLE_MEMORY, false),
         ] {
-            let store = jetstream
-                .create_or_update_key_value(bucket(name, max_age, markers))
-                .await
-                .map_err(|error| ClusterError::Setup {
-                    what: "a key-value bucket",
-                    reason: format!("{name}: {error}"),
-                })?;
+            let store = loop {
+                match jetstream
+                    .create_or_update_key_value(bucket(name, max_age, markers))
+                    .await
+                {
+                    Ok(store) => break store,
+                    // `JetStream` covers the server's own timeouts and a
+                    // NATS cluster still placing replicas.
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            jetstream::context::CreateKeyValueErrorKind::TimedOut
+                                | jetstream::context::CreateKeyValueErrorKind::JetStream
+                        ) =>
+                    {
+                        log::warn!("cluster: setting up {name}: {error}; asking again");
+                        tokio::time::sleep(SETUP_RETRY).await;
+                    }
+                    Err(error) => {
+                        return Err(ClusterError::Setup {
+                            what: "a key-value bucket",
+                            reason: format!("{name}: {error}"),
+                        });
+                    }
+                }
+            };
             stores.push(store);
         }
         let throttle = stores.pop().expect("three buckets");
@@ -420,6 +464,7 @@ impl Worker {
                 () = doorbell.wait() => {
                     loop {
                         if doorbell.is_closed() {
+                            self.finish(&jobs).await;
                             return self.stop();
                         }
                         match jobs.try_recv() {
@@ -647,6 +692,36 @@ impl Worker {
         if let Some(task) = self.probe.task {
             task.abort();
         }
+    }
+
+    /// The bridge is closing (riftd is going down): the releases and parts
+    /// the hub queued at shutdown are sent, within `SHUTDOWN_RELEASE`, so
+    /// other nodes show these users leaving (204) and their names free at
+    /// once rather than when the entries expire (`NAME_TTL`). Everything
+    /// else queued is dropped: nobody is left to answer.
+    async fn finish(&mut self, jobs: &Receiver<Job>) {
+        if !self.is_up() {
+            return;
+        }
+        let mut released = 0;
+        let sending = async {
+            while let Ok(job) = jobs.try_recv() {
+                if matches!(job.kind, JobKind::ReleaseName { .. } | JobKind::Part { .. }) {
+                    self.run(job.kind).await;
+                    released += 1;
+                }
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_RELEASE, sending)
+            .await
+            .is_err()
+        {
+            log::warn!(
+                "cluster: releasing this node's names at shutdown took over {} ms; the rest expire",
+                SHUTDOWN_RELEASE.as_millis()
+            );
+        }
+        log::debug!("cluster: {released} release(s) and part(s) sent at shutdown");
     }
 
     /// One probe tick: if the last probe has not come back, the delivery
