@@ -6,7 +6,8 @@
 use super::PROBE_TOKEN;
 use super::bridge::{BridgeOptions, ClusterError, Doorbell, Out, PING_INTERVAL};
 use super::protocol::{
-    Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output, ThrottleKey,
+    Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output,
+    ThrottleKey, Ticket,
 };
 use super::settings::{ClusterAuth, ClusterSettings};
 use super::{
@@ -130,6 +131,23 @@ pub(super) struct Worker {
     /// and heals, as the client's events do for the connection.
     link_sender: Arc<watch::Sender<LinkState>>,
     probe: Probe,
+    /// SAYs published and waiting for their acknowledgement, in order.
+    posting: VecDeque<Posting>,
+}
+
+/// The most SAYs in flight (published, not yet acknowledged) per node.
+const PIPELINE: usize = 256;
+
+/// A SAY published, waiting for its acknowledgement (`finish_posts`).
+struct Posting {
+    ticket: Ticket,
+    sent: Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
+    msg_id: String,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: Bytes,
+    /// The answer, once the sequence gives it its id.
+    message: ChatMessage,
 }
 
 /// This node's check of its own delivery path (`PROBE_INTERVAL`).
@@ -425,6 +443,7 @@ impl Worker {
             published: 0,
             link_sender: worker_link_sender,
             probe,
+            posting: VecDeque::new(),
         })
     }
 
@@ -468,7 +487,21 @@ impl Worker {
                             return self.stop();
                         }
                         match jobs.try_recv() {
+                            Ok(Job { ticket, kind: JobKind::Post { room, from, text, ts } })
+                                if self.is_up() =>
+                            {
+                                // Published now, answered in order once
+                                // acknowledged: many SAYs in flight.
+                                self.start_post(ticket, room, from, text, ts).await;
+                                if self.posting.len() >= PIPELINE && !self.finish_posts().await {
+                                    return self.stop();
+                                }
+                            }
                             Ok(job) => {
+                                // Answers keep the jobs' order.
+                                if !self.finish_posts().await {
+                                    return self.stop();
+                                }
                                 let result = if self.is_up() {
                                     self.run(job.kind).await
                                 } else {
@@ -479,7 +512,12 @@ impl Worker {
                                     return self.stop();
                                 }
                             }
-                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Empty) => {
+                                if !self.finish_posts().await {
+                                    return self.stop();
+                                }
+                                break;
+                            }
                             Err(TryRecvError::Disconnected) => return self.stop(),
                         }
                     }
@@ -989,34 +1027,136 @@ impl Worker {
 
     // Messages.
 
-    /// Stores a message and returns its sequence. Each publish carries a
+    /// A publish to the stream, acknowledged with its sequence. Each has a
     /// `Nats-Msg-Id` of its own; one whose acknowledgement did not come
     /// is sent once more under the same id while the link is up, and the
     /// stream stores it once (`DUPLICATE_WINDOW`).
     async fn publish(&mut self, subject: String, payload: Bytes) -> Result<u64, String> {
+        let (msg_id, headers) = self.next_msg_id();
+        let ack = self
+            .jetstream
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .await;
+        self.acknowledged(ack, &msg_id, subject, headers, payload)
+            .await
+    }
+
+    /// The headers of the next publish: its `Nats-Msg-Id`.
+    fn next_msg_id(&mut self) -> (String, async_nats::HeaderMap) {
         self.published += 1;
         let msg_id = format!("{}.{}", self.msg_id_prefix, self.published);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id.as_str());
-        let mut error = String::new();
-        for attempt in 0..2 {
-            if attempt > 0 && !self.is_up() {
-                break;
-            }
-            let sent = self
-                .jetstream
-                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-                .await;
-            match sent {
-                Ok(ack) => match ack.await {
-                    Ok(ack) => return Ok(ack.sequence),
-                    Err(failure) => error = failure.to_string(),
-                },
-                Err(failure) => error = failure.to_string(),
-            }
-            log::warn!("cluster: publish {msg_id} not acknowledged: {error}");
+        (msg_id, headers)
+    }
+
+    /// Waits for a publish's acknowledgement; without one (a lost ack, a
+    /// timeout), publishes it once more under the same id if the link is
+    /// up.
+    async fn acknowledged(
+        &mut self,
+        sent: Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
+        msg_id: &str,
+        subject: String,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+    ) -> Result<u64, String> {
+        let error = match sent {
+            Ok(ack) => match ack.await {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(failure) => failure.to_string(),
+            },
+            Err(failure) => failure.to_string(),
+        };
+        log::warn!("cluster: publish {msg_id} not acknowledged: {error}");
+        if !self.is_up() {
+            return Err(error);
         }
-        Err(error)
+        let again = self
+            .jetstream
+            .publish_with_headers(subject, headers, payload)
+            .await;
+        match again {
+            Ok(ack) => match ack.await {
+                Ok(ack) => Ok(ack.sequence),
+                Err(failure) => {
+                    log::warn!("cluster: publish {msg_id} not acknowledged again: {failure}");
+                    Err(failure.to_string())
+                }
+            },
+            Err(failure) => Err(failure.to_string()),
+        }
+    }
+
+    /// SAY, first half: the message is published at once, and its answer
+    /// waits in `posting` for its acknowledgement (`finish_posts`). Posts
+    /// from one connection are stored in the order published.
+    async fn start_post(
+        &mut self,
+        ticket: Ticket,
+        room: RoomName,
+        from: Username,
+        text: String,
+        ts: u64,
+    ) {
+        let stored = StoredMessage {
+            ts,
+            from: from.as_str().to_owned(),
+            text,
+        };
+        let payload = Bytes::from(serde_json::to_vec(&stored).expect("a message serialises"));
+        let subject = room_subject(&room);
+        let (msg_id, headers) = self.next_msg_id();
+        let sent = self
+            .jetstream
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .await;
+        self.posting.push_back(Posting {
+            ticket,
+            sent,
+            msg_id,
+            subject,
+            headers,
+            payload,
+            message: ChatMessage {
+                id: 0,
+                ts,
+                target: Target::Room(room),
+                from,
+                text: stored.text,
+            },
+        });
+    }
+
+    /// SAY, second half: every post in flight is answered, in order, as
+    /// its acknowledgement comes (`Posted` with the sequence as its id, or
+    /// `Failed`). False if the loop is gone.
+    async fn finish_posts(&mut self) -> bool {
+        while let Some(posting) = self.posting.pop_front() {
+            let Posting {
+                ticket,
+                sent,
+                msg_id,
+                subject,
+                headers,
+                payload,
+                mut message,
+            } = posting;
+            let result = match self
+                .acknowledged(sent, &msg_id, subject, headers, payload)
+                .await
+            {
+                Ok(id) => {
+                    message.id = id;
+                    JobResult::Posted(message)
+                }
+                Err(error) => failed(error),
+            };
+            if !self.out.send(Output::Done { ticket, result }) {
+                return false;
+            }
+        }
+        true
     }
 
     async fn post(&mut self, room: RoomName, from: Username, text: String, ts: u64) -> JobResult {
