@@ -120,11 +120,14 @@ run() {
     replicas_line=""
     [ "$servers" -eq 3 ] && replicas_line="cluster_replicas = 3"
     for i in $(seq 0 $((servers - 1))); do start_nats "$i"; done
-    for i in $(seq 0 $((servers - 1))); do wait_healthy "$i"; done
+    for i in $(seq 0 $((servers - 1))); do wait_healthy "$i" || return 1; done
     local a_port b_port a_pid b_pid
     a_port=$(free_port) b_port=$(free_port)
-    start_node chaos-a "$a_port"; a_pid=$node_pid
-    start_node chaos-b "$b_port"; b_pid=$node_pid
+    # (set -e does not reach into a function called with ||: say it.)
+    start_node chaos-a "$a_port" || { echo "node chaos-a did not start" >&2; return 1; }
+    a_pid=$node_pid
+    start_node chaos-b "$b_port" || { echo "node chaos-b did not start" >&2; return 1; }
+    b_pid=$node_pid
     target/release/riftd-chaos --ports "$a_port,$b_port" --clients "$clients" \
         --seconds "$seconds" --rate "$rate" --settle 15 > "$work/report.json" &
     local chaos=$!
