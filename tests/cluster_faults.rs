@@ -335,3 +335,174 @@ impl Drop for Relay {
         }
     }
 }
+
+// Slow or frozen nodes, and huge rooms (issue 15).
+
+/// A node on `url` with more config lines.
+fn node_with(url: &str, name: &str, extra: &str) -> Server {
+    Launch::new()
+        .config(&format!(
+            "cluster_url = \"{url}\"\nnode_name = \"{name}\"\nhistory_file = \"history.jsonl\"\n\
+             {extra}"
+        ))
+        .start()
+}
+
+/// One counter of a nats-server's `/varz` (its monitoring port).
+fn nats_varz(monitor: u16, field: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", monitor)).expect("the monitor listens");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let body = answer.split("\r\n\r\n").nth(1).expect("a body");
+    let varz: serde_json::Value = serde_json::from_str(body).expect("/varz is JSON");
+    varz[field].as_u64().unwrap_or(0)
+}
+
+/// Room messages (200) until `count` of them carry a text starting with
+/// `prefix`, as (id, text); other frames (presence) are skipped. Each
+/// frame is waited for within `within`.
+fn heard_with_prefix(
+    client: &mut Client,
+    prefix: &str,
+    count: usize,
+    within: Duration,
+) -> Vec<(u64, String)> {
+    heard_and_skipped(client, prefix, count, within).0
+}
+
+/// The same, with the codes of the other frames skipped meanwhile.
+fn heard_and_skipped(
+    client: &mut Client,
+    prefix: &str,
+    count: usize,
+    within: Duration,
+) -> (Vec<(u64, String)>, Vec<u64>) {
+    let mut heard = Vec::with_capacity(count);
+    let mut skipped = Vec::new();
+    while heard.len() < count {
+        let frame = client.expect_frame_within(within, |_| true);
+        if frame["code"] != 200 {
+            skipped.push(frame["code"].as_u64().unwrap_or(0));
+            continue;
+        }
+        let text = frame["message"]["text"].as_str().unwrap();
+        if text.starts_with(prefix) {
+            heard.push((frame["message"]["id"].as_u64().unwrap(), text.to_owned()));
+        }
+    }
+    (heard, skipped)
+}
+
+/// Whether the process is stopped (state `T` in `/proc/PID/stat`).
+fn is_stopped(pid: u32) -> bool {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    text.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        == Some("T")
+}
+
+/// Messages each of node B's three members says while node A is frozen.
+const SAYS_EACH: usize = 100;
+
+/// How long node A stays frozen at least: two of its client's
+/// `PING_INTERVAL`s, so it wakes with pings overdue (the fault's length,
+/// not a wait for anything).
+const FROZEN_FOR: Duration = Duration::from_secs(4);
+
+#[test]
+fn a_frozen_node_does_not_slow_the_others_and_catches_up_once_in_order_when_thawed() {
+    let monitor = crate::common::free_port();
+    let nats = Nats::start_with(&["-m", &monitor.to_string()]);
+    let chatty = "flood_rate = 0\n";
+    let a = node_with(&nats.url(), "node-a", chatty);
+    let b = node_with(&nats.url(), "node-b", chatty);
+    let mut on_a = [login(&a, "alice"), login(&a, "ann")];
+    let mut on_b = [login(&b, "bob"), login(&b, "bea"), login(&b, "ben")];
+    // Everyone is in the room and hears the others' node.
+    say(&mut on_b[0], "ready");
+    for client in on_a.iter_mut().chain(on_b.iter_mut()) {
+        heard_with_prefix(client, "ready", 1, Duration::from_secs(5));
+    }
+
+    a.pause();
+    let frozen = Instant::now();
+    for (n, client) in on_b.iter_mut().enumerate() {
+        for k in 0..SAYS_EACH {
+            client.send_json(&json!({"code": 100, "message": format!("frozen {n}.{k}")}));
+        }
+    }
+    // Node B is not held back by A: each of its members hears every
+    // message (its own copies are the acknowledgements), in one order,
+    // while A is still stopped.
+    let total = SAYS_EACH * on_b.len();
+    let mut posted: Option<Vec<(u64, String)>> = None;
+    // Read concurrently: a member that stopped reading would have its
+    // input held by node B (its output waits), and so its SAYs.
+    let all: Vec<Vec<(u64, String)>> = std::thread::scope(|scope| {
+        let readers: Vec<_> = on_b
+            .iter_mut()
+            .map(|client| {
+                scope.spawn(move || {
+                    heard_with_prefix(client, "frozen ", total, Duration::from_secs(5))
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|reader| reader.join().expect("a member of node B heard everything"))
+            .collect()
+    });
+    for (n, heard) in all.into_iter().enumerate() {
+        let own = heard
+            .iter()
+            .filter(|(_, text)| text.starts_with(&format!("frozen {n}.")))
+            .count();
+        assert_eq!(own, SAYS_EACH, "member {n} of node B: acknowledgements");
+        assert!(
+            heard.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "ids increase"
+        );
+        match &posted {
+            Some(posted) => assert_eq!(&heard, posted, "one order on node B"),
+            None => posted = Some(heard),
+        }
+    }
+    let posted = posted.unwrap();
+    let chatted = frozen.elapsed();
+    assert!(is_stopped(a.pid()), "node A was thawed too early");
+    eprintln!("node B: {total} messages said and heard in {chatted:?} while node A was frozen");
+    if let Some(left) = FROZEN_FOR.checked_sub(frozen.elapsed()) {
+        std::thread::sleep(left);
+    }
+    let slow_before = nats_varz(monitor, "slow_consumers");
+
+    a.signal("CONT");
+    let thawed = Instant::now();
+    // Node A's members get everything said meanwhile, once and in order,
+    // then chat goes on: alice's message is the next one everyone hears.
+    for client in &mut on_a {
+        let (caught_up, skipped) =
+            heard_and_skipped(client, "frozen ", total, Duration::from_secs(15));
+        assert_eq!(caught_up, posted);
+        // 213 and 214 here would mean NATS dropped node A meanwhile.
+        eprintln!("node A's member: other frames while catching up: {skipped:?}");
+    }
+    eprintln!("node A caught up {:?} after SIGCONT", thawed.elapsed());
+    say(&mut on_a[0], "thawed");
+    for client in on_a.iter_mut().chain(on_b.iter_mut()) {
+        let next = client.expect_code(200)["message"]["text"].clone();
+        assert_eq!(next, "thawed", "nothing twice, nothing after");
+    }
+    eprintln!(
+        "NATS slow consumers: {slow_before} before SIGCONT, {} after",
+        nats_varz(monitor, "slow_consumers")
+    );
+}
