@@ -20,7 +20,7 @@ mod protocol;
 mod settings;
 
 pub use bridge::{
-    Bridge, BridgeOptions, CONNECT_TIMEOUT, ClusterError, NAME_TTL, PING_INTERVAL, QUEUE,
+    Bridge, BridgeOptions, CONNECT_TIMEOUT, ClusterError, NAME_TTL, OUTPUTS, PING_INTERVAL, QUEUE,
     REQUEST_TIMEOUT,
 };
 pub use protocol::{
