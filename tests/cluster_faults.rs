@@ -350,19 +350,23 @@ fn node_with(url: &str, name: &str, extra: &str) -> Server {
 
 /// One counter of a nats-server's `/varz` (its monitoring port).
 fn nats_varz(monitor: u16, field: &str) -> u64 {
+    nats_get(monitor, "/varz")[field].as_u64().unwrap_or(0)
+}
+
+/// A nats-server monitoring endpoint's JSON.
+fn nats_get(monitor: u16, path: &str) -> serde_json::Value {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(("127.0.0.1", monitor)).expect("the monitor listens");
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     stream
-        .write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let body = answer.split("\r\n\r\n").nth(1).expect("a body");
-    let varz: serde_json::Value = serde_json::from_str(body).expect("/varz is JSON");
-    varz[field].as_u64().unwrap_or(0)
+    serde_json::from_str(body).expect("monitoring answers JSON")
 }
 
 /// Room messages (200) until `count` of them carry a text starting with
@@ -652,4 +656,77 @@ fn a_bridge_whose_loop_falls_behind_sheds_live_messages_keeps_the_newest_and_dro
         hole,
         "a message after the shed ones names one: {messages:?}"
     );
+}
+
+/// `quiet_room_size` of the huge-room test, and its members per node.
+const QUIET: usize = 20;
+const PER_NODE: usize = 30;
+
+#[test]
+fn a_room_joined_by_sixty_over_two_nodes_announces_joins_only_while_it_is_not_quiet() {
+    let monitor = crate::common::free_port();
+    let nats = Nats::start_with(&["-m", &monitor.to_string()]);
+    let quiet = format!("quiet_room_size = {QUIET}\n");
+    let a = node_with(&nats.url(), "node-a", &quiet);
+    let b = node_with(&nats.url(), "node-b", &quiet);
+    // Joins alternate between the nodes, each one complete (its backlog
+    // read, so its membership stored) before the next.
+    let mut members = Vec::new();
+    for n in 0..PER_NODE * 2 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        members.push(login(server, &format!("user{n}")));
+    }
+    // After every join: the last member's message closes the count.
+    say(members.last_mut().unwrap(), "all in");
+    let mut total = 0;
+    let mut most = 0;
+    for (n, client) in members.iter_mut().enumerate() {
+        let mut presence = 0;
+        loop {
+            let frame = client.expect_frame_within(Duration::from_secs(10), |_| true);
+            match frame["code"].as_u64() {
+                Some(201 | 204) if frame["room"] == "lobby" => presence += 1,
+                Some(200) if frame["message"]["text"] == "all in" => break,
+                _ => {}
+            }
+        }
+        eprintln!("user{n}: {presence} presence frame(s)");
+        total += presence;
+        most = most.max(presence);
+    }
+    let joins = PER_NODE * 2;
+    // Each join is announced to those already in while the room has at
+    // most QUIET members (0 + 1 + ... + QUIET - 1 in all), then to nobody
+    // (the joiner's own 201 is read by `login`). Without the rule, or with
+    // it counting one node's members only, it grows as joins²: 1770 here.
+    let bound = QUIET * QUIET + 2 * joins;
+    eprintln!(
+        "{total} presence frames for {joins} joins (the rule gives {}; bound {bound})",
+        QUIET * (QUIET - 1) / 2
+    );
+    assert!(total <= bound, "{total} presence frames for {joins} joins");
+    // Between the nodes: each membership write (a join, or a refresh) is
+    // delivered once to each node's watch of the room, so what the
+    // bridges handle grows with members × nodes, not members².
+    let jsz = nats_get(monitor, "/jsz?consumers=true&accounts=true");
+    let members_stream = jsz["account_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+        .find(|stream| stream["name"] == "KV_riftd_members")
+        .expect("the members bucket's stream");
+    let writes = members_stream["state"]["last_seq"].as_u64().unwrap();
+    let watches = members_stream["consumer_detail"].as_array().unwrap();
+    let delivered: u64 = watches
+        .iter()
+        .map(|watch| watch["delivered"]["consumer_seq"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "{writes} membership writes; {delivered} presence events delivered to {} watch(es)",
+        watches.len()
+    );
+    assert!(watches.len() >= 2, "a watch per node: {watches:?}");
+    assert!(writes >= joins as u64 && delivered <= 2 * writes);
+    assert!(most <= QUIET + 2, "one member heard {most} joins");
 }
