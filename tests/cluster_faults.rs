@@ -730,3 +730,74 @@ fn a_room_joined_by_sixty_over_two_nodes_announces_joins_only_while_it_is_not_qu
     assert!(writes >= joins as u64 && delivered <= 2 * writes);
     assert!(most <= QUIET + 2, "one member heard {most} joins");
 }
+
+/// How long NATS waits for a stopped reader before it drops it as a slow
+/// consumer, in the next test (nats-server's default is 10 s).
+const WRITE_DEADLINE: &str = "2s";
+
+#[test]
+fn a_node_frozen_past_natss_write_deadline_is_dropped_as_a_slow_consumer_and_backfills_once_in_order()
+ {
+    let monitor = crate::common::free_port();
+    let conf = Launch::new();
+    let conf_path = conf.dir().join("nats.conf");
+    std::fs::write(
+        &conf_path,
+        format!("write_deadline: \"{WRITE_DEADLINE}\"\n"),
+    )
+    .unwrap();
+    let nats = Nats::start_with(&[
+        "-m",
+        &monitor.to_string(),
+        "-c",
+        conf_path.to_str().unwrap(),
+    ]);
+    let chatty = "flood_rate = 0\n";
+    let a = node_with(&nats.url(), "node-a", chatty);
+    let b = node_with(&nats.url(), "node-b", chatty);
+    let mut alice = login(&a, "alice");
+    let mut bob = login(&b, "bob");
+    say(&mut bob, "ready");
+    heard_with_prefix(&mut alice, "ready", 1, Duration::from_secs(5));
+
+    a.pause();
+    // More than the sockets between NATS and node A hold (about 6 MB), in
+    // windows of 100, each acknowledged before the next.
+    let pad = "x".repeat(4000);
+    let mut posted = Vec::new();
+    for window in 0..15 {
+        for k in 0..100 {
+            say(&mut bob, &format!("frozen {window}.{k} {pad}"));
+        }
+        posted.extend(heard_with_prefix(
+            &mut bob,
+            "frozen ",
+            100,
+            Duration::from_secs(5),
+        ));
+    }
+    // NATS gives up on the stopped node once a write to it has waited
+    // WRITE_DEADLINE (polled: its own state, not a guess at a delay).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while nats_varz(monitor, "slow_consumers") == 0 {
+        assert!(Instant::now() < deadline, "NATS never dropped node A");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(is_stopped(a.pid()));
+
+    a.signal("CONT");
+    let thawed = Instant::now();
+    // Node A reads what reached it, finds the connection closed (213),
+    // reconnects and backfills: every message once, in order, then 214.
+    let (caught_up, skipped) = heard_and_skipped(&mut alice, "frozen ", posted.len(), RESUMED);
+    assert!(caught_up == posted, "once each, in order");
+    assert!(skipped.contains(&213), "{skipped:?}");
+    alice.expect_code_within(214, RESUMED);
+    eprintln!(
+        "node A dropped as a slow consumer: caught up and 214 {:?} after SIGCONT",
+        thawed.elapsed()
+    );
+    say(&mut alice, "thawed");
+    assert_eq!(bob.expect_code(200)["message"]["text"], "thawed");
+    assert_eq!(alice.expect_code(200)["message"]["text"], "thawed");
+}
