@@ -133,6 +133,11 @@ pub(super) struct Out {
 pub(super) struct Outputs {
     receiver: Receiver<Output>,
     queued: Arc<AtomicUsize>,
+    /// Rung again when a turn leaves outputs behind.
+    waker: Arc<Waker>,
+    /// Outputs the loop takes in one turn: the bound, so the bridge,
+    /// adding while the loop takes, cannot make a turn endless.
+    per_turn: usize,
 }
 
 /// The bridge's outputs channel, holding up to `bound` outputs that can
@@ -142,11 +147,17 @@ pub(super) fn outputs_channel(waker: Arc<Waker>, bound: usize) -> (Out, Outputs)
     let queued = Arc::new(AtomicUsize::new(0));
     let out = Out {
         sender,
-        waker,
+        waker: Arc::clone(&waker),
         queued: Arc::clone(&queued),
         bound,
     };
-    (out, Outputs { receiver, queued })
+    let outputs = Outputs {
+        receiver,
+        queued,
+        waker,
+        per_turn: bound.max(1),
+    };
+    (out, outputs)
 }
 
 impl Out {
@@ -183,10 +194,25 @@ impl Out {
 }
 
 impl Outputs {
-    /// Outputs that arrived since the last call.
+    /// Outputs that arrived, at most `per_turn`; when that many were
+    /// taken and more wait, the loop's waker is rung again, so its next
+    /// poll returns at once and the next turn takes them, after this
+    /// turn's reads and flushes.
     fn take(&self) -> impl Iterator<Item = Output> + '_ {
-        self.receiver.try_iter().inspect(|_| {
+        let mut left = self.per_turn;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                if self.queued.load(Ordering::SeqCst) > 0
+                    && let Err(error) = self.waker.wake()
+                {
+                    log::error!("cluster bridge cannot wake the event loop: {error}");
+                }
+                return None;
+            }
+            let output = self.receiver.try_recv().ok()?;
+            left -= 1;
             self.queued.fetch_sub(1, Ordering::SeqCst);
+            Some(output)
         })
     }
 }
@@ -416,7 +442,9 @@ impl Bridge {
         }
     }
 
-    /// Outputs that arrived since the last call.
+    /// Outputs that arrived since the last call, at most `OUTPUTS` per
+    /// call: when more wait, the loop's waker is rung again, so a busy
+    /// bridge cannot keep one turn of the loop taking outputs forever.
     pub fn outputs(&self) -> impl Iterator<Item = Output> + '_ {
         self.outputs.take()
     }
@@ -491,9 +519,31 @@ mod tests {
             assert!(out.send(done(ticket)));
         }
         assert!(!out.has_room());
-        assert_eq!(outputs.take().count(), 5);
+        let taken: usize = (0..3).map(|_| outputs.take().count()).sum();
+        assert_eq!(taken, 5);
         assert!(out.has_room());
         assert_eq!(out.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn one_turn_takes_at_most_the_bound_and_wakes_the_loop_again_for_the_rest() {
+        let (out, outputs, mut poll) = channel(2);
+        let mut events = mio::Events::with_capacity(4);
+        for ticket in 0..5 {
+            assert!(out.send(done(ticket)));
+        }
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        for (turn, expected) in [vec![done(0), done(1)], vec![done(2), done(3)]]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(outputs.take().collect::<Vec<_>>(), expected);
+            poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+            assert!(!events.is_empty(), "turn {turn} left some: woken again");
+        }
+        assert_eq!(outputs.take().collect::<Vec<_>>(), [done(4)]);
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty(), "nothing left: no wake-up");
     }
 
     #[test]
