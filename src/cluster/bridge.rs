@@ -11,7 +11,7 @@
 //! and other events wait; answers always go through.
 //!
 //! It must never block the loop: `submit` only `try_send`s, `outputs` only
-//! `try_iter`s. Names and room memberships this node holds are refreshed
+//! takes what is there (at most `OUTPUTS` a turn). Names and room memberships this node holds are refreshed
 //! here on a timer, so the loop schedules nothing for them. While the NATS
 //! link is down, jobs that need it fail at once; when it is back the
 //! worker re-asserts what the node holds before it says `Reconnected`
@@ -225,8 +225,8 @@ impl Outputs {
 /// names a shed one, newer than what the hub delivered: the hub holds it
 /// and backfills the room from the stream (`design/cluster.md`, "The path
 /// of one SAY", 6), where every shed message is, being stored. So a loop
-/// that falls behind costs at most `OUTPUTS` outputs plus one message per
-/// room, the bridge keeps reading NATS (NATS never sees this node as a
+/// that falls behind costs at most `OUTPUTS` outputs (besides answers,
+/// one per job) and one message per room, the bridge keeps reading NATS (NATS never sees this node as a
 /// slow consumer because of its loop), and no message is lost: only
 /// fetched again. The newest is kept, not the oldest, so the hole is seen
 /// even when nothing more is said in the room.
