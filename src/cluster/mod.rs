@@ -20,8 +20,8 @@ mod protocol;
 mod settings;
 
 pub use bridge::{
-    Bridge, BridgeOptions, CONNECT_TIMEOUT, ClusterError, NAME_TTL, PING_INTERVAL, PROBE_INTERVAL,
-    QUEUE, REQUEST_TIMEOUT,
+    Bridge, BridgeOptions, CONNECT_TIMEOUT, ClusterError, NAME_TTL, OUTPUTS, PING_INTERVAL,
+    PROBE_INTERVAL, QUEUE, REQUEST_TIMEOUT,
 };
 pub use protocol::{
     Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output,

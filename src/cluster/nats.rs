@@ -4,7 +4,7 @@
 //! Everything the loop sees leaves through `Out` as plain `Output`s.
 
 use super::PROBE_TOKEN;
-use super::bridge::{BridgeOptions, ClusterError, Doorbell, Out, PING_INTERVAL};
+use super::bridge::{BridgeOptions, ClusterError, Doorbell, LiveFeed, Out, PING_INTERVAL};
 use super::protocol::{
     Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output,
     ThrottleKey, Ticket,
@@ -1644,10 +1644,18 @@ fn header_u64(headers: Option<&async_nats::HeaderMap>, name: &str) -> Option<u64
 
 /// One subscribed room's task: its republished messages (with their
 /// stream sequence in `Nats-Sequence`) and its members' changes, handed to
-/// the loop as they come.
+/// the loop as they come. While the loop is behind (`bridge::OUTPUTS`),
+/// messages go through a `LiveFeed` (the newest kept back, older ones
+/// shed and backfilled by the hub) and a change waits for room.
 async fn deliver(room: RoomName, mut live: async_nats::Subscriber, mut watch: kv::Watch, out: Out) {
+    let mut feed = LiveFeed::new(room.clone(), out.clone());
     loop {
         tokio::select! {
+            () = tokio::time::sleep(LiveFeed::retry()), if feed.is_holding() => {
+                if !feed.flush() {
+                    return;
+                }
+            }
             message = live.next() => {
                 let Some(message) = message else { return };
                 let headers = message.headers.as_ref();
@@ -1660,7 +1668,7 @@ async fn deliver(room: RoomName, mut live: async_nats::Subscriber, mut watch: kv
                     log::warn!("cluster: an unreadable message {id} in {room}");
                     continue;
                 };
-                if !out.send(Output::Event(Event::Message { message, previous })) {
+                if !feed.push(Output::Event(Event::Message { message, previous })) {
                     return;
                 }
             }
@@ -1668,7 +1676,7 @@ async fn deliver(room: RoomName, mut live: async_nats::Subscriber, mut watch: kv
                 let Some(entry) = entry else { return };
                 let Ok(entry) = entry else { continue };
                 let Some(event) = presence(&room, &entry) else { continue };
-                if !out.send(Output::Event(event)) {
+                if !out.send_with_room(Output::Event(event)).await {
                     return;
                 }
             }
@@ -1733,7 +1741,10 @@ async fn deliver_direct(mut inbox: async_nats::Subscriber, out: Out) {
             from,
             text: direct.text,
         };
-        if !out.send(Output::Event(Event::Direct(message))) {
+        if !out
+            .send_with_room(Output::Event(Event::Direct(message)))
+            .await
+        {
             return;
         }
     }
