@@ -460,6 +460,7 @@ impl Worker {
         let mut probe = tokio::time::interval(self.probe.interval);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut link = self.link.clone();
+        let down = self.link.clone();
         let mut probe_seen = self.probe.seen.clone();
         loop {
             tokio::select! {
@@ -503,7 +504,9 @@ impl Worker {
                                     return self.stop();
                                 }
                                 let result = if self.is_up() {
-                                    self.run(job.kind).await
+                                    unless_down(&down, self.run(job.kind))
+                                        .await
+                                        .unwrap_or_else(|| failed(LINK_LOST))
                                 } else {
                                     self.run_offline(job.kind)
                                 };
@@ -531,7 +534,8 @@ impl Worker {
                         // A re-assertion that failed is tried again.
                         self.resume(state.losses).await;
                     } else {
-                        self.refresh().await;
+                        // Cut short by a loss: `resume` writes it all.
+                        let _ = unless_down(&down, self.refresh()).await;
                     }
                 }
             }
@@ -1132,6 +1136,7 @@ impl Worker {
     /// its acknowledgement comes (`Posted` with the sequence as its id, or
     /// `Failed`). False if the loop is gone.
     async fn finish_posts(&mut self) -> bool {
+        let down = self.link.clone();
         while let Some(posting) = self.posting.pop_front() {
             let Posting {
                 ticket,
@@ -1142,10 +1147,13 @@ impl Worker {
                 payload,
                 mut message,
             } = posting;
-            let result = match self
-                .acknowledged(sent, &msg_id, subject, headers, payload)
-                .await
-            {
+            let acknowledged = unless_down(
+                &down,
+                self.acknowledged(sent, &msg_id, subject, headers, payload),
+            )
+            .await
+            .unwrap_or_else(|| Err(LINK_LOST.to_owned()));
+            let result = match acknowledged {
                 Ok(id) => {
                     message.id = id;
                     JobResult::Posted(message)
@@ -1681,6 +1689,27 @@ async fn deliver(room: RoomName, mut live: async_nats::Subscriber, mut watch: kv
                 }
             }
         }
+    }
+}
+
+/// Why a job in flight failed when the link went down under it.
+const LINK_LOST: &str = "lost the NATS connection";
+
+/// Runs `work` unless the link goes down first (`None`): a request in
+/// flight when NATS is lost fails at once, instead of at
+/// `REQUEST_TIMEOUT`, so the loop hears its 503 and the worker is free to
+/// re-assert as soon as the link is back. What the request did on the
+/// server before the loss stands (a claim expires, a message is stored
+/// and delivered, as after a timeout).
+async fn unless_down<T>(
+    link: &watch::Receiver<LinkState>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut down = link.clone();
+    tokio::select! {
+        biased;
+        result = work => Some(result),
+        _ = down.wait_for(|state| !state.is_up) => None,
     }
 }
 
