@@ -99,11 +99,22 @@ cluster_url = [$(IFS=,; echo "${urls[*]}")]
 node_name = "$name"
 $replicas_line
 TOML
+    local before
+    before=$(cat "$work/$name.log" 2>/dev/null | wc -l)
     RUST_LOG=warn,riftd=info target/release/riftd --config "$work/$name.toml" \
         >> "$work/$name.log" 2>&1 &
     node_pid=$!
     pids+=("$node_pid")
-    wait_listening "$port"
+    # riftd binds its port before it reaches NATS: ready is its log line
+    # saying it listens, which comes after the cluster set-up.
+    for _ in $(seq 300); do
+        tail -n "+$((before + 1))" "$work/$name.log" | grep -q "listening on 127.0.0.1:$port" && return 0
+        kill -0 "$node_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "riftd $name did not get ready; its log:" >&2
+    cat "$work/$name.log" >&2
+    return 1
 }
 
 # run SCENARIO: one fresh cluster, the chat, the fault; prints the report.
