@@ -1,5 +1,7 @@
-//! The connection's life in the `Model`: retries with backoff, what one
-//! connection knows (forgotten at a drop), the login steps and refusals,
+//! The connection's life in the `Model`: retries with backoff (each to the
+//! next server of the list), what one connection knows (forgotten at a
+//! drop), the login steps and refusals (our own name waited for at a
+//! reconnect),
 //! what happens once logged in (rejoin, queued input, lost lines), and
 //! line mode's end (the last PING, then QUIT). Nothing here parses a frame
 //! or reads a key.
