@@ -1,10 +1,12 @@
 //! riftc end to end: the real `riftc` binary in a real terminal (`tmux`),
 //! against a real riftd started by the test, and in line mode through
-//! pipes (issue 13). Each test waits for what the screen shows, with a
-//! deadline; none sleeps for a fixed time.
+//! pipes (issue 13), and given two cluster nodes on a real `nats-server`,
+//! failing over when its node dies (issue 15). Each test waits for what the
+//! screen shows, with a deadline; none sleeps for a fixed time.
 
 use crate::common;
 
+use common::nats::Nats;
 use common::{Client, Launch, Server};
 use serde_json::json;
 use std::io::Write;
@@ -87,7 +89,16 @@ impl Terminal {
     }
 
     fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        self.wait_until_within(SCREEN_TIMEOUT, what, done)
+    }
+
+    fn wait_until_within(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
         loop {
             let screen = self.screen();
             if done(&screen) {
@@ -124,13 +135,15 @@ impl Terminal {
     /// Waits until `name` is logged in with #lobby current (the status
     /// line, the second to last row, says so).
     fn wait_online(&self, name: &str) -> String {
-        let status = format!("| {name} | connected");
-        self.wait_until(&format!("{name} online in #lobby"), |screen| {
-            let rows: Vec<&str> = screen.trim_end().lines().collect();
-            rows.len() >= 2 && {
-                let line = rows[rows.len() - 2];
-                line.contains(&status) && line.trim_end().ends_with("#lobby")
-            }
+        self.wait_status(SCREEN_TIMEOUT, &format!("| {name} | connected"))
+    }
+
+    /// Waits until the status line (the second to last row) contains
+    /// `status` with #lobby current.
+    fn wait_status(&self, timeout: Duration, status: &str) -> String {
+        self.wait_until_within(timeout, &format!("{status:?} in #lobby"), |screen| {
+            status_line(screen)
+                .is_some_and(|line| line.contains(status) && line.trim_end().ends_with("#lobby"))
         })
     }
 
@@ -144,6 +157,12 @@ impl Drop for Terminal {
         let _ = self.tmux(&["kill-server"]);
         let _ = &self.home;
     }
+}
+
+/// The status line: the second to last row of the screen.
+fn status_line(screen: &str) -> Option<&str> {
+    let rows: Vec<&str> = screen.trim_end().lines().collect();
+    rows.len().checked_sub(2).map(|at| rows[at])
 }
 
 fn address(server: &Server) -> String {
@@ -513,4 +532,71 @@ fn a_restarted_riftc_shows_what_was_said_while_it_was_not_running_exactly_once()
         1,
         "{screen}"
     );
+}
+
+/// `riftd::cluster::NAME_TTL`: a dead node's names expire within it.
+const NAME_TTL: Duration = Duration::from_secs(10);
+
+/// A cluster node on `nats`, with history (kept in JetStream).
+fn cluster_node(nats: &Nats, name: &str) -> Server {
+    Launch::new()
+        .config(&format!(
+            "cluster_url = \"{}\"\nnode_name = \"{name}\"\nhistory_file = \"history.jsonl\"\nflood_rate = 0\n",
+            nats.url()
+        ))
+        .start()
+}
+
+#[test]
+fn given_two_nodes_riftc_fails_over_when_its_node_is_killed_and_shows_what_was_said_meanwhile_once()
+{
+    let nats = Nats::start();
+    let mut a = cluster_node(&nats, "node-a");
+    let b = cluster_node(&nats, "node-b");
+    let dir = tempfile::tempdir().unwrap();
+    let servers = format!("{},{}", address(&a), address(&b));
+    let alice = Terminal::start(&dir.path().join("alice"), &["--user", "alice", &servers]);
+    // The first node of the list, named in the status line.
+    alice.wait_status(
+        SCREEN_TIMEOUT,
+        &format!("{} | alice | connected", address(&a)),
+    );
+    let mut bob = Client::json(b.port());
+    bob.login("bob");
+    bob.send_json(&json!({"code": 100, "message": "said before node a died"}));
+    bob.expect_code(200);
+    alice.wait_for("said before node a died");
+    a.signal("KILL");
+    a.wait_exit();
+    let killed = Instant::now();
+    // Said while alice has no connection: node b refuses her name until
+    // the cluster frees it from the dead node (NAME_TTL).
+    bob.send_json(&json!({"code": 100, "message": "said while alice was failing over"}));
+    bob.expect_code(200);
+    alice.wait_status(
+        NAME_TTL,
+        &format!(
+            "{} | alice | waiting for your name to be released",
+            address(&b)
+        ),
+    );
+    // Her name is freed within NAME_TTL and the server's sweep; riftc asks
+    // again every second for up to 15 s.
+    let bound = NAME_TTL + Duration::from_secs(10);
+    alice.wait_status(
+        bound.saturating_sub(killed.elapsed()),
+        &format!("{} | alice | connected", address(&b)),
+    );
+    let screen = alice.wait_for("said while alice was failing over");
+    for needle in [
+        "said before node a died",
+        "said while alice was failing over",
+    ] {
+        assert_eq!(screen.matches(needle).count(), 1, "{needle}:\n{screen}");
+    }
+    // Logged in under her own name: bob sees her come back as alice.
+    let back = bob.expect_frame_within(bound, |frame| {
+        frame["code"] == 201 && frame["new"] == "alice"
+    });
+    assert_eq!(back["room"], "lobby", "{back}");
 }

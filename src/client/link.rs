@@ -1,13 +1,15 @@
-//! The connection's life in the `Model`: retries with backoff, what one
-//! connection knows (forgotten at a drop), the login steps and refusals,
+//! The connection's life in the `Model`: retries with backoff (each to the
+//! next server of the list), what one connection knows (forgotten at a
+//! drop), the login steps and refusals (our own name waited for at a
+//! reconnect),
 //! what happens once logged in (rejoin, queued input, lost lines), and
 //! line mode's end (the last PING, then QUIT). Nothing here parses a frame
 //! or reads a key.
 
 use super::buffer::BufferId;
 use super::model::{
-    Answer, CATCH_UP_TIMEOUT_MS, Link, Login, MAX_BACKOFF_MS, MIN_BACKOFF_MS, Model, Origin,
-    Unconfirmed,
+    Answer, CATCH_UP_TIMEOUT_MS, Link, Login, MAX_BACKOFF_MS, MIN_BACKOFF_MS, Model, NAME_RETRY_MS,
+    NAME_WAIT_MS, Origin, Unconfirmed,
 };
 use crate::proto::{Outgoing, RoomName, Target, Username};
 use std::collections::VecDeque;
@@ -21,9 +23,14 @@ impl Model {
         self.retry_at = Some(now_ms.saturating_add(wait));
         self.backoff_ms = wait.saturating_mul(2).min(MAX_BACKOFF_MS);
         self.link_note = format!("reconnecting in {} s", wait / 1000);
+        // With several servers, say which one comes next.
+        let to = match self.has_several_servers() {
+            false => String::new(),
+            true => format!(" to {}", self.server()),
+        };
         self.notice(
             BufferId::Server,
-            &format!("{text}; reconnecting in {} s", wait / 1000),
+            &format!("{text}; reconnecting{to} in {} s", wait / 1000),
             now_ms,
         );
     }
@@ -89,6 +96,50 @@ impl Model {
         }
     }
 
+    /// A 409 for the name our last session held, at a reconnect: that
+    /// session may live on a node that died, until the cluster frees its
+    /// name (`NAME_TTL`, 10 s).
+    pub(super) fn is_own_name_refused(&self) -> bool {
+        let (Login::SentUser(asked) | Login::SentPass(asked)) = &self.login else {
+            return false;
+        };
+        self.held_name
+            .as_ref()
+            .is_some_and(|held| held.key() == asked.key())
+    }
+
+    /// Sends USER again for our own name after `NAME_RETRY_MS`, until
+    /// `NAME_WAIT_MS` after the first such refusal; says so once.
+    pub(super) fn wait_for_name(&mut self, refusal: &str, now_ms: u64) {
+        let (Login::SentUser(name) | Login::SentPass(name)) = self.login.clone() else {
+            return;
+        };
+        let until = match self.name_wait_until {
+            Some(until) => until,
+            None => {
+                let until = now_ms.saturating_add(NAME_WAIT_MS);
+                self.name_wait_until = Some(until);
+                let text = format!(
+                    "{refusal}: waiting for your name to be released (up to {} s)",
+                    NAME_WAIT_MS / 1000
+                );
+                self.notice(BufferId::Server, &text, now_ms);
+                until
+            }
+        };
+        self.login = Login::WaitingName {
+            name,
+            retry_at: now_ms.saturating_add(NAME_RETRY_MS).min(until),
+        };
+    }
+
+    /// The wait for our own name is over (or was never started): a 409
+    /// from now on is someone else's name.
+    pub(super) fn stop_waiting_for_name(&mut self) {
+        self.held_name = None;
+        self.name_wait_until = None;
+    }
+
     /// Ends the process with `code` after saying why.
     pub(super) fn fail(&mut self, code: i32, text: &str, now_ms: u64) {
         self.error(BufferId::Server, None, text, None, now_ms);
@@ -100,6 +151,8 @@ impl Model {
     /// The login succeeded: rejoin every room buffer, flush queued input.
     pub(super) fn logged_in(&mut self, name: Username, now_ms: u64) {
         self.login = Login::Ready;
+        self.held_name = Some(name.clone());
+        self.name_wait_until = None;
         self.name = Some(name);
         self.backoff_ms = MIN_BACKOFF_MS;
         self.link_note = "connected".to_owned();

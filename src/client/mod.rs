@@ -6,7 +6,8 @@
 //!
 //! - `model`: `Model`, `Settings`, `SavedState`, `Want`: state and the
 //!   contract with the shell; sending requests with refs;
-//! - `link`: retries with backoff, login steps, rejoin after a login,
+//! - `link`: retries with backoff (round robin over several servers),
+//!   login steps (waiting for our own name at a reconnect), rejoin after a login,
 //!   line mode's end;
 //! - `receive`: each server frame's effect;
 //! - `catch_up`: history answers: the catch-up rule, older pages, /history;

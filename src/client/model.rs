@@ -10,10 +10,15 @@
 //! The shell's loop: feed inputs (`handle_*`), then drain outputs
 //! (`take_outgoing` to the socket, `take_printed` to stdout in line mode,
 //! `saved_state` to the state file), redraw (`view::draw`) in UI mode, then
-//! act on `want`: `Connect` (connect now, then `handle_connected` or
-//! `handle_connect_failed`; `want` keeps saying `Connect` until one of
-//! them is called), `Quit(code)` (exit), `Wait` (sleep until input or
-//! `next_deadline`, and call `handle_tick` at least every 250 ms).
+//! act on `want`: `Connect { server }` (connect now to `servers[server]`,
+//! then `handle_connected` or `handle_connect_failed`; `want` keeps saying
+//! `Connect` until one of them is called), `Quit(code)` (exit), `Wait`
+//! (sleep until input or `next_deadline`, and call `handle_tick` at least
+//! every 250 ms).
+//!
+//! Several servers are the nodes of one cluster: the first connection goes
+//! to the first, and each one after a failed or dropped connection to the
+//! next, round robin, with the one reconnect backoff.
 
 use super::buffer::{Buffer, BufferId};
 use super::editor::Editor;
@@ -27,6 +32,12 @@ pub(super) const MAX_BACKOFF_MS: u64 = 30_000;
 pub(super) const LAG_PING_MS: u64 = 30_000;
 /// A catch-up not answered in this long shows what it has and says so.
 pub(super) const CATCH_UP_TIMEOUT_MS: u64 = 15_000;
+/// Our own name refused (409) at a reconnect login: probably still held
+/// by our old session on a dead node, which the cluster frees within
+/// 10 s (`NAME_TTL`). USER is sent again this often, for up to
+/// `NAME_WAIT_MS`, before the refusal counts as it does at a first login.
+pub(super) const NAME_RETRY_MS: u64 = 1_000;
+pub(super) const NAME_WAIT_MS: u64 = 15_000;
 /// After `/quit`, how long to wait for the server to close.
 pub(super) const QUIT_WAIT_MS: u64 = 1_000;
 /// Refs kept for answers that may never come (a SAY has no answer).
@@ -39,8 +50,10 @@ pub enum Mode {
 }
 
 pub struct Settings {
-    /// Label for the status line and the state file, e.g. "127.0.0.1:5050".
-    pub server: String,
+    /// The servers, e.g. "127.0.0.1:5050", in the order they are tried
+    /// (several: the nodes of one cluster); the one in use is shown in the
+    /// status line and the notices. Never empty.
+    pub servers: Vec<String>,
     /// `None`: the UI asks for a name; line mode fails.
     pub user: Option<String>,
     /// Joined in addition to the default room, and made current.
@@ -61,7 +74,10 @@ pub struct SavedState {
 /// What the shell should do now about the connection or the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
-    Connect,
+    /// Connect to `Settings::servers[server]`.
+    Connect {
+        server: usize,
+    },
     Wait,
     Quit(i32),
 }
@@ -83,6 +99,12 @@ pub(super) enum Login {
     /// 211 came and no password is known: the UI or the shell asks.
     AskingPassword(Username),
     SentPass(Username),
+    /// Our own name was refused at a reconnect (409): USER again at
+    /// `retry_at`.
+    WaitingName {
+        name: Username,
+        retry_at: u64,
+    },
     /// A refusal the model cannot fix by itself; `/connect` tries again.
     Stuck,
     Ready,
@@ -167,6 +189,15 @@ pub struct Model {
     pub(super) has_refs: bool,
     /// The name asked for, then the name held.
     pub(super) name: Option<Username>,
+    /// The name our last session held (set at a login, moved by our own
+    /// renames): a 409 for it at a reconnect is waited out.
+    pub(super) held_name: Option<Username>,
+    /// Until when a 409 for `held_name` is waited out; set at the first
+    /// one, cleared at a login.
+    pub(super) name_wait_until: Option<u64>,
+    /// Index into `settings.servers` of the connection in use or the next
+    /// one.
+    pub(super) server_at: usize,
     pub(super) password: Option<String>,
     pub(super) retry_at: Option<u64>,
     pub(super) backoff_ms: u64,
@@ -218,6 +249,9 @@ impl Model {
             auth: None,
             has_refs: false,
             name: None,
+            held_name: None,
+            name_wait_until: None,
+            server_at: 0,
             password: settings.password.clone(),
             retry_at: Some(now_ms),
             backoff_ms: MIN_BACKOFF_MS,
@@ -286,13 +320,18 @@ impl Model {
         self.retry_at = None;
         self.login = Login::Greeting;
         self.link_note = "logging in".to_owned();
-        let text = format!("connected to {}", self.settings.server);
+        let text = format!("connected to {}", self.server());
         self.notice(BufferId::Server, &text, now_ms);
     }
 
     pub fn handle_connect_failed(&mut self, reason: &str, now_ms: u64) {
         self.link = Link::Down;
-        self.schedule_retry(&format!("could not connect: {reason}"), now_ms);
+        let text = match self.has_several_servers() {
+            false => format!("could not connect: {reason}"),
+            true => format!("could not connect to {}: {reason}", self.server()),
+        };
+        self.next_server();
+        self.schedule_retry(&text, now_ms);
     }
 
     pub fn handle_disconnected(&mut self, reason: &str, now_ms: u64) {
@@ -306,18 +345,24 @@ impl Model {
         if self.quit_deadline.is_some() || self.exit.is_some() || self.is_finished {
             return;
         }
+        // With several servers, say which one went away.
+        let from = match self.has_several_servers() {
+            false => String::new(),
+            true => format!(" from {}", self.server()),
+        };
+        self.next_server();
         if was_stuck {
             // The refusal would only come again: wait for /connect.
             self.retry_at = None;
             self.link_note = "type /connect".to_owned();
-            let text = format!("disconnected: {reason}; type /connect to try again");
+            let text = format!("disconnected{from}: {reason}; type /connect to try again");
             self.notice(BufferId::Server, &text, now_ms);
             return;
         }
         let text = if was_up {
-            format!("disconnected: {reason}")
+            format!("disconnected{from}: {reason}")
         } else {
-            format!("connection lost: {reason}")
+            format!("connection lost{from}: {reason}")
         };
         self.schedule_retry(&text, now_ms);
     }
@@ -336,6 +381,13 @@ impl Model {
     }
 
     pub fn handle_tick(&mut self, now_ms: u64) {
+        if let Login::WaitingName { name, retry_at } = self.login.clone()
+            && self.link == Link::Up
+            && now_ms >= retry_at
+        {
+            self.login = Login::SentUser(name.clone());
+            self.send_plain(Outgoing::User { username: name });
+        }
         if self.link == Link::Up
             && self.login == Login::Ready
             && self.settings.mode == Mode::Ui
@@ -404,7 +456,9 @@ impl Model {
             return Want::Wait;
         }
         match (self.link, self.retry_at) {
-            (Link::Down, Some(at)) if now_ms >= at => Want::Connect,
+            (Link::Down, Some(at)) if now_ms >= at => Want::Connect {
+                server: self.server_at,
+            },
             _ => Want::Wait,
         }
     }
@@ -429,6 +483,9 @@ impl Model {
         if self.link == Link::Up && self.login == Login::Ready && self.settings.mode == Mode::Ui {
             deadlines.push(self.next_lag_at);
         }
+        if let (Link::Up, Login::WaitingName { retry_at, .. }) = (self.link, &self.login) {
+            deadlines.push(*retry_at);
+        }
         for catch_up in self.catch_ups.values() {
             deadlines.push(catch_up.retry_at.unwrap_or(catch_up.deadline));
         }
@@ -452,6 +509,26 @@ impl Model {
 
     pub fn name(&self) -> Option<&Username> {
         self.name.as_ref()
+    }
+
+    /// The server in use, or the one the next connection goes to.
+    pub fn server(&self) -> &str {
+        self.settings
+            .servers
+            .get(self.server_at)
+            .map_or("-", String::as_str)
+    }
+
+    pub(super) fn has_several_servers(&self) -> bool {
+        self.settings.servers.len() > 1
+    }
+
+    /// The next connection goes to the next server, round robin.
+    pub(super) fn next_server(&mut self) {
+        self.server_at = match self.settings.servers.len() {
+            0 => 0,
+            count => (self.server_at + 1) % count,
+        };
     }
 
     pub fn lag_ms(&self) -> Option<u64> {

@@ -40,6 +40,7 @@ impl Model {
                 if self.login == Login::Ready {
                     // Our own rename: others get a 203, we only this
                     // answer, so our place in every member list moves here.
+                    self.held_name = Some(username.clone());
                     if let Some(old) = self.name.replace(username.clone()) {
                         for buffer in &mut self.buffers {
                             for member in &mut buffer.members {
@@ -207,7 +208,13 @@ impl Model {
                     self.start_login(now_ms);
                 }
             }
+            409 if self.is_own_name_refused()
+                && self.name_wait_until.is_none_or(|until| now_ms < until) =>
+            {
+                self.wait_for_name(&text, now_ms);
+            }
             400 | 409 => {
+                self.stop_waiting_for_name();
                 self.login_failed(&format!("login failed: {text}"), now_ms);
                 if !self.is_lines() {
                     self.name = None;

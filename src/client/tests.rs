@@ -17,7 +17,7 @@ fn room(name: &str) -> RoomName {
 
 fn settings(mode: Mode, name: Option<&str>) -> Settings {
     Settings {
-        server: "127.0.0.1:5050".into(),
+        servers: vec!["127.0.0.1:5050".into()],
         user: name.map(str::to_owned),
         room: None,
         password: None,
@@ -177,7 +177,7 @@ fn type_line(model: &mut Model, text: &str) {
 #[test]
 fn an_open_login_sends_user_then_joins_the_default_room_and_asks_who_is_there() {
     let mut model = Model::new(settings(Mode::Ui, Some("alice")), SavedState::default(), 5);
-    assert_eq!(model.want(5), Want::Connect);
+    assert_eq!(model.want(5), Want::Connect { server: 0 });
     model.handle_connected(5);
     assert_eq!(model.want(5), Want::Wait);
     hello(&mut model, AuthKind::Open);
@@ -372,7 +372,258 @@ fn a_refusal_the_ui_cannot_fix_waits_for_connect() {
     );
     assert_eq!(model.next_deadline(), None);
     type_line(&mut model, "/connect");
-    assert_eq!(model.want(0), Want::Connect);
+    assert_eq!(model.want(0), Want::Connect { server: 0 });
+}
+
+// ---- several servers: the nodes of one cluster -------------------------------
+
+const NODES: [&str; 3] = ["node-a:5050", "node-b:5051", "node-c:5052"];
+
+fn cluster_settings(mode: Mode) -> Settings {
+    let mut with = settings(mode, Some("alice"));
+    with.servers = NODES.iter().map(|node| (*node).to_owned()).collect();
+    with
+}
+
+/// The server buffer's notices, in order.
+fn notices(model: &Model) -> Vec<String> {
+    model.buffers()[0]
+        .lines
+        .iter()
+        .filter_map(|line| match &line.kind {
+            LineKind::Notice(text) => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn logged_in_on_a_cluster(mode: Mode) -> Model {
+    let mut model = Model::new(cluster_settings(mode), SavedState::default(), 0);
+    assert_eq!(model.want(0), Want::Connect { server: 0 });
+    model.handle_connected(0);
+    hello(&mut model, AuthKind::Open);
+    feed(
+        &mut model,
+        ServerMsg::YourName {
+            username: user("alice"),
+        },
+        0,
+    );
+    joined(&mut model, "alice", "lobby");
+    backlog(&mut model, "lobby", &[], false, false);
+    sent(&mut model);
+    model
+}
+
+#[test]
+fn each_connection_after_a_failure_or_a_drop_goes_to_the_next_server_with_the_one_backoff() {
+    let mut model = logged_in_on_a_cluster(Mode::Ui);
+    assert_eq!(model.server(), "node-a:5050");
+    assert!(notices(&model).contains(&"connected to node-a:5050".to_owned()));
+    model.handle_disconnected("reset by peer", 1_000);
+    // The status line now names the server the next attempt goes to.
+    assert_eq!(model.server(), "node-b:5051");
+    assert_eq!(model.want(1_999), Want::Wait);
+    assert_eq!(model.want(2_000), Want::Connect { server: 1 });
+    model.handle_connect_failed("refused", 2_000);
+    assert_eq!(
+        model.want(3_999),
+        Want::Wait,
+        "the backoff doubles as before"
+    );
+    assert_eq!(model.want(4_000), Want::Connect { server: 2 });
+    model.handle_connect_failed("refused", 4_000);
+    // Round robin: back to the first.
+    assert_eq!(model.want(8_000), Want::Connect { server: 0 });
+    model.handle_connect_failed("refused", 8_000);
+    assert_eq!(model.want(16_000), Want::Connect { server: 1 });
+    model.handle_connected(16_000);
+    assert_eq!(model.server(), "node-b:5051");
+    hello(&mut model, AuthKind::Open);
+    feed(
+        &mut model,
+        ServerMsg::YourName {
+            username: user("alice"),
+        },
+        16_000,
+    );
+    assert_eq!(
+        notices(&model)[2..],
+        [
+            "disconnected from node-a:5050: reset by peer; reconnecting to node-b:5051 in 1 s",
+            "could not connect to node-b:5051: refused; reconnecting to node-c:5052 in 2 s",
+            "could not connect to node-c:5052: refused; reconnecting to node-a:5050 in 4 s",
+            "could not connect to node-a:5050: refused; reconnecting to node-b:5051 in 8 s",
+            "connected to node-b:5051",
+            "logged in as alice",
+        ]
+    );
+    // The login reset the backoff; the next drop moves on to node-c.
+    model.handle_disconnected("gone", 20_000);
+    assert_eq!(model.want(21_000), Want::Connect { server: 2 });
+}
+
+#[test]
+fn after_failing_over_the_new_node_is_asked_for_what_came_after_the_last_shown_id() {
+    let mut model = logged_in_on_a_cluster(LINES);
+    message(&mut model, 1, "lobby", "bob", "m1");
+    message(&mut model, 2, "lobby", "bob", "m2");
+    model.take_printed();
+    model.handle_disconnected("reset", 10_000);
+    assert_eq!(model.want(11_000), Want::Connect { server: 1 });
+    let out = relogin(&mut model, 11_000);
+    assert_eq!(codes(&out), [110, 104]);
+    joined(&mut model, "alice", "lobby");
+    // Ids are cluster-wide: node-b is asked after node-a's last shown id.
+    assert_eq!(
+        sent(&mut model)[0],
+        serde_json::json!({"code":106,"room":"lobby","after":2})
+    );
+    backlog(&mut model, "lobby", &[1, 2, 3], false, false);
+    backlog(&mut model, "lobby", &[3], false, false);
+    let printed: Vec<String> = model
+        .take_printed()
+        .into_iter()
+        .filter(|line| line.contains("<bob>"))
+        .collect();
+    assert_eq!(printed, ["[00:03] #lobby <bob> m3"]);
+    assert_eq!(ids(&model, &lobby()), [1, 2, 3]);
+}
+
+fn refuse_name(model: &mut Model, now: u64) {
+    feed(
+        model,
+        ServerMsg::error(Code::Conflict, "username alice is taken"),
+        now,
+    );
+}
+
+#[test]
+fn our_own_name_refused_at_a_reconnect_is_asked_for_again_until_it_is_released() {
+    let mut model = logged_in_on_a_cluster(Mode::Ui);
+    model.handle_disconnected("reset", 1_000);
+    assert_eq!(model.want(2_000), Want::Connect { server: 1 });
+    model.handle_connected(2_000);
+    hello(&mut model, AuthKind::Open);
+    assert_eq!(codes(&sent(&mut model)), [110]);
+    // node-a died holding "alice": node-b refuses it until the cluster
+    // frees it.
+    refuse_name(&mut model, 2_000);
+    assert!(!model.is_name_prompt(), "no new name is asked for");
+    assert_eq!(model.name(), Some(&user("alice")));
+    assert_eq!(
+        notices(&model).last().unwrap(),
+        "username alice is taken (409): waiting for your name to be released (up to 15 s)"
+    );
+    assert_eq!(model.want(2_500), Want::Wait);
+    assert_eq!(model.next_deadline(), Some(3_000));
+    model.handle_tick(2_999);
+    assert!(sent(&mut model).is_empty());
+    model.handle_tick(3_000);
+    assert_eq!(
+        sent(&mut model),
+        [serde_json::json!({"code":110,"username":"alice"})]
+    );
+    // Refused again: asked again a second later, said only once.
+    let shown = notices(&model).len();
+    refuse_name(&mut model, 3_000);
+    assert_eq!(notices(&model).len(), shown);
+    model.handle_tick(4_000);
+    assert_eq!(codes(&sent(&mut model)), [110]);
+    feed(
+        &mut model,
+        ServerMsg::YourName {
+            username: user("alice"),
+        },
+        4_000,
+    );
+    assert_eq!(
+        codes(&sent(&mut model)),
+        [104],
+        "the rooms are joined again"
+    );
+    assert_eq!(notices(&model).last().unwrap(), "logged in as alice");
+}
+
+#[test]
+fn our_own_name_still_refused_after_fifteen_seconds_is_handled_as_at_a_first_login() {
+    for mode in [Mode::Ui, LINES] {
+        let mut model = logged_in_on_a_cluster(mode);
+        model.handle_disconnected("reset", 1_000);
+        model.handle_connected(2_000);
+        hello(&mut model, AuthKind::Open);
+        sent(&mut model);
+        let mut now = 2_000;
+        refuse_name(&mut model, now);
+        while now < 17_000 {
+            assert_eq!(model.want(now), Want::Wait, "{mode:?} at {now}");
+            now = model.next_deadline().unwrap();
+            model.handle_tick(now);
+            assert_eq!(codes(&sent(&mut model)), [110], "{mode:?} at {now}");
+            refuse_name(&mut model, now);
+        }
+        assert_eq!(now, 17_000, "the last try is at the bound");
+        match mode {
+            Mode::Ui => {
+                assert!(model.is_name_prompt());
+                assert_eq!(model.want(now), Want::Wait);
+            }
+            Mode::Lines { .. } => {
+                assert_eq!(model.want(now), Want::Quit(1));
+                assert!(
+                    model
+                        .take_printed()
+                        .contains(&"! login failed: username alice is taken (409)".to_owned())
+                );
+            }
+        }
+    }
+    // Once given up, the same name typed again is someone else's: no wait.
+    let mut model = logged_in_on_a_cluster(Mode::Ui);
+    model.handle_disconnected("reset", 0);
+    model.handle_connected(1_000);
+    hello(&mut model, AuthKind::Open);
+    refuse_name(&mut model, 1_000);
+    refuse_name(&mut model, 16_000);
+    assert!(model.is_name_prompt());
+    type_line(&mut model, "alice");
+    sent(&mut model);
+    refuse_name(&mut model, 16_500);
+    assert!(model.is_name_prompt());
+}
+
+#[test]
+fn a_refused_name_at_the_first_login_or_a_new_name_is_not_waited_for() {
+    // The first login: the name is someone else's (the existing rule).
+    let mut model = Model::new(cluster_settings(Mode::Ui), SavedState::default(), 0);
+    model.handle_connected(0);
+    hello(&mut model, AuthKind::Open);
+    refuse_name(&mut model, 0);
+    assert!(model.is_name_prompt());
+    // A reconnect for a name never held (typed after a refusal).
+    type_line(&mut model, "alicia");
+    sent(&mut model);
+    feed(
+        &mut model,
+        ServerMsg::YourName {
+            username: user("alicia"),
+        },
+        0,
+    );
+    model.handle_disconnected("reset", 0);
+    model.handle_connected(1_000);
+    hello(&mut model, AuthKind::Open);
+    assert_eq!(
+        sent(&mut model),
+        [serde_json::json!({"code":110,"username":"alicia"})]
+    );
+    feed(
+        &mut model,
+        ServerMsg::error(Code::Conflict, "username bob is taken"),
+        1_000,
+    );
+    // "alicia" was held: this 409 is waited out as ours.
+    assert!(!model.is_name_prompt());
 }
 
 // ---- buffers, unread, mentions, DMs -----------------------------------------
@@ -618,12 +869,12 @@ fn reconnects_back_off_from_one_to_thirty_seconds_and_reset_after_a_login() {
     model.handle_disconnected("reset by peer", 1_000);
     assert_eq!(model.want(1_999), Want::Wait);
     assert_eq!(model.next_deadline(), Some(2_000));
-    assert_eq!(model.want(2_000), Want::Connect);
+    assert_eq!(model.want(2_000), Want::Connect { server: 0 });
     let mut now = 2_000;
     for wait in [2_000, 4_000, 8_000, 16_000, 30_000, 30_000] {
         model.handle_connect_failed("refused", now);
         assert_eq!(model.want(now + wait - 1), Want::Wait);
-        assert_eq!(model.want(now + wait), Want::Connect);
+        assert_eq!(model.want(now + wait), Want::Connect { server: 0 });
         now += wait;
     }
     model.handle_connected(now);
@@ -636,7 +887,7 @@ fn reconnects_back_off_from_one_to_thirty_seconds_and_reset_after_a_login() {
         now,
     );
     model.handle_disconnected("again", now);
-    assert_eq!(model.want(now + 1_000), Want::Connect);
+    assert_eq!(model.want(now + 1_000), Want::Connect { server: 0 });
     let shown = model.buffers()[0].lines.iter().any(|line| {
         matches!(&line.kind, LineKind::Notice(text) if text == "disconnected: reset by peer; reconnecting in 1 s")
     });
@@ -668,7 +919,7 @@ fn after_a_drop_every_room_message_shows_exactly_once_in_order() {
     sent(&mut model);
     model.take_printed();
     model.handle_disconnected("reset", 10_000);
-    assert_eq!(model.want(11_000), Want::Connect);
+    assert_eq!(model.want(11_000), Want::Connect { server: 0 });
     let out = relogin(&mut model, 11_000);
     // Every room is joined again (lobby too: we cannot know it is the default).
     assert_eq!(out[0], serde_json::json!({"code":110,"username":"alice"}));
@@ -863,7 +1114,7 @@ fn line_mode_sends_what_was_typed_before_login_and_quits_once_the_server_relayed
     let mut model = Model::new(settings(LINES, Some("alice")), SavedState::default(), 0);
     model.handle_input_line("early", 0);
     model.handle_input_end(0);
-    assert_eq!(model.want(0), Want::Connect);
+    assert_eq!(model.want(0), Want::Connect { server: 0 });
     model.handle_connected(0);
     hello(&mut model, AuthKind::Open);
     feed(
@@ -1039,7 +1290,7 @@ fn line_mode_waits_for_the_rooms_to_be_back_before_its_last_ping_and_resends_los
     model.handle_input_end(0);
     assert_eq!(codes(&sent(&mut model)), [108]);
     model.handle_disconnected("reset", 0);
-    assert_eq!(model.want(1_000), Want::Connect);
+    assert_eq!(model.want(1_000), Want::Connect { server: 0 });
     let out = relogin(&mut model, 1_000);
     assert_eq!(codes(&out), [110, 104], "no PING before lobby is back");
     joined(&mut model, "alice", "lobby");

@@ -253,6 +253,7 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
     let state = match (model.link, &model.login) {
         (Link::Up, Login::Ready) => "connected".to_owned(),
         (Link::Up, Login::Stuck) => "login refused".to_owned(),
+        (Link::Up, Login::WaitingName { .. }) => "waiting for your name to be released".to_owned(),
         (Link::Up, _) => "logging in".to_owned(),
         (Link::Down, _) => format!("disconnected, {}", model.link_note),
     };
@@ -267,7 +268,7 @@ fn draw_status(frame: &mut Frame, model: &Model, area: Rect) {
     };
     let text = format!(
         " {} | {} | {}{} | {}{}",
-        escape(&model.settings.server),
+        escape(model.server()),
         name,
         state,
         lag,
@@ -339,7 +340,7 @@ mod tests {
 
     fn model() -> Model {
         let settings = Settings {
-            server: "127.0.0.1:5050".into(),
+            servers: vec!["127.0.0.1:5050".into()],
             user: Some("alice".into()),
             room: None,
             password: None,
@@ -465,7 +466,7 @@ mod tests {
     #[test]
     fn the_password_prompt_is_masked_and_the_cursor_counts_wide_characters() {
         let settings = Settings {
-            server: "s".into(),
+            servers: vec!["s".into()],
             user: Some("alice".into()),
             room: None,
             password: None,
@@ -492,6 +493,38 @@ mod tests {
         terminal.draw(|frame| draw(frame, &model)).unwrap();
         // "[#lobby] " is 9 cells, then two wide characters.
         assert_eq!(terminal.get_cursor_position().unwrap(), (13, 3).into());
+    }
+
+    #[test]
+    fn the_status_line_names_the_node_in_use_and_the_wait_for_our_name() {
+        let settings = Settings {
+            servers: vec!["node-a:5050".into(), "node-b:5051".into()],
+            user: Some("alice".into()),
+            room: None,
+            password: None,
+            mode: Mode::Ui,
+            tz_offset_secs: 0,
+        };
+        let mut model = Model::new(settings, SavedState::default(), 0);
+        model.handle_connected(0);
+        model.handle_line(r#"{"code":210,"auth":"open"}"#, 0);
+        model.handle_line(r#"{"code":202,"new":"alice"}"#, 0);
+        assert_eq!(
+            screen(&model, 60, 3)[1],
+            " node-a:5050 | alice | connected | riftd"
+        );
+        model.handle_disconnected("reset", 0);
+        assert_eq!(
+            screen(&model, 70, 3)[1],
+            " node-b:5051 | alice | disconnected, reconnecting in 1 s | riftd"
+        );
+        model.handle_connected(1_000);
+        model.handle_line(r#"{"code":210,"auth":"open"}"#, 1_000);
+        model.handle_line(r#"{"code":409,"error":"username alice is taken"}"#, 1_000);
+        assert_eq!(
+            screen(&model, 70, 3)[1],
+            " node-b:5051 | alice | waiting for your name to be released | riftd"
+        );
     }
 
     #[test]

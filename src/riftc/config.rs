@@ -2,7 +2,7 @@
 //! (`$XDG_CONFIG_HOME/riftc/config.toml`, `~/.config/riftc/config.toml`)
 //! over the defaults.
 
-use crate::target::Target;
+use crate::target::{self, Target};
 use clap::Parser;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -15,10 +15,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Parser)]
 #[command(name = "riftc", version, about, long_about = None)]
 #[command(
-    after_help = "Examples:\n  riftc --user alice\n  riftc --tls --ca ca.pem chat.example.org\n  echo 'deploy done' | riftc --user ci --room ops chat.example.org"
+    after_help = "Examples:\n  riftc --user alice\n  riftc --tls --ca ca.pem chat.example.org\n  riftc --user alice node-a:5050,node-b:5050\n  echo 'deploy done' | riftc --user ci --room ops chat.example.org"
 )]
 pub struct Args {
-    /// The server, HOST[:PORT] (IPv6 as [::1]:5050) [default: 127.0.0.1:5050]
+    /// The server, HOST[:PORT] (IPv6 as [::1]:5050), or the nodes of one
+    /// cluster separated by commas (node-a:5050,node-b:5050): the first
+    /// is tried first, the next after a failed or dropped connection
+    /// [default: 127.0.0.1:5050]
     pub server: Option<String>,
     /// Your name (asked when missing, on a terminal)
     #[arg(short, long, value_name = "NAME")]
@@ -53,6 +56,7 @@ pub struct Args {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// One server, or several separated by commas, as on the command line.
     pub server: Option<String>,
     pub user: Option<String>,
     pub room: Option<String>,
@@ -64,7 +68,8 @@ pub struct FileConfig {
 /// Everything the shell needs, layered and checked.
 #[derive(Debug)]
 pub struct Settings {
-    pub target: Target,
+    /// The servers in the order given; never empty.
+    pub targets: Vec<Target>,
     pub user: Option<String>,
     pub room: Option<String>,
     pub tls: bool,
@@ -104,7 +109,7 @@ pub fn layer(args: Args, file: FileConfig) -> Result<Settings, String> {
         .server
         .or(file.server)
         .unwrap_or_else(|| format!("127.0.0.1:{}", crate::target::DEFAULT_PORT));
-    let target = Target::parse(&server)?;
+    let targets = target::parse_list(&server)?;
     let ca = args.ca.or(file.ca);
     let tls = args.tls || ca.is_some() || file.tls.unwrap_or(false);
     let password = match args.password_file.or(file.password_file) {
@@ -116,7 +121,7 @@ pub fn layer(args: Args, file: FileConfig) -> Result<Settings, String> {
         }
     };
     Ok(Settings {
-        target,
+        targets,
         user: args.user.or(file.user),
         room: args.room.or(file.room),
         tls,
@@ -142,12 +147,29 @@ mod tests {
             toml::from_str("server = \"chat.example.org:6000\"\nuser = \"filed\"\ntls = true\n")
                 .unwrap();
         let settings = layer(args(&["--user", "alice"]), file).unwrap();
-        assert_eq!(settings.target.to_string(), "chat.example.org:6000");
+        assert_eq!(
+            settings.targets,
+            [Target::parse("chat.example.org:6000").unwrap()]
+        );
         assert_eq!(settings.user.as_deref(), Some("alice"));
         assert!(settings.tls);
         let settings = layer(args(&[]), FileConfig::default()).unwrap();
-        assert_eq!(settings.target.to_string(), "127.0.0.1:5050");
+        assert_eq!(settings.targets, [Target::parse("127.0.0.1:5050").unwrap()]);
         assert!(!settings.tls && settings.user.is_none());
+    }
+
+    #[test]
+    fn several_servers_come_from_the_command_line_or_the_file_in_order() {
+        let expected = vec![
+            Target::parse("node-a:5050").unwrap(),
+            Target::parse("node-b:5051").unwrap(),
+        ];
+        let settings = layer(args(&["node-a:5050,node-b:5051"]), FileConfig::default()).unwrap();
+        assert_eq!(settings.targets, expected);
+        let file: FileConfig = toml::from_str("server = \"node-a:5050, node-b:5051\"\n").unwrap();
+        assert_eq!(layer(args(&[]), file).unwrap().targets, expected);
+        let file: FileConfig = toml::from_str("server = \"node-a,\"\n").unwrap();
+        assert!(layer(args(&[]), file).unwrap_err().contains("empty server"));
     }
 
     #[test]

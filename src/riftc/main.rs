@@ -69,11 +69,14 @@ fn main() -> ExitCode {
         },
     };
     let is_ui = io::stdin().is_terminal() && io::stdout().is_terminal() && !settings.force_lines;
+    let servers: Vec<String> = settings.targets.iter().map(ToString::to_string).collect();
+    // Keyed by the whole list: message ids are cluster-wide, so the last
+    // shown ids hold whichever node riftc is connected to.
     let state_path = settings
         .state_dir
         .clone()
         .or_else(state::default_dir)
-        .map(|dir| state::path_for(&dir, &settings.target.to_string()));
+        .map(|dir| state::path_for(&dir, &state::key_for(&servers)));
     let saved = match state_path.as_deref().map(state::load) {
         None => SavedState::default(),
         Some(Ok(saved)) => saved,
@@ -84,7 +87,7 @@ fn main() -> ExitCode {
     };
     let model = Model::new(
         Settings {
-            server: settings.target.to_string(),
+            servers,
             user: settings.user.clone(),
             room: settings.room.clone(),
             password: settings.password.clone(),
@@ -106,7 +109,7 @@ fn main() -> ExitCode {
     }
     let mut shell = Shell {
         model,
-        target: settings.target,
+        targets: settings.targets,
         tls,
         events,
         inbox,
@@ -217,7 +220,8 @@ fn spawn_stdin(events: Sender<Event>) -> io::Result<()> {
 
 struct Shell {
     model: Model,
-    target: target::Target,
+    /// The servers, as the model numbers them.
+    targets: Vec<target::Target>,
     tls: Option<Arc<rustls::ClientConfig>>,
     events: Sender<Event>,
     inbox: Receiver<Event>,
@@ -248,8 +252,8 @@ impl Shell {
                     self.finish();
                     return code;
                 }
-                Want::Connect if self.link.is_none() => self.connect(now),
-                Want::Connect | Want::Wait => {}
+                Want::Connect { server } if self.link.is_none() => self.connect(server, now),
+                Want::Connect { .. } | Want::Wait => {}
             }
             self.carry_out();
             if let Some(code) = self.ask_password() {
@@ -327,14 +331,14 @@ impl Shell {
         None
     }
 
-    fn connect(&mut self, now: u64) {
+    fn connect(&mut self, server: usize, now: u64) {
+        let Some(target) = self.targets.get(server) else {
+            self.model
+                .handle_connect_failed(&format!("no server number {server}"), now);
+            return;
+        };
         self.link_id += 1;
-        match Link::open(
-            &self.target,
-            self.tls.clone(),
-            self.link_id,
-            self.events.clone(),
-        ) {
+        match Link::open(target, self.tls.clone(), self.link_id, self.events.clone()) {
             Ok(link) => self.link = Some(link),
             Err(error) => self
                 .model

@@ -1,5 +1,6 @@
 //! Where riftc connects: `HOST[:PORT]`, with IPv6 literals in brackets
-//! (`[::1]:5050`) and 5050 when no port is given.
+//! (`[::1]:5050`) and 5050 when no port is given; or several of them,
+//! separated by commas, for the nodes of one cluster (tried in turn).
 
 use std::fmt;
 
@@ -54,6 +55,27 @@ impl Target {
     }
 }
 
+/// Parses the SERVER argument: one `HOST[:PORT]`, or several separated by
+/// commas (`node-a:5050,node-b:5051`, the nodes of one cluster). Never
+/// empty; an empty item or a server listed twice is refused.
+pub fn parse_list(text: &str) -> Result<Vec<Target>, String> {
+    let mut targets: Vec<Target> = Vec::new();
+    for item in text.split(',') {
+        if item.trim().is_empty() && text.contains(',') {
+            return Err(format!(
+                "{:?} has an empty server: HOST[:PORT],HOST[:PORT]",
+                text.trim()
+            ));
+        }
+        let target = Target::parse(item)?;
+        if targets.contains(&target) {
+            return Err(format!("{:?} lists {target} twice", text.trim()));
+        }
+        targets.push(target);
+    }
+    Ok(targets)
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -90,6 +112,44 @@ mod tests {
             assert_eq!(Target::parse(text), Ok(expected.clone()), "{text}");
             let shown = expected.to_string();
             assert_eq!(Target::parse(&shown), Ok(expected), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_comma_separated_list_names_the_nodes_in_order() {
+        assert_eq!(
+            parse_list("node-a:5050,node-b:5051"),
+            Ok(vec![target("node-a", 5050), target("node-b", 5051)])
+        );
+        assert_eq!(
+            parse_list(" [::1]:5050 , ::2,localhost "),
+            Ok(vec![
+                target("::1", 5050),
+                target("::2", 5050),
+                target("localhost", 5050)
+            ])
+        );
+        // One server is a list of one, parsed as before.
+        assert_eq!(
+            parse_list("127.0.0.1:6000"),
+            Ok(vec![target("127.0.0.1", 6000)])
+        );
+    }
+
+    #[test]
+    fn a_list_with_an_empty_bad_or_repeated_server_is_refused() {
+        for (text, expected) in [
+            ("a:1,", "empty server"),
+            (",a:1", "empty server"),
+            ("a:1,,b:2", "empty server"),
+            ("a:1, ,b:2", "empty server"),
+            ("a:1,b:0", "HOST[:PORT]"),
+            ("a:1,b:2,a:1", "lists a:1 twice"),
+            ("a,a:5050", "lists a:5050 twice"),
+            ("", "HOST[:PORT]"),
+        ] {
+            let error = parse_list(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
         }
     }
 
