@@ -41,10 +41,7 @@ fn node(url: &str, name: &str) -> Server {
 }
 
 fn login(server: &Server, name: &str) -> Client {
-    let mut client = Client::json(server.port());
-    client.login(name);
-    client.expect_code(208);
-    client
+    Client::logged_in_with_backlog(server.port(), name)
 }
 
 fn say(client: &mut Client, text: &str) {

@@ -26,10 +26,7 @@ fn node(nats: &NatsCluster, name: &str) -> Server {
 }
 
 fn login(server: &Server, name: &str) -> Client {
-    let mut client = Client::json(server.port());
-    client.login(name);
-    client.expect_code(208);
-    client
+    Client::logged_in_with_backlog(server.port(), name)
 }
 
 /// Says `text` until the node acknowledges it (the sender's own copy,

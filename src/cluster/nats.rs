@@ -313,30 +313,19 @@ impl Worker {
             }),
             ..Default::default()
         };
-        // A NATS cluster that has just started may not answer in time
-        // (its peers still meeting, leaders still being elected): asked
-        // again until `connect_timeout`, which bounds all of the set-up.
-        let stream = loop {
-            match jetstream.create_or_update_stream(config.clone()).await {
-                Ok(stream) => break stream,
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        jetstream::context::CreateStreamErrorKind::TimedOut
-                            | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable
-                    ) =>
-                {
-                    log::warn!("cluster: setting up the stream: {error}; asking again");
-                    tokio::time::sleep(SETUP_RETRY).await;
-                }
-                Err(error) => {
-                    return Err(ClusterError::Setup {
-                        what: "the stream",
-                        reason: error.to_string(),
-                    });
-                }
-            }
-        };
+        let stream = set_up_retrying(
+            "the stream",
+            String::new(),
+            || jetstream.create_or_update_stream(config.clone()),
+            |error: &jetstream::context::CreateStreamError| {
+                matches!(
+                    error.kind(),
+                    jetstream::context::CreateStreamErrorKind::TimedOut
+                        | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable
+                )
+            },
+        )
+        .await?;
         let stream = jetstream
             .get_stream(&stream.config.name)
             .await
@@ -361,32 +350,21 @@ impl Worker {
             (MEMBERS_BUCKET, options.name_ttl, true),
             (THROTTLE_BUCKET, THROTTLE_MEMORY, false),
         ] {
-            let store = loop {
-                match jetstream
-                    .create_or_update_key_value(bucket(name, max_age, markers))
-                    .await
-                {
-                    Ok(store) => break store,
-                    // `JetStream` covers the server's own timeouts and a
-                    // NATS cluster still placing replicas.
-                    Err(error)
-                        if matches!(
-                            error.kind(),
-                            jetstream::context::CreateKeyValueErrorKind::TimedOut
-                                | jetstream::context::CreateKeyValueErrorKind::JetStream
-                        ) =>
-                    {
-                        log::warn!("cluster: setting up {name}: {error}; asking again");
-                        tokio::time::sleep(SETUP_RETRY).await;
-                    }
-                    Err(error) => {
-                        return Err(ClusterError::Setup {
-                            what: "a key-value bucket",
-                            reason: format!("{name}: {error}"),
-                        });
-                    }
-                }
-            };
+            // `JetStream` covers the server's own timeouts and a NATS
+            // cluster still placing replicas.
+            let store = set_up_retrying(
+                "a key-value bucket",
+                format!("{name}: "),
+                || jetstream.create_or_update_key_value(bucket(name, max_age, markers)),
+                |error: &jetstream::context::CreateKeyValueError| {
+                    matches!(
+                        error.kind(),
+                        jetstream::context::CreateKeyValueErrorKind::TimedOut
+                            | jetstream::context::CreateKeyValueErrorKind::JetStream
+                    )
+                },
+            )
+            .await?;
             stores.push(store);
         }
         let throttle = stores.pop().expect("three buckets");
@@ -1687,6 +1665,38 @@ async fn deliver(room: RoomName, mut live: async_nats::Subscriber, mut watch: kv
                 if !out.send_with_room(Output::Event(event)).await {
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// Creates (or updates) a piece of the set-up: the stream or a bucket.
+/// A NATS cluster that has just started may not answer in time (its
+/// peers still meeting, leaders still being elected): what `is_transient`
+/// accepts is asked again every `SETUP_RETRY`, until `connect_timeout`,
+/// which bounds all of the set-up; anything else fails it, naming `what`.
+async fn set_up_retrying<T, E, F>(
+    what: &'static str,
+    prefix: String,
+    mut create: impl FnMut() -> F,
+    is_transient: impl Fn(&E) -> bool,
+) -> Result<T, ClusterError>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    loop {
+        match create().await {
+            Ok(created) => return Ok(created),
+            Err(error) if is_transient(&error) => {
+                log::warn!("cluster: setting up {prefix}{what}: {error}; asking again");
+                tokio::time::sleep(SETUP_RETRY).await;
+            }
+            Err(error) => {
+                return Err(ClusterError::Setup {
+                    what,
+                    reason: format!("{prefix}{error}"),
+                });
             }
         }
     }

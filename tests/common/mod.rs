@@ -644,6 +644,16 @@ impl Client {
         }
     }
 
+    /// A JSON client on `port`, logged in under open auth, once its join
+    /// backlog (208) has come: a cluster node reads it from the stream
+    /// after the 201.
+    pub fn logged_in_with_backlog(port: u16, name: &str) -> Client {
+        let mut client = Client::json(port);
+        client.login(name);
+        client.expect_code(208);
+        client
+    }
+
     /// Logs in as a JSON client under open auth: 202, then 201.
     pub fn login(&mut self, name: &str) {
         self.send_json(&serde_json::json!({"code": 110, "username": name}));
