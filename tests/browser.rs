@@ -557,6 +557,54 @@ fn a_line_the_server_never_took_is_sent_again_after_the_reconnect_once() {
 }
 
 #[test]
+fn a_reload_of_the_tab_keeps_its_private_messages_and_its_unconfirmed_lines() {
+    // The server keeps no private messages, and a line it never read is
+    // only in the page: both are kept by the tab (sessionStorage) across a
+    // reload, and the line is sent once when the room has caught up.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = dir.path().join("history.jsonl");
+    let port = common::free_port();
+    let server = server_on(port, &history);
+    let driver = Driver::start();
+    let alice = driver.browser(1000, 650);
+    alice.log_in(port, "alice");
+    let mut bob = Client::json(server.port());
+    bob.login("bob");
+    bob.send_json(&json!({"code": 102, "to": "alice", "message": "psst, alice"}));
+    alice.wait_text("@bob", "psst, alice");
+    // riftd stops reading: the line is never confirmed.
+    server.pause();
+    alice.say("typed before the reload");
+    alice.wait_for(
+        "the line sent",
+        "return document.getElementById('input').value;",
+        |value| value == "",
+    );
+    // The tab leaves the page, riftd dies with the line unread, and the
+    // tab opens the page again once riftd is back.
+    alice.open("about:blank");
+    drop(bob);
+    drop(server);
+    let server = server_on(port, &history);
+    alice.open(&format!("http://127.0.0.1:{port}/"));
+    alice.wait_online();
+    alice.wait_text("#lobby", "typed before the reload");
+    assert_eq!(alice.texts("@bob"), ["psst, alice"]);
+    // Sent once: the server's history has it once.
+    let mut carol = Client::json(server.port());
+    carol.login("carol");
+    carol.send_json(&json!({"code": 106, "room": "lobby", "limit": 10}));
+    let kept = carol.expect_code(208);
+    let texts: Vec<&str> = kept["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["typed before the reload"]);
+}
+
+#[test]
 fn a_password_server_asks_for_the_password_and_a_wrong_one_is_said() {
     // The one page on a shared `web = true` chat listener: it works there
     // too, with Chrome's preconnects off (`Preconnect::Off` says why).

@@ -209,7 +209,7 @@ pub const PAGE: &str = include_str!("../web/index.html");
 /// The SHA-256 of the page's one inline script, which the
 /// `Content-Security-Policy` allows and nothing else (a test checks it
 /// against `PAGE`: change both together).
-const SCRIPT_HASH: &str = "sha256-iOYiE+8DQHna6ugW07echVxBzD5YPRmw2iiH0xOyHcc=";
+const SCRIPT_HASH: &str = "sha256-ulWY5C+v1oJ2xyr9F+8iZDhDAC43EsiTme4LMqx64cQ=";
 
 /// The page's `Content-Security-Policy`: its own inline script (by hash)
 /// and styles, WebSockets to its own origin, nothing loaded from anywhere.
