@@ -56,13 +56,32 @@ pub struct Args {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// One server, or several separated by commas, as on the command line.
-    pub server: Option<String>,
+    /// One server, several separated by commas as on the command line,
+    /// or a TOML array of them.
+    pub server: Option<Servers>,
     pub user: Option<String>,
     pub room: Option<String>,
     pub tls: Option<bool>,
     pub ca: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
+}
+
+/// The file's `server`: `"a:5050,b:5051"` or `["a:5050", "b:5051"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Servers {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Servers {
+    /// As the command line spells a list.
+    fn joined(self) -> String {
+        match self {
+            Servers::One(text) => text,
+            Servers::Many(list) => list.join(","),
+        }
+    }
 }
 
 /// Everything the shell needs, layered and checked.
@@ -107,7 +126,7 @@ pub fn read_file(named: Option<&Path>) -> Result<FileConfig, String> {
 pub fn layer(args: Args, file: FileConfig) -> Result<Settings, String> {
     let server = args
         .server
-        .or(file.server)
+        .or(file.server.map(Servers::joined))
         .unwrap_or_else(|| format!("127.0.0.1:{}", crate::target::DEFAULT_PORT));
     let targets = target::parse_list(&server)?;
     let ca = args.ca.or(file.ca);
@@ -169,7 +188,12 @@ mod tests {
         let file: FileConfig = toml::from_str("server = \"node-a:5050, node-b:5051\"\n").unwrap();
         assert_eq!(layer(args(&[]), file).unwrap().targets, expected);
         let file: FileConfig = toml::from_str("server = \"node-a,\"\n").unwrap();
-        assert!(layer(args(&[]), file).unwrap_err().contains("empty server"));
+        assert!(layer(args(&[]), file).unwrap_err().contains("empty server")); // A TOML array says the same.
+        let file: FileConfig =
+            toml::from_str("server = [\"node-a:5050\", \"node-b:5051\"]\n").unwrap();
+        assert_eq!(layer(args(&[]), file).unwrap().targets, expected);
+        let file: FileConfig = toml::from_str("server = []\n").unwrap();
+        assert!(layer(args(&[]), file).is_err());
     }
 
     #[test]
