@@ -257,19 +257,7 @@ impl History {
                 gap: false,
             };
         };
-        let count = count.min(MAX_HISTORY_REPLY);
-        let start = messages.len().saturating_sub(count);
-        // Walk back from the newest while the byte budget lasts.
-        let mut budget = budget.min(MAX_HISTORY_REPLY_BYTES);
-        let mut first = messages.len();
-        while first > start {
-            let size = backlog_entry_bytes(&messages[first - 1]);
-            if size > budget {
-                break;
-            }
-            budget -= size;
-            first -= 1;
-        }
+        let first = messages.len() - newest_that_fit(messages.iter(), count, budget);
         Slice {
             messages: messages.range(first..).cloned().collect(),
             more: first > 0,
@@ -305,19 +293,10 @@ impl History {
                 gap,
             };
         };
-        let limit = limit.min(MAX_HISTORY_REPLY);
         let start = messages.partition_point(|message| message.id <= after);
-        let mut budget = budget.min(MAX_HISTORY_REPLY_BYTES);
-        let mut taken = Vec::new();
-        for message in messages.range(start..) {
-            let size = backlog_entry_bytes(message);
-            if taken.len() == limit || size > budget {
-                break;
-            }
-            budget -= size;
-            taken.push(message.clone());
-        }
-        let more = start + taken.len() < messages.len();
+        let kept = oldest_that_fit(messages.range(start..), limit, budget);
+        let taken: Vec<ChatMessage> = messages.range(start..start + kept).cloned().collect();
+        let more = start + kept < messages.len();
         Slice {
             messages: taken,
             more,
@@ -440,6 +419,45 @@ impl MessageIds {
     pub fn peek(&self) -> u64 {
         self.next
     }
+}
+
+/// How many of the newest of `messages` (oldest first) one answer holds:
+/// at most `count` (and `MAX_HISTORY_REPLY`), walking back from the newest
+/// while their encoded size (`backlog_entry_bytes`) fits `budget` (and
+/// `MAX_HISTORY_REPLY_BYTES`). The local history and the cluster's stream
+/// reads cut their answers with it.
+pub(crate) fn newest_that_fit<'a>(
+    messages: impl DoubleEndedIterator<Item = &'a ChatMessage>,
+    count: usize,
+    budget: usize,
+) -> usize {
+    fit(messages.rev(), count, budget)
+}
+
+/// How many of the oldest of `messages` one answer holds: at most `limit`
+/// (and `MAX_HISTORY_REPLY`), while their encoded size fits `budget` (and
+/// `MAX_HISTORY_REPLY_BYTES`).
+pub(crate) fn oldest_that_fit<'a>(
+    messages: impl Iterator<Item = &'a ChatMessage>,
+    limit: usize,
+    budget: usize,
+) -> usize {
+    fit(messages, limit, budget)
+}
+
+fn fit<'a>(messages: impl Iterator<Item = &'a ChatMessage>, limit: usize, budget: usize) -> usize {
+    let limit = limit.min(MAX_HISTORY_REPLY);
+    let mut budget = budget.min(MAX_HISTORY_REPLY_BYTES);
+    let mut kept = 0;
+    for message in messages {
+        let size = backlog_entry_bytes(message);
+        if kept == limit || size > budget {
+            break;
+        }
+        budget -= size;
+        kept += 1;
+    }
+    kept
 }
 
 #[cfg(test)]

@@ -31,10 +31,8 @@ use crate::cluster::ThrottleKey;
 use crate::cluster::{
     Change, Event, HistoryRange, HistorySlice, Job, JobKind, JobResult, Member, Output, Ticket,
 };
-use crate::history::{MAX_HISTORY_REPLY, MAX_HISTORY_REPLY_BYTES, Slice};
-use crate::proto::{
-    ChatMessage, NameKey, Ref, RoomName, ServerMsg, Target, Username, backlog_entry_bytes,
-};
+use crate::history::{MAX_HISTORY_REPLY, Slice, newest_that_fit, oldest_that_fit};
+use crate::proto::{ChatMessage, NameKey, Ref, RoomName, ServerMsg, Target, Username};
 use crate::session::State;
 use crate::throttle::{self, Counted, Shared};
 use std::collections::{HashMap, HashSet};
@@ -335,33 +333,14 @@ fn trim(slice: HistorySlice, range: HistoryRange, limit: usize, budget: usize) -
         mut more,
         gap,
     } = slice;
-    let limit = limit.min(MAX_HISTORY_REPLY);
-    let mut budget = budget.min(MAX_HISTORY_REPLY_BYTES);
     match range {
         HistoryRange::Last => {
-            let mut first = messages.len();
-            let start = messages.len().saturating_sub(limit);
-            while first > start {
-                let size = backlog_entry_bytes(&messages[first - 1]);
-                if size > budget {
-                    break;
-                }
-                budget -= size;
-                first -= 1;
-            }
+            let first = messages.len() - newest_that_fit(messages.iter(), limit, budget);
             more |= first > 0;
             messages.drain(..first);
         }
         HistoryRange::After(_) => {
-            let mut kept = 0;
-            for message in &messages {
-                let size = backlog_entry_bytes(message);
-                if kept == limit || size > budget {
-                    break;
-                }
-                budget -= size;
-                kept += 1;
-            }
+            let kept = oldest_that_fit(messages.iter(), limit, budget);
             more |= kept < messages.len();
             messages.truncate(kept);
         }
@@ -687,22 +666,13 @@ impl Hub {
         text: String,
         now: Now,
     ) {
-        if self.is_paused() {
-            self.refuse(conn, Refusal::ClusterPaused);
-            return;
-        }
-        let reference = self.held_ref(conn);
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.ask(
-                JobKind::Post {
-                    room,
-                    from,
-                    text,
-                    ts: now.unix_ms,
-                },
-                Pending::Post { conn, reference },
-            );
-        }
+        let kind = JobKind::Post {
+            room,
+            from,
+            text,
+            ts: now.unix_ms,
+        };
+        self.ask_for(conn, kind, |reference| Pending::Post { conn, reference });
     }
 
     /// DM in a cluster, the asking half: `SendDm` finds the holder on
@@ -715,22 +685,13 @@ impl Hub {
         text: String,
         now: Now,
     ) {
-        if self.is_paused() {
-            self.refuse(conn, Refusal::ClusterPaused);
-            return;
-        }
-        let reference = self.held_ref(conn);
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.ask(
-                JobKind::SendDm {
-                    from,
-                    to,
-                    text,
-                    ts: now.unix_ms,
-                },
-                Pending::Dm { conn, reference },
-            );
-        }
+        let kind = JobKind::SendDm {
+            from,
+            to,
+            text,
+            ts: now.unix_ms,
+        };
+        self.ask_for(conn, kind, |reference| Pending::Dm { conn, reference });
     }
 
     /// HISTORY in a cluster, the asking half: the stream is read.
@@ -742,59 +703,57 @@ impl Hub {
         limit: usize,
         budget: usize,
     ) {
-        if self.is_paused() {
-            self.refuse(conn, Refusal::ClusterPaused);
-            return;
-        }
-        let reference = self.held_ref(conn);
         let range = after.map_or(HistoryRange::Last, HistoryRange::After);
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.ask(
-                JobKind::History {
-                    room: room.clone(),
-                    range,
-                    limit: limit.min(MAX_HISTORY_REPLY),
-                },
-                Pending::History {
-                    conn,
-                    room,
-                    range,
-                    limit,
-                    budget,
-                    reference,
-                },
-            );
-        }
+        let kind = JobKind::History {
+            room: room.clone(),
+            range,
+            limit: limit.min(MAX_HISTORY_REPLY),
+        };
+        self.ask_for(conn, kind, |reference| Pending::History {
+            conn,
+            room,
+            range,
+            limit,
+            budget,
+            reference,
+        });
     }
 
     /// WHO in a cluster, the asking half: everyone on every node.
     pub(super) fn cluster_who(&mut self, conn: ConnId, room: RoomName) {
-        if self.is_paused() {
-            self.refuse(conn, Refusal::ClusterPaused);
-            return;
-        }
-        let reference = self.held_ref(conn);
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.ask(
-                JobKind::Members { room: room.clone() },
-                Pending::Who {
-                    conn,
-                    room,
-                    reference,
-                },
-            );
-        }
+        let kind = JobKind::Members { room: room.clone() };
+        self.ask_for(conn, kind, |reference| Pending::Who {
+            conn,
+            room,
+            reference,
+        });
     }
 
     /// ROOMS in a cluster, the asking half: every node's rooms.
     pub(super) fn cluster_rooms(&mut self, conn: ConnId) {
+        self.ask_for(conn, JobKind::Rooms, |reference| Pending::Rooms {
+            conn,
+            reference,
+        });
+    }
+
+    /// A request that only asks the cluster, the asking half shared by
+    /// SAY, DM, HISTORY, WHO and ROOMS: refused at once (503) while chat
+    /// is paused; otherwise `kind` leaves as a job and its answer is
+    /// applied to what `pending` makes of the request's held `ref`.
+    fn ask_for(
+        &mut self,
+        conn: ConnId,
+        kind: JobKind,
+        pending: impl FnOnce(Option<Ref>) -> Pending,
+    ) {
         if self.is_paused() {
             self.refuse(conn, Refusal::ClusterPaused);
             return;
         }
         let reference = self.held_ref(conn);
         if let Some(cluster) = self.cluster.as_mut() {
-            cluster.ask(JobKind::Rooms, Pending::Rooms { conn, reference });
+            cluster.ask(kind, pending(reference));
         }
     }
 
@@ -1671,6 +1630,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::backlog_entry_bytes;
 
     fn message(id: u64, text: &str) -> ChatMessage {
         ChatMessage {
