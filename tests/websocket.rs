@@ -241,22 +241,7 @@ fn upgrade_request(port: u16, extra: &str) -> String {
 fn http_exchange(port: u16, request: &str) -> String {
     let mut stream = tcp(port);
     stream.write_all(request.as_bytes()).expect("cannot send");
-    let mut response = Vec::new();
-    let deadline = Instant::now() + READ_TIMEOUT;
-    let mut chunk = [0; 4096];
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the response did not end in time"
-        );
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(count) => response.extend_from_slice(&chunk[..count]),
-            Err(error) if error.kind() == ErrorKind::ConnectionReset => break,
-            Err(error) => panic!("read failed: {error}"),
-        }
-    }
-    String::from_utf8(response).expect("an ASCII response")
+    read_all(&mut stream)
 }
 
 #[test]
@@ -702,8 +687,13 @@ fn assert_silent<S: Read>(stream: &mut S, socket: &TcpStream, quiet: Duration) {
 /// Reads until the server closes.
 fn read_all<S: Read>(stream: &mut S) -> String {
     let mut response = Vec::new();
+    let deadline = Instant::now() + READ_TIMEOUT;
     let mut chunk = [0; 4096];
     loop {
+        assert!(
+            Instant::now() < deadline,
+            "the response did not end in time"
+        );
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(count) => response.extend_from_slice(&chunk[..count]),
